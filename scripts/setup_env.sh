@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv: everything the tests and the
+# offline demo need on a machine with no ROS and no GPU. Idempotent: a second run with unchanged
+# dependency files only checks a stamp and returns in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VLM2VLA_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+EXTRAS="vision,model,train,ros-offline,bags,dev"
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+  echo "setup_env: Python >= 3.10 is required, $PYTHON is $("$PYTHON" -V 2>&1)" >&2; exit 1; }
+
+# System packages: only venv/pip support is needed (OpenCV is the headless build, ROS comes
+# as wheels). Installed only when missing and when we are root on a Debian/Ubuntu machine.
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv python3-pip
+  else
+    echo "setup_env: $PYTHON lacks venv/ensurepip; install python3-venv (as root: apt-get install python3-venv)" >&2
+    exit 1
+  fi
+fi
+
+stamp_src=$(cat setup.py constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$stamp_src" ] && [ -x "$VENV/bin/python" ]; then
+  echo "setup_env: $VENV is up to date"
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+start=$(date +%s)
+# torch first, on its own and pinned, so nothing resolves it to a CUDA build on a CPU machine.
+"${PIP[@]}" install -c constraints.txt "torch==2.13.0"
+"${PIP[@]}" install -c constraints.txt -e ".[$EXTRAS]"
+echo "$stamp_src" > "$VENV/.stamp"
+echo "setup_env: installed into $VENV in $(( $(date +%s) - start )) s"

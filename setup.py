@@ -1,0 +1,91 @@
+"""ament_python package definition; the one place where Python dependencies are declared.
+
+On the robot, colcon builds this and ROS packages come from apt (package.xml). Off the robot,
+`scripts/setup_env.sh` installs the extras below into a virtual environment, ROS 2 included
+(unofficial pip wheels, see README).
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vlm2vla_ros"
+
+NODES = ["camera_node", "policy_node", "executor_node", "verifier_node"]
+TOOLS = {
+    "vlm2vla-demo": "demo",
+    "vlm2vla-task": "task",
+    "vlm2vla-sim": "sim_cli",
+    "vlm2vla-bench": "bench",
+}
+
+EXTRAS = {
+    # Rendering, video and image I/O. Headless OpenCV needs no X/GL system libraries.
+    "vision": ["opencv-python-headless>=4.8", "pillow>=10", "imageio>=2.30"],
+    # The policy engine. torch is pinned: a loose spec pulls several GB of CUDA wheels on CPU
+    # machines; 2.13.0 is the CPU build these machines carry (on a GPU box pip takes CUDA).
+    "model": [
+        "torch==2.13.0",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.22",
+        "peft>=0.17",
+        "accelerate>=1.0",
+        "xgrammar>=0.1.20",
+    ],
+    "gpu": ["bitsandbytes>=0.45"],
+    "train": ["trl>=0.20", "matplotlib>=3.7", "tqdm>=4.60"],
+    # ROS 2 off the robot: unofficial Kilted wheels (rclpy with Fast DDS and the message packages
+    # the nodes use), the pure-Python CvBridge, and rosbags to write/read bags without ros2 bag.
+    # Never install these on the robot: it has Humble from apt.
+    "ros-offline": [
+        "ros-kilted-rclpy[fastrtps]",
+        "ros-kilted-std-msgs",
+        "ros-kilted-std-srvs",
+        "ros-kilted-sensor-msgs",
+        "ros-kilted-geometry-msgs",
+        "ros-kilted-trajectory-msgs",
+        "ros-kilted-diagnostic-msgs",
+        "ros-kilted-builtin-interfaces",
+        "cv-bridge>=1.13",
+    ],
+    "bags": ["rosbags>=0.10"],
+    # Real hardware (on the robot's NUC only).
+    "robot": ["hello-robot-stretch-body>=0.7.30"],
+    "dev": [
+        "pytest>=7",
+        "pytest-timeout>=2",
+        "hypothesis>=6.100",
+        "ruff>=0.8",
+        "vermin>=1.6",
+        "colcon-core",
+        "colcon-ros",
+        "colcon-python-setup-py",
+        "colcon-package-information",
+        "ros-kilted-ament-package",
+    ],
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy>=1.21", "PyYAML>=5.4"],
+    extras_require=EXTRAS,
+    zip_safe=True,
+    maintainer="vlm2vla_ros maintainers",
+    maintainer_email="maintainers@vlm2vla-ros.invalid",
+    description="VLM2VLA (actions as language) on the Hello Robot Stretch RE1, as ROS 2 nodes.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES]
+        + [f"{tool} = {PACKAGE}.tools.{module}:main" for tool, module in TOOLS.items()],
+    },
+)
