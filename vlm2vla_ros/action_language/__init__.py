@@ -1,0 +1,45 @@
+"""The action language: how robot actions are written as plain text (see docs/action_language.md).
+
+Pure Python (no ROS): grammar, parser and formatter of action chunks, subtask lists,
+trajectory merging for dataset building, and rule-based motion plans.
+"""
+
+from .grammar import chunk_regex, number_regex
+from .parser import (
+    MAX_TEXT_CHARS,
+    chunk_to_array,
+    format_action_chunk,
+    parse_action_chunk,
+    step_values,
+    validate_chunk,
+)
+from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
+from .trajectory import MergeConfig, Segment, merge_segments, merge_trajectory
+from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
+from .verbalise import verbalise_moves
+
+__all__ = [
+    "MAX_SUBTASKS",
+    "MAX_SUBTASK_CHARS",
+    "MAX_TEXT_CHARS",
+    "DEFAULT_LIMITS",
+    "ActionChunk",
+    "ActionLimits",
+    "ActionParseError",
+    "ActionStep",
+    "ActionValueError",
+    "MergeConfig",
+    "Segment",
+    "chunk_regex",
+    "chunk_to_array",
+    "format_action_chunk",
+    "format_subtasks",
+    "merge_segments",
+    "merge_trajectory",
+    "number_regex",
+    "parse_action_chunk",
+    "parse_subtasks",
+    "step_values",
+    "validate_chunk",
+    "verbalise_moves",
+]
