@@ -46,7 +46,8 @@ class RobotBackend(Protocol):
     def move_by(self, delta: JointDelta, timeout_s: float) -> None:
         """Move and block until the motion is done (or raise BackendError)."""
 
-    def set_gripper(self, pct: float) -> None: ...
+    def set_gripper(self, pct: float) -> None:
+        """Command the gripper and return once it has had time to act (or raise BackendError)."""
 
     def stop(self) -> None:
         """Stop all motion now. Must never raise."""
