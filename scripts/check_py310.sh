@@ -12,7 +12,10 @@ echo "vermin: no construct newer than Python 3.10 in $(echo "$files" | wc -w) fi
 
 py310=""
 for candidate in python3.10 "${HOME:-/root}/.pyenv/versions/3.10"*/bin/python3.10; do
-  if command -v "$candidate" >/dev/null 2>&1; then py310=$candidate; break; fi
+  # pyenv shims exist even when their version is not selected: ask the interpreter itself.
+  if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; then
+    py310=$candidate; break
+  fi
 done
 if [ -n "$py310" ]; then
   tmp=$(mktemp -d)
