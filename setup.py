@@ -18,6 +18,8 @@ TOOLS = {
     "vlm2vla-sim": "sim_cli",
     "vlm2vla-bench": "bench",
 }
+# The one-process graph lives beside the nodes it composes.
+BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"
 
 EXTRAS = {
     # Rendering, video and image I/O. Headless OpenCV needs no X/GL system libraries.
@@ -86,6 +88,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES]
-        + [f"{tool} = {PACKAGE}.tools.{module}:main" for tool, module in TOOLS.items()],
+        + [f"{tool} = {PACKAGE}.tools.{module}:main" for tool, module in TOOLS.items()]
+        + [BRINGUP],
     },
 )

@@ -1,0 +1,90 @@
+"""Start vlm2vla_ros on the Stretch RE1 (or the simulated Stretch), whole or one half.
+
+    ros2 launch vlm2vla_ros stretch.launch.py                       # everything on one machine
+    ros2 launch vlm2vla_ros stretch.launch.py half:=robot           # on the robot: camera + executor
+    ros2 launch vlm2vla_ros stretch.launch.py half:=compute model:=/models/vlm2vla   # GPU workstation
+    ros2 launch vlm2vla_ros stretch.launch.py sim:=true record:=true bag_dir:=/tmp/run1
+
+Arguments (documented in docs/ros_interface.md):
+  config    ROS 2 parameters YAML of all nodes (default: the package's config/vlm2vla.yaml)
+  model     model folder for policy and verifier ('' keeps the YAML's; 'tiny' = test model)
+  adapter   LoRA adapter folder ('' keeps the YAML's)
+  sim       true: simulated Stretch; the executor owns the sim and publishes its camera
+            (no camera_node), so the topics are the same as on the robot
+  dry_run   true: the executor plans and reports every chunk and moves nothing
+  half      all | robot (camera + executor) | compute (policy + verifier)
+  record    true: `ros2 bag record` of every rollout topic
+  bag_dir   output folder of the bag (must not exist)
+Machines without `ros2 launch`: python -m vlm2vla_ros.nodes.bringup (same YAML, same topics).
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+PACKAGE = "vlm2vla_ros"
+HALVES = ("all", "robot", "compute")
+ARGUMENTS = {
+    "config": ("", "parameters YAML of all nodes ('' = the package's config/vlm2vla.yaml)"),
+    "model": ("", "model folder for policy and verifier ('' = the YAML's; 'tiny' = tiny test model)"),
+    "adapter": ("", "LoRA adapter folder ('' = the YAML's)"),
+    "sim": ("false", "true: simulated Stretch (the executor owns the sim and publishes its camera)"),
+    "dry_run": ("false", "true: plan and report chunks, move nothing"),
+    "half": ("all", "all | robot (camera + executor) | compute (policy + verifier)"),
+    "record": ("false", "true: ros2 bag record every rollout topic"),
+    "bag_dir": ("vlm2vla_bag", "output folder of the bag (must not exist)"),
+}
+
+
+def _true(value):
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+def _default_config():
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory(PACKAGE), "config", "vlm2vla.yaml")
+
+
+def _nodes(context):
+    from vlm2vla_ros.topics import ROLLOUT_TOPICS
+
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    half = arg["half"]
+    if half not in HALVES:
+        raise RuntimeError(f"half must be one of {HALVES}, got {half!r}")
+    config = arg["config"] or _default_config()
+    sim, dry_run = _true(arg["sim"]), _true(arg["dry_run"])
+    model = {"model_path": arg["model"]} if arg["model"] else {}
+    adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
+    actions = []
+    if half in ("all", "robot"):
+        executor_params = {"dry_run": dry_run}
+        if sim:
+            executor_params.update(backend="sim", sim_camera=True)
+        else:
+            actions.append(Node(package=PACKAGE, executable="camera_node", name="camera_node",
+                                parameters=[config], output="screen"))
+        actions.append(Node(package=PACKAGE, executable="executor_node", name="executor_node",
+                            parameters=[config, executor_params], output="screen"))
+    if half in ("all", "compute"):
+        actions.append(Node(package=PACKAGE, executable="policy_node", name="policy_node",
+                            parameters=[config, {**model, **adapter}], output="screen"))
+        actions.append(Node(package=PACKAGE, executable="verifier_node", name="verifier_node",
+                            parameters=[config, model], output="screen"))
+    if _true(arg["record"]):
+        actions.append(ExecuteProcess(
+            cmd=["ros2", "bag", "record", "-o", arg["bag_dir"], *[t.name for t in ROLLOUT_TOPICS]],
+            output="screen",
+        ))
+    return actions
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

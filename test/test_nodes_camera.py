@@ -1,0 +1,97 @@
+"""Camera sources and transform (pure), and camera_node publishing a folder over real DDS."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from vlm2vla_ros.frames import FrameSourceError, open_source, transform
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+
+
+def test_transform_rotates_clockwise_and_resizes():
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[0, 0] = (255, 0, 0)  # top-left red
+    out = transform(img, 90)
+    assert out.shape == (40, 20, 3) and tuple(out[0, -1]) == (255, 0, 0)  # clockwise: top-left -> top-right
+    assert transform(img, 0, 10, 0).shape == (5, 10, 3)
+    assert transform(img[:, :, 0], 0).shape == (20, 40, 3)  # grey -> RGB
+    with pytest.raises(ValueError, match="rotate_deg"):
+        transform(img, 45)
+    with pytest.raises(ValueError, match="uint8"):
+        transform(img.astype(np.float32), 0)
+
+
+def test_sources_report_clear_errors(tmp_path):
+    with pytest.raises(FrameSourceError, match="another process"):
+        open_source("sim")
+    with pytest.raises(FrameSourceError, match="does not exist"):
+        open_source(str(tmp_path / "nope.mp4"))
+    with pytest.raises(FrameSourceError, match="holds no"):
+        open_source(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FrameSourceError, match="not a video"):
+        open_source(str(tmp_path / "notes.txt"))
+    with pytest.raises(FrameSourceError, match="followed by a number"):
+        open_source("device:abc")
+
+
+def test_folder_source_plays_in_order_and_loops(tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((8, 8, 3), i * 50, np.uint8))
+    src = open_source(str(tmp_path), loop=False)
+    assert [int(src.read()[0, 0, 0]) for _ in range(3)] == [0, 50, 100] and src.read() is None
+    src = open_source(str(tmp_path), loop=True)
+    assert [int(src.read()[0, 0, 0]) for _ in range(4)] == [0, 50, 100, 0]
+
+
+@pytest.mark.ros
+def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
+    rclpy = pytest.importorskip("rclpy")
+    import cv2
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from vlm2vla_ros import topics
+    from vlm2vla_ros.nodes.camera_node import CameraNode
+    from vlm2vla_ros.nodes.common import qos_for
+    from vlm2vla_ros.nodes.images import from_msg
+
+    img = np.zeros((30, 60, 3), np.uint8)
+    img[:, :30] = (0, 0, 255)  # left half red in BGR
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    owns = not rclpy.ok()
+    if owns:
+        rclpy.init()
+    try:
+        cam = CameraNode(parameter_overrides=[
+            Parameter("source", value=str(tmp_path)), Parameter("rotate_deg", value=90),
+            Parameter("width", value=0), Parameter("height", value=0), Parameter("rate_hz", value=20),
+            Parameter("frame_id", value="head_cam"),
+        ])
+        sub_node = rclpy.create_node("cam_probe")
+        got = []
+        sub_node.create_subscription(Image, topics.IMAGE.name, got.append, qos_for(topics.IMAGE))
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            rclpy.spin_once(cam, timeout_sec=0.05)
+            rclpy.spin_once(sub_node, timeout_sec=0.05)
+        assert got, "no frame received"
+        msg = got[0]
+        assert msg.header.frame_id == "head_cam" and msg.encoding == "rgb8" and msg.header.stamp.sec > 0
+        rgb = from_msg(msg)
+        assert rgb.shape == (60, 30, 3)  # rotated 90 degrees
+        assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[-1, 0]) == (0, 0, 0)  # red on top after rotation
+        with pytest.raises(ValueError, match="rotate_deg"):
+            CameraNode(parameter_overrides=[Parameter("source", value=str(tmp_path)), Parameter("rotate_deg", value=45)])
+        cam.destroy_node()
+        sub_node.destroy_node()
+    finally:
+        if owns:
+            rclpy.shutdown()

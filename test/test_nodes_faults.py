@@ -1,0 +1,199 @@
+"""Executor faults over real DDS, robot half in one process (camera + executor on a slow sim):
+e-stop mid-chunk, the camera going silent (watchdog), malformed chunk payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
+
+from vlm2vla_ros import topics  # noqa: E402
+from vlm2vla_ros.nodes.bringup import build_graph  # noqa: E402
+from vlm2vla_ros.nodes.common import qos_for  # noqa: E402
+from vlm2vla_ros.sim.backend import SimBackend  # noqa: E402
+from vlm2vla_ros.sim.scene import make_scene  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+# 8 steps of +10 cm forward (x0.3 action scale = 3 cm of arm each, ~0.21 s at the sim's arm
+# speed); time_scale 2 makes the chunk take about 3.4 s of wall time.
+LONG_CHUNK = [[10.0, 0.0, 0.0, 1]] * 8
+
+
+class Rig:
+    def __init__(self, graph, node):
+        self.graph, self.node = graph, node
+        self.events, self.statuses = [], []
+        node.create_subscription(String, topics.EXECUTOR_EVENT.name, lambda m: self.events.append(json.loads(m.data)),
+                                 qos_for(topics.EXECUTOR_EVENT))
+        node.create_subscription(String, topics.EXECUTOR_STATUS.name, lambda m: self.statuses.append(json.loads(m.data)),
+                                 qos_for(topics.EXECUTOR_STATUS))
+        self.chunk_pub = node.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
+        self.estop_pub = node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
+
+    def send_chunk(self, task_id, cycle=1, steps=LONG_CHUNK):
+        self.chunk_pub.publish(String(data=topics.encode(
+            task_id=task_id, cycle=cycle, subtask_index=0, subtask="move", next_subtask="", image_stamp_ns=0,
+            steps=steps, text="")))
+
+    def wait_event(self, task_id, kinds, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events if e["task_id"] == task_id and e["event"] in kinds]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {kinds} event for {task_id} in {timeout} s; events: {self.events}")
+
+
+@pytest.fixture(scope="module")
+def rig():
+    rclpy.init()
+    world, _task = make_scene(1, "put_in")
+    backend = SimBackend(world, time_scale=2.0)
+    g = build_graph(
+        None, "robot", sim=True, backend=backend,
+        overrides={"executor_node": {"heartbeat_timeout_s": 0.0, "watchdog_timeout_s": 0.6}, "camera_node": {"rate_hz": 10.0}},
+    )
+    r = Rig(g, rclpy.create_node("fault_probe"))
+    executor = r.executor = MultiThreadedExecutor(num_threads=4)
+    for node in [*g.nodes, r.node]:
+        executor.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + 10
+    while r.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few frames so the watchdog is satisfied
+    yield r
+    stop.set()
+    spinner.join(5)
+    executor.shutdown(2)
+    g.close()
+    r.node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_chunk_runs_and_reports_before_and_after_frames(rig):
+    x0 = rig.graph.backend.world.gripper_x
+    rig.send_chunk("ok-1", steps=[[5.0, 0.0, 0.0, 1]])
+    done = rig.wait_event("ok-1", ("done",))
+    assert done["steps_executed"] == 1 and done["after_stamp_ns"] > done["before_stamp_ns"] > 0
+    assert rig.graph.backend.world.gripper_x == pytest.approx(x0 + 0.015, abs=1e-6)
+
+
+def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):
+    backend = rig.graph.backend
+    rig.send_chunk("estop-1")
+    rig.wait_event("estop-1", ("started",))
+    time.sleep(0.6)
+    rig.estop_pub.publish(Bool(data=True))
+    t_estop = time.monotonic()
+    ev = rig.wait_event("estop-1", ("aborted", "failed", "done"))
+    assert ev["event"] == "aborted" and "e-stop" in ev["reason"]
+    assert 0 < ev["steps_executed"] < 8
+    assert time.monotonic() - t_estop < 1.5  # the step in flight is the most that still runs
+    x_after = backend.world.gripper_x
+    time.sleep(0.5)
+    assert backend.world.gripper_x == x_after  # nothing moves after the stop
+    deadline = time.monotonic() + 3
+    while not (rig.statuses and rig.statuses[-1]["state"] == "estopped") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rig.statuses[-1]["estop"] is True
+    rig.send_chunk("estop-2")
+    ev = rig.wait_event("estop-2", ("rejected", "started"))
+    assert ev["event"] == "rejected" and "e-stop is engaged" in ev["reason"]
+    rig.estop_pub.publish(Bool(data=False))
+    time.sleep(0.3)
+    rig.send_chunk("estop-3", steps=[[1.0, 0.0, 0.0, 1]])
+    assert rig.wait_event("estop-3", ("done", "rejected", "aborted"))["event"] == "done"
+
+
+def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
+    backend = rig.graph.backend
+    before = backend.world.gripper
+    n = len(rig.events)
+    for bad in ("not json", "[]", topics.encode(task_id="m", cycle=1, subtask_index=0, steps=[[1, 2, 3]]),
+                topics.encode(task_id="m", cycle=1, subtask_index=0, steps=[[float("1e9"), 0, 0, 1]])):
+        rig.chunk_pub.publish(String(data=bad))
+    deadline = time.monotonic() + 5
+    while len(rig.events) < n + 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    new = rig.events[n:]
+    assert [e["event"] for e in new[:3]] == ["rejected"] * 3
+    assert all("malformed chunk payload" in e["reason"] for e in new[:3])
+    # well-formed but out of the action range: the safety layer rejects it before anything moves
+    assert new[3]["event"] in ("started", "rejected")
+    assert rig.wait_event("m", ("rejected",))["reason"]
+    assert backend.world.gripper == before
+
+
+def test_camera_silence_trips_the_watchdog(rig):
+    camera = rig.graph.by_name["camera_node"]
+    rig.send_chunk("wd-1")
+    rig.wait_event("wd-1", ("started",))
+    time.sleep(0.3)
+    camera.stop_publishing()
+    ev = rig.wait_event("wd-1", ("aborted", "failed", "done"))
+    assert ev["event"] == "aborted" and "watchdog: no camera frame" in ev["reason"]
+    assert ev["steps_executed"] < 8
+    # with no camera, a new chunk never starts moving
+    rig.send_chunk("wd-2", steps=[[1.0, 0.0, 0.0, 1]])
+    ev = rig.wait_event("wd-2", ("aborted", "done", "rejected", "failed"))
+    assert ev["event"] == "rejected" and ev["steps_executed"] == 0 and "not started: watchdog" in ev["reason"]
+    camera.resume_publishing()
+    time.sleep(0.5)
+
+
+class BrokenEngine:
+    """A model that writes its subtasks, then fails every cycle (as after exhausted retries)."""
+
+    def subtasks(self, image, task):
+        from vlm2vla_ros.policy.types import SubtaskResult
+
+        assert image.ndim == 3 and image.dtype.name == "uint8"
+        return SubtaskResult(["grasp the block"], "1. grasp the block", {"subtasks_s": 0.0}, {"subtasks": 3})
+
+    def cycle(self, image, task, subtask):
+        from vlm2vla_ros.policy.types import PolicyError
+
+        raise PolicyError("no parseable chunk after 3 tries", stage="chunk", failures=3)
+
+
+def test_model_failure_gives_a_clear_failed_status(rig):
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes.policy_node import PolicyNode
+
+    policy = PolicyNode(engine=BrokenEngine(), parameter_overrides=[Parameter("image_timeout_s", value=5.0)])
+    statuses = []
+    rig.node.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
+                                 qos_for(topics.POLICY_STATUS))
+    rig.executor.add_node(policy)
+    try:
+        task_pub = rig.node.create_publisher(String, topics.TASK.name, qos_for(topics.TASK))
+        deadline = time.monotonic() + 10
+        while task_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        task_pub.publish(String(data=topics.encode_task("pick up the block", "broken-1")))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+            s["task_id"] == "broken-1" and s["state"] == topics.FAILED for s in statuses
+        ):
+            time.sleep(0.05)
+        failed = [s for s in statuses if s["task_id"] == "broken-1" and s["state"] == topics.FAILED]
+        assert failed, statuses
+        assert "model failure in stage chunk" in failed[0]["message"] and failed[0]["subtasks"] == ["grasp the block"]
+        assert not [e for e in rig.events if e["task_id"] == "broken-1"]  # nothing was sent to the robot
+    finally:
+        rig.executor.remove_node(policy)
+        policy.destroy_node()

@@ -1,0 +1,214 @@
+"""The task state machine, /task parsing, chunk payloads and the model-free verifiers (pure, fast)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from vlm2vla_ros import topics
+from vlm2vla_ros.rollout import (
+    TaskRejected,
+    TaskRun,
+    parse_chunk_payload,
+    parse_task_message,
+    verdict_from_text,
+)
+from vlm2vla_ros.topics import PayloadError
+from vlm2vla_ros.verification import CountVerifier, OperatorVerifier, VerifyContext
+
+
+def running(subtasks=("a", "b"), retries=1, cycles=10) -> TaskRun:
+    run = TaskRun("t1", "do it", max_retries_per_subtask=retries, max_cycles=cycles)
+    assert run.set_subtasks(list(subtasks))
+    return run
+
+
+def one_cycle(run: TaskRun, advance: bool, status: str = "done") -> bool:
+    cycle = run.cycle + 1
+    assert run.chunk_sent(cycle)
+    assert run.executed(cycle, status)
+    return run.verdict(cycle, advance, "because")
+
+
+def test_advancing_through_every_subtask_succeeds():
+    run = running(("a", "b", "c"))
+    assert run.subtask == "a" and run.next_subtask == "b"
+    one_cycle(run, True)
+    assert run.subtask == "b" and run.next_subtask == "c" and run.state == topics.RUNNING
+    one_cycle(run, True)
+    one_cycle(run, True)
+    assert run.state == topics.SUCCEEDED and run.done and run.cycle == 3
+    assert [h["verdict"] for h in run.history] == ["advance"] * 3
+
+
+def test_retry_limit_per_subtask_fails_the_task():
+    run = running(retries=1)
+    one_cycle(run, False)
+    assert run.state == topics.RUNNING and run.retries == [1, 0] and "retry 1/1" in run.message
+    one_cycle(run, False)
+    assert run.state == topics.FAILED and "not done after 1 retries" in run.message
+    # retries are counted per subtask: a retry on b does not count against a
+    run = running(retries=1)
+    one_cycle(run, False)
+    one_cycle(run, True)
+    one_cycle(run, False)
+    assert run.state == topics.RUNNING and run.retries == [1, 1]
+
+
+def test_cycle_limit_fails_the_task():
+    run = running(("a",), retries=10, cycles=2)
+    one_cycle(run, False)
+    assert run.state == topics.RUNNING
+    one_cycle(run, False)
+    assert run.state == topics.FAILED and "cycle limit of 2" in run.message
+
+
+@pytest.mark.parametrize("status", ["aborted", "rejected", "failed"])
+def test_executor_failure_fails_the_task_with_its_reason(status):
+    run = running()
+    assert run.chunk_sent(1)
+    assert run.executed(1, status, "e-stop received")
+    assert run.state == topics.FAILED and status in run.message and "e-stop received" in run.message
+
+
+def test_dry_run_reports_go_on_to_the_verifier():
+    run = running()
+    assert run.chunk_sent(1) and run.executed(1, "dry_run") and run.phase == "verifying"
+
+
+def test_stale_and_out_of_order_events_are_ignored():
+    run = running()
+    assert not run.executed(1, "done")  # no chunk sent yet
+    assert not run.verdict(1, True)
+    assert not run.chunk_sent(2)  # cycles go one by one
+    assert run.chunk_sent(1)
+    assert not run.verdict(1, True)  # not executed yet
+    assert not run.executed(2, "done")  # another cycle
+    assert run.executed(1, "done")
+    assert not run.executed(1, "done")  # a duplicate report
+    assert run.verdict(1, True)
+    assert not run.verdict(1, True)  # a duplicate verdict does not advance twice
+    assert run.index == 1
+
+
+def test_preempted_and_failed_runs_take_no_more_events():
+    run = running()
+    assert run.preempt("t2") and run.state == topics.PREEMPTED and "t2" in run.message
+    assert not run.chunk_sent(1) and not run.fail("x") and not run.preempt("t3")
+
+
+def test_empty_subtask_list_fails():
+    run = TaskRun("t", "x")
+    assert run.set_subtasks(["", "  "]) and run.state == topics.FAILED and "no subtasks" in run.message
+
+
+def test_snapshot_is_json_ready():
+    snap = running().snapshot()
+    assert json.loads(topics.encode(**snap))["subtask"] == "a"
+
+
+def test_parse_task_plain_and_json():
+    assert parse_task_message("  put the block in the bowl \n", 100).instruction == "put the block in the bowl"
+    req = parse_task_message(topics.encode_task("pick it", "my-id.1"), 100)
+    assert (req.instruction, req.task_id) == ("pick it", "my-id.1")
+    assert parse_task_message("Pon el bloque rojo en el cuenco", 100).task_id is None
+
+
+@pytest.mark.parametrize(
+    "payload, why",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 101, "more than the limit of 100"),
+        ("{not json", "does not parse"),
+        ("[1, 2]", None),  # plain text that starts with '[' is an instruction, see below
+        ('{"task": 5}', "needs a string 'task'"),
+        ('{"task": "a", "extra": 1}', "only the keys"),
+        ('{"task": "a", "id": "bad id!"}', "task id"),
+        ('{"task": "   ", "id": "ok"}', "empty"),
+        ("abc\x00def", "control characters"),
+    ],
+)
+def test_parse_task_rejects_bad_payloads(payload, why):
+    if why is None:
+        assert parse_task_message(payload, 100).instruction == "[1, 2]"
+        return
+    with pytest.raises(TaskRejected, match=why) as info:
+        parse_task_message(payload, 100)
+    if payload.startswith('{"task": "   "'):
+        assert info.value.task_id == "ok"
+
+
+def chunk_payload(**over):
+    fields = dict(task_id="t", cycle=1, subtask_index=0, subtask="s", next_subtask="n", image_stamp_ns=5,
+                  steps=[[1.0, -2.0, 0.5, 1], [0, 0, 0, 0]], text="[[1.0, -2.0, 0.5, 1], [0.0, 0.0, 0.0, 0]]")
+    fields.update(over)
+    return topics.encode(**fields)
+
+
+def test_chunk_payload_round_trip():
+    order = parse_chunk_payload(chunk_payload())
+    assert order.task_id == "t" and order.cycle == 1 and order.image_stamp_ns == 5
+    assert [(s.dx, s.dy, s.dz, s.gripper) for s in order.chunk.steps] == [(1.0, -2.0, 0.5, 1), (0.0, 0.0, 0.0, 0)]
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("nope", "not JSON"),
+        ("[]", "not an object"),
+        (json.dumps({"v": 99, "task_id": "t"}), "schema version"),
+        (chunk_payload(steps=[]), "non-empty list"),
+        (chunk_payload(steps=[[1, 2, 3]]), "step 0 must be a list"),
+        (chunk_payload(steps=[[1, "2", 3, 1]]), "must hold numbers"),
+        (chunk_payload(steps=[[1, True, 3, 1]]), "must hold numbers"),
+        (chunk_payload(cycle=-1), "cycle"),
+        (chunk_payload(task_id=""), "task_id"),
+        (chunk_payload(image_stamp_ns="5"), "image_stamp_ns"),
+    ],
+)
+def test_chunk_payload_rejects_malformed(text, why):
+    with pytest.raises(PayloadError, match=why):
+        parse_chunk_payload(text)
+
+
+def test_verdict_from_text():
+    assert verdict_from_text("Advance.")[0] is True
+    assert verdict_from_text("retry: the block is not held")[0] is False
+    assert verdict_from_text('{"verdict": "advance", "reason": "looks done"}') == (True, "looks done")
+    assert verdict_from_text("maybe")[0] is None
+    assert verdict_from_text("")[0] is None
+
+
+def ctx(task="t", cycle=1, index=0):
+    return VerifyContext(task, cycle, index, "grasp", "lift", None, None)
+
+
+def test_count_verifier_advances_after_n_chunks_per_subtask():
+    v = CountVerifier(2)
+    assert [v.judge(ctx(cycle=1)).advance, v.judge(ctx(cycle=2)).advance] == [False, True]
+    assert v.judge(ctx(cycle=3, index=1)).advance is False  # counted per subtask
+    with pytest.raises(ValueError):
+        CountVerifier(0)
+
+
+def test_operator_verifier_waits_for_a_matching_answer_and_times_out():
+    asked = []
+    v = OperatorVerifier(asked.append, timeout_s=5.0)
+    assert v.answer("advance") == "no question is waiting for an answer"
+
+    def reply():
+        while not asked:
+            threading.Event().wait(0.01)
+        assert "for task" in v.answer("advance", "other", 1)
+        assert "neither" in v.answer("perhaps")
+        assert v.answer("advance, it is in the bowl", "t", 1) == ""
+
+    threading.Thread(target=reply, daemon=True).start()
+    j = v.judge(ctx())
+    assert j.advance is True and j.reason.startswith("operator:")
+    quick = OperatorVerifier(lambda c: None, timeout_s=0.05)
+    j = quick.judge(ctx())
+    assert j.advance is False and "no operator answer" in j.reason

@@ -1,0 +1,202 @@
+"""One-process bringup: the whole graph (or one half) in one process with one executor.
+
+For machines without `ros2 launch` (pip-installed ROS 2), for the offline demo and the tests,
+and to share one model between policy and verifier (the verifier uses the base model: the
+same weights with the LoRA adapter switched off). Parameters come from the same YAML the
+launch file uses (`node_name: ros__parameters:`); with `sim` the simulated Stretch is one
+SimBackend object shared by the executor (which moves it) and the camera (which renders it).
+`record` writes every rollout topic to a rosbag2 folder with `rosbags`.
+
+    python -m vlm2vla_ros.nodes.bringup --sim --model tiny --record --bag-dir out/bag
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from .common import Shutdown, config_path, spin_until
+
+HALVES = ("all", "robot", "compute")
+DEFAULT_CONFIG = "vlm2vla.yaml"
+
+
+def load_params(path: str | None) -> dict[str, dict[str, Any]]:
+    """{node_name: {param: value}} from a ROS 2 parameters YAML (None/'' -> {})."""
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read parameters file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"parameters file {path} must map node names to 'ros__parameters'")
+    out = {}
+    for node, section in data.items():
+        params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ValueError(f"parameters file {path}: '{node}' needs a 'ros__parameters' mapping")
+        out[str(node).lstrip("/")] = params
+    return out
+
+
+@dataclass
+class Graph:
+    nodes: list[Node] = field(default_factory=list)
+    by_name: dict[str, Node] = field(default_factory=dict)
+    backend: Any = None
+    engine: Any = None
+    recorder: Any = None
+    _owns_engine: bool = False
+    _owns_backend: bool = False
+
+    def add(self, node: Node) -> Node:
+        self.nodes.append(node)
+        self.by_name[node.get_name()] = node
+        return node
+
+    def stop_robot(self) -> None:
+        """Urgent: stop motion now (signal handlers call this first)."""
+        executor = self.by_name.get("executor_node")
+        if executor is not None:
+            executor.stop_robot()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Stop the robot, finish the bag, destroy every node; idempotent."""
+        self.stop_robot()
+        if self.recorder is not None:
+            self.recorder.close()
+        for node in reversed(self.nodes):
+            with contextlib.suppress(Exception):
+                node.destroy_node()
+        self.nodes.clear()
+        self.by_name.clear()
+        if self._owns_engine and self.engine is not None and hasattr(self.engine, "close"):
+            self.engine.close()
+        if self._owns_backend and self.backend is not None:
+            self.backend.close()
+
+
+def build_graph(
+    params_file: str | None = None,
+    half: str = "all",
+    sim: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    engine: Any = None,
+    backend: Any = None,
+    record_dir: str | None = None,
+    sim_seed: int = 0,
+    sim_task_kind: str | None = None,
+) -> Graph:
+    """Create the nodes of `half` in this process (rclpy must be initialised)."""
+    from .camera_node import CameraNode
+    from .executor_node import ExecutorNode
+    from .policy_node import PolicyNode, load_engine
+    from .recorder import RecorderNode
+    from .verifier_node import VerifierNode
+
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, got {half!r}")
+    params = load_params(params_file)
+    for node, values in (overrides or {}).items():
+        params.setdefault(node, {}).update(values)
+    if sim:
+        params.setdefault("executor_node", {})["backend"] = "sim"
+        params.setdefault("camera_node", {})["source"] = "sim"
+
+    def kw(name: str) -> dict[str, Any]:
+        return {"parameter_overrides": [Parameter(k, value=v) for k, v in params.get(name, {}).items()]}
+
+    graph = Graph()
+    try:
+        if record_dir:
+            graph.recorder = graph.add(RecorderNode(record_dir))
+        if half in ("all", "robot"):
+            if sim and backend is None:
+                from ..sim.backend import SimBackend
+                from ..sim.scene import make_scene
+
+                world, _task = make_scene(sim_seed, sim_task_kind)
+                backend = SimBackend(world, time_scale=float(params.get("executor_node", {}).get("sim_time_scale", 0.0)))
+                graph._owns_backend = True
+            graph.backend = backend
+            graph.add(ExecutorNode(backend=backend, **kw("executor_node")))
+            graph.add(CameraNode(sim_backend=backend if sim else None, **kw("camera_node")))
+        if half in ("all", "compute"):
+            verifier_backend = params.get("verifier_node", {}).get("backend", "vlm")
+            if engine is None:
+                p = params.get("policy_node", {})
+                engine = load_engine(str(p.get("policy_config", "")), str(p.get("model_path", "")), str(p.get("adapter_path", "")))
+                graph._owns_engine = True
+            graph.engine = engine
+            graph.add(PolicyNode(engine=engine, **kw("policy_node")))
+            graph.add(VerifierNode(engine=engine if verifier_backend == "vlm" else None, **kw("verifier_node")))
+    except BaseException:
+        graph.close()
+        raise
+    return graph
+
+
+def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
+    """Spin the graph until SIGINT/SIGTERM (robot stopped first) or done(); then close it."""
+    shutdown = shutdown or Shutdown()
+    shutdown.urgent.append(graph.stop_robot)
+    shutdown.install()
+    try:
+        executor = spin_until(graph.nodes, shutdown, done)
+        executor.shutdown(timeout_sec=1.0)
+    finally:
+        graph.close()
+    return shutdown
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="vlm2vla-bringup", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=config_path(DEFAULT_CONFIG), help="ROS 2 parameters YAML (default: %(default)s)")
+    ap.add_argument("--half", choices=HALVES, default="all", help="robot: camera+executor; compute: policy+verifier")
+    ap.add_argument("--sim", action="store_true", help="simulated Stretch instead of stretch_body")
+    ap.add_argument("--seed", type=int, default=0, help="sim scene seed")
+    ap.add_argument("--task-kind", default=None, help="sim task kind (default: drawn from the seed)")
+    ap.add_argument("--model", default=None, help="model folder ('tiny': the tiny random test model)")
+    ap.add_argument("--adapter", default=None, help="LoRA adapter folder")
+    ap.add_argument("--record", action="store_true", help="record every rollout topic to a rosbag2 folder")
+    ap.add_argument("--bag-dir", default="vlm2vla_bag", help="bag folder for --record (must not exist)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.model:
+        overrides.setdefault("policy_node", {})["model_path"] = args.model
+    if args.adapter:
+        overrides.setdefault("policy_node", {})["adapter_path"] = args.adapter
+    rclpy.init()
+    try:
+        graph = build_graph(
+            args.config, args.half, args.sim, overrides,
+            record_dir=args.bag_dir if args.record else None, sim_seed=args.seed, sim_task_kind=args.task_kind,
+        )
+        run_graph(graph)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""camera_node: publishes frames from a device, a video, a folder or the simulator.
+
+Publishes /camera/image_raw (sensor_msgs/Image, rgb8, sensor-data QoS) at `rate_hz`, each
+frame rotated (`rotate_deg` clockwise: the RE1 head camera is mounted sideways) and resized,
+stamped with the time of capture and `frame_id`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from .. import topics
+from ..frames import FrameSource, FrameSourceError, open_source, transform
+from .common import load_config, qos_for, run_node_main
+from .images import to_msg
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = "device:0"  # sim | device:N | /dev/videoN | video file | folder of images
+    rate_hz: float = 5.0
+    rotate_deg: int = 0  # 90 for the RE1 head camera's raw stream
+    width: int = 224  # 0 keeps the source's size
+    height: int = 224
+    frame_id: str = "camera_color_optical_frame"
+    loop: bool = True  # replay video files and folders from the start when they end
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.rate_hz <= 60.0:
+            raise ValueError(f"camera rate_hz must be in [0.1, 60], got {self.rate_hz}")
+        if self.rotate_deg not in (0, 90, 180, 270):
+            raise ValueError(f"camera rotate_deg must be 0, 90, 180 or 270, got {self.rotate_deg}")
+        if not (0 <= self.width <= 4096 and 0 <= self.height <= 4096):
+            raise ValueError(f"camera width/height must be in [0, 4096], got {self.width}x{self.height}")
+        if not self.frame_id:
+            raise ValueError("camera frame_id must not be empty")
+
+
+class CameraNode(Node):
+    def __init__(self, source: FrameSource | None = None, sim_backend: Any = None, **kwargs: Any) -> None:
+        super().__init__("camera_node", **kwargs)
+        self.config = load_config(self, CameraConfig)
+        c = self.config
+        try:
+            self.source = source or open_source(c.source, c.loop, sim_backend, c.width, c.height)
+        except FrameSourceError as exc:
+            raise ValueError(f"camera_node: {exc}") from None
+        self.pub = self.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
+        self.frames = 0
+        self._ended = False
+        self.timer = self.create_timer(1.0 / c.rate_hz, self._tick)
+        self.get_logger().info(f"publishing {self.source.name} on {topics.IMAGE.name} at {c.rate_hz} Hz")
+
+    def _tick(self) -> None:
+        try:
+            frame = self.source.read()
+        except FrameSourceError as exc:
+            frame = None
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+        if frame is None:
+            if not self._ended:
+                self.get_logger().warning(f"{self.source.name} gave no frame; nothing is published until it does")
+                self._ended = True
+            return
+        self._ended = False
+        c = self.config
+        img = transform(frame, c.rotate_deg, c.width, c.height)
+        self.pub.publish(to_msg(img, self.get_clock().now().to_msg(), c.frame_id))
+        self.frames += 1
+
+    def stop_publishing(self) -> None:
+        """Stop the frame timer (tests use this to starve the watchdogs)."""
+        self.timer.cancel()
+
+    def resume_publishing(self) -> None:
+        self.timer.reset()
+
+    def destroy_node(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            super().destroy_node()
+
+
+def main(args: list | None = None) -> int:
+    return run_node_main(lambda: [CameraNode()], args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

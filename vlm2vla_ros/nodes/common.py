@@ -1,0 +1,192 @@
+"""What every node shares: QoS profiles, config dataclasses from ROS parameters, JSON topics,
+stamps, and a spin loop that stops the robot first on SIGINT/SIGTERM.
+
+Only rclpy APIs that exist in ROS 2 Humble are used here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from std_msgs.msg import String
+
+from ..topics import EVENTS, LATCHED, SENSOR, Topic, encode
+
+PACKAGE = "vlm2vla_ros"
+T = TypeVar("T")
+
+EVENTS_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+# Latched topics keep their last 20 messages: late joiners get the recent history (the last
+# message is the current state), and a burst (pre-empted + new task) is never squashed.
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+def qos_for(topic: Topic) -> QoSProfile:
+    return {SENSOR: qos_profile_sensor_data, EVENTS: EVENTS_QOS, LATCHED: LATCHED_QOS}[topic.qos]
+
+
+def config_path(name: str) -> str:
+    """A file in the package's config/ folder: the installed share dir, else the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidate = Path(get_package_share_directory(PACKAGE)) / "config" / name
+        if candidate.is_file():
+            return str(candidate)
+    except Exception:  # not installed with colcon (pip editable install, tests)
+        pass
+    return str(Path(__file__).resolve().parents[2] / "config" / name)
+
+
+def load_config(node: Node, cls: type[T]) -> T:
+    """Declare one ROS parameter per dataclass field (its default as default) and build cls.
+
+    Parameters are dynamically typed so `rate_hz: 5` in YAML works for a float field; values
+    are coerced to the field's default's type, and cls's own checks (if any) then run. A value
+    that cannot be coerced raises ValueError naming the parameter.
+    """
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init or f.name.startswith("_"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        node.declare_parameter(f.name, default, ParameterDescriptor(dynamic_typing=True))
+        value = node.get_parameter(f.name).value
+        values[f.name] = _coerce(value, default, f.name, node.get_name())
+    return cls(**values)  # type: ignore[call-arg]
+
+
+def _coerce(value: Any, default: Any, name: str, node_name: str) -> Any:
+    if value is None:
+        return default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise ValueError(f"{value!r} is not true or false")
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"{value!r} is not an integer")
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a number")
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter {node_name}.{name}: {exc}") from None
+    return value
+
+
+def publish_json(pub: Any, **fields: Any) -> str:
+    text = encode(**fields)
+    pub.publish(String(data=text))
+    return text
+
+
+def stamp_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class Shutdown:
+    """SIGINT/SIGTERM: run the urgent callbacks (stop the robot) at once, then end the spin."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.urgent: list[Callable[[], None]] = []
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+        for fn in self.urgent:
+            with contextlib.suppress(Exception):  # stopping goes on with the next callback
+                fn()
+        self.event.set()
+
+
+def spin_until(
+    nodes: Sequence[Node],
+    shutdown: Shutdown,
+    done: Callable[[], bool] | None = None,
+    threads: int = 4,
+) -> MultiThreadedExecutor:
+    """Spin all nodes in one MultiThreadedExecutor until a signal (or done() is true)."""
+    executor = MultiThreadedExecutor(num_threads=threads)
+    for node in nodes:
+        executor.add_node(node)
+    while not shutdown.event.is_set() and rclpy.ok() and not (done is not None and done()):
+        executor.spin_once(timeout_sec=0.1)
+    return executor
+
+
+def run_node_main(
+    make_nodes: Callable[[], Iterable[Node]],
+    urgent: Callable[[list[Node]], Iterable[Callable[[], None]]] = lambda nodes: (),
+    args: list[str] | None = None,
+) -> int:
+    """The main() of a node executable: init, build, spin, stop safely, clean up."""
+    rclpy.init(args=args)
+    shutdown = Shutdown()
+    nodes: list[Node] = []
+    code = 0
+    try:
+        nodes = list(make_nodes())
+        shutdown.urgent.extend(urgent(nodes))
+        shutdown.install()
+        executor = spin_until(nodes, shutdown)
+        executor.shutdown(timeout_sec=1.0)
+    except (ValueError, RuntimeError, OSError) as exc:
+        # Configuration and start-up errors: one clear line, non-zero exit.
+        print(f"error: {exc}", flush=True)
+        code = 1
+    finally:
+        for fn in shutdown.urgent:
+            with contextlib.suppress(Exception):
+                fn()
+        for node in reversed(nodes):
+            with contextlib.suppress(Exception):
+                node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

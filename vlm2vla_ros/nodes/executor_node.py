@@ -1,0 +1,332 @@
+"""executor_node: validates and executes action chunks on the Stretch (stretch_body) or the sim.
+
+Subscribes /policy/action_chunk, /camera/image_raw (liveness + before/after stamps),
+/policy/heartbeat, /policy/status (pre-emption) and /executor/estop; publishes
+/executor/event and /executor/status. All checking and motion is done by
+robot.executor.ChunkExecutor; this node only decides *when* to abort:
+- e-stop true on /executor/estop (acts at once, mid-chunk; chunks are refused until false);
+- watchdog: no image for `watchdog_timeout_s`, or no policy heartbeat for `heartbeat_timeout_s`;
+- the chunk's task was pre-empted or ended; node shutdown, SIGINT or SIGTERM.
+With backend "sim" and `sim_camera: true` it also renders and publishes the simulated head
+camera, so the robot half of the graph can run the sim in one process without camera_node.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Header, String
+
+from .. import topics
+from ..rollout import ChunkOrder, parse_chunk_payload
+from ..topics import PayloadError, decode
+from .common import config_path, load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
+
+IDLE, EXECUTING, ESTOPPED, FAULT = "idle", "executing", "estopped", "fault"
+
+
+@dataclass(frozen=True)
+class ExecutorNodeConfig:
+    backend: str = "sim"  # sim | stretch_body
+    robot_config: str = ""  # embodiment + safety YAML; '' = the package's config/stretch_re1.yaml
+    dry_run: bool = False  # plan and report every chunk, move nothing
+    watchdog_timeout_s: float = 2.0  # no camera frame for this long while executing -> stop
+    heartbeat_timeout_s: float = 5.0  # no policy heartbeat for this long while executing -> stop (0: off)
+    after_image_timeout_s: float = 3.0  # wait this long for a frame taken after the chunk
+    sim_camera: bool = False  # backend sim: also publish the rendered head camera
+    sim_camera_rate_hz: float = 5.0
+    image_width: int = 224
+    image_height: int = 224
+    frame_id: str = "camera_color_optical_frame"
+    sim_seed: int = 0  # backend sim without a shared world: scene of this seed ...
+    sim_task_kind: str = ""  # ... and task kind ('' = drawn from the seed)
+    sim_time_scale: float = 0.0  # >0: sim moves take this fraction of their real duration
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sim", "stretch_body"):
+            raise ValueError(f"executor backend must be 'sim' or 'stretch_body', got {self.backend!r}")
+        for name in ("watchdog_timeout_s", "after_image_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"executor {name} must be > 0, got {getattr(self, name)}")
+        if self.heartbeat_timeout_s < 0:
+            raise ValueError(f"executor heartbeat_timeout_s must be >= 0, got {self.heartbeat_timeout_s}")
+        if self.sim_camera and self.backend != "sim":
+            raise ValueError("executor sim_camera needs backend 'sim'")
+
+
+class ExecutorNode(Node):
+    def __init__(self, backend: Any = None, **kwargs: Any) -> None:
+        super().__init__("executor_node", **kwargs)
+        self.config = c = load_config(self, ExecutorNodeConfig)
+        from ..robot.config import RobotConfig
+        from ..robot.executor import ChunkExecutor
+
+        robot_cfg = RobotConfig.from_yaml(c.robot_config or config_path("stretch_re1.yaml"))
+        self._owns_backend = backend is None
+        self.backend = backend if backend is not None else self._make_backend(robot_cfg)
+        self.chunks = ChunkExecutor(self.backend, robot_cfg.embodiment, robot_cfg.safety, dry_run=c.dry_run)
+
+        self._lock = threading.Lock()
+        self._estopped = False
+        self._task_id = ""
+        self._current: ChunkOrder | None = None
+        self._abort_reason = ""
+        self._worker: threading.Thread | None = None
+        self._shutting_down = False
+        self._last_image: tuple[int, float] | None = None  # (stamp ns, receive time)
+        self._image_cond = threading.Condition()
+        self._last_heartbeat = 0.0
+        self._last_event = ""
+        self._status_text = ""
+
+        fast = ReentrantCallbackGroup()
+        self.event_pub = self.create_publisher(String, topics.EXECUTOR_EVENT.name, qos_for(topics.EXECUTOR_EVENT))
+        self.status_pub = self.create_publisher(String, topics.EXECUTOR_STATUS.name, qos_for(topics.EXECUTOR_STATUS))
+        self.create_subscription(
+            String, topics.POLICY_CHUNK.name, self._on_chunk, qos_for(topics.POLICY_CHUNK),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        self.create_subscription(Bool, topics.ESTOP.name, self._on_estop, qos_for(topics.ESTOP), callback_group=fast)
+        self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=fast)
+        self.create_subscription(
+            Header, topics.POLICY_HEARTBEAT.name, self._on_heartbeat, qos_for(topics.POLICY_HEARTBEAT), callback_group=fast
+        )
+        self.create_subscription(
+            String, topics.POLICY_STATUS.name, self._on_policy_status, qos_for(topics.POLICY_STATUS), callback_group=fast
+        )
+        self.create_timer(0.5, self._publish_status, callback_group=fast)
+        if c.sim_camera:
+            self.image_pub = self.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
+            self.create_timer(1.0 / c.sim_camera_rate_hz, self._publish_sim_frame, callback_group=MutuallyExclusiveCallbackGroup())
+        self._publish_status()
+        mode = "DRY RUN, nothing moves" if c.dry_run else "live"
+        self.get_logger().info(f"executor ready: backend {self.backend.name} ({mode})")
+
+    def _make_backend(self, robot_cfg: Any) -> Any:
+        from ..robot.factory import make_backend
+
+        c = self.config
+        if c.backend == "sim":
+            from ..sim.scene import make_scene
+
+            world, _task = make_scene(c.sim_seed, c.sim_task_kind or None)
+            return make_backend("sim", robot_cfg, world=world, time_scale=c.sim_time_scale)
+        return make_backend("stretch_body", robot_cfg)
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        with self._image_cond:
+            self._last_image = (stamp_ns(msg.header.stamp), monotonic())
+            self._image_cond.notify_all()
+
+    def _on_heartbeat(self, _msg: Header) -> None:
+        self._last_heartbeat = monotonic()
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            self._estopped = True
+            self.chunks.estop("e-stop received on /executor/estop")
+            self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
+        elif self._estopped:
+            self._estopped = False
+            self.get_logger().info("e-stop released; the next task may move the robot again")
+        self._publish_status()
+
+    def _on_policy_status(self, msg: String) -> None:
+        try:
+            d = decode(msg.data, ("task_id", "state"))
+        except PayloadError:
+            return
+        order = self._current
+        if order is None:
+            return
+        if d["task_id"] != order.task_id and d["state"] in (topics.PLANNING, topics.RUNNING):
+            self._abort(f"task {order.task_id} was pre-empted by task {d['task_id']}")
+        elif d["task_id"] == order.task_id and d["state"] in topics.TERMINAL_STATES:
+            self._abort(f"task {order.task_id} ended ({d['state']})")
+
+    def _on_chunk(self, msg: String) -> None:
+        try:
+            order = parse_chunk_payload(msg.data)
+        except (PayloadError, ValueError) as exc:
+            self._event(None, "rejected", reason=f"malformed chunk payload: {exc}")
+            return
+        with self._lock:
+            if self._estopped:
+                self._event(order, "rejected", reason="e-stop is engaged: release it (false on /executor/estop) first")
+                return
+            if self._worker is not None and self._worker.is_alive():
+                self._event(order, "rejected", reason=f"cycle {self._current.cycle if self._current else '?'} is still executing")
+                return
+            if order.task_id != self._task_id:
+                self.chunks.reset_for_new_task()
+                self._task_id = order.task_id
+            self._current = order
+            self._abort_reason = ""
+            self._worker = threading.Thread(target=self._execute, args=(order,), name="chunk", daemon=True)
+            self._worker.start()
+
+    # ---- execution -----------------------------------------------------------------------
+
+    def _should_abort(self) -> bool:
+        reason = self._abort_reason or self._watchdog_problem()
+        if reason:
+            self._abort(reason)
+            return True
+        return False
+
+    def _watchdog_problem(self) -> str:
+        c = self.config
+        now = monotonic()
+        if self._shutting_down:
+            return "the executor is shutting down"
+        last = self._last_image
+        if last is None or now - last[1] > c.watchdog_timeout_s:
+            age = "ever" if last is None else f"{now - last[1]:.1f} s"
+            return f"watchdog: no camera frame on {topics.IMAGE.name} for {age} (limit {c.watchdog_timeout_s} s)"
+        if c.heartbeat_timeout_s > 0 and now - self._last_heartbeat > c.heartbeat_timeout_s:
+            return (
+                f"watchdog: no policy heartbeat on {topics.POLICY_HEARTBEAT.name} for more than "
+                f"{c.heartbeat_timeout_s} s (is the policy process gone?)"
+            )
+        return ""
+
+    def _abort(self, reason: str) -> None:
+        """Stop the running chunk now (from any thread); the report carries the reason."""
+        if self._current is None or (self._worker is None or not self._worker.is_alive()):
+            return
+        if not self._abort_reason:
+            self._abort_reason = reason
+            self.get_logger().warning(f"stopping: {reason}")
+        self.chunks.estop(reason)
+
+    def _execute(self, order: ChunkOrder) -> None:
+        before = self._last_image
+        self._event(order, "started", before_stamp_ns=before[0] if before else 0)
+        problem = self._watchdog_problem()
+        if problem:  # never start moving blind
+            self.chunks.estop(problem)
+            self._event(order, "rejected", reason=f"not started: {problem}", steps_executed=0, findings=[],
+                        before_stamp_ns=before[0] if before else 0, after_stamp_ns=0)
+            with self._lock:
+                self._current = None
+            self._publish_status()
+            return
+        report = self.chunks.execute(order.chunk, self._should_abort)
+        after = self._wait_for_image_after(monotonic())
+        reason = report.reason
+        if report.status not in ("done", "dry_run") and self._abort_reason and self._abort_reason not in reason:
+            reason = f"{reason} ({self._abort_reason})"
+        self._event(
+            order,
+            report.status,
+            reason=reason,
+            steps_executed=report.steps_executed,
+            findings=list(report.findings),
+            before_stamp_ns=before[0] if before else 0,
+            after_stamp_ns=after,
+            start_joints=_joints(report.start),
+            end_joints=_joints(report.end),
+        )
+        with self._lock:
+            self._current = None
+        self._publish_status()
+
+    def _wait_for_image_after(self, t: float) -> int:
+        """Stamp of the first frame received after monotonic time t (0 if none in time)."""
+        deadline = t + self.config.after_image_timeout_s
+        with self._image_cond:
+            while True:
+                last = self._last_image
+                if last is not None and last[1] > t:
+                    return last[0]
+                remaining = deadline - monotonic()
+                if remaining <= 0 or self._shutting_down:
+                    return 0
+                self._image_cond.wait(min(remaining, 0.1))
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    def _event(self, order: ChunkOrder | None, event: str, **fields: Any) -> None:
+        self._last_event = event
+        publish_json(
+            self.event_pub,
+            event=event,
+            task_id=order.task_id if order else "",
+            cycle=order.cycle if order else -1,
+            subtask_index=order.subtask_index if order else -1,
+            steps_total=len(order.chunk) if order else 0,
+            chunk_image_stamp_ns=order.image_stamp_ns if order else 0,
+            **{"reason": "", **fields},
+        )
+        if event not in ("started", "done", "dry_run"):
+            self.get_logger().warning(f"chunk {event}: {fields.get('reason', '')}")
+
+    def state(self) -> str:
+        if self._estopped:
+            return ESTOPPED
+        if self._current is not None:
+            return EXECUTING
+        return FAULT if self.chunks.fault else IDLE
+
+    def _publish_status(self) -> None:
+        hb_age = monotonic() - self._last_heartbeat if self._last_heartbeat else None
+        # Publish only when something changed: the status topic is latched and recorded.
+        fields = dict(
+            state=self.state(),
+            estop=self._estopped,
+            fault=self.chunks.fault,
+            task_id=self._task_id,
+            cycle=self._current.cycle if self._current else -1,
+            backend=self.backend.name,
+            dry_run=self.config.dry_run,
+            policy_alive=hb_age is not None
+            and (self.config.heartbeat_timeout_s == 0 or hb_age <= self.config.heartbeat_timeout_s),
+        )
+        text = repr(sorted(fields.items()))
+        if text != self._status_text:
+            self._status_text = text
+            publish_json(self.status_pub, **fields)
+
+    def _publish_sim_frame(self) -> None:
+        from .images import to_msg
+
+        img = self.backend.render(self.config.image_width, self.config.image_height)
+        self.image_pub.publish(to_msg(img, self.get_clock().now().to_msg(), self.config.frame_id))
+
+    # ---- shutdown ------------------------------------------------------------------------
+
+    def stop_robot(self) -> None:
+        """Stop all motion now; safe from a signal handler and from any thread."""
+        self._shutting_down = True
+        self.chunks.estop("executor shutdown")
+
+    def destroy_node(self) -> None:
+        self.stop_robot()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout=5.0)
+        if self._owns_backend:
+            self.backend.close()
+        super().destroy_node()
+
+
+def _joints(j: Any) -> list[float] | None:
+    """JointState -> [lift_m, arm_m, base_m, gripper_pct] (None when unknown)."""
+    if j is None:
+        return None
+    return [round(float(v), 5) for v in (j.lift_m, j.arm_m, j.base_m, j.gripper_pct)]
+
+
+def main(args: list | None = None) -> int:
+    return run_node_main(lambda: [ExecutorNode()], urgent=lambda nodes: [n.stop_robot for n in nodes], args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""recorder: writes every rollout topic to a rosbag2 folder with `rosbags` (no ros2 bag needed).
+
+Subscribes raw (serialized CDR) to each topic of topics.ROLLOUT_TOPICS with a QoS that
+matches its publisher, stores messages with their receive time, and commits to disk every
+`flush_period_s`. close() finishes the bag; the bringup calls it on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+
+from .. import topics
+from ..recording import BagWriter
+from .common import qos_for
+
+
+def _msg_class(msgtype: str) -> Any:
+    """'std_msgs/msg/String' -> the rclpy message class."""
+    import importlib
+
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+class RecorderNode(Node):
+    def __init__(
+        self,
+        bag_dir: str | Path,
+        rollout_topics: Iterable[topics.Topic] = topics.ROLLOUT_TOPICS,
+        flush_period_s: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__("recorder", **kwargs)
+        self.topics = tuple(rollout_topics)
+        self.writer = BagWriter(bag_dir, self.topics)
+        group = MutuallyExclusiveCallbackGroup()  # one writer: callbacks in order, never at once
+        for topic in self.topics:
+            self.create_subscription(
+                _msg_class(topic.msgtype), topic.name, self._writer_for(topic.name), qos_for(topic),
+                callback_group=group, raw=True,
+            )
+        self.create_timer(flush_period_s, self.writer.flush, callback_group=group)
+        self.get_logger().info(f"recording {len(self.topics)} topics to {bag_dir}")
+
+    def _writer_for(self, name: str) -> Any:
+        def write(data: bytes) -> None:
+            self.writer.write(name, data, self.get_clock().now().nanoseconds)
+
+        return write
+
+    def close(self) -> Path | None:
+        return self.writer.close()
+
+    def destroy_node(self) -> None:
+        self.close()
+        super().destroy_node()

@@ -1,0 +1,209 @@
+"""verifier_node: after each executed chunk, says advance or retry on /verifier/verdict.
+
+It keeps the recent camera frames, remembers each chunk's subtask and next subtask from
+/policy/action_chunk, and on a "done"/"dry_run" event from /executor/event judges the
+frames the executor named as before and after. The policy applies the verdict (next
+subtask, retry, the per-subtask retry limit, task completion: rollout.TaskRun). Backends are
+in verification.py: vlm (the base model, shared with the policy in one process), openai,
+operator (/verifier/operator_request -> a person -> /verifier/operator_answer), count.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from .. import topics
+from ..rollout import EXECUTED_OK
+from ..topics import PayloadError, decode
+from ..verification import BACKENDS, CountVerifier, EngineVerifier, OperatorVerifier, VerifyContext
+from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    backend: str = "vlm"  # vlm | openai | operator | count
+    advance_after_chunks: int = 1  # backend count
+    operator_timeout_s: float = 300.0  # backend operator: no answer -> retry
+    policy_config: str = ""  # backend vlm/openai in its own process: the policy YAML to load
+    model_path: str = ""  # ... with this model ('tiny' = tiny test model)
+    image_buffer: int = 50  # frames kept to find the before/after images by stamp
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"verifier backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.advance_after_chunks < 1:
+            raise ValueError(f"verifier advance_after_chunks must be >= 1, got {self.advance_after_chunks}")
+        if not self.operator_timeout_s > 0:
+            raise ValueError(f"verifier operator_timeout_s must be > 0, got {self.operator_timeout_s}")
+        if self.image_buffer < 2:
+            raise ValueError(f"verifier image_buffer must be >= 2, got {self.image_buffer}")
+
+
+class VerifierNode(Node):
+    def __init__(self, engine: Any = None, **kwargs: Any) -> None:
+        super().__init__("verifier_node", **kwargs)
+        self.config = c = load_config(self, VerifierConfig)
+        self._owns_engine = False
+        group = ReentrantCallbackGroup()
+        self.verdict_pub = self.create_publisher(String, topics.VERDICT.name, qos_for(topics.VERDICT))
+        self.request_pub = self.create_publisher(String, topics.OPERATOR_REQUEST.name, qos_for(topics.OPERATOR_REQUEST))
+        self.verifier = self._make_verifier(engine)
+        self._frames: collections.OrderedDict[int, Image] = collections.OrderedDict()
+        self._frames_lock = threading.Lock()
+        self._chunks: dict[tuple[str, int], dict[str, Any]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
+        self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=group)
+        self.create_subscription(String, topics.POLICY_CHUNK.name, self._on_chunk, qos_for(topics.POLICY_CHUNK), callback_group=group)
+        self.create_subscription(
+            String, topics.EXECUTOR_EVENT.name, self._on_event, qos_for(topics.EXECUTOR_EVENT), callback_group=group
+        )
+        self.create_subscription(
+            String, topics.OPERATOR_ANSWER.name, self._on_answer, qos_for(topics.OPERATOR_ANSWER), callback_group=group
+        )
+        self.get_logger().info(f"verifier ready: backend {c.backend}")
+
+    def _make_verifier(self, engine: Any) -> Any:
+        c = self.config
+        if c.backend == "count":
+            return CountVerifier(c.advance_after_chunks)
+        if c.backend == "operator":
+            return OperatorVerifier(self._ask_operator, c.operator_timeout_s)
+        if engine is None:
+            from ..policy import load_policy
+            from .policy_node import build_policy_config
+
+            cfg = build_policy_config(c.policy_config, c.model_path, "")
+            if c.backend == "openai":
+                cfg = cfg.replace(backend="openai")
+            engine = load_policy(cfg)
+            self._owns_engine = True
+        self.engine = engine
+        return EngineVerifier(engine, c.backend)
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        with self._frames_lock:
+            self._frames[stamp_ns(msg.header.stamp)] = msg
+            while len(self._frames) > self.config.image_buffer:
+                self._frames.popitem(last=False)
+
+    def _on_chunk(self, msg: String) -> None:
+        try:
+            d = decode(msg.data, ("task_id", "cycle", "subtask_index"))
+        except PayloadError:
+            return
+        self._chunks[(str(d["task_id"]), int(d["cycle"]))] = d
+        while len(self._chunks) > 100:
+            self._chunks.pop(next(iter(self._chunks)))
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            d = decode(msg.data, ("event", "task_id", "cycle"))
+        except PayloadError:
+            return
+        if d["event"] not in EXECUTED_OK:
+            return
+        chunk = self._chunks.get((d["task_id"], d["cycle"]))
+        if chunk is None:
+            self.get_logger().warning(f"executed cycle {d['cycle']} of task {d['task_id']} has no known chunk; not judged")
+            return
+        ctx = VerifyContext(
+            task_id=d["task_id"],
+            cycle=d["cycle"],
+            subtask_index=int(chunk["subtask_index"]),
+            subtask=str(chunk.get("subtask", "")),
+            next_subtask=str(chunk.get("next_subtask", "")),
+            before=self._frame(d.get("before_stamp_ns")),
+            after=self._frame(d.get("after_stamp_ns")),
+        )
+        self._pool.submit(self._judge, ctx, d)
+
+    def _on_answer(self, msg: String) -> None:
+        if not isinstance(self.verifier, OperatorVerifier):
+            return
+        task_id, cycle = "", -1
+        try:
+            d = decode(msg.data, ("verdict",))
+            task_id, cycle, text = str(d.get("task_id", "")), int(d.get("cycle", -1)), str(d["verdict"])
+        except (PayloadError, ValueError, TypeError):
+            text = msg.data
+        problem = self.verifier.answer(text, task_id, cycle)
+        if problem:
+            self.get_logger().warning(f"operator answer ignored: {problem}")
+
+    # ---- judging -------------------------------------------------------------------------
+
+    def _frame(self, stamp: Any) -> Any:
+        """The RGB frame with this stamp (exact, else the nearest kept one); None if none."""
+        from .images import from_msg as image_from_msg
+
+        if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
+            return None
+        with self._frames_lock:
+            msg = self._frames.get(stamp)
+            if msg is None and self._frames:
+                msg = self._frames[min(self._frames, key=lambda s: abs(s - stamp))]
+        return None if msg is None else image_from_msg(msg)
+
+    def _judge(self, ctx: VerifyContext, event: dict[str, Any]) -> None:
+        t0 = monotonic()
+        try:
+            j = self.verifier.judge(ctx)
+            advance, reason, raw, timings = j.advance, j.reason, j.raw_text, dict(j.timings)
+        except Exception as exc:  # a failed verifier never advances
+            advance, reason, raw, timings = False, f"verifier error: {type(exc).__name__}: {exc}", "", {}
+            self.get_logger().error(reason)
+        timings.setdefault("verify_total_s", round(monotonic() - t0, 4))
+        publish_json(
+            self.verdict_pub,
+            task_id=ctx.task_id,
+            cycle=ctx.cycle,
+            subtask_index=ctx.subtask_index,
+            subtask=ctx.subtask,
+            next_subtask=ctx.next_subtask,
+            verdict="advance" if advance else "retry",
+            reason=reason,
+            backend=self.config.backend,
+            raw_text=raw,
+            before_stamp_ns=event.get("before_stamp_ns", 0),
+            after_stamp_ns=event.get("after_stamp_ns", 0),
+            timings=timings,
+        )
+
+    def _ask_operator(self, ctx: VerifyContext) -> None:
+        question = f"Is the subtask '{ctx.subtask}' done? Answer advance or retry."
+        publish_json(
+            self.request_pub,
+            task_id=ctx.task_id,
+            cycle=ctx.cycle,
+            subtask_index=ctx.subtask_index,
+            subtask=ctx.subtask,
+            next_subtask=ctx.next_subtask,
+            question=question,
+            timeout_s=self.config.operator_timeout_s,
+        )
+        self.get_logger().info(f"operator: {question} (publish on {topics.OPERATOR_ANSWER.name})")
+
+    def destroy_node(self) -> None:
+        self._pool.shutdown(wait=False)
+        if self._owns_engine and hasattr(self.engine, "close"):
+            self.engine.close()
+        super().destroy_node()
+
+
+def main(args: list | None = None) -> int:
+    return run_node_main(lambda: [VerifierNode()], args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

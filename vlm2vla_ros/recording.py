@@ -1,0 +1,156 @@
+"""Write rosbag2 bags without ROS tooling, with the pure-Python `rosbags` library.
+
+Used where `ros2 bag record` is missing (pip-installed ROS 2, the one-process bringup, the
+offline demo). Messages arrive already serialized (CDR bytes from an rclpy raw subscription)
+and are stored as they are, so the bag is exactly what went over the wire.
+
+Storage is sqlite3, the rosbag2 default on Humble. rosbags keeps one open transaction and
+writes metadata.yaml on close(), so close() must run on every exit path (the bringup calls
+it on SIGINT/SIGTERM); flush() commits what has been written so far, so even a process that
+is killed outright leaves a database `ros2 bag reindex` can recover.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .topics import Topic
+
+# Humble's message definitions: the robot's distro; the types used here are the same in all.
+TYPESTORE_NAME = "ros2_humble"
+
+
+class RecordingError(RuntimeError):
+    """The bag cannot be created or written; the message says why."""
+
+
+class BagWriter:
+    """A thread-safe rosbag2 writer for a fixed set of topics. Use as a context manager.
+
+    sqlite3 connections belong to the thread that made them, so one writer thread owns the
+    bag: write() only queues (callbacks never wait for the disk), flush() and close() wait
+    until the queue before them is on disk.
+    """
+
+    def __init__(self, path: str | Path, topics: Iterable[Topic]) -> None:
+        try:
+            from rosbags.rosbag2 import Writer
+            from rosbags.typesys import Stores, get_typestore
+        except ImportError as exc:  # pragma: no cover - rosbags is a declared extra
+            raise RecordingError("recording needs the 'rosbags' package (pip install rosbags)") from exc
+        self.path = Path(path)
+        if self.path.exists():
+            raise RecordingError(f"bag directory {self.path} exists already; choose a new one")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._topics = tuple(topics)
+        self.counts: dict[str, int] = {t.name: 0 for t in self._topics}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple] = queue.Queue()
+        ready = threading.Event()
+
+        def open_bag() -> None:
+            try:
+                typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+                self._writer = Writer(self.path, version=8)
+                self._writer.open()
+                self._connections = {
+                    t.name: self._writer.add_connection(t.name, t.msgtype, typestore=typestore) for t in self._topics
+                }
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=self._loop, args=(open_bag,), name="bag-writer", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if self._error is not None:
+            raise RecordingError(f"cannot create bag {self.path}: {self._error}") from self._error
+
+    def _loop(self, open_bag: Any) -> None:
+        open_bag()
+        if self._error is not None:
+            return
+        while True:
+            item = self._queue.get()
+            kind = item[0]
+            try:
+                if kind == "write":
+                    _, topic, data, stamp = item
+                    self._writer.write(self._connections[topic], stamp, data)
+                elif kind == "flush":
+                    storage = getattr(self._writer, "storage", None)
+                    conn = getattr(storage, "conn", None)
+                    if conn is not None:
+                        conn.commit()
+                elif kind == "close":
+                    self._writer.close()
+            except BaseException as exc:  # kept and raised by close()
+                if self._error is None:
+                    self._error = exc
+            if len(item) == 2 and isinstance(item[1], threading.Event):
+                item[1].set()
+            if kind == "close":
+                return
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def write(self, topic: str, data: bytes, timestamp_ns: int) -> bool:
+        """Queue one serialized message; returns False once the bag is closed."""
+        if topic not in self.counts:
+            raise RecordingError(f"topic {topic} was not declared when the bag was opened")
+        with self._lock:
+            if self._closed:
+                return False
+            self.counts[topic] += 1
+            self._queue.put(("write", topic, bytes(data), int(timestamp_ns)))
+        return True
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Commit everything queued so far to the database (metadata.yaml comes on close)."""
+        done = threading.Event()
+        with self._lock:
+            if self._closed:
+                return
+            self._queue.put(("flush", done))
+        done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> Path:
+        """Write what is queued, finish the bag (idempotent); returns its path."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(("close", threading.Event()))
+        self._thread.join(timeout_s)
+        if self._error is not None:
+            raise RecordingError(f"bag {self.path} could not be written: {self._error}") from self._error
+        return self.path
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_bag(path: str | Path) -> dict[str, list]:
+    """Every message of a bag, deserialized, as {topic: [(timestamp_ns, msg), ...]} (for tests/tools)."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    out: dict[str, list] = {}
+    with Reader(Path(path)) as reader:
+        for conn in reader.connections:
+            out.setdefault(conn.topic, [])
+        for conn, timestamp, raw in reader.messages():
+            out[conn.topic].append((timestamp, typestore.deserialize_cdr(raw, conn.msgtype)))
+    return out

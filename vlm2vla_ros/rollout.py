@@ -1,0 +1,296 @@
+"""The task state machine of a rollout, and the rules for what counts as a task.
+
+Pure Python (no ROS): the policy node feeds it events (subtasks generated, a chunk sent, the
+executor's report, the verifier's verdict) and publishes what it says. One TaskRun per task:
+
+    planning --subtasks--> running: [generating -> executing -> verifying] per cycle
+    verdict advance on the last subtask           -> succeeded
+    verdict retry beyond max_retries on a subtask -> failed
+    cycle limit, executor abort/failure/rejection, model error -> failed
+    a newer task                                  -> preempted
+
+Events for another cycle or phase than the current one are stale and ignored (returns False),
+so a late verdict or report can never move the task twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .topics import FAILED, PLANNING, PREEMPTED, RUNNING, SUCCEEDED, TERMINAL_STATES
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Phases of a cycle while the task is running.
+GENERATING, EXECUTING, VERIFYING = "generating", "executing", "verifying"
+# Executor report statuses after which the verifier judges the result.
+EXECUTED_OK = ("done", "dry_run")
+
+
+class TaskRejected(ValueError):
+    """A /task payload that is not a task; the message says why, in one sentence.
+
+    task_id is the id the payload asked for, when it got that far (so a client can match it).
+    """
+
+    def __init__(self, reason: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    instruction: str
+    task_id: str | None  # None: the policy assigns one
+
+
+def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
+    """Read a /task payload: plain text, or a JSON object {"task": text, "id": optional id}.
+
+    A payload whose first non-blank character is '{' is read as JSON. Raises TaskRejected for
+    empty or whitespace-only text, text longer than max_chars, control characters, and JSON
+    that is malformed or has other keys or types.
+    """
+    if not isinstance(data, str):
+        raise TaskRejected(f"the task must be a string, got {type(data).__name__}")
+    task_id: str | None = None
+    text = data
+    if data.lstrip().startswith("{"):
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise TaskRejected(f"the task looks like JSON but does not parse: {exc}") from None
+        if not isinstance(obj, dict):
+            raise TaskRejected("a JSON task must be an object {\"task\": ..., \"id\": ...}")
+        unknown = sorted(set(obj) - {"task", "id"})
+        if unknown:
+            raise TaskRejected(f"a JSON task takes only the keys 'task' and 'id', got {unknown}")
+        if not isinstance(obj.get("task"), str):
+            raise TaskRejected("a JSON task needs a string 'task'")
+        text = obj["task"]
+        if "id" in obj:
+            if not isinstance(obj["id"], str) or not TASK_ID_RE.match(obj["id"]):
+                raise TaskRejected("a task id must be 1-64 characters of letters, digits and _ . : -")
+            task_id = obj["id"]
+    instruction = text.strip()
+    if not instruction:
+        raise TaskRejected("the task is empty (or only whitespace)", task_id)
+    if len(instruction) > max_chars:
+        raise TaskRejected(f"the task has {len(instruction)} characters, more than the limit of {max_chars}", task_id)
+    if any(ord(c) < 32 and c not in "\t\n" for c in instruction):
+        raise TaskRejected("the task contains control characters", task_id)
+    return TaskRequest(instruction, task_id)
+
+
+@dataclass
+class TaskRun:
+    """State of one task; the policy node owns exactly one current TaskRun."""
+
+    task_id: str
+    instruction: str
+    max_retries_per_subtask: int = 3
+    max_cycles: int = 20
+    state: str = PLANNING
+    phase: str = ""
+    subtasks: list[str] = field(default_factory=list)
+    index: int = 0
+    cycle: int = 0  # number of the current (or last) cycle, from 1
+    retries: list[int] = field(default_factory=list)
+    parse_failures: int = 0
+    message: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.max_retries_per_subtask < 0:
+            raise ValueError(f"max_retries_per_subtask must be >= 0, got {self.max_retries_per_subtask}")
+        if self.max_cycles < 1:
+            raise ValueError(f"max_cycles must be >= 1, got {self.max_cycles}")
+
+    # ---- queries ---------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def subtask(self) -> str:
+        return self.subtasks[self.index] if self.state == RUNNING and self.index < len(self.subtasks) else ""
+
+    @property
+    def next_subtask(self) -> str:
+        """The subtask after the current one ('' when the current one is the last)."""
+        return self.subtasks[self.index + 1] if self.index + 1 < len(self.subtasks) else ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fields of /policy/status (without the schema version)."""
+        return {
+            "task_id": self.task_id,
+            "task": self.instruction,
+            "state": self.state,
+            "phase": self.phase,
+            "subtasks": list(self.subtasks),
+            "subtask_index": self.index,
+            "subtask": self.subtask,
+            "cycle": self.cycle,
+            "retries": list(self.retries),
+            "parse_failures": self.parse_failures,
+            "message": self.message,
+        }
+
+    # ---- events ----------------------------------------------------------------------
+
+    def set_subtasks(self, subtasks: list[str]) -> bool:
+        """The model's subtask list: start running, or fail if it is empty."""
+        if self.state != PLANNING:
+            return False
+        items = [s.strip() for s in subtasks if isinstance(s, str) and s.strip()]
+        if not items:
+            return self.fail("the model produced no subtasks")
+        self.subtasks = items
+        self.retries = [0] * len(items)
+        self.state, self.phase, self.index = RUNNING, GENERATING, 0
+        self.message = f"subtask 1/{len(items)}: {items[0]}"
+        return True
+
+    def chunk_sent(self, cycle: int, parse_failures: int = 0) -> bool:
+        """The policy published cycle's chunk; wait for the executor."""
+        if self.state != RUNNING or self.phase != GENERATING or cycle != self.cycle + 1:
+            return False
+        self.cycle = cycle
+        self.parse_failures += max(0, int(parse_failures))
+        self.phase = EXECUTING
+        return True
+
+    def executed(self, cycle: int, status: str, reason: str = "") -> bool:
+        """The executor's final report for a cycle: done/dry_run -> verify; anything else fails."""
+        if self.state != RUNNING or self.phase != EXECUTING or cycle != self.cycle:
+            return False
+        self.history.append({"cycle": cycle, "subtask_index": self.index, "execution": status})
+        if status in EXECUTED_OK:
+            self.phase = VERIFYING
+            return True
+        return self.fail(f"executor {status} cycle {cycle}: {reason or 'no reason given'}")
+
+    def verdict(self, cycle: int, advance: bool, reason: str = "") -> bool:
+        """The verifier's verdict on a cycle; moves to the next cycle, subtask or the end."""
+        if self.state != RUNNING or self.phase != VERIFYING or cycle != self.cycle:
+            return False
+        self.history[-1]["verdict"] = "advance" if advance else "retry"
+        if advance:
+            self.index += 1
+            if self.index >= len(self.subtasks):
+                self.state, self.phase = SUCCEEDED, ""
+                self.index = len(self.subtasks) - 1
+                self.message = f"all {len(self.subtasks)} subtasks done (by the verifier's judgement)"
+                return True
+            self.message = f"subtask {self.index + 1}/{len(self.subtasks)}: {self.subtasks[self.index]}"
+        else:
+            self.retries[self.index] += 1
+            if self.retries[self.index] > self.max_retries_per_subtask:
+                return self.fail(
+                    f"subtask {self.index + 1} ({self.subtasks[self.index]!r}) not done after "
+                    f"{self.max_retries_per_subtask} retries" + (f"; last verdict: {reason}" if reason else "")
+                )
+            self.message = (
+                f"retry {self.retries[self.index]}/{self.max_retries_per_subtask} of subtask "
+                f"{self.index + 1}/{len(self.subtasks)}: {self.subtasks[self.index]}"
+            )
+        if self.cycle >= self.max_cycles:
+            return self.fail(f"cycle limit of {self.max_cycles} reached before the task was done")
+        self.phase = GENERATING
+        return True
+
+    def fail(self, reason: str) -> bool:
+        if self.done:
+            return False
+        self.state, self.phase, self.message = FAILED, "", reason
+        return True
+
+    def preempt(self, by_task_id: str) -> bool:
+        if self.done:
+            return False
+        self.state, self.phase, self.message = PREEMPTED, "", f"pre-empted by task {by_task_id}"
+        return True
+
+
+def verdict_from_text(text: str) -> tuple[bool | None, str]:
+    """An operator's or server's free-text answer -> (advance?, reason); None when unclear.
+
+    Accepts advance/yes/done/next/true and retry/no/again/false as the first word, or a JSON
+    object {"verdict": "advance"|"retry", "reason": ...}.
+    """
+    s = (text or "").strip()
+    reason = ""
+    if s.startswith("{"):
+        try:
+            obj = json.loads(s)
+        except ValueError:
+            return None, "answer is not valid JSON"
+        if not isinstance(obj, dict):
+            return None, "answer is not a JSON object"
+        s = str(obj.get("verdict", ""))
+        reason = str(obj.get("reason", ""))
+    words = re.findall(r"[a-z]+", s.lower())
+    if not words:
+        return None, "empty answer"
+    if words[0] in ("advance", "yes", "done", "next", "true", "success", "succeeded"):
+        return True, reason or s
+    if words[0] in ("retry", "no", "again", "false", "fail", "failed"):
+        return False, reason or s
+    return None, f"answer {s[:80]!r} is neither advance nor retry"
+
+
+@dataclass(frozen=True)
+class ChunkOrder:
+    """A decoded /policy/action_chunk payload: what the executor is asked to run."""
+
+    task_id: str
+    cycle: int
+    subtask_index: int
+    subtask: str
+    next_subtask: str
+    image_stamp_ns: int
+    chunk: Any  # action_language.types.ActionChunk
+    text: str
+
+
+def parse_chunk_payload(text: str) -> ChunkOrder:
+    """Decode and check a chunk payload; raises PayloadError saying what is wrong.
+
+    The steps are only checked for shape here (lists of four numbers); the executor's safety
+    layer checks every value against the limits before anything moves.
+    """
+    from .action_language.types import ActionChunk, ActionStep
+    from .topics import PayloadError, decode
+
+    d = decode(text, ("task_id", "cycle", "subtask_index", "steps"))
+    if not isinstance(d["task_id"], str) or not d["task_id"]:
+        raise PayloadError("chunk payload task_id must be a non-empty string")
+    for key in ("cycle", "subtask_index"):
+        if isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < 0:
+            raise PayloadError(f"chunk payload {key} must be a non-negative integer, got {d[key]!r}")
+    steps = d["steps"]
+    if not isinstance(steps, list) or not steps:
+        raise PayloadError("chunk payload steps must be a non-empty list of [dx, dy, dz, gripper]")
+    out = []
+    for i, s in enumerate(steps):
+        if not isinstance(s, list) or len(s) != 4:
+            raise PayloadError(f"chunk payload step {i} must be a list [dx, dy, dz, gripper], got {s!r}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in s):
+            raise PayloadError(f"chunk payload step {i} must hold numbers, got {s!r}")
+        out.append(ActionStep(float(s[0]), float(s[1]), float(s[2]), s[3]))
+    stamp = d.get("image_stamp_ns", 0)
+    if isinstance(stamp, bool) or not isinstance(stamp, int):
+        raise PayloadError(f"chunk payload image_stamp_ns must be an integer, got {stamp!r}")
+    return ChunkOrder(
+        task_id=d["task_id"],
+        cycle=d["cycle"],
+        subtask_index=d["subtask_index"],
+        subtask=str(d.get("subtask", "")),
+        next_subtask=str(d.get("next_subtask", "")),
+        image_stamp_ns=stamp,
+        chunk=ActionChunk(tuple(out)),
+        text=str(d.get("text", "")),
+    )

@@ -1,0 +1,159 @@
+"""vlm2vla-task: send one task to the running graph and follow it to the end.
+
+    vlm2vla-task "put the red block in the bowl" --timeout 300
+
+Publishes the instruction on /task (as JSON with its own task id, once the policy's
+subscription is matched), then prints the subtasks, each cycle's plan and chunk, the
+executor's reports and the verifier's verdicts as they arrive. Works against the robot or
+the simulator, whichever graph is running on this ROS_DOMAIN_ID.
+
+Exit code: 0 the policy reports the task succeeded; 1 it failed, was rejected or pre-empted,
+or the timeout passed; 2 bad arguments.
+Note: "succeeded" is the policy's state after the verifier advanced through every subtask;
+on the simulator, vlm2vla-demo reports the simulator's own success check instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import topics
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="vlm2vla-task", description="Send a task to the vlm2vla graph and follow it.")
+    ap.add_argument("task", help="the instruction, e.g. \"put the red block in the bowl\"")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up (default %(default)s)")
+    ap.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the policy to listen")
+    ap.add_argument("--id", default=None, help="task id to use (default: generated)")
+    ap.add_argument("--quiet", action="store_true", help="print only the final line")
+    return ap.parse_args(argv)
+
+
+class Follower:
+    """Prints what happens to one task id; `result` is set when it ends."""
+
+    def __init__(self, node: Any, task_id: str, quiet: bool) -> None:
+        from std_msgs.msg import String
+
+        from ..nodes.common import qos_for
+
+        self.node, self.task_id, self.quiet = node, task_id, quiet
+        self.done = threading.Event()
+        self.result: dict | None = None
+        self._subtasks_shown = False
+        self.task_pub = node.create_publisher(String, topics.TASK.name, qos_for(topics.TASK))
+        for topic, fn in (
+            (topics.POLICY_STATUS, self._status),
+            (topics.POLICY_CHUNK, self._chunk),
+            (topics.EXECUTOR_EVENT, self._event),
+            (topics.VERDICT, self._verdict),
+        ):
+            node.create_subscription(String, topic.name, self._mine(fn), qos_for(topic))
+
+    def _mine(self, fn: Any) -> Any:
+        def callback(msg: Any) -> None:
+            try:
+                d = topics.decode(msg.data, ("task_id",))
+            except topics.PayloadError:
+                return
+            if d["task_id"] == self.task_id:
+                fn(d)
+
+        return callback
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def _status(self, d: dict) -> None:
+        if d.get("subtasks") and not self._subtasks_shown:
+            self._subtasks_shown = True
+            self.say("subtasks:")
+            for i, s in enumerate(d["subtasks"], 1):
+                self.say(f"  {i}. {s}")
+        if d.get("state") in topics.TERMINAL_STATES:
+            self.result = d
+            self.done.set()
+
+    def _chunk(self, d: dict) -> None:
+        self.say(f"cycle {d.get('cycle')} [subtask {int(d.get('subtask_index', 0)) + 1}: {d.get('subtask', '')}]")
+        self.say(f"  plan:  {d.get('plan', '')}")
+        self.say(f"  chunk: {d.get('text', '')}")
+
+    def _event(self, d: dict) -> None:
+        if d.get("event") == "started":
+            return
+        reason = f": {d['reason']}" if d.get("reason") else ""
+        self.say(f"  executor: {d.get('event')} ({d.get('steps_executed', 0)}/{d.get('steps_total', 0)} steps){reason}")
+
+    def _verdict(self, d: dict) -> None:
+        self.say(f"  verifier: {d.get('verdict')} ({d.get('reason', '')})")
+
+    def send(self, instruction: str) -> None:
+        from std_msgs.msg import String
+
+        self.task_pub.publish(String(data=topics.encode_task(instruction, self.task_id)))
+
+
+def main(argv: list | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.task.strip():
+        print("error: the task is empty", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.timeout > 0 or not args.connect_timeout > 0:
+        print("error: --timeout and --connect-timeout must be > 0", file=sys.stderr)
+        return EXIT_USAGE
+    from ..rollout import TASK_ID_RE
+
+    task_id = args.id or f"cli-{os.getpid()}-{int(time.time())}"
+    if not TASK_ID_RE.match(task_id):
+        print("error: --id must be 1-64 letters, digits or _ . : -", file=sys.stderr)
+        return EXIT_USAGE
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    rclpy.init()
+    node = rclpy.create_node(f"vlm2vla_task_{os.getpid()}")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        follower = Follower(node, task_id, args.quiet)
+        deadline = time.monotonic() + args.connect_timeout
+        while follower.task_pub.get_subscription_count() == 0:
+            if time.monotonic() > deadline:
+                print(f"error: nothing subscribes to {topics.TASK.name} (is the policy running on this "
+                      f"ROS_DOMAIN_ID?)", file=sys.stderr)
+                return EXIT_FAILED
+            executor.spin_once(timeout_sec=0.1)
+        follower.send(args.task)
+        follower.say(f"task {task_id}: {args.task.strip()}")
+        deadline = time.monotonic() + args.timeout
+        while not follower.done.is_set() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        result = follower.result
+        if result is None:
+            print(f"FAILED: no result within {args.timeout:g} s", flush=True)
+            return EXIT_FAILED
+        ok = result.get("state") == topics.SUCCEEDED
+        print(f"{'SUCCEEDED' if ok else result.get('state', '?').upper()}: {result.get('message', '')}", flush=True)
+        return EXIT_OK if ok else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Verifier backends: after each executed chunk, advance to the next subtask or retry this one.
+
+Pure Python (no ROS). Backends:
+- "vlm": the base VLM, i.e. the policy's own weights with the LoRA adapter switched off
+  (PolicyEngine.verify); one model serves policy and verifier when they share a process.
+- "openai": the same question to an OpenAI-compatible server (a PolicyEngine built with the
+  policy's "openai" backend, whose base_model answers with the adapter off).
+- "operator": a person answers on a topic; the node publishes the question and feeds the
+  answer to OperatorVerifier.answer().
+- "count": advance after N executed chunks on a subtask (no model; for tests and dry runs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rollout import verdict_from_text
+
+BACKENDS = ("vlm", "openai", "operator", "count")
+
+
+@dataclass(frozen=True)
+class VerifyContext:
+    task_id: str
+    cycle: int
+    subtask_index: int
+    subtask: str
+    next_subtask: str
+    before: Any  # HxWx3 uint8 RGB, or None when the frame was not found
+    after: Any
+
+
+@dataclass(frozen=True)
+class Judgement:
+    advance: bool
+    reason: str
+    raw_text: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class CountVerifier:
+    """Advance once a subtask has had `n` executed chunks; never looks at the images."""
+
+    name = "count"
+
+    def __init__(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"advance_after_chunks must be a positive integer, got {n!r}")
+        self.n = n
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def judge(self, ctx: VerifyContext) -> Judgement:
+        key = (ctx.task_id, ctx.subtask_index)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        count = self._counts[key]
+        if count >= self.n:
+            return Judgement(True, f"{count} chunk(s) executed on this subtask (advance after {self.n})")
+        return Judgement(False, f"{count} of {self.n} chunk(s) executed on this subtask")
+
+
+class EngineVerifier:
+    """Asks a policy engine's verify() (base model, adapter off) whether the subtask is done."""
+
+    def __init__(self, engine: Any, name: str = "vlm") -> None:
+        self.engine, self.name = engine, name
+
+    def judge(self, ctx: VerifyContext) -> Judgement:
+        if ctx.before is None or ctx.after is None:
+            return Judgement(False, "the before or after image was not received, so the subtask cannot be judged")
+        result = self.engine.verify(ctx.before, ctx.after, ctx.subtask, ctx.next_subtask)
+        reason = "the model judged the subtask done" if result.advance else "the model judged the subtask not done"
+        return Judgement(bool(result.advance), reason, result.raw_text, dict(result.timings))
+
+
+class OperatorVerifier:
+    """A person answers 'advance' or 'retry'; no answer within timeout_s counts as retry."""
+
+    name = "operator"
+
+    def __init__(self, ask: Callable[[VerifyContext], None], timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"operator_timeout_s must be > 0, got {timeout_s!r}")
+        self.ask, self.timeout_s = ask, timeout_s
+        self._cond = threading.Condition()
+        self._pending: tuple[str, int] | None = None
+        self._answer: tuple[bool, str, str] | None = None
+
+    def answer(self, text: str, task_id: str = "", cycle: int = -1) -> str:
+        """Feed an answer; returns '' if taken, else why it was ignored."""
+        advance, reason = verdict_from_text(text)
+        with self._cond:
+            if self._pending is None:
+                return "no question is waiting for an answer"
+            if task_id and (task_id, cycle) != self._pending:
+                return f"the answer is for task {task_id} cycle {cycle}, the question for {self._pending}"
+            if advance is None:
+                return reason
+            self._answer = (advance, reason, text)
+            self._cond.notify_all()
+        return ""
+
+    def judge(self, ctx: VerifyContext) -> Judgement:
+        with self._cond:
+            self._pending, self._answer = (ctx.task_id, ctx.cycle), None
+        self.ask(ctx)
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            while self._answer is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._pending = None
+                    return Judgement(False, f"no operator answer within {self.timeout_s:g} s; retrying")
+                self._cond.wait(remaining)
+            advance, reason, text = self._answer
+            self._pending = None
+        return Judgement(advance, f"operator: {reason}", text)
