@@ -37,7 +37,8 @@ EXTRAS = {
     "gpu": ["bitsandbytes>=0.45"],
     "train": ["trl>=0.20", "matplotlib>=3.7", "tqdm>=4.60"],
     # ROS 2 off the robot: unofficial Kilted wheels (rclpy with Fast DDS and the message packages
-    # the nodes use), the pure-Python CvBridge, and rosbags to write/read bags without ros2 bag.
+    # the nodes use). No cv-bridge: the PyPI build calls ndarray.tostring, gone in numpy 2, so
+    # vlm2vla_ros/nodes/images.py converts images itself, the same code on and off the robot.
     # Never install these on the robot: it has Humble from apt.
     "ros-offline": [
         "ros-kilted-rclpy[fastrtps]",
@@ -48,7 +49,6 @@ EXTRAS = {
         "ros-kilted-trajectory-msgs",
         "ros-kilted-diagnostic-msgs",
         "ros-kilted-builtin-interfaces",
-        "cv-bridge>=1.13",
     ],
     "bags": ["rosbags>=0.10"],
     # Real hardware (on the robot's NUC only).

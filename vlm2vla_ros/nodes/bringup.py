@@ -111,7 +111,8 @@ def build_graph(
         params.setdefault(node, {}).update(values)
     if sim:
         params.setdefault("executor_node", {})["backend"] = "sim"
-        params.setdefault("camera_node", {})["source"] = "sim"
+        # The sim renders an upright head-camera view: the RE1 mount's rotation does not apply.
+        params.setdefault("camera_node", {}).update(source="sim", rotate_deg=0)
 
     def kw(name: str) -> dict[str, Any]:
         return {"parameter_overrides": [Parameter(k, value=v) for k, v in params.get(name, {}).items()]}
