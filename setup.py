@@ -17,6 +17,9 @@ TOOLS = {
     "vlm2vla-task": "task",
     "vlm2vla-sim": "sim_cli",
     "vlm2vla-bench": "bench",
+    "vlm2vla-dataset": "dataset",
+    "vlm2vla-train": "train",
+    "vlm2vla-eval": "eval",
 }
 # The one-process graph lives beside the nodes it composes.
 BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"

@@ -1,0 +1,88 @@
+"""Rollout bags of the node suite -> episodes (written here with rosbags in the same schema)."""
+
+import numpy as np
+import pytest
+
+from vlm2vla_ros import topics
+from vlm2vla_ros.data import load_episodes
+from vlm2vla_ros.data.bag_source import export_bag_episodes
+from vlm2vla_ros.recording import TYPESTORE_NAME, BagWriter
+
+rosbags = pytest.importorskip("rosbags")
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+
+
+def write_rollout(path, state="succeeded", aborted_steps=None):
+    """Two cycles on subtask 0 then one on subtask 1; frames every 100 ms, rgb8 8x8."""
+    ts = typestore()
+    Image = ts.types["sensor_msgs/msg/Image"]
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    String = ts.types["std_msgs/msg/String"]
+
+    def image(stamp, value):
+        data = np.full((8, 8, 3), value, dtype=np.uint8)
+        header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+        return ts.serialize_cdr(Image(header=header, height=8, width=8, encoding="rgb8", is_bigendian=0, step=24,
+                                      data=data.reshape(-1)), "sensor_msgs/msg/Image")
+
+    def text(**fields):
+        return ts.serialize_cdr(String(data=topics.encode(**fields)), "std_msgs/msg/String")
+
+    with BagWriter(path, topics.ROLLOUT_TOPICS) as bag:
+        for k in range(12):
+            bag.write(topics.IMAGE.name, image(10**9 + k * 10**8, 10 * k), 10**9 + k * 10**8)
+        bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state="running",
+                                                 subtasks=["reach", "lift"]), 10**9)
+        cycles = [(1, 0, "reach", [[3.0, 0.0, -2.0, 1], [1.0, 0.0, -1.0, 0]]), (2, 0, "reach", [[0.0, 0.5, 0.0, 0]]),
+                  (3, 1, "lift", [[0.0, 0.0, 4.0, 0], [0.0, 0.0, 2.0, 0]])]
+        for n, (cycle, index, subtask, steps) in enumerate(cycles):
+            stamp = 10**9 + (1 + 3 * n) * 10**8
+            bag.write(topics.POLICY_CHUNK.name, text(task_id="t1", cycle=cycle, subtask_index=index, subtask=subtask,
+                                                    steps=steps, plan=f"plan {cycle}", image_stamp_ns=stamp), stamp + 1)
+            executed = len(steps) if aborted_steps is None or cycle != 3 else aborted_steps
+            bag.write(topics.EXECUTOR_EVENT.name, text(task_id="t1", cycle=cycle, event="done" if executed == len(steps) else "aborted",
+                                                      steps_executed=executed, chunk_image_stamp_ns=stamp,
+                                                      after_stamp_ns=stamp + 2 * 10**8), stamp + 2)
+        bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state=state), 3 * 10**9)
+    return path
+
+
+def test_rollout_bag_becomes_an_annotated_episode(tmp_path):
+    report = export_bag_episodes([write_rollout(tmp_path / "bag")], tmp_path / "eps")
+    assert report.written == ["bag-bag-t1"] and report.skipped == []
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    assert episode.instruction == "pick up the red block" and episode.source == "bag" and episode.success is True
+    assert [s.delta_cm for s in episode.steps] == [(3, 0, -2), (1, 0, -1), (0, 0.5, 0), (0, 0, 4), (0, 0, 2)]
+    assert episode.gripper_states() == [1, 0, 0, 0, 0]
+    assert episode.subtask_spans() == [(0, 3, "reach"), (3, 5, "lift")]
+    assert [s.image is not None for s in episode.steps] == [True, False, True, True, False]
+    # the chunk's own frame (stamp 1.1 s -> value 10), and the frame after the last chunk
+    from PIL import Image
+
+    assert np.asarray(Image.open(episode.image_path(episode.steps[0].image)))[0, 0, 0] == 10
+    assert np.asarray(Image.open(episode.image_path(episode.final_image)))[0, 0, 0] == 90
+    again = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
+    assert again.existing == ["bag-bag-t1"] and again.written == []
+
+
+def test_aborted_chunk_keeps_only_executed_steps_and_drops_its_plan(tmp_path):
+    export_bag_episodes([write_rollout(tmp_path / "bag", state="failed", aborted_steps=1)], tmp_path / "eps")
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    assert len(episode.steps) == 4 and episode.success is False
+    assert episode.steps[-1].plan is None and episode.steps[0].plan == "plan 1"
+
+
+def test_corrupt_and_truncated_bags_are_skipped_with_a_reason(tmp_path):
+    bag = write_rollout(tmp_path / "bag")
+    (db,) = bag.glob("*.db3")
+    db.write_bytes(db.read_bytes()[:2000])
+    (tmp_path / "notabag").mkdir()
+    report = export_bag_episodes([bag, tmp_path / "notabag"], tmp_path / "eps")
+    assert report.written == [] and len(report.skipped) == 2
+    assert all("cannot be read" in reason for _, reason in report.skipped)

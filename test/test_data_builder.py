@@ -1,0 +1,134 @@
+"""Dataset building from scripted-expert episodes: every stage, the merge rule, split, resume."""
+
+import json
+
+import pytest
+
+from vlm2vla_ros.action_language import (
+    ActionChunk,
+    ActionLimits,
+    ActionStep,
+    parse_action_chunk,
+    verbalise_moves,
+)
+from vlm2vla_ros.data import (
+    BuildConfig,
+    LabellerSettings,
+    build_dataset,
+    load_episodes,
+    make_labeller,
+    split_of,
+)
+from vlm2vla_ros.data.card import write_card
+from vlm2vla_ros.data.sim_source import export_sim_episodes
+from vlm2vla_ros.tools.dataset import main as dataset_main
+
+
+@pytest.fixture(scope="module")
+def episodes_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("episodes")
+    report = export_sim_episodes(root, ["pick_up", "put_in"], [0, 1], image_size=48)
+    assert len(report.written) == 4
+    return root
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_stage_is_written_from_the_prompts_with_merged_chunks(episodes_dir, tmp_path):
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    report = build_dataset(loaded.episodes, out, make_labeller(LabellerSettings("verbaliser")))
+    examples = lines(out / "train.jsonl") + lines(out / "val.jsonl")
+    stages = {e["stage"] for e in examples}
+    assert stages == {"subtasks", "plan", "chunk", "verify", "direction"}
+    assert sum(sum(c.values()) for c in report.counts.values()) == len(examples)
+    limits = ActionLimits()
+    for e in examples:
+        assert e["messages"][-1]["role"] == "assistant"
+        for image in e["images"]:
+            assert (out / image).is_file()
+        if e["stage"] == "chunk":
+            chunk = parse_action_chunk(e["messages"][-1]["content"][0]["text"], limits)
+            assert 1 <= len(chunk) <= limits.max_steps
+            # merged moves: far larger than the expert's <= 1 cm steps
+            assert max(abs(v) for s in chunk.steps for v in (s.dx, s.dy, s.dz)) > 1.5
+            # the chunk continues the plan conversation, and the plan describes this chunk
+            assert e["messages"][1]["content"][0]["text"] == e["meta"]["plan"]
+            steps = tuple(ActionStep(*s) for s in e["meta"]["chunk"])
+            assert e["meta"]["plan"] in (verbalise_moves(ActionChunk(steps)), verbalise_moves(ActionChunk(steps), 1),
+                                         verbalise_moves(ActionChunk(steps), 0))
+    verify = [e for e in examples if e["stage"] == "verify"]
+    assert {e["messages"][-1]["content"][0]["text"] for e in verify} == {"advance", "retry"}
+    assert all(len(e["images"]) == 2 for e in verify)
+    subtasks = [e for e in examples if e["stage"] == "subtasks"]
+    assert len(subtasks) == 4
+    assert subtasks[0]["messages"][-1]["content"][0]["text"].startswith("1. move above the")
+
+
+def test_split_is_by_episode_and_deterministic(episodes_dir, tmp_path):
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    build_dataset(loaded.episodes, out, make_labeller(LabellerSettings("annotations")), BuildConfig(val_fraction=0.3))
+    train = {e["episode_id"] for e in lines(out / "train.jsonl")}
+    val = {e["episode_id"] for e in lines(out / "val.jsonl")}
+    assert train and val and not train & val
+    assert all(split_of(i, 0.3, "vlm2vla") == "val" for i in val) or len(val) == 1
+    assert split_of("x", 0.3, "s") == split_of("x", 0.3, "s")
+
+
+def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    labeller = make_labeller(LabellerSettings("annotations"))
+    first = build_dataset(loaded.episodes[:2], out, labeller)
+    before = (out / "episodes" / f"{loaded.episodes[0].episode_id}.jsonl").stat().st_mtime_ns
+    second = build_dataset(loaded.episodes, out, labeller)
+    assert len(first.episodes_built) == 2
+    assert sorted(second.episodes_resumed) == sorted(first.episodes_built) and len(second.episodes_built) == 2
+    assert (out / "episodes" / f"{loaded.episodes[0].episode_id}.jsonl").stat().st_mtime_ns == before
+    assert len({e["episode_id"] for e in lines(out / "train.jsonl") + lines(out / "val.jsonl")}) == 4
+    with pytest.raises(ValueError, match="different settings"):
+        build_dataset(loaded.episodes, out, labeller, BuildConfig(direction_examples=False))
+
+
+def test_failed_episodes_are_skipped_unless_asked_for(tmp_path, episodes_dir):
+    loaded = load_episodes([episodes_dir])
+    loaded.episodes[0].success = False
+    report = build_dataset(loaded.episodes[:2], tmp_path / "a", make_labeller(LabellerSettings("annotations")))
+    assert [e for e, _ in report.skipped] == [loaded.episodes[0].episode_id]
+    report = build_dataset(
+        loaded.episodes[:2], tmp_path / "b", make_labeller(LabellerSettings("annotations")), BuildConfig(include_failed=True)
+    )
+    assert len(report.episodes_built) == 2
+
+
+def test_unannotated_episode_falls_back_from_annotations_to_one_subtask(tmp_path, episodes_dir):
+    data = json.loads((episodes_dir / "sim-pick_up-en-00000" / "episode.json").read_text())
+    for step in data["steps"]:
+        step.pop("subtask"), step.pop("subtask_index")
+    data["episode_id"] = "plain"
+    (tmp_path / "plain.jsonl").write_text(json.dumps(data))
+    for step in data["steps"]:
+        step["image"] = str(episodes_dir / "sim-pick_up-en-00000" / step["image"]) if step["image"] else None
+    data["final_image"] = str(episodes_dir / "sim-pick_up-en-00000" / "final.png")
+    (tmp_path / "plain.jsonl").write_text(json.dumps(data))
+    loaded = load_episodes([tmp_path / "plain.jsonl"])
+    assert loaded.skipped == []
+    report = build_dataset(loaded.episodes, tmp_path / "ds", make_labeller(LabellerSettings("annotations")))
+    assert report.notes["labeller_fallbacks"] == 1
+    subtasks = [e for e in lines(tmp_path / "ds" / "train.jsonl") + lines(tmp_path / "ds" / "val.jsonl") if e["stage"] == "subtasks"]
+    assert subtasks[0]["meta"]["subtasks"] == ["pick up the purple block"]
+
+
+def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert dataset_main(["build", str(episodes_dir), "--out", str(out), "--labeller", "verbaliser"]) == 0
+    text = capsys.readouterr().out
+    assert "4 episode(s) built" in text
+    card = (out / "README.md").read_text()
+    assert "| chunk |" in card and "mean abs" in card
+    assert (out / "action_magnitudes.png").is_file() and (out / "token_lengths.png").is_file()
+    assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
+    write_card(out)  # rewriting the card is idempotent

@@ -1,0 +1,75 @@
+"""Evaluation metrics: chunk comparison, offline summary, VQA scoring and input checks."""
+
+import json
+import math
+
+import pytest
+
+from vlm2vla_ros.action_language import ActionChunk, ActionStep
+from vlm2vla_ros.training.evaluate import (
+    compare_chunks,
+    read_vqa,
+    summarise_offline,
+    vqa_correct,
+    write_report,
+)
+
+
+def chunk(*steps):
+    return ActionChunk(tuple(ActionStep(*s) for s in steps))
+
+
+def test_compare_chunks_direction_l2_and_gripper():
+    result = compare_chunks(chunk((2.0, -1.0, 0.0, 1), (2.0, 0.0, -0.2, 0)), [[3.0, 1.0, 0.0, 1]])
+    # net pred (4, -1, -0.2) vs ref (3, 1, 0): dx agrees, dy disagrees, dz both within the dead band
+    assert result["direction"] == {"dx": True, "dy": False, "dz": True}
+    # step 1: |(2,-1,0)-(3,1,0)| = sqrt(5); step 2 vs a zero move: |(2,0,-0.2)|
+    assert result["step_l2_cm"] == pytest.approx((math.sqrt(5) + math.sqrt(4.04)) / 2)
+    assert result["net_l2_cm"] == pytest.approx(math.sqrt(1 + 4 + 0.04))
+    assert result["gripper"] is False and result["steps"] == [2, 1]
+
+
+def test_offline_summary_counts_unparsed_answers():
+    parsed = {"parsed": True, "seconds": 1.0, **compare_chunks(chunk((1.0, 0.0, 0.0, 1)), [[1.0, 0.0, 0.0, 1]])}
+    rows = [parsed, {"parsed": False, "seconds": 3.0}]
+    metrics = summarise_offline(rows)
+    assert (metrics.examples, metrics.parsed, metrics.parse_rate) == (2, 1, 0.5)
+    assert metrics.direction_agreement == {"dx": 1.0, "dy": 1.0, "dz": 1.0}
+    assert metrics.step_l2_cm == 0.0 and metrics.gripper_accuracy == 1.0 and metrics.mean_cycle_s == 2.0
+    assert math.isnan(summarise_offline([{"parsed": False, "seconds": 1.0}]).step_l2_cm)
+
+
+@pytest.mark.parametrize(
+    "prediction, answer, correct",
+    [("Yes.", "yes", True), ("yes, there is", "Yes", True), ("yesterday", "yes", False), ("", "yes", False),
+     ("Two cups", "two", True), ("no", "yes", False)],
+)
+def test_vqa_answers_are_matched_as_words(prediction, answer, correct):
+    assert vqa_correct(prediction, answer) is correct
+
+
+def test_vqa_file_problems_name_the_line(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "q.jsonl").write_text(json.dumps({"image": "a.png", "question": "q?", "answer": "a"}) + "\n{bad\n")
+    with pytest.raises(ValueError, match="q.jsonl:2 is not valid JSON"):
+        read_vqa(tmp_path / "q.jsonl")
+    (tmp_path / "q.jsonl").write_text(json.dumps({"image": "b.png", "question": "q?", "answer": "a"}))
+    with pytest.raises(ValueError, match="does not exist"):
+        read_vqa(tmp_path / "q.jsonl")
+
+
+def test_report_holds_every_section_and_plots(tmp_path):
+    rows = [{"parsed": True, "seconds": 1.0, **compare_chunks(chunk((1.0, 0.0, 0.0, 1)), [[1.5, 0.0, 0.0, 1]])}]
+    from dataclasses import asdict
+
+    results = {
+        "model": "m", "adapter": "a",
+        "offline": {"metrics": asdict(summarise_offline(rows)), "rows": rows},
+        "closed_loop": {"success_rate": {"pick_up": 0.5}, "episodes": [{"task_kind": "pick_up"}] * 2},
+        "vqa": {"result": {"questions": 4, "accuracy_adapter": 0.5, "accuracy_base": 0.75, "retention": 2 / 3}},
+    }
+    report = write_report(tmp_path, results).read_text()
+    assert "| step L2 error (cm) | 0.50 |" in report
+    assert "| pick_up | 0.50 | 2 |" in report and "retention (with / without): 0.667" in report
+    assert (tmp_path / "step_l2.png").is_file() and (tmp_path / "closed_loop.png").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["vqa"]["result"]["questions"] == 4

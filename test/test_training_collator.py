@@ -1,0 +1,60 @@
+"""Answer-only labels: the loss sees exactly the answer and its end-of-turn, nothing else."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlm2vla_ros.policy import prompts
+from vlm2vla_ros.policy.tiny_model import ensure_tiny_model
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def processor():
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(ensure_tiny_model(), local_files_only=True)
+
+
+def examples(tmp_path):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "b.png")
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    plan = "Move forward and slightly down, then close the gripper."
+    return [
+        {"messages": prompts.with_answer(prompts.plan_messages("pick up the red block", "grasp it"), plan), "images": [a]},
+        {"messages": prompts.with_answer(prompts.chunk_messages("pick up the red block", "grasp it", plan),
+                                          "[[2.5, 0.0, -1.2, 0]]"), "images": [a]},
+        {"messages": prompts.with_answer(prompts.verify_messages("grasp it", "lift it"), "advance"), "images": [a, b]},
+        {"messages": prompts.with_answer(prompts.subtasks_messages("pick up the red block"),
+                                          prompts.subtasks_answer(["reach", "grasp it", "lift it"])), "images": [b]},
+    ]
+
+
+def test_labels_are_exactly_the_answer_and_end_of_turn(processor, tmp_path):
+    from vlm2vla_ros.training import IGNORE_INDEX, AnswerOnlyCollator
+
+    batch_examples = examples(tmp_path)
+    batch = AnswerOnlyCollator(processor)(batch_examples)
+    assert batch["labels"].shape == batch["input_ids"].shape
+    assert batch["pixel_values"].shape[0] == 5  # 1 + 1 + 2 + 1 images
+    image_token = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    for row, example in enumerate(batch_examples):
+        labels = batch["labels"][row]
+        kept = batch["input_ids"][row][labels != IGNORE_INDEX]
+        answer = example["messages"][-1]["content"][0]["text"]
+        assert processor.tokenizer.decode(kept) == answer + "<end_of_turn>"
+        assert not (batch["input_ids"][row][labels != IGNORE_INDEX] == image_token).any()
+        # the answer is contiguous and comes last (before padding)
+        positions = (labels != IGNORE_INDEX).nonzero().flatten().tolist()
+        assert positions == list(range(positions[0], positions[-1] + 1))
+        assert batch["attention_mask"][row][positions[-1] + 1 :].sum() <= 1  # only the template's final newline
+
+
+def test_an_example_without_an_answer_is_an_error(processor, tmp_path):
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    example = {"id": "x", "messages": prompts.plan_messages("t", "s"), "images": [str(tmp_path / "a.png")]}
+    with pytest.raises(ValueError, match="does not end with the assistant's answer"):
+        AnswerOnlyCollator(processor)([example])

@@ -1,0 +1,90 @@
+"""Training on a handful of examples must drive the answer loss clearly down.
+
+The cached tiny model is random with Gemma's small initialisation: its final norm and tied
+embeddings cap the logits near 1, so no adapter can fit anything. `fittable_tiny_model`
+copies it with the final RMSNorm scaled up (weight 7 -> x8), which lets LoRA alone overfit
+while leaving every loading and LoRA code path exactly as for Gemma-3.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from vlm2vla_ros.policy.tiny_model import ensure_tiny_model
+
+pytest.importorskip("peft")
+
+
+def fittable_tiny_model(target):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    shutil.copytree(ensure_tiny_model(), target)
+    model = AutoModelForImageTextToText.from_pretrained(target, local_files_only=True, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.language_model.norm.weight.fill_(7.0)
+    model.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return fittable_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    from vlm2vla_ros.data import LabellerSettings, build_dataset, load_episodes, make_labeller
+    from vlm2vla_ros.data.sim_source import export_sim_episodes
+
+    root = tmp_path_factory.mktemp("overfit")
+    export_sim_episodes(root / "eps", ["pick_up"], [0], image_size=32)
+    build_dataset(load_episodes([root / "eps"]).episodes, root / "full", make_labeller(LabellerSettings("annotations")))
+    chunk = [line for line in (root / "full" / "train.jsonl").read_text().splitlines() if '"stage": "chunk"' in line]
+    chunk += [line for line in (root / "full" / "val.jsonl").read_text().splitlines() if '"stage": "chunk"' in line]
+    assert len(chunk) >= 3
+    data = root / "data"
+    data.mkdir()
+    shutil.copytree(root / "full" / "images", data / "images")
+    (data / "train.jsonl").write_text("\n".join(chunk[:4]) + "\n")
+    (data / "val.jsonl").write_text("")
+    return data
+
+
+def test_lora_overfits_a_few_chunks(model_dir, dataset_dir, tmp_path):
+    from vlm2vla_ros.training import TrainConfig, train
+
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "adapter"),
+        max_steps=30, batch_size=4, grad_accum=1, learning_rate=5e-3, gradient_checkpointing=False,
+        save_steps=1000, device="cpu",
+    )
+    result = train(config)
+    assert result.steps == 30 and not result.interrupted
+    assert result.last_loss < 0.5 * result.first_loss, (result.first_loss, result.last_loss)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "loss.png", "train_log.json"):
+        assert (tmp_path / "adapter" / name).is_file()
+    log = json.loads((tmp_path / "adapter" / "train_log.json").read_text())
+    examples = len((dataset_dir / "train.jsonl").read_text().splitlines())
+    assert log["train_examples"] == examples and log["config"]["lora_r"] == 16
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp_path):
+    from vlm2vla_ros.training import TrainConfig, TrainError, train
+
+    out = tmp_path / "adapter"
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(out),
+        max_steps=2, batch_size=2, grad_accum=1, gradient_checkpointing=True, save_steps=1, device="cpu",
+    )
+    train(config)
+    with pytest.raises(TrainError, match="--resume"):
+        train(config)
+    resumed = train(config.replace(max_steps=4), resume=True)
+    assert resumed.steps == 4
+    log = json.loads((out / "train_log.json").read_text())
+    assert [run["global_step"] for run in log["runs"]] == [2, 4]
+    assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    with pytest.raises(TrainError, match="holds no checkpoint"):
+        train(config.replace(output_dir=str(tmp_path / "fresh")), resume=True)

@@ -1,0 +1,205 @@
+"""Episodes from rosbag2 bags recorded by this node suite (one episode per task in the bag).
+
+Read with the pure-Python rosbags library (no ROS install). Topics used (docs/ros_interface.md):
+/camera/image_raw (frames, by header stamp), /policy/action_chunk (the chunk, its subtask,
+plan and the stamp of the frame it was generated from), /executor/event (how many steps of
+each chunk ran, and the frame after), /policy/status (the instruction and how the task ended).
+Each executed step becomes one step of the episode with the commanded move (cm); the first
+step of every chunk carries the chunk's frame. Chunks that never ran (rejected, dry run) are
+left out, and an aborted chunk contributes only the steps that ran.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm2vla_ros import topics
+
+from .episode import EpisodeError, write_episode
+from .sim_source import ExportReport
+
+FRAME_TOLERANCE_NS = 1_000_000_000
+"""A chunk's frame may be at most this much older than the stamp it names."""
+ENDED = ("done", "aborted", "failed")
+
+
+class BagError(ValueError):
+    """A bag that cannot be read; the message says why."""
+
+
+@dataclass
+class _Task:
+    task_id: str
+    instruction: str = ""
+    state: str = ""
+    chunks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8 or mono8) -> HxWx3 uint8 RGB."""
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
+    if channels is None:
+        raise BagError(f"image encoding {msg.encoding!r} is not supported (rgb8, bgr8 or mono8)")
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if len(data) < msg.height * msg.step:
+        raise BagError(f"an image holds {len(data)} bytes, fewer than height x step = {msg.height * msg.step}")
+    rows = data[: msg.height * msg.step].reshape(msg.height, msg.step)[:, : msg.width * channels]
+    image = rows.reshape(msg.height, msg.width, channels)
+    if msg.encoding == "bgr8":
+        image = image[:, :, ::-1]
+    if channels == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def _stamp(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], dict[str, _Task], int]:
+    """(frames sorted by stamp, tasks by id, unreadable payloads) of one bag; raises BagError."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from vlm2vla_ros.recording import TYPESTORE_NAME
+
+    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    frames: list[tuple[int, Any]] = []
+    tasks: dict[str, _Task] = {}
+    bad = 0
+    wanted = {topics.IMAGE.name, topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
+    try:
+        with Reader(bag) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            for conn, _timestamp, raw in reader.messages(connections=connections):
+                try:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                except Exception:  # rosbags raises several types for truncated CDR
+                    bad += 1
+                    continue
+                if conn.topic == topics.IMAGE.name:
+                    frames.append((_stamp(msg.header), msg))
+                    continue
+                try:
+                    data = topics.decode(msg.data, ("task_id",))
+                except topics.PayloadError:
+                    bad += 1
+                    continue
+                if not data["task_id"]:
+                    continue  # executor events about no task (a malformed chunk payload)
+                task = tasks.setdefault(str(data["task_id"]), _Task(str(data["task_id"])))
+                if conn.topic == topics.POLICY_STATUS.name:
+                    task.instruction = str(data.get("task") or task.instruction)
+                    task.state = str(data.get("state", task.state))
+                elif conn.topic == topics.POLICY_CHUNK.name and isinstance(data.get("cycle"), int):
+                    task.chunks[data["cycle"]] = data
+                elif conn.topic == topics.EXECUTOR_EVENT.name and data.get("event") in ENDED:
+                    task.events[int(data.get("cycle", -1))] = data
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags' reader errors, sqlite3 errors on a truncated database
+        raise BagError(f"bag {bag} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    frames.sort(key=lambda item: item[0])
+    return frames, tasks, bad
+
+
+def _frame_at(frames: list[tuple[int, Any]], stamp: int) -> Any | None:
+    """The last frame at or before `stamp` (within FRAME_TOLERANCE_NS)."""
+    best = None
+    for frame_stamp, msg in frames:
+        if frame_stamp > stamp:
+            break
+        best = (frame_stamp, msg)
+    if best is None or stamp - best[0] > FRAME_TOLERANCE_NS:
+        return None
+    return best[1]
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+
+
+def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False) -> ExportReport:
+    """Write one episode per task found in each bag; bad bags and tasks are skipped with a reason."""
+    from tqdm import tqdm
+
+    report = ExportReport()
+    for bag in tqdm(bags, desc="bags", disable=not progress):
+        try:
+            frames, tasks, bad = read_rollouts(bag)
+        except BagError as exc:
+            report.skipped.append((str(bag), str(exc)))
+            continue
+        if bad:
+            report.skipped.append((str(bag), f"{bad} message(s) could not be decoded and were ignored"))
+        if not tasks:
+            report.skipped.append((str(bag), "the bag holds no task (no /policy/status, chunk or event payloads)"))
+        for task in tasks.values():
+            episode_id = f"bag-{_safe_id(bag.name)}-{_safe_id(task.task_id)}"
+            if (out_root / episode_id).exists():
+                report.existing.append(episode_id)
+                continue
+            try:
+                _write_task(task, frames, out_root, episode_id, bag)
+            except (EpisodeError, BagError) as exc:
+                report.skipped.append((episode_id, str(exc)))
+                continue
+            report.written.append(episode_id)
+    return report
+
+
+def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, episode_id: str, bag: Path) -> None:
+    if not task.instruction:
+        raise EpisodeError("the task's instruction was not recorded (no /policy/status)")
+    images: list[np.ndarray | None] = []
+    deltas: list[list[float]] = []
+    grippers: list[int] = []
+    subtasks: list[str] = []
+    indices: list[int] = []
+    plans: list[str | None] = []
+    after_stamp = 0
+    for cycle in sorted(task.chunks):
+        chunk, event = task.chunks[cycle], task.events.get(cycle)
+        if event is None:
+            continue  # never executed (rejected, dry run, or the bag ends first)
+        steps = chunk.get("steps")
+        executed = int(event.get("steps_executed", 0))
+        if not isinstance(steps, list) or executed <= 0:
+            continue
+        frame = _frame_at(frames, int(chunk.get("image_stamp_ns") or event.get("chunk_image_stamp_ns") or 0))
+        if frame is None:
+            raise EpisodeError(f"cycle {cycle}'s frame (stamp {chunk.get('image_stamp_ns')}) is not in the bag")
+        complete = executed >= len(steps)
+        for j, step in enumerate(steps[:executed]):
+            images.append(image_to_array(frame) if j == 0 else None)
+            deltas.append([float(v) for v in step[:3]])
+            grippers.append(int(step[3]))
+            subtasks.append(str(chunk.get("subtask") or task.instruction))
+            indices.append(int(chunk.get("subtask_index", 0)))
+            plans.append(str(chunk.get("plan")) if complete and chunk.get("plan") else None)
+        after_stamp = int(event.get("after_stamp_ns") or 0)
+    if not deltas:
+        raise EpisodeError("no chunk of this task was executed, so it has no actions")
+    final = _frame_at(frames, after_stamp) if after_stamp else None
+    success = {topics.SUCCEEDED: True, topics.FAILED: False}.get(task.state)
+    write_episode(
+        out_root,
+        episode_id,
+        instruction=task.instruction,
+        source="bag",
+        frames=images,
+        deltas_cm=deltas,
+        gripper=grippers,
+        subtasks=subtasks,
+        subtask_indices=indices,
+        plans=plans,
+        final_frame=image_to_array(final) if final is not None else None,
+        success=success,
+        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state},
+    )

@@ -1,0 +1,401 @@
+"""Episodes -> chat-formatted training examples for every stage (vlm2vla-dataset's core).
+
+Per episode: a subtask-list example from the first frame; per sub-trajectory its actions
+merged with the action language's rule and cut into chunks of at most limits.max_steps moves,
+each giving a plan example and a chunk example (the chunk continues the plan conversation);
+subtask-completion examples (before/after frames, positive and negative) and
+movement-direction questions. Messages come from policy/prompts.py, the same functions the
+policy engine asks with.
+
+Output folder (resumable: an episode whose examples file exists is not labelled again):
+    images/<episode_id>/...   frames the examples use (copied, so the folder is portable)
+    episodes/<episode_id>.jsonl  that episode's examples, written atomically
+    train.jsonl, val.jsonl    all examples, split by a hash of the episode id
+    build.json                settings, counts, skipped episodes with reasons
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlm2vla_ros.action_language import (
+    ActionChunk,
+    ActionLimits,
+    ActionStep,
+    ActionValueError,
+    MergeConfig,
+    merge_segments,
+    merge_trajectory,
+    verbalise_moves,
+)
+from vlm2vla_ros.policy import prompts
+from vlm2vla_ros.policy.prompts import PromptTemplates
+
+from .episode import EpisodeRecord
+from .labeller import AnnotationLabeller, LabelError, Labeller, VerbaliserLabeller
+
+STAGES = ("subtasks", "plan", "chunk", "verify", "direction")
+NO_NEXT_SUBTASK = "none"
+"""The verifier's next subtask after the last one (verify_messages needs a non-empty text)."""
+BUILD_FILE = "build.json"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    merge: MergeConfig = MergeConfig()
+    limits: ActionLimits = ActionLimits()
+    val_fraction: float = 0.1
+    split_salt: str = "vlm2vla"
+    include_failed: bool = False
+    """Use episodes whose success is false (rollouts that failed); unknown success is always used."""
+    verify_examples: bool = True
+    direction_examples: bool = True
+    direction_min_cm: float = 1.0
+    """A chunk moving at least this far sideways asks left/right."""
+    direction_still_cm: float = 0.3
+    """A chunk moving less than this sideways (and at least direction_min_cm overall) asks none."""
+    prompts: PromptTemplates = prompts.DEFAULT_PROMPTS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.direction_still_cm < self.direction_min_cm:
+            raise ValueError("direction_still_cm must be >= 0 and below direction_min_cm")
+
+    def fingerprint(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("val_fraction")  # the split is recomputed on every run; it never invalidates examples
+        data.pop("split_salt")
+        data.pop("include_failed")
+        return data
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    episodes_built: list[str] = field(default_factory=list)
+    episodes_resumed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+    labeller: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, key: str, n: int = 1) -> None:
+        self.notes[key] = self.notes.get(key, 0) + n
+
+    def summary(self) -> str:
+        totals = {split: sum(stages.values()) for split, stages in self.counts.items()}
+        return (
+            f"{len(self.episodes_built)} episode(s) built, {len(self.episodes_resumed)} resumed, "
+            f"{len(self.skipped)} skipped; examples: "
+            + ", ".join(f"{split} {n}" for split, n in sorted(totals.items()))
+        )
+
+
+def split_of(episode_id: str, val_fraction: float, salt: str) -> str:
+    """"val" or "train", fixed by a hash of the episode id (stable across reruns and machines)."""
+    digest = hashlib.sha256(f"{salt}:{episode_id}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    start: int
+    stop: int
+    steps: tuple[ActionStep, ...]
+    initial_gripper: int | None
+
+
+def chunk_windows(
+    episode: EpisodeRecord, start: int, stop: int, config: BuildConfig
+) -> tuple[list[ChunkWindow], int]:
+    """Merged chunks covering steps [start, stop), each at most limits.max_steps moves.
+
+    Chunks are cut only where a merged move begins at a step with a frame (the chunk's
+    observation). Returns the windows and how many moves were dropped because no frame
+    allowed a cut in time.
+    """
+    deltas = episode.deltas_cm()[start:stop]
+    grip = episode.gripper_states()[start:stop]
+    segments = merge_segments(deltas, grip, config.merge)
+    cuts = [0]
+    count = 0
+    for segment in segments:
+        if count >= config.limits.max_steps and segment.start > cuts[-1] and episode.steps[start + segment.start].image:
+            cuts.append(segment.start)
+            count = 0
+        count += 1
+    cuts.append(len(deltas))
+    windows: list[ChunkWindow] = []
+    dropped = 0
+    for a, b in zip(cuts, cuts[1:]):
+        merged = merge_trajectory(deltas[a:b], grip[a:b], config.merge, config.limits)
+        if len(merged) > config.limits.max_steps:
+            dropped += len(merged) - config.limits.max_steps
+            merged = merged[: config.limits.max_steps]
+        before = episode.steps[start + a - 1].gripper if start + a > 0 else None
+        windows.append(ChunkWindow(start + a, start + b, tuple(merged), before))
+    return windows, dropped
+
+
+class EpisodeExamples:
+    """Collects one episode's examples; image paths are relative to the dataset folder."""
+
+    def __init__(self, episode: EpisodeRecord, out_dir: Path) -> None:
+        self.episode = episode
+        self.out_dir = out_dir
+        self.examples: list[dict[str, Any]] = []
+        self._copied: dict[str, str] = {}
+
+    def image(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if name not in self._copied:
+            rel = Path("images") / self.episode.episode_id / name
+            target = self.out_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copyfile(self.episode.image_path(name), target)
+            self._copied[name] = rel.as_posix()
+        return self._copied[name]
+
+    def add(self, stage: str, messages: list[dict[str, Any]], answer: str, images: Sequence[str], **meta: Any) -> None:
+        if prompts.count_images(messages) != len(images):
+            raise AssertionError(f"{stage} example has {len(images)} image(s) for {prompts.count_images(messages)} slot(s)")
+        self.examples.append(
+            {
+                "id": f"{self.episode.episode_id}/{stage}/{len([e for e in self.examples if e['stage'] == stage])}",
+                "stage": stage,
+                "episode_id": self.episode.episode_id,
+                "messages": prompts.with_answer(messages, answer),
+                "images": list(images),
+                "meta": meta,
+            }
+        )
+
+
+def episode_examples(
+    episode: EpisodeRecord, labeller: Labeller, out_dir: Path, config: BuildConfig, report: BuildReport
+) -> list[dict[str, Any]]:
+    """Every example of one episode; raises LabelError or ActionValueError when it has none."""
+    labels = labeller.label(episode)
+    templates = config.prompts
+    task = episode.instruction
+    ex = EpisodeExamples(episode, out_dir)
+    subtasks = [label.subtask for label in labels.subtasks]
+    first = ex.image(episode.steps[0].image)
+    assert first is not None  # the loader guarantees a first frame
+    ex.add("subtasks", prompts.subtasks_messages(task, templates), prompts.subtasks_answer(subtasks), [first], subtasks=subtasks, labels=labels.origin)
+    for k, label in enumerate(labels.subtasks):
+        windows, dropped = chunk_windows(episode, label.start, label.stop, config)
+        report.note("moves_dropped_no_frame", dropped)
+        for w_index, window in enumerate(windows):
+            image = ex.image(episode.steps[window.start].image)
+            if image is None:
+                report.note("chunks_without_frame")
+                continue
+            if all(s.dx == s.dy == s.dz == 0 for s in window.steps) and all(
+                s.gripper == (window.initial_gripper if window.initial_gripper is not None else window.steps[0].gripper)
+                for s in window.steps
+            ):
+                report.note("chunks_without_motion")
+                continue
+            chunk = ActionChunk(window.steps)
+            if label.plan and len(windows) == 1:
+                plan = label.plan
+            else:
+                plan = verbalise_moves(chunk, window.initial_gripper)
+                if label.plan:
+                    report.note("plans_verbalised_for_split_subtask")
+            values = [[s.dx, s.dy, s.dz, s.gripper] for s in chunk.steps]
+            meta = dict(task=task, subtask=label.subtask, subtask_index=k, window=w_index, plan=plan, chunk=values)
+            ex.add("plan", prompts.plan_messages(task, label.subtask, templates), plan, [image], **meta)
+            answer = prompts.chunk_answer(chunk, config.limits)
+            ex.add("chunk", prompts.chunk_messages(task, label.subtask, plan, templates), answer, [image], **meta)
+            if config.direction_examples:
+                _direction_example(ex, episode, window, config)
+        if config.verify_examples:
+            next_subtask = subtasks[k + 1] if k + 1 < len(subtasks) else NO_NEXT_SUBTASK
+            _verify_examples(ex, episode, label.start, label.stop, label.subtask, next_subtask, config)
+    return ex.examples
+
+
+def _frame_after(episode: EpisodeRecord, stop: int) -> str | None:
+    if stop < len(episode.steps):
+        return episode.steps[stop].image
+    return episode.final_image
+
+
+def _verify_examples(
+    ex: EpisodeExamples, episode: EpisodeRecord, start: int, stop: int, subtask: str, next_subtask: str, config: BuildConfig
+) -> None:
+    """Positive: from the sub-trajectory's first frame to the next one's. Negative: to a frame
+    a third of the way through, when the subtask is clearly not done yet."""
+    before = ex.image(episode.steps[start].image)
+    after = ex.image(_frame_after(episode, stop))
+    messages = prompts.verify_messages(subtask, next_subtask, config.prompts)
+    if before is not None and after is not None:
+        ex.add("verify", messages, prompts.verify_answer(True), [before, after], subtask=subtask, advance=True)
+    middle = start + (stop - start) // 3
+    partial = ex.image(episode.steps[middle].image) if middle > start else None
+    if before is not None and partial is not None:
+        ex.add("verify", messages, prompts.verify_answer(False), [before, partial], subtask=subtask, advance=False)
+
+
+def _direction_example(ex: EpisodeExamples, episode: EpisodeRecord, window: ChunkWindow, config: BuildConfig) -> None:
+    """Left/right/none from the chunk's start frame to the frame after it (ambiguous moves skipped)."""
+    before = ex.image(episode.steps[window.start].image)
+    after = ex.image(_frame_after(episode, window.stop))
+    if before is None or after is None:
+        return
+    dx = sum(s.dx for s in window.steps)
+    dy = sum(s.dy for s in window.steps)
+    dz = sum(s.dz for s in window.steps)
+    if abs(dy) >= config.direction_min_cm:
+        direction = "left" if dy > 0 else "right"
+    elif abs(dy) <= config.direction_still_cm and max(abs(dx), abs(dz)) >= config.direction_min_cm:
+        direction = "none"
+    else:
+        return
+    ex.add(
+        "direction",
+        prompts.direction_messages(config.prompts),
+        prompts.direction_answer(direction),
+        [before, after],
+        dy_cm=round(dy, 2),
+    )
+
+
+def build_dataset(
+    episodes: Sequence[EpisodeRecord],
+    out_dir: Path,
+    labeller: Labeller,
+    config: BuildConfig = BuildConfig(),
+    fallback: bool = True,
+    progress: bool = False,
+    skipped: Sequence[tuple[str, str]] = (),
+) -> BuildReport:
+    """Write every usable episode's examples, then train.jsonl / val.jsonl and build.json.
+
+    fallback: when the labeller fails on an episode, label it from its annotations (or with
+    the verbaliser) instead of skipping it. `skipped` carries episodes the loader rejected,
+    so build.json lists every episode that did not make it and why.
+    """
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_config(out_dir, config)
+    report = BuildReport(out_dir=out_dir, skipped=list(skipped))
+    per_episode = out_dir / "episodes"
+    per_episode.mkdir(exist_ok=True)
+    for episode in tqdm(episodes, desc="episodes", disable=not progress):
+        target = per_episode / f"{episode.episode_id}.jsonl"
+        if target.exists():
+            report.episodes_resumed.append(episode.episode_id)
+            continue
+        if episode.success is False and not config.include_failed:
+            report.skipped.append((episode.episode_id, "the episode failed its task (use --include-failed to keep it)"))
+            continue
+        try:
+            try:
+                examples = episode_examples(episode, labeller, out_dir, config, report)
+            except LabelError:
+                if not fallback:
+                    raise
+                report.note("labeller_fallbacks")
+                backup = AnnotationLabeller() if episode.annotated else VerbaliserLabeller()
+                examples = episode_examples(episode, backup, out_dir, config, report)
+        except (LabelError, ActionValueError) as exc:
+            report.skipped.append((episode.episode_id, str(exc)))
+            continue
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
+        os.replace(tmp, target)
+        report.episodes_built.append(episode.episode_id)
+    stats = getattr(labeller, "stats", None)
+    if stats is not None:
+        report.labeller = dataclasses.asdict(stats)
+    assemble_splits(out_dir, config, report)
+    return report
+
+
+def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport) -> None:
+    """train.jsonl and val.jsonl from every episode file in the folder (old runs' included)."""
+    files = sorted((out_dir / "episodes").glob("*.jsonl"))
+    ids = [f.stem for f in files]
+    splits = {i: split_of(i, config.val_fraction, config.split_salt) for i in ids}
+    if config.val_fraction > 0 and len(ids) >= 2 and "val" not in splits.values():
+        # Too few episodes for the hash to pick one: the lowest hash goes to validation.
+        lowest = min(ids, key=lambda i: hashlib.sha256(f"{config.split_salt}:{i}".encode()).digest())
+        splits[lowest] = "val"
+    counts: dict[str, dict[str, int]] = {"train": {}, "val": {}}
+    handles = {name: (out_dir / f"{name}.jsonl.tmp").open("w", encoding="utf-8") for name in ("train", "val")}
+    try:
+        for file, episode_id in zip(files, ids):
+            split = splits[episode_id]
+            for line in file.read_text(encoding="utf-8").splitlines():
+                example = json.loads(line)
+                example["split"] = split
+                handles[split].write(json.dumps(example, ensure_ascii=False) + "\n")
+                counts[split][example["stage"]] = counts[split].get(example["stage"], 0) + 1
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for name in ("train", "val"):
+        os.replace(out_dir / f"{name}.jsonl.tmp", out_dir / f"{name}.jsonl")
+    report.counts = counts
+    build = {
+        "config": config.fingerprint(),
+        "val_fraction": config.val_fraction,
+        "episodes": {"train": sorted(i for i in ids if splits[i] == "train"), "val": sorted(i for i in ids if splits[i] == "val")},
+        "counts": counts,
+        "this_run": {
+            "built": report.episodes_built,
+            "resumed": report.episodes_resumed,
+            "skipped": [{"episode": e, "reason": r} for e, r in report.skipped],
+            "notes": report.notes,
+            "labeller": report.labeller,
+        },
+    }
+    (out_dir / BUILD_FILE).write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _check_same_config(out_dir: Path, config: BuildConfig) -> None:
+    """Resuming into a folder built with other settings would mix two datasets: refuse."""
+    file = out_dir / BUILD_FILE
+    if not file.is_file():
+        return
+    try:
+        previous = json.loads(file.read_text(encoding="utf-8")).get("config")
+    except ValueError:
+        return
+    current = json.loads(json.dumps(config.fingerprint()))
+    if previous is not None and previous != current:
+        raise ValueError(f"{out_dir} was built with different settings; build into a new folder or delete it first")
+
+
+def read_examples(path: Path, stages: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Examples of one split file, optionally only some stages; image paths made absolute."""
+    if not path.is_file():
+        raise ValueError(f"dataset file {path} does not exist (run vlm2vla-dataset first)")
+    examples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number} is not valid JSON ({exc})") from None
+        if stages is not None and example.get("stage") not in stages:
+            continue
+        example["images"] = [str(path.parent / p) for p in example.get("images", [])]
+        examples.append(example)
+    return examples

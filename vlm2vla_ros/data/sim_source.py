@@ -1,0 +1,80 @@
+"""Episodes from the simulator's scripted expert, written in the episode format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .episode import write_episode
+
+
+@dataclass
+class ExportReport:
+    written: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.written)} episode(s) written, {len(self.existing)} already there, "
+            f"{len(self.skipped)} skipped"
+        )
+
+
+def sim_episode_id(task_kind: str, seed: int, lang: str) -> str:
+    return f"sim-{task_kind}-{lang}-{seed:05d}"
+
+
+def export_sim_episodes(
+    out_root: Path,
+    task_kinds: Sequence[str],
+    seeds: Sequence[int],
+    image_size: int = 224,
+    lang: str = "en",
+    keep_failures: bool = False,
+    progress: bool = False,
+) -> ExportReport:
+    """Run the scripted expert for every (kind, seed) and write each episode once.
+
+    Episodes already on disk are kept (reruns resume); failed demonstrations are skipped
+    unless keep_failures, since a policy should not learn from them.
+    """
+    from tqdm import tqdm
+
+    from vlm2vla_ros.sim import TASK_KINDS, run_expert
+
+    unknown = sorted(set(task_kinds) - set(TASK_KINDS))
+    if unknown:
+        raise ValueError(f"unknown task kind(s) {unknown}; known: {list(TASK_KINDS)}")
+    report = ExportReport()
+    jobs = [(kind, seed) for kind in task_kinds for seed in seeds]
+    for kind, seed in tqdm(jobs, desc="sim episodes", disable=not progress):
+        episode_id = sim_episode_id(kind, seed, lang)
+        if (out_root / episode_id).exists():
+            report.existing.append(episode_id)
+            continue
+        episode = run_expert(kind, seed, image_size=image_size, render_images=True)
+        if not episode.steps:
+            report.skipped.append((episode_id, "the expert recorded no steps"))
+            continue
+        if not episode.success and not keep_failures:
+            report.skipped.append((episode_id, "the expert's demonstration failed the task's success check"))
+            continue
+        names = episode.task.subtasks(lang)
+        write_episode(
+            out_root,
+            episode_id,
+            instruction=episode.task.instruction(lang),
+            source="sim",
+            frames=[s.image for s in episode.steps],
+            deltas_cm=[s.delta_cm for s in episode.steps],
+            gripper=[s.gripper for s in episode.steps],
+            subtasks=[names[s.subtask_index] for s in episode.steps],
+            subtask_indices=[s.subtask_index for s in episode.steps],
+            final_frame=episode.final_image,
+            success=episode.success,
+            meta={"task_kind": kind, "seed": seed, "lang": lang},
+        )
+        report.written.append(episode_id)
+    return report

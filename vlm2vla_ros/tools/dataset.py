@@ -1,0 +1,149 @@
+"""vlm2vla-dataset: robot data -> episodes -> chat-formatted training examples.
+
+    vlm2vla-dataset sim --out EPISODES [--kinds pick_up put_in ...] [--episodes 20] [--image-size 224]
+    vlm2vla-dataset bag BAG [BAG ...] --out EPISODES
+    vlm2vla-dataset build EPISODES [MORE ...] --out DATASET [--labeller annotations|verbaliser|openai]
+
+`sim` and `bag` write episode folders (docs/data_and_training.md); a plain folder or JSONL in
+that format from any other dataset goes straight to `build`. `build` splits, merges, labels,
+writes train.jsonl / val.jsonl and the dataset card. Every command resumes: what is already
+written is kept and skipped. Exit status 0 when something usable was produced, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from vlm2vla_ros.data.labeller import LABELLERS, ON_FAILURE
+    from vlm2vla_ros.sim import TASK_KINDS
+
+    ap = argparse.ArgumentParser(prog="vlm2vla-dataset", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("sim", help="record scripted-expert episodes in the simulator")
+    sim.add_argument("--out", required=True, help="episodes folder")
+    sim.add_argument("--kinds", nargs="+", default=list(TASK_KINDS), choices=TASK_KINDS, help="task kinds")
+    sim.add_argument("--episodes", type=int, default=20, help="episodes per task kind (seeds from --first-seed)")
+    sim.add_argument("--first-seed", type=int, default=0)
+    sim.add_argument("--image-size", type=int, default=224)
+    sim.add_argument("--lang", default="en", help="instruction language (en, es)")
+    bag = sub.add_parser("bag", help="turn rosbag2 recordings of this node suite into episodes")
+    bag.add_argument("bags", nargs="+", help="bag folders")
+    bag.add_argument("--out", required=True, help="episodes folder")
+    build = sub.add_parser("build", help="build the training dataset from episodes")
+    build.add_argument("episodes", nargs="+", help="episode folders, folders of them, or episode JSONL files")
+    build.add_argument("--out", required=True, help="dataset folder")
+    build.add_argument("--labeller", default="annotations", choices=LABELLERS,
+                       help="where subtasks and plans come from (default %(default)s)")
+    build.add_argument("--on-failure", default="fallback", choices=ON_FAILURE,
+                       help="when the labeller fails on an episode: label it from annotations/verbaliser, or skip it")
+    build.add_argument("--openai-url", default=os.environ.get("VLM2VLA_LABELLER_URL", "http://127.0.0.1:8000/v1"))
+    build.add_argument("--openai-model", default="gemini-2.5-pro")
+    build.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    build.add_argument("--timeout", type=float, default=60.0, help="labeller request timeout, s")
+    build.add_argument("--retries", type=int, default=3, help="labeller tries per episode")
+    build.add_argument("--rpm", type=float, default=30.0, help="labeller requests per minute")
+    build.add_argument("--cache", default=None, help="labeller answer cache (default: DATASET/labeller_cache)")
+    build.add_argument("--val-fraction", type=float, default=0.1)
+    build.add_argument("--include-failed", action="store_true", help="also use episodes that failed their task")
+    build.add_argument("--no-verify", action="store_true", help="no subtask-completion examples")
+    build.add_argument("--no-direction", action="store_true", help="no movement-direction examples")
+    build.add_argument("--tokenizer", default=None, help="model folder whose tokenizer counts tokens for the card")
+    return ap.parse_args(argv)
+
+
+def _print_skipped(skipped: Sequence[tuple[str, str]], limit: int = 20) -> None:
+    for name, reason in list(skipped)[:limit]:
+        print(f"  skipped {name}: {reason}")
+    if len(skipped) > limit:
+        print(f"  ... and {len(skipped) - limit} more (see build.json)")
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from vlm2vla_ros.data.sim_source import export_sim_episodes
+
+    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    report = export_sim_episodes(Path(args.out), args.kinds, seeds, args.image_size, args.lang, progress=True)
+    print(report.summary())
+    _print_skipped(report.skipped)
+    return 0 if report.written or report.existing else 1
+
+
+def run_bag(args: argparse.Namespace) -> int:
+    from vlm2vla_ros.data.bag_source import export_bag_episodes
+
+    report = export_bag_episodes([Path(b) for b in args.bags], Path(args.out), progress=True)
+    print(report.summary())
+    _print_skipped(report.skipped)
+    return 0 if report.written or report.existing else 1
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from vlm2vla_ros.data import (
+        BuildConfig,
+        LabellerSettings,
+        OpenAILabellerConfig,
+        build_dataset,
+        load_episodes,
+        make_labeller,
+    )
+    from vlm2vla_ros.data.card import write_card
+
+    out = Path(args.out)
+    loaded = load_episodes([Path(p) for p in args.episodes])
+    print(loaded.summary())
+    config = BuildConfig(
+        val_fraction=args.val_fraction,
+        include_failed=args.include_failed,
+        verify_examples=not args.no_verify,
+        direction_examples=not args.no_direction,
+    )
+    settings = LabellerSettings(
+        kind=args.labeller,
+        on_failure=args.on_failure,
+        openai=OpenAILabellerConfig(
+            base_url=args.openai_url,
+            model=args.openai_model,
+            api_key=os.environ.get(args.api_key_env, ""),
+            timeout_s=args.timeout,
+            retries=args.retries,
+            requests_per_minute=args.rpm,
+            cache_dir=args.cache or str(out / "labeller_cache"),
+        ),
+    )
+    labeller = make_labeller(settings, config.merge)
+    report = build_dataset(
+        loaded.episodes, out, labeller, config, fallback=args.on_failure == "fallback", progress=True, skipped=loaded.skipped
+    )
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    card = write_card(out, tokenizer)
+    print(report.summary())
+    if report.notes:
+        print("  notes: " + ", ".join(f"{k} {v}" for k, v in sorted(report.notes.items()) if v))
+    if report.labeller:
+        print("  labeller: " + ", ".join(f"{k} {v}" for k, v in report.labeller.items()))
+    _print_skipped(report.skipped)
+    print(f"dataset: {out / 'train.jsonl'}, {out / 'val.jsonl'}; card: {card}")
+    return 0 if any(report.counts.get("train", {}).values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return {"sim": run_sim, "bag": run_bag, "build": run_build}[args.command](args)
+    except (ValueError, FileExistsError) as exc:
+        print(f"vlm2vla-dataset: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

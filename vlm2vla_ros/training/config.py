@@ -1,0 +1,106 @@
+"""Training settings: the paper's recipe as defaults, strictly checked (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vlm2vla_ros.data.builder import STAGES
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA fine-tuning of an image-text model on a vlm2vla-dataset folder.
+
+    Defaults are the paper's: LoRA r=16, alpha=32 on every linear layer of the language
+    model, AdamW (0.9, 0.999, 1e-8), lr 5e-5 with linear decay, global batch 8, max length
+    1024, one epoch, bf16 on GPU.
+    """
+
+    model_path: str = ""
+    dataset_dir: str = ""
+    output_dir: str = ""
+    stages: tuple[str, ...] = STAGES
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    learning_rate: float = 5e-5
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Positive: stop after this many optimiser steps (overrides epochs)."""
+    batch_size: int = 1
+    """Per device."""
+    grad_accum: int = 8
+    """batch_size x grad_accum x devices = global batch (paper: 8)."""
+    max_length: int = 1024
+    dtype: str = "auto"
+    """auto: bfloat16 on CUDA, float32 on CPU."""
+    load_in_4bit: bool = False
+    """QLoRA: a 4-bit NF4 base (CUDA + bitsandbytes)."""
+    gradient_checkpointing: bool = True
+    logging_steps: int = 1
+    save_steps: int = 200
+    save_total_limit: int = 2
+    eval_steps: int = 0
+    """Positive: validation loss every this many steps (on val.jsonl)."""
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu or cuda (multi-GPU: launch with accelerate, leave auto)."""
+    dataloader_workers: int = 0
+    report_to: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("model_path", "dataset_dir", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required")
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown or not self.stages:
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or not self.epochs > 0:
+            raise ValueError("learning_rate and epochs must be positive")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stages"] = list(self.stages)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "stages" in values:
+            values["stages"] = tuple(values["stages"])
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides: Any) -> TrainConfig:
+        import yaml
+
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"training config file {file} does not exist")
+        data: Any | None = yaml.safe_load(file.read_text())
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"training config file {file} must hold a mapping")
+        return cls.from_dict({**(data or {}), **overrides})

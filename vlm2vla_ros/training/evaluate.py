@@ -1,0 +1,346 @@
+"""Is the adapter any good? Offline action metrics, closed-loop sim success, VQA retention.
+
+- Offline: on held-out chunk examples (val.jsonl), the engine writes a plan and a chunk from
+  the sub-trajectory's first frame; compared with the recorded chunk: parse rate, per-axis
+  direction agreement, step L2 error (cm), gripper accuracy.
+- Closed loop: the engine drives the simulator through the robot's own ChunkExecutor (the
+  same safety checks and cm -> joint mapping as on the Stretch) on seeded scenes per task
+  kind; success is the simulator's check, never the model's claim.
+- VQA retention: the same weights answer a VQA JSONL with the adapter on and off
+  (peft's disable_adapter), so forgetting is measured directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm2vla_ros.action_language import ActionChunk
+from vlm2vla_ros.data.builder import NO_NEXT_SUBTASK
+
+AXES = ("dx", "dy", "dz")
+DIRECTION_DEADBAND_CM = 0.5
+"""Net moves smaller than this on an axis count as "no move" when comparing directions."""
+
+
+def _sign(value: float) -> int:
+    return 0 if abs(value) < DIRECTION_DEADBAND_CM else (1 if value > 0 else -1)
+
+
+def compare_chunks(predicted: ActionChunk, reference: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Per-example action metrics of a predicted chunk against the recorded one."""
+    pred = np.array([[s.dx, s.dy, s.dz, s.gripper] for s in predicted.steps], dtype=float)
+    ref = np.array(reference, dtype=float).reshape(-1, 4)
+    n = max(len(pred), len(ref))
+    padded = np.zeros((2, n, 3))
+    padded[0, : len(pred)] = pred[:, :3]
+    padded[1, : len(ref)] = ref[:, :3]
+    step_l2 = float(np.linalg.norm(padded[0] - padded[1], axis=1).mean())
+    net_pred, net_ref = pred[:, :3].sum(axis=0), ref[:, :3].sum(axis=0)
+    return {
+        "direction": {axis: _sign(net_pred[i]) == _sign(net_ref[i]) for i, axis in enumerate(AXES)},
+        "step_l2_cm": step_l2,
+        "net_l2_cm": float(np.linalg.norm(net_pred - net_ref)),
+        "gripper": int(pred[-1, 3]) == int(ref[-1, 3]),
+        "steps": [len(pred), len(ref)],
+    }
+
+
+@dataclass
+class OfflineMetrics:
+    examples: int = 0
+    parsed: int = 0
+    parse_rate: float = 0.0
+    direction_agreement: dict[str, float] = field(default_factory=dict)
+    step_l2_cm: float = math.nan
+    net_l2_cm: float = math.nan
+    gripper_accuracy: float = math.nan
+    mean_cycle_s: float = math.nan
+
+
+def offline_eval(engine: Any, examples: Sequence[dict[str, Any]], progress: bool = False) -> tuple:
+    """(OfflineMetrics, rows) over chunk-stage examples; a PolicyError counts as unparsed."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vlm2vla_ros.policy import PolicyError
+
+    rows: list[dict[str, Any]] = []
+    for example in tqdm(examples, desc="offline eval", disable=not progress):
+        meta = example["meta"]
+        with Image.open(example["images"][0]) as image:
+            frame = np.asarray(image.convert("RGB"))
+        row: dict[str, Any] = {"id": example["id"], "subtask": meta["subtask"], "reference": meta["chunk"]}
+        start = time.perf_counter()
+        try:
+            result = engine.cycle(frame, meta["task"], meta["subtask"])
+        except PolicyError as exc:
+            row.update(parsed=False, error=str(exc)[:200])
+        else:
+            row.update(parsed=True, plan=result.plan, predicted=[[s.dx, s.dy, s.dz, s.gripper] for s in result.chunk.steps])
+            row.update(compare_chunks(result.chunk, meta["chunk"]))
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+    return summarise_offline(rows), rows
+
+
+def summarise_offline(rows: Sequence[dict[str, Any]]) -> OfflineMetrics:
+    parsed = [r for r in rows if r["parsed"]]
+    metrics = OfflineMetrics(examples=len(rows), parsed=len(parsed))
+    if rows:
+        metrics.parse_rate = len(parsed) / len(rows)
+        metrics.mean_cycle_s = float(np.mean([r["seconds"] for r in rows]))
+    if parsed:
+        metrics.direction_agreement = {a: float(np.mean([r["direction"][a] for r in parsed])) for a in AXES}
+        metrics.step_l2_cm = float(np.mean([r["step_l2_cm"] for r in parsed]))
+        metrics.net_l2_cm = float(np.mean([r["net_l2_cm"] for r in parsed]))
+        metrics.gripper_accuracy = float(np.mean([r["gripper"] for r in parsed]))
+    return metrics
+
+
+def closed_loop_episode(
+    engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en"
+) -> dict[str, Any]:
+    """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle)."""
+    from vlm2vla_ros.policy import PolicyError
+    from vlm2vla_ros.robot.config import RobotConfig
+    from vlm2vla_ros.robot.executor import ChunkExecutor
+    from vlm2vla_ros.sim.backend import SimBackend
+    from vlm2vla_ros.sim.scene import make_scene
+
+    world, task = make_scene(seed, task_kind)
+    backend = SimBackend(world)
+    robot = RobotConfig()
+    executor = ChunkExecutor(backend, robot.embodiment, robot.safety)
+    instruction = task.instruction(lang)
+    record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "cycles": 0, "ended": ""}
+    try:
+        subtasks = engine.subtasks(backend.render(image_size, image_size), instruction).subtasks
+        record["subtasks"] = subtasks
+        index = 0
+        while record["cycles"] < max_cycles and index < len(subtasks):
+            record["cycles"] += 1
+            before = backend.render(image_size, image_size)
+            cycle = engine.cycle(before, instruction, subtasks[index])
+            report = executor.execute(cycle.chunk)
+            if report.status != "done":
+                record["ended"] = f"executor {report.status}: {report.reason}"
+                break
+            after = backend.render(image_size, image_size)
+            following = subtasks[index + 1] if index + 1 < len(subtasks) else NO_NEXT_SUBTASK
+            if engine.verify(before, after, subtasks[index], following).advance:
+                index += 1
+        record["subtasks_done"] = index
+        record["ended"] = record["ended"] or ("all subtasks done" if index >= len(subtasks) else "cycle limit")
+    except PolicyError as exc:
+        record["ended"] = f"policy error: {exc}"
+    finally:
+        backend.close()
+    record["success"] = bool(task.check_success(backend.world))
+    return record
+
+
+def closed_loop_eval(
+    engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False
+) -> tuple:
+    """({kind: success rate}, episode records)."""
+    from tqdm import tqdm
+
+    jobs = [(kind, seed) for kind in task_kinds for seed in seeds]
+    records = [
+        closed_loop_episode(engine, kind, seed, max_cycles, image_size)
+        for kind, seed in tqdm(jobs, desc="closed loop", disable=not progress)
+    ]
+    rates = {kind: float(np.mean([r["success"] for r in records if r["task_kind"] == kind])) for kind in task_kinds}
+    return rates, records
+
+
+@dataclass
+class VQAResult:
+    questions: int
+    accuracy_adapter: float
+    accuracy_base: float
+    retention: float
+    """accuracy with the adapter / accuracy without (1.0: nothing forgotten)."""
+
+
+def read_vqa(path: Path) -> list[dict[str, str]]:
+    """{image, question, answer} per line; image paths are relative to the file's folder."""
+    if not path.is_file():
+        raise ValueError(f"VQA file {path} does not exist")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{path}:{number} is not valid JSON") from None
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k] for k in ("image", "question", "answer")):
+            raise ValueError(f"{path}:{number} needs non-empty strings image, question and answer")
+        image = path.parent / item["image"]
+        if not image.is_file():
+            raise ValueError(f"{path}:{number}: image {image} does not exist")
+        items.append({"image": str(image), "question": item["question"], "answer": item["answer"]})
+    if not items:
+        raise ValueError(f"VQA file {path} holds no questions")
+    return items
+
+
+def vqa_correct(prediction: str, answer: str) -> bool:
+    """The reference answer appears as the start of the prediction (case and punctuation ignored)."""
+
+    def norm(text: str) -> str:
+        return " ".join("".join(c.lower() if c.isalnum() else " " for c in text).split())
+
+    pred, ref = norm(prediction), norm(answer)
+    return bool(ref) and (pred == ref or pred.startswith(ref + " "))
+
+
+def vqa_retention(engine: Any, items: Sequence[dict[str, str]], max_new_tokens: int = 16, progress: bool = False) -> tuple:
+    """(VQAResult, rows): greedy answers of the same weights with the adapter on and off."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vlm2vla_ros.policy.config import StageSampling
+    from vlm2vla_ros.policy.types import GenerationRequest
+
+    backend = engine.backend
+    if not hasattr(backend, "has_adapter"):
+        raise ValueError("VQA retention needs the transformers backend (the adapter is switched on and off in process)")
+    rows = []
+    for item in tqdm(items, desc="VQA", disable=not progress):
+        with Image.open(item["image"]) as image:
+            frame = np.asarray(image.convert("RGB"))
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": item["question"]}]}]
+        row: dict[str, Any] = {"question": item["question"], "answer": item["answer"]}
+        for name, adapter in (("adapter", True), ("base", False)):
+            request = GenerationRequest(
+                messages=messages,
+                images=(frame,),
+                sampling=StageSampling(temperature=0.0),
+                max_new_tokens=max_new_tokens,
+                use_adapter=adapter,
+            )
+            text = backend.generate(request).text
+            row[name] = text
+            row[f"{name}_correct"] = vqa_correct(text, item["answer"])
+        rows.append(row)
+    on = float(np.mean([r["adapter_correct"] for r in rows]))
+    off = float(np.mean([r["base_correct"] for r in rows]))
+    retention = on / off if off > 0 else (1.0 if on == 0 else math.inf)
+    return VQAResult(len(rows), on, off, retention), rows
+
+
+def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
+    """report.md (+ plots) and metrics.json; returns the Markdown file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(results), indent=1))
+    lines = ["# vlm2vla evaluation", "", f"- model: `{results.get('model')}`", f"- adapter: `{results.get('adapter')}`", ""]
+    offline = results.get("offline")
+    if offline:
+        m = offline["metrics"]
+        lines += [
+            "## Offline action metrics (held-out episodes)",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| examples | {m['examples']} |",
+            f"| parse rate | {m['parse_rate']:.3f} |",
+        ]
+        lines += [f"| direction agreement {a} | {m['direction_agreement'].get(a, math.nan):.3f} |" for a in AXES]
+        lines += [
+            f"| step L2 error (cm) | {m['step_l2_cm']:.2f} |",
+            f"| net displacement error (cm) | {m['net_l2_cm']:.2f} |",
+            f"| gripper accuracy | {m['gripper_accuracy']:.3f} |",
+            f"| mean plan + chunk time (s) | {m['mean_cycle_s']:.2f} |",
+            "",
+        ]
+        parsed = [r for r in offline["rows"] if r["parsed"]]
+        if parsed:
+            fig, ax = plt.subplots(figsize=(5, 3))
+            ax.hist([r["step_l2_cm"] for r in parsed], bins=20)
+            ax.set_xlabel("step L2 error (cm)")
+            ax.set_ylabel("examples")
+            fig.tight_layout()
+            fig.savefig(out_dir / "step_l2.png", dpi=100)
+            plt.close(fig)
+            lines += ["![step L2 error](step_l2.png)", ""]
+    closed = results.get("closed_loop")
+    if closed:
+        lines += ["## Closed loop in the simulator", "", "| task kind | success rate | episodes |", "|---|---|---|"]
+        for kind, rate in closed["success_rate"].items():
+            n = sum(1 for r in closed["episodes"] if r["task_kind"] == kind)
+            lines.append(f"| {kind} | {rate:.2f} | {n} |")
+        lines.append("")
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(list(closed["success_rate"]), list(closed["success_rate"].values()))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("success rate")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        fig.savefig(out_dir / "closed_loop.png", dpi=100)
+        plt.close(fig)
+        lines += ["![closed-loop success](closed_loop.png)", ""]
+    vqa = results.get("vqa")
+    if vqa:
+        r = vqa["result"]
+        lines += [
+            "## VQA retention (same weights, adapter on vs off)",
+            "",
+            f"- questions: {r['questions']}",
+            f"- accuracy with adapter: {r['accuracy_adapter']:.3f}",
+            f"- accuracy without adapter (base): {r['accuracy_base']:.3f}",
+            f"- retention (with / without): {r['retention']:.3f}",
+            "",
+        ]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_metrics(results: dict[str, Any]) -> str:
+    """One line per metric, for the terminal."""
+    out: list[str] = []
+    offline = results.get("offline")
+    if offline:
+        m = offline["metrics"]
+        agreement = " ".join(f"{a}={m['direction_agreement'].get(a, math.nan):.2f}" for a in AXES)
+        out.append(
+            f"offline: {m['examples']} examples, parse rate {m['parse_rate']:.2f}, direction agreement {agreement}, "
+            f"step L2 {m['step_l2_cm']:.2f} cm, gripper accuracy {m['gripper_accuracy']:.2f}"
+        )
+    closed = results.get("closed_loop")
+    if closed:
+        out.append("closed loop success: " + ", ".join(f"{k} {v:.2f}" for k, v in closed["success_rate"].items()))
+    vqa = results.get("vqa")
+    if vqa:
+        r = vqa["result"]
+        out.append(
+            f"VQA: adapter {r['accuracy_adapter']:.2f}, base {r['accuracy_base']:.2f}, retention {r['retention']:.2f}"
+        )
+    return "\n".join(out)

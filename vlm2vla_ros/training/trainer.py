@@ -1,0 +1,274 @@
+"""LoRA fine-tuning with PEFT on the transformers Trainer (vlm2vla-train's core).
+
+Why transformers' Trainer and not TRL's SFTTrainer: the examples are already chat
+conversations with images, and the answer-only loss needs the prompt boundary of the exact
+chat template the policy engine uses. AnswerOnlyCollator does that on the processor itself;
+Trainer then adds what a hand-written loop would get wrong (accumulation, schedules, mixed
+precision, gradient checkpointing, checkpoints and resume, accelerate/DeepSpeed launch)
+without re-formatting the data. SFTTrainer 1.x would route vision data through its own
+formatting and masking, which must then be kept in step with the engine's prompts twice.
+
+Outputs in output_dir: adapter_config.json + adapter_model.safetensors (a standard PEFT
+adapter, PolicyConfig.adapter_path), train_log.json, loss.png, checkpoints/ (for --resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .collator import AnswerOnlyCollator
+from .config import TrainConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CHECKPOINTS = "checkpoints"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or continue; the message says why in one sentence."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    first_loss: float | None
+    last_loss: float | None
+    seconds: float
+    interrupted: bool
+    train_examples: int
+
+
+class _ExampleList:
+    """A map-style dataset over example dicts (the collator does all processing)."""
+
+    def __init__(self, examples: list[dict[str, Any]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[index]
+
+
+def load_split(config: TrainConfig, split: str) -> list[dict[str, Any]]:
+    from vlm2vla_ros.data.builder import read_examples
+
+    return read_examples(Path(config.dataset_dir) / f"{split}.jsonl", config.stages)
+
+
+def load_model_for_training(config: TrainConfig) -> Any:
+    """(peft model, processor, device): the base from a local folder with fresh LoRA layers."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlm2vla_ros.policy.transformers_backend import paper_lora_config
+
+    model_dir = Path(config.model_path)
+    if not (model_dir / "config.json").is_file():
+        raise TrainError(f"model folder {model_dir} has no config.json, so it is not a Hugging Face model folder")
+    cuda = torch.cuda.is_available() and config.device != "cpu"
+    if config.device == "cuda" and not cuda:
+        raise TrainError("device cuda was requested but this machine has no usable CUDA GPU")
+    dtype = {"auto": torch.bfloat16 if cuda else torch.float32}.get(config.dtype) or getattr(torch, config.dtype)
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    if config.load_in_4bit:
+        if not cuda:
+            raise TrainError("load_in_4bit (QLoRA) needs a CUDA GPU with bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise TrainError(f"model folder {model_dir} could not be loaded: {str(exc).splitlines()[0][:300]}") from exc
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    model.config.use_cache = False
+    lora = paper_lora_config(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    return get_peft_model(model, lora), processor, dtype, cuda
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Fine-tune; an interrupted run (Ctrl-C) saves a checkpoint that resume=True continues."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+    out = Path(config.output_dir)
+    checkpoints = out / CHECKPOINTS
+    has_checkpoint = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if has_checkpoint and not resume:
+        raise TrainError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it or choose a new output folder")
+    if resume and not has_checkpoint:
+        raise TrainError(f"--resume was given but {checkpoints} holds no checkpoint to continue from")
+    train_examples = load_split(config, "train")
+    if not train_examples:
+        raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
+    eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
+    set_seed(config.seed)
+    model, processor, dtype, cuda = load_model_for_training(config)
+    collator = AnswerOnlyCollator(processor, max_length=config.max_length)
+    out.mkdir(parents=True, exist_ok=True)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if eval_examples else "no",
+        eval_steps=config.eval_steps if eval_examples else None,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=config.dataloader_workers,
+        report_to=config.report_to,
+        seed=config.seed,
+        use_cpu=not cuda,
+        disable_tqdm=False,
+    )
+
+    stop = _StopOnSignal()
+
+    class _Stop(TrainerCallback):
+        def on_step_end(self, _args: Any, state: Any, control: Any, **_: Any) -> Any:
+            if stop.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_ExampleList(train_examples),
+        eval_dataset=_ExampleList(eval_examples) if eval_examples else None,
+        data_collator=collator,
+        callbacks=[_Stop()],
+    )
+    start = time.perf_counter()
+    with stop:
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - start
+    interrupted = stop.requested
+    history = trainer.state.log_history
+    losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    if not interrupted:
+        model.save_pretrained(out)
+    log = {
+        "config": config.to_dict(),
+        "resumed": resume,
+        "interrupted": interrupted,
+        "global_step": trainer.state.global_step,
+        "train_examples": len(train_examples),
+        "eval_examples": len(eval_examples),
+        "seconds": round(seconds, 2),
+        "truncated_examples": collator.stats.truncated,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "log_history": history,
+    }
+    _merge_log(out / "train_log.json", log)
+    plot_loss(out / "train_log.json", out / "loss.png")
+    return TrainResult(
+        output_dir=out,
+        steps=trainer.state.global_step,
+        first_loss=losses[0][1] if losses else None,
+        last_loss=losses[-1][1] if losses else None,
+        seconds=seconds,
+        interrupted=interrupted,
+        train_examples=len(train_examples),
+    )
+
+
+def _merge_log(path: Path, log: dict[str, Any]) -> None:
+    """A resumed run's history already holds the earlier steps (from the checkpoint); keep runs listed."""
+    runs: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            runs = json.loads(path.read_text()).get("runs", [])
+        except ValueError:
+            runs = []
+    runs.append({k: v for k, v in log.items() if k != "log_history"})
+    data = {**log, "runs": runs}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def plot_loss(log_file: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = json.loads(log_file.read_text())["log_history"]
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    val = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the Trainer to save a checkpoint and stop after the current step;
+    a second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nsignal {signum}: saving a checkpoint after this step; rerun with --resume to continue", flush=True)
+
+    def __enter__(self) -> _StopOnSignal:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
