@@ -1,0 +1,240 @@
+"""The policy engine on the tiny Gemma-3 folder and a saved LoRA adapter, through the real loading path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("xgrammar")
+
+from vlm2vla_ros.action_language import ActionChunk, format_action_chunk, parse_action_chunk  # noqa: E402
+from vlm2vla_ros.policy import PolicyConfig, PolicyEngine, PolicyError, StageSampling, load_policy  # noqa: E402
+from vlm2vla_ros.policy.tiny_model import (  # noqa: E402
+    build_random_adapter,
+    build_tiny_model,
+    ensure_tiny_adapter,
+    ensure_tiny_model,
+)
+from vlm2vla_ros.policy.transformers_backend import TransformersBackend  # noqa: E402
+
+TASK = "put the red block in the bowl"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model and a random adapter, built once; torch on one thread (tiny ops, shared CPUs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cache = tmp_path_factory.mktemp("cache")
+    yield ensure_tiny_model(cache), ensure_tiny_adapter(cache)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny) -> PolicyEngine:
+    model, adapter = tiny
+    return load_policy(PolicyConfig(model_path=str(model), adapter_path=str(adapter), device="cpu"))
+
+
+def camera(seed: int, shape=(48, 64, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_tiny_model_folder_is_a_complete_gemma3_checkpoint(tiny) -> None:
+    model, adapter = tiny
+    names = {p.name for p in model.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
+    config = json.loads((model / "config.json").read_text())
+    assert config["architectures"] == ["Gemma3ForConditionalGeneration"]
+    assert sum(p.stat().st_size for p in model.iterdir()) < 5_000_000
+    assert (adapter / "adapter_config.json").is_file()
+
+
+def test_loading_goes_through_the_auto_classes_and_peft(engine: PolicyEngine) -> None:
+    from peft import PeftModel
+    from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
+
+    backend = engine.backend
+    assert isinstance(backend, TransformersBackend)
+    assert isinstance(backend.model, PeftModel)
+    assert isinstance(backend.model.get_base_model(), Gemma3ForConditionalGeneration)
+    assert isinstance(backend.processor, Gemma3Processor)
+    assert next(backend.model.parameters()).dtype == torch.float32
+    # Gemma-3's special tokens and chat template: turns and one expanded image.
+    text = backend.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert text == "<bos><start_of_turn>user\n<start_of_image>hi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_tokenizer_round_trips_chunks_and_is_deterministic(tiny, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny[0], local_files_only=True)
+    text = "[[2.5, -0.3, 1.0, 1], [0.0, 0.0, -10.0, 0]]"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.unk_token_id not in ids
+    rebuilt = build_tiny_model(tmp_path / "again")
+    assert (rebuilt / "tokenizer.json").read_bytes() == (tiny[0] / "tokenizer.json").read_bytes()
+
+
+def test_ensure_tiny_model_builds_once_and_leaves_no_staging(tiny) -> None:
+    model, _ = tiny
+    stamp = (model / "model.safetensors").stat().st_mtime_ns
+    assert ensure_tiny_model(model.parent) == model
+    assert (model / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in model.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_all_stages_produce_parsed_answers(engine: PolicyEngine) -> None:
+    image = camera(0)
+    subtasks = engine.subtasks(image, TASK)
+    assert subtasks.subtasks and all(s.strip() for s in subtasks.subtasks)
+    assert subtasks.tokens["subtasks"] > 0 and subtasks.timings["subtasks"] > 0
+    for index in range(4):
+        result = engine.cycle(camera(index), TASK, subtasks.subtasks[0])
+        assert isinstance(result.chunk, ActionChunk) and len(result.chunk) >= 1
+        assert parse_action_chunk(result.raw_chunk) == result.chunk
+        assert result.raw_chunk == format_action_chunk(result.chunk)  # constrained: canonical text
+        assert result.parse_failures == 0
+        assert result.plan and result.tokens["plan"] > 0 and result.tokens["chunk"] > 0
+        assert result.timings["cycle"] == pytest.approx(result.timings["plan"] + result.timings["chunk"])
+    verdict = engine.verify(camera(1), camera(2), subtasks.subtasks[0], "Release the block")
+    assert verdict.raw_text in ("advance", "retry")
+    assert verdict.advance == (verdict.raw_text == "advance")
+
+
+def test_chunk_stage_reuses_the_plan_prefix_with_identical_output(tiny) -> None:
+    model, adapter = tiny
+    greedy = StageSampling(temperature=0.0, max_new_tokens=24)
+    outputs = {}
+    for reuse in (True, False):
+        config = PolicyConfig(
+            model_path=str(model), adapter_path=str(adapter), device="cpu", reuse_prefix=reuse,
+            plan=greedy, chunk=StageSampling(temperature=0.0),
+        )
+        policy = load_policy(config)
+        outputs[reuse] = [policy.cycle(camera(seed), TASK, "Grasp the red block") for seed in (3, 4)]
+        policy.close()
+    for with_reuse, without in zip(outputs[True], outputs[False]):
+        assert with_reuse.raw_plan == without.raw_plan
+        assert with_reuse.raw_chunk == without.raw_chunk
+        assert without.tokens["chunk_reused"] == 0
+        # At least the whole image + task + subtask prompt comes from the plan's cache.
+        assert with_reuse.tokens["chunk_reused"] >= with_reuse.tokens["plan_prompt"] - 1
+
+
+def test_sampling_is_seeded(tiny) -> None:
+    model, adapter = tiny
+    runs = []
+    for _ in range(2):
+        policy = load_policy(PolicyConfig(model_path=str(model), adapter_path=str(adapter), device="cpu", seed=7))
+        runs.append([policy.cycle(camera(5), TASK, "Grasp the red block").raw_chunk for _ in range(2)])
+        policy.close()
+    assert runs[0] == runs[1]
+
+
+def test_verify_runs_with_the_adapter_disabled_and_restores_it(engine: PolicyEngine) -> None:
+    model = engine.backend.model
+    lora_a = next(module for name, module in model.named_modules() if name.endswith("lora_A.default"))
+    calls = []
+    handle = lora_a.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        engine.cycle(camera(0), TASK, "Grasp the red block")
+        assert calls, "the adapter must be active while planning"
+        calls.clear()
+        engine.verify(camera(0), camera(1), "Grasp the red block", "Lift the block")
+        assert not calls, "the adapter must be off while verifying"
+        engine.cycle(camera(0), TASK, "Grasp the red block")
+        assert calls, "the adapter must be active again after verifying"
+    finally:
+        handle.remove()
+    assert model.active_adapters == ["default"]
+
+
+def test_adapter_changes_the_models_outputs(tiny, engine: PolicyEngine) -> None:
+    """So the hook test above is not vacuous: with the adapter off, logits really differ."""
+    backend = engine.backend
+    from vlm2vla_ros.policy import prompts
+    from vlm2vla_ros.policy.types import GenerationRequest
+
+    request = GenerationRequest(prompts.plan_messages(TASK, "Grasp"), (camera(0),), StageSampling(0.0), 1)
+    inputs = backend.prompt_inputs(request)
+    with torch.no_grad():
+        on = backend.model(**inputs).logits
+        with backend.model.disable_adapter():
+            off = backend.model(**inputs).logits
+    assert not torch.allclose(on, off)
+
+
+def test_unconstrained_untrained_model_fails_clearly_after_retries(tiny) -> None:
+    model, _ = tiny
+    policy = load_policy(
+        PolicyConfig(model_path=str(model), device="cpu", constrained=False, max_retries=2,
+                     chunk=StageSampling(temperature=1.0, max_new_tokens=8))
+    )
+    with pytest.raises(PolicyError, match="chunk stage produced no usable answer in 2 tries") as info:
+        policy.cycle(camera(0), TASK, "Grasp the red block")
+    assert info.value.failures == 2 and info.value.stage == "chunk"
+
+
+def test_bad_images_are_rejected(engine: PolicyEngine) -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        engine.cycle(np.zeros((8, 8), np.uint8), TASK, "Grasp")
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        engine.verify(camera(0), camera(0).astype(np.float32), "a", "b")
+    with pytest.raises(ValueError, match="non-empty task"):
+        engine.subtasks(camera(0), "  ")
+
+
+def test_missing_and_mismatched_folders_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
+    model, adapter = tiny
+    with pytest.raises(PolicyError, match="model_path is not set"):
+        load_policy(PolicyConfig())
+    with pytest.raises(PolicyError, match=f"model folder {tmp_path / 'nope'} does not exist"):
+        load_policy(PolicyConfig(model_path=str(tmp_path / "nope")))
+    with pytest.raises(PolicyError, match="has no config.json"):
+        load_policy(PolicyConfig(model_path=str(tmp_path)))
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(PolicyError, match="could not be loaded as an image-text-to-text model"):
+        load_policy(PolicyConfig(model_path=str(broken)))
+    with pytest.raises(PolicyError, match=f"adapter folder {tmp_path / 'none'} does not exist"):
+        load_policy(PolicyConfig(model_path=str(model), adapter_path=str(tmp_path / "none")))
+    with pytest.raises(PolicyError, match="has no adapter_config.json"):
+        load_policy(PolicyConfig(model_path=str(model), adapter_path=str(tmp_path)))
+    other = build_tiny_model(tmp_path / "other", hidden_size=32, vocab_size=600)
+    with pytest.raises(PolicyError, match=f"adapter {adapter} does not fit the model in {other}"):
+        load_policy(PolicyConfig(model_path=str(other), adapter_path=str(adapter)))
+
+
+def test_device_and_4bit_requests_are_checked(tiny) -> None:
+    model, _ = tiny
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PolicyError, match="no usable CUDA GPU"):
+        load_policy(PolicyConfig(model_path=str(model), device="cuda"))
+    with pytest.raises(PolicyError, match="load_in_4bit needs a CUDA GPU"):
+        load_policy(PolicyConfig(model_path=str(model), load_in_4bit=True))
+
+
+def test_nothing_reaches_for_a_hub() -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_random_adapter_is_saved_in_peft_format(tiny, tmp_path: Path) -> None:
+    out = build_random_adapter(tiny[0], tmp_path / "lora", seed=1, r=2)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 2 and "language_model" in config["target_modules"]

@@ -1,0 +1,164 @@
+"""Policy engine settings: one dataclass, read from a dict or a YAML file, strictly checked.
+
+Unknown keys are rejected rather than ignored, so a misspelt setting in a launch file fails
+at start-up instead of silently running with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vlm2vla_ros.action_language import ActionLimits
+
+from .prompts import DEFAULT_PROMPTS, PromptTemplates
+
+BACKENDS = ("transformers", "openai")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StageSampling:
+    """How one stage samples. temperature 0 means greedy.
+
+    max_new_tokens None means "as long as the stage's answer format can be" (the grammar's
+    longest text), so a constrained answer is never cut off.
+    """
+
+    temperature: float
+    top_p: float = 0.95
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.max_new_tokens is not None and (
+            isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1
+        ):
+            raise ValueError(f"max_new_tokens must be a positive integer or null, got {self.max_new_tokens!r}")
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """An OpenAI-compatible server (vLLM) serving the base model and the LoRA adapter by name."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "vlm2vla"
+    """Served name of the policy (vLLM: the name given in --lora-modules NAME=PATH)."""
+    base_model: str = ""
+    """Served name of the base model, used by the verifier (adapter off)."""
+    api_key: str = ""
+    timeout_s: float = 30.0
+    legacy_guided_regex: bool = False
+    """Send vLLM's pre-0.10.2 `guided_regex` instead of `structured_outputs` (removed in 0.12)."""
+
+    def __post_init__(self) -> None:
+        if not re.match(r"https?://", self.base_url):
+            raise ValueError(f"openai.base_url must start with http:// or https://, got {self.base_url!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("openai.model (the served adapter name) must be a non-empty string")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise ValueError(f"openai.timeout_s must be a positive number, got {self.timeout_s!r}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything the policy engine needs: which model, where it runs, how each stage decodes."""
+
+    backend: str = "transformers"
+    model_path: str = ""
+    """Local model folder (transformers backend, required there); unused by the openai backend."""
+    adapter_path: str | None = None
+    """Local LoRA adapter folder (PEFT format); None runs the base model."""
+    device: str = "auto"
+    dtype: str = "auto"
+    """auto: bfloat16 on CUDA, float32 on CPU."""
+    load_in_4bit: bool = False
+    subtasks: StageSampling = StageSampling(temperature=0.5)
+    plan: StageSampling = StageSampling(temperature=0.1, max_new_tokens=64)
+    chunk: StageSampling = StageSampling(temperature=0.5)
+    verify: StageSampling = StageSampling(temperature=0.0)
+    seed: int = 0
+    max_retries: int = 3
+    """Tries per stage before a PolicyError."""
+    constrained: bool = True
+    """Decode subtasks, chunks and verdicts with their grammars (never unparseable)."""
+    reuse_prefix: bool = True
+    """Continue the chunk stage from the plan stage's key/value cache."""
+    limits: ActionLimits = field(default_factory=ActionLimits)
+    prompts: PromptTemplates = DEFAULT_PROMPTS
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 1:
+            raise ValueError(f"max_retries must be a positive integer, got {self.max_retries!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("load_in_4bit", "constrained", "reuse_prefix"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> PolicyConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """Build from plain data (parsed YAML/JSON); nested sections are dicts."""
+        values = _checked_keys(cls, data, "policy config")
+        for stage in ("subtasks", "plan", "chunk", "verify"):
+            if stage in values:
+                default = getattr(cls, stage)
+                section = _checked_keys(StageSampling, values[stage], f"policy config section {stage!r}")
+                values[stage] = dataclasses.replace(default, **section)
+        sections: dict[str, type[Any]] = {"limits": ActionLimits, "openai": OpenAIConfig}
+        for name, section_cls in sections.items():
+            if name in values:
+                values[name] = section_cls(**_checked_keys(section_cls, values[name], f"policy config section {name!r}"))
+        if "prompts" in values:
+            if not isinstance(values["prompts"], Mapping):
+                raise ValueError("policy config section 'prompts' must be a mapping")
+            values["prompts"] = PromptTemplates.from_dict(dict(values["prompts"]))
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str, overrides: Mapping[str, Any] | None = None) -> PolicyConfig:
+        """Read a YAML mapping of PolicyConfig fields; top-level overrides replace the file's values."""
+        import yaml
+
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"policy config file {file} does not exist")
+        try:
+            data = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"policy config file {file} is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"policy config file {file} must hold a mapping, not {type(data).__name__}")
+        return cls.from_dict({**data, **(overrides or {})})
+
+
+def _checked_keys(cls: type[T], data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {what}; known keys: {sorted(known)}")
+    return dict(data)

@@ -1,0 +1,214 @@
+"""The policy engine: hierarchical generation (subtasks, then plan + chunk per cycle) and the verifier.
+
+Backend-independent: a backend only turns one GenerationRequest into text. The engine builds
+the prompts, picks each stage's sampling and grammar, parses every answer (even constrained
+ones), retries unusable answers up to max_retries and then raises PolicyError.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from vlm2vla_ros.action_language import (
+    ActionChunk,
+    ActionParseError,
+    ActionStep,
+    chunk_regex,
+    format_action_chunk,
+    parse_action_chunk,
+    parse_subtasks,
+)
+
+from . import prompts
+from .config import PolicyConfig, StageSampling
+from .types import (
+    CycleResult,
+    Generation,
+    GenerationRequest,
+    PolicyError,
+    SubtaskResult,
+    VerifyResult,
+    as_images,
+)
+
+T = TypeVar("T")
+
+PLAN_TOKENS_WITHOUT_LIMIT = 128
+"""Plans are free text: with max_new_tokens null they get this many tokens."""
+
+
+class Backend(Protocol):
+    """Turns one request into text: the transformers backend or an OpenAI-compatible server."""
+
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def close(self) -> None: ...
+
+
+class PolicyEngine:
+    """Subtasks once per task, plan + chunk per cycle, and the verifier, on one loaded model.
+
+    Thread-safe: calls are serialised, so the policy and the verifier can share one engine
+    (and one copy of the weights) from different threads.
+    """
+
+    def __init__(self, backend: Backend, config: PolicyConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self._lock = threading.Lock()
+        self._calls = 0
+        limits = config.limits
+        extreme = -limits.max_units / 10**limits.decimals
+        longest = ActionStep(extreme, extreme, extreme, 0)
+        self._chunk_regex = chunk_regex(limits)
+        # Every token holds at least one character, so the longest answer (+1 for the stop
+        # token) is a budget within which a constrained answer always completes.
+        self._chunk_budget = len(format_action_chunk(ActionChunk((longest,) * limits.max_steps), limits)) + 1
+        self._subtasks_regex = prompts.subtasks_regex()
+        self._subtasks_budget = prompts.subtasks_max_chars() + 1
+        self._verify_budget = max(len(prompts.ADVANCE), len(prompts.RETRY)) + 1
+
+    def subtasks(self, image: np.ndarray, task: str) -> SubtaskResult:
+        """The task's subtask list, from the first image (once per task)."""
+        images = as_images([image], 1)
+        messages = prompts.subtasks_messages(task, self.config.prompts)
+        request = self._request(messages, images, self.config.subtasks, self._subtasks_budget, self._subtasks_regex)
+        generation, subtasks, failures, seconds, tokens = self._attempts("subtasks", request, parse_subtasks)
+        return SubtaskResult(subtasks, generation.text, {"subtasks": seconds}, {"subtasks": tokens}, failures)
+
+    def cycle(self, image: np.ndarray, task: str, subtask: str) -> CycleResult:
+        """A motion plan, then an action chunk, for the current subtask."""
+        images = as_images([image], 1)
+        config = self.config
+        plan_request = self._request(
+            prompts.plan_messages(task, subtask, config.prompts),
+            images,
+            config.plan,
+            config.plan.max_new_tokens or PLAN_TOKENS_WITHOUT_LIMIT,
+            None,
+        )
+        plan_request.keep_prefix = config.reuse_prefix
+        plan_gen, plan, plan_failures, plan_s, plan_tokens = self._attempts("plan", plan_request, _plan_text)
+        chunk_request = self._request(
+            prompts.chunk_messages(task, subtask, plan, config.prompts),
+            images,
+            config.chunk,
+            self._chunk_budget,
+            self._chunk_regex,
+        )
+        chunk_request.prefix = plan_gen.prefix
+
+        def parse(text: str) -> ActionChunk:
+            return parse_action_chunk(text, config.limits)
+
+        chunk_gen, chunk, chunk_failures, chunk_s, chunk_tokens = self._attempts("chunk", chunk_request, parse)
+        return CycleResult(
+            plan=plan,
+            chunk=chunk,
+            raw_plan=plan_gen.text,
+            raw_chunk=chunk_gen.text,
+            timings={"plan": plan_s, "chunk": chunk_s, "cycle": plan_s + chunk_s},
+            tokens={
+                "plan": plan_tokens,
+                "chunk": chunk_tokens,
+                "plan_prompt": plan_gen.prompt_tokens,
+                "chunk_prompt": chunk_gen.prompt_tokens,
+                "chunk_reused": chunk_gen.reused_tokens,
+            },
+            parse_failures=plan_failures + chunk_failures,
+        )
+
+    def verify(self, before: np.ndarray, after: np.ndarray, subtask: str, next_subtask: str) -> VerifyResult:
+        """Advance or retry, judged by the base model (the LoRA adapter switched off)."""
+        images = as_images([before, after], 2)
+        messages = prompts.verify_messages(subtask, next_subtask, self.config.prompts)
+        request = self._request(messages, images, self.config.verify, self._verify_budget, prompts.VERDICT_REGEX)
+        request.use_adapter = False
+        generation, advance, _, seconds, tokens = self._attempts("verify", request, prompts.parse_verdict)
+        return VerifyResult(advance, generation.text, {"verify": seconds}, {"verify": tokens})
+
+    def close(self) -> None:
+        with self._lock:
+            self.backend.close()
+
+    def _request(
+        self,
+        messages: Any,
+        images: tuple[np.ndarray, ...],
+        sampling: StageSampling,
+        budget: int,
+        regex: str | None,
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            messages=messages,
+            images=images,
+            sampling=sampling,
+            max_new_tokens=sampling.max_new_tokens or budget,
+            regex=regex if self.config.constrained else None,
+        )
+
+    def _attempts(
+        self, stage: str, request: GenerationRequest, parse: Callable[[str], T]
+    ) -> tuple[Generation, T, int, float, int]:
+        """Generate and parse up to max_retries times: (generation, value, failures, seconds, tokens)."""
+        failures = 0
+        seconds = 0.0
+        tokens = 0
+        reason = ""
+        for _ in range(self.config.max_retries):
+            with self._lock:
+                request.seed = self.config.seed + self._calls
+                self._calls += 1
+                generation = self.backend.generate(request)
+            seconds += generation.seconds
+            tokens += generation.new_tokens
+            if generation.prefix is not None:
+                request.prefix = generation.prefix  # a retry continues from the same cache
+            try:
+                return generation, parse(generation.text), failures, seconds, tokens
+            except (ActionParseError, ValueError) as exc:
+                failures += 1
+                reason = str(exc)
+        raise PolicyError(
+            f"the {stage} stage produced no usable answer in {failures} tries (last: {reason[:200]})", stage, failures
+        )
+
+
+def _plan_text(text: str) -> str:
+    plan = " ".join(text.split())
+    if not plan:
+        raise ValueError("the motion plan is empty")
+    return plan
+
+
+_shared: dict[tuple[Any, ...], PolicyEngine] = {}
+_shared_lock = threading.Lock()
+
+
+def load_policy(config: PolicyConfig) -> PolicyEngine:
+    """A new engine with the backend the config names (loads the model for transformers)."""
+    if config.backend == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return PolicyEngine(OpenAIBackend(config.openai), config)
+    from .transformers_backend import TransformersBackend
+
+    return PolicyEngine(TransformersBackend.load(config), config)
+
+
+def shared_policy(config: PolicyConfig) -> PolicyEngine:
+    """One engine per model and adapter in this process, so policy and verifier share the weights.
+
+    Nodes composed in one process call this with their configs; the second caller gets the
+    engine the first one loaded. Only the process owner should close it.
+    """
+    key = (config.backend, config.model_path, config.adapter_path, config.device, config.dtype,
+           config.load_in_4bit, config.openai)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = load_policy(config)
+        return _shared[key]
