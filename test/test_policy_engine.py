@@ -163,6 +163,18 @@ def test_verify_runs_with_the_adapter_disabled_and_restores_it(engine: PolicyEng
     assert model.active_adapters == ["default"]
 
 
+def test_verify_on_the_last_subtask_says_there_is_no_next_one(engine: PolicyEngine) -> None:
+    """The task state machine passes '' after the last subtask; that must be judged, not refused."""
+    from vlm2vla_ros.policy import prompts
+
+    text = prompts.verify_messages("Lift the block", "")[0]["content"][-1]["text"]
+    assert prompts.NO_NEXT_SUBTASK in text
+    verdict = engine.verify(camera(0), camera(1), "Lift the block", "")
+    assert verdict.raw_text.strip() in (prompts.ADVANCE, prompts.RETRY)
+    with pytest.raises(ValueError, match="subtask"):
+        prompts.verify_messages("", "Lift the block")
+
+
 def test_adapter_changes_the_models_outputs(tiny, engine: PolicyEngine) -> None:
     """So the hook test above is not vacuous: with the adapter off, logits really differ."""
     backend = engine.backend

@@ -43,8 +43,6 @@ from .episode import EpisodeRecord
 from .labeller import AnnotationLabeller, LabelError, Labeller, VerbaliserLabeller
 
 STAGES = ("subtasks", "plan", "chunk", "verify", "direction")
-NO_NEXT_SUBTASK = "none"
-"""The verifier's next subtask after the last one (verify_messages needs a non-empty text)."""
 BUILD_FILE = "build.json"
 
 
@@ -223,7 +221,7 @@ def episode_examples(
             if config.direction_examples:
                 _direction_example(ex, episode, window, config)
         if config.verify_examples:
-            next_subtask = subtasks[k + 1] if k + 1 < len(subtasks) else NO_NEXT_SUBTASK
+            next_subtask = subtasks[k + 1] if k + 1 < len(subtasks) else ""
             _verify_examples(ex, episode, label.start, label.stop, label.subtask, next_subtask, config)
     return ex.examples
 

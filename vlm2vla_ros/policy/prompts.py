@@ -24,6 +24,8 @@ Message = dict[str, Any]
 ADVANCE, RETRY = "advance", "retry"
 DIRECTIONS = ("left", "right", "none")
 VERDICT_REGEX = f"({ADVANCE}|{RETRY})"
+NO_NEXT_SUBTASK = "none, this is the last subtask"
+"""What the verify prompt says after the last subtask."""
 """The verifier's answer format: exactly one of the two words."""
 
 SUBTASK_LIST_MAX_ITEMS = 8
@@ -118,7 +120,13 @@ def chunk_messages(task: str, subtask: str, plan: str, templates: PromptTemplate
 
 
 def verify_messages(subtask: str, next_subtask: str, templates: PromptTemplates = DEFAULT_PROMPTS) -> list[Message]:
-    """Images before and after + current and next subtask -> "advance" or "retry" (two images)."""
+    """Images before and after + current and next subtask -> "advance" or "retry" (two images).
+
+    The last subtask has no next one: an empty next_subtask is written as NO_NEXT_SUBTASK, the
+    same words at run time and in training data.
+    """
+    if isinstance(next_subtask, str) and not next_subtask.strip():
+        next_subtask = NO_NEXT_SUBTASK
     text = _fill(templates.verify, "verify", subtask=subtask, next_subtask=next_subtask)
     return [_user(text, images=2)]
 

@@ -135,7 +135,7 @@ def measure(args: argparse.Namespace, config) -> dict[str, object]:
             reused.append(cycle.tokens["chunk_reused"])
             chunk_tokens += cycle.tokens["chunk"]
             steps += len(cycle.chunk)
-            next_subtask = subtasks[1] if len(subtasks) > 1 else "done"
+            next_subtask = subtasks[1] if len(subtasks) > 1 else ""
             verdict = engine.verify(image, after, subtasks[0], next_subtask)
             times["verify"].append(verdict.timings["verify"])
             tokens["verify"].append(verdict.tokens.get("verify", 0))

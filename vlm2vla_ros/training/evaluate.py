@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from vlm2vla_ros.action_language import ActionChunk
-from vlm2vla_ros.data.builder import NO_NEXT_SUBTASK
 
 AXES = ("dx", "dy", "dz")
 DIRECTION_DEADBAND_CM = 0.5
@@ -134,7 +133,7 @@ def closed_loop_episode(
                 record["ended"] = f"executor {report.status}: {report.reason}"
                 break
             after = backend.render(image_size, image_size)
-            following = subtasks[index + 1] if index + 1 < len(subtasks) else NO_NEXT_SUBTASK
+            following = subtasks[index + 1] if index + 1 < len(subtasks) else ""
             if engine.verify(before, after, subtasks[index], following).advance:
                 index += 1
         record["subtasks_done"] = index
