@@ -20,11 +20,10 @@ Machines without `ros2 launch`: python -m vlm2vla_ros.nodes.bringup (same YAML, 
 
 import os
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "vlm2vla_ros"
 HALVES = ("all", "robot", "compute")
