@@ -6,7 +6,7 @@ import math
 import threading
 
 import pytest
-from test_robot_fuzz import RecordingBackend
+from recording_backend import RecordingBackend
 
 from vlm2vla_ros.action_language.types import ActionChunk, ActionStep
 from vlm2vla_ros.robot.embodiment import EmbodimentConfig
