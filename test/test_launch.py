@@ -46,9 +46,8 @@ def _launch_available():
     ("compute", "false", {"policy_node", "verifier_node"}),
 ])
 def test_launch_description_lists_the_expected_nodes(half, sim, expected):
-    from launch.actions import DeclareLaunchArgument
-
     from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument
 
     spec = importlib.util.spec_from_file_location("stretch_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
