@@ -5,7 +5,7 @@ and the OpenAI backend work without them. See docs/policy.md.
 """
 
 from .config import OpenAIConfig, PolicyConfig, StageSampling
-from .engine import Backend, PolicyEngine, load_policy, shared_policy
+from .engine import Backend, PolicyEngine, load_policy
 from .prompts import DEFAULT_PROMPTS, PromptTemplates
 from .types import CycleResult, Generation, GenerationRequest, PolicyError, SubtaskResult, VerifyResult
 
@@ -24,5 +24,4 @@ __all__ = [
     "SubtaskResult",
     "VerifyResult",
     "load_policy",
-    "shared_policy",
 ]

@@ -185,10 +185,6 @@ def _plan_text(text: str) -> str:
     return plan
 
 
-_shared: dict[tuple[Any, ...], PolicyEngine] = {}
-_shared_lock = threading.Lock()
-
-
 def load_policy(config: PolicyConfig) -> PolicyEngine:
     """A new engine with the backend the config names (loads the model for transformers)."""
     if config.backend == "openai":
@@ -198,17 +194,3 @@ def load_policy(config: PolicyConfig) -> PolicyEngine:
     from .transformers_backend import TransformersBackend
 
     return PolicyEngine(TransformersBackend.load(config), config)
-
-
-def shared_policy(config: PolicyConfig) -> PolicyEngine:
-    """One engine per model and adapter in this process, so policy and verifier share the weights.
-
-    Nodes composed in one process call this with their configs; the second caller gets the
-    engine the first one loaded. Only the process owner should close it.
-    """
-    key = (config.backend, config.model_path, config.adapter_path, config.device, config.dtype,
-           config.load_in_4bit, config.openai)
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = load_policy(config)
-        return _shared[key]
