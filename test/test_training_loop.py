@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from fittable_model import fittable_tiny_model
 from PIL import Image
-from test_training_overfit import fittable_tiny_model
 
 pytest.importorskip("peft")
 

@@ -10,22 +10,9 @@ import json
 import shutil
 
 import pytest
-
-from vlm2vla_ros.policy.tiny_model import ensure_tiny_model
+from fittable_model import fittable_tiny_model
 
 pytest.importorskip("peft")
-
-
-def fittable_tiny_model(target):
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    shutil.copytree(ensure_tiny_model(), target)
-    model = AutoModelForImageTextToText.from_pretrained(target, local_files_only=True, dtype=torch.float32)
-    with torch.no_grad():
-        model.model.language_model.norm.weight.fill_(7.0)
-    model.save_pretrained(target)
-    return target
 
 
 @pytest.fixture(scope="module")
