@@ -161,8 +161,8 @@ class ExecutorNode(Node):
             if self._estopped:
                 self._event(order, "rejected", reason="e-stop is engaged: release it (false on /executor/estop) first")
                 return
-            if self._worker is not None and self._worker.is_alive():
-                self._event(order, "rejected", reason=f"cycle {self._current.cycle if self._current else '?'} is still executing")
+            if self._current is not None:
+                self._event(order, "rejected", reason=f"cycle {self._current.cycle} is still executing")
                 return
             if order.task_id != self._task_id:
                 self.chunks.reset_for_new_task()
@@ -212,18 +212,15 @@ class ExecutorNode(Node):
         problem = self._watchdog_problem()
         if problem:  # never start moving blind
             self.chunks.estop(problem)
-            self._event(order, "rejected", reason=f"not started: {problem}", steps_executed=0, findings=[],
-                        before_stamp_ns=before[0] if before else 0, after_stamp_ns=0)
-            with self._lock:
-                self._current = None
-            self._publish_status()
+            self._finish(order, "rejected", reason=f"not started: {problem}", steps_executed=0, findings=[],
+                         before_stamp_ns=before[0] if before else 0, after_stamp_ns=0)
             return
         report = self.chunks.execute(order.chunk, self._should_abort)
         after = self._wait_for_image_after(monotonic())
         reason = report.reason
         if report.status not in ("done", "dry_run") and self._abort_reason and self._abort_reason not in reason:
             reason = f"{reason} ({self._abort_reason})"
-        self._event(
+        self._finish(
             order,
             report.status,
             reason=reason,
@@ -234,8 +231,12 @@ class ExecutorNode(Node):
             start_joints=_joints(report.start),
             end_joints=_joints(report.end),
         )
+
+    def _finish(self, order: ChunkOrder, event: str, **fields: Any) -> None:
+        """Free the executor, then report: whoever reacts to the event may send the next chunk."""
         with self._lock:
             self._current = None
+        self._event(order, event, **fields)
         self._publish_status()
 
     def _wait_for_image_after(self, t: float) -> int:
