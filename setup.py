@@ -20,6 +20,7 @@ TOOLS = {
     "vlm2vla-dataset": "dataset",
     "vlm2vla-train": "train",
     "vlm2vla-eval": "eval",
+    "vlm2vla-experiment": "experiment",
 }
 # The one-process graph lives beside the nodes it composes.
 BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"

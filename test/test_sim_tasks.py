@@ -173,6 +173,15 @@ def test_scenes_are_valid_for_every_kind(kind):
         assert not task.check_success(world)  # nothing is solved before the expert acts
 
 
+def test_crowded_scenes_are_laid_out():
+    """Seeds whose five objects (bowl and plate among them) once exhausted the layout tries."""
+    for seed, kind in ((767, "put_in"), (1774, "put_on"), *((4266, k) for k in TASK_KINDS)):
+        world, _ = make_scene(seed, kind)
+        for i, a in enumerate(world.objects):
+            for b in world.objects[i + 1 :]:
+                assert math.hypot(a.x - b.x, a.y - b.y) > a.radius + b.radius
+
+
 def test_bad_scene_arguments():
     with pytest.raises(ValueError, match="unknown task kind 'fly'"):
         make_scene(0, "fly")

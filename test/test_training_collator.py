@@ -58,3 +58,30 @@ def test_an_example_without_an_answer_is_an_error(processor, tmp_path):
     example = {"id": "x", "messages": prompts.plan_messages("t", "s"), "images": [str(tmp_path / "a.png")]}
     with pytest.raises(ValueError, match="does not end with the assistant's answer"):
         AnswerOnlyCollator(processor)([example])
+
+
+def test_pretokenized_batches_equal_the_collators(processor, tmp_path):
+    """The miniature's pretraining loop batches pre-tokenised examples; they must be the very
+    tensors the collator builds (ids, mask, labels, images and their order, token types)."""
+    import torch
+
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    batch_examples = examples(tmp_path)
+    collator = AnswerOnlyCollator(processor)
+    prepared = collator.pretokenize(batch_examples)
+    assert len(prepared) == 4 and prepared.pixels.shape[0] == 2  # two distinct image files
+    for order in ([0, 1, 2, 3], [3, 2], [1]):
+        expected = collator([batch_examples[i] for i in order])
+        got = prepared.batch(order)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), key
+
+
+def test_pretokenize_refuses_an_example_without_an_answer(processor, tmp_path):
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    example = {"id": "y", "messages": prompts.plan_messages("t", "s"), "images": []}
+    with pytest.raises(ValueError, match="y does not end with the assistant's answer"):
+        AnswerOnlyCollator(processor).pretokenize([example])

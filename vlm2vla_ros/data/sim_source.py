@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .episode import write_episode
 
@@ -20,6 +21,31 @@ class ExportReport:
             f"{len(self.written)} episode(s) written, {len(self.existing)} already there, "
             f"{len(self.skipped)} skipped"
         )
+
+
+def write_expert_episode(
+    root: Path, episode_id: str, episode: Any, lang: str, source: str, meta: dict[str, Any], key_frames_only: bool = False
+) -> Path:
+    """Write a scripted-expert Episode (vlm2vla_ros.sim.expert) in the episode format.
+
+    key_frames_only keeps the images where a subtask starts (all the dataset builder uses
+    with verify examples off) and drops the rest, a tenth of the disk."""
+    starts = set(episode.subtask_starts()) if key_frames_only else None
+    names = episode.task.subtasks(lang)
+    return write_episode(
+        root,
+        episode_id,
+        instruction=episode.task.instruction(lang),
+        source=source,
+        frames=[s.image if starts is None or i in starts else None for i, s in enumerate(episode.steps)],
+        deltas_cm=[s.delta_cm for s in episode.steps],
+        gripper=[s.gripper for s in episode.steps],
+        subtasks=[names[s.subtask_index] for s in episode.steps],
+        subtask_indices=[s.subtask_index for s in episode.steps],
+        final_frame=episode.final_image,
+        success=episode.success,
+        meta=meta,
+    )
 
 
 def sim_episode_id(task_kind: str, seed: int, lang: str) -> str:
@@ -61,20 +87,6 @@ def export_sim_episodes(
         if not episode.success and not keep_failures:
             report.skipped.append((episode_id, "the expert's demonstration failed the task's success check"))
             continue
-        names = episode.task.subtasks(lang)
-        write_episode(
-            out_root,
-            episode_id,
-            instruction=episode.task.instruction(lang),
-            source="sim",
-            frames=[s.image for s in episode.steps],
-            deltas_cm=[s.delta_cm for s in episode.steps],
-            gripper=[s.gripper for s in episode.steps],
-            subtasks=[names[s.subtask_index] for s in episode.steps],
-            subtask_indices=[s.subtask_index for s in episode.steps],
-            final_frame=episode.final_image,
-            success=episode.success,
-            meta={"task_kind": kind, "seed": seed, "lang": lang},
-        )
+        write_expert_episode(out_root, episode_id, episode, lang, "sim", {"task_kind": kind, "seed": seed, "lang": lang})
         report.written.append(episode_id)
     return report

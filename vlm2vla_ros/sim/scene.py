@@ -44,7 +44,7 @@ BOWL_HEIGHT_M = 0.05
 PLATE_SIZE_M = (0.15, 0.17)
 PLATE_HEIGHT_M = 0.015
 GAP_M = 0.02  # free space kept between footprints
-MAX_LAYOUT_TRIES = 200
+MAX_LAYOUT_TRIES = 5000
 
 
 def _feasible(kind: str, n_blocks: int, containers: list[str]) -> bool:

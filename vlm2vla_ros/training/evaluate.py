@@ -246,7 +246,7 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(results), indent=1))
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(results), indent=1))
     lines = ["# vlm2vla evaluation", "", f"- model: `{results.get('model')}`", f"- adapter: `{results.get('adapter')}`", ""]
     offline = results.get("offline")
     if offline:
@@ -310,13 +310,14 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
     return report
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and dict keys made JSON-ready; NaN and infinities become null."""
     if hasattr(value, "__dataclass_fields__"):
-        return _jsonable(asdict(value))
+        return jsonable(asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -1,0 +1,77 @@
+"""vlm2vla-experiment --quick: every stage of the miniature experiment, with micro sizes.
+
+Checks the run's structure (report, metrics, plots, model folders, the shipped checkpoint),
+not the numbers: a micro run trains for a few steps only.
+"""
+
+import json
+
+import pytest
+
+pytest.importorskip("peft")
+pytest.importorskip("xgrammar")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from vlm2vla_ros.tools.experiment import main
+
+    root = tmp_path_factory.mktemp("experiment")
+    out, ship = root / "run", root / "models" / "vlm2vla-mini"
+    assert main(["--out", str(out), "--quick", "--seed", "0", "--ship-to", str(ship)]) == 0
+    return out, ship
+
+
+@pytest.mark.slow
+def test_report_and_metrics(run):
+    from vlm2vla_ros.miniature.experiment import PLOTS
+
+    out, _ = run
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    for section in ("## VQA accuracy", "## Closed-loop success", "## Training", "## Stage times"):
+        assert section in report
+    for plot in PLOTS:
+        assert (out / plot).stat().st_size > 1000
+        assert plot in report
+    vqa = metrics["vqa"]
+    for model in ("base", "vlm2vla", "baseline"):
+        assert 0.0 <= vqa[model]["accuracy"] <= 1.0
+        assert {"lang:en", "lang:es"} & set(vqa[model])
+    # LoRA leaves the base untouched: with the adapter off the answers are the base's.
+    assert vqa["adapter_off_answers_equal_base"] is True and vqa["adapter_off_checked_questions"] > 0
+    for name in ("closed_loop_vlm2vla", "closed_loop_baseline"):
+        rates = metrics[name]["success_rate"]
+        assert set(rates) == {"en", "es"}
+        assert set(rates["en"]) == {"pick_up", "put_in"} and set(rates["es"]) == {"pick_up"}
+        episodes = metrics[name]["episodes"]
+        assert len(episodes) == 3
+        assert all(isinstance(e["success"], bool) and e["seed"] >= 50000 for e in episodes)
+        assert any(e["lang"] == "es" and e["instruction"].startswith("recoge") for e in episodes)
+    assert metrics["baseline_train"]["tokens_added"] == 125
+    assert metrics["vlm2vla_train"]["steps"] == 2
+    assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {"pretraining the VLM (all weights)", "VLM2VLA: LoRA fine-tuning"}
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_loads_in_the_policy_engine(run):
+    from vlm2vla_ros.policy import PolicyConfig, load_policy
+    from vlm2vla_ros.sim.render import render
+    from vlm2vla_ros.sim.scene import make_scene
+
+    _, ship = run
+    assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (ship / "base" / "config.json").is_file()
+    engine = load_policy(PolicyConfig(model_path=str(ship / "base"), adapter_path=str(ship / "adapter"), device="cpu"))
+    world, task = make_scene(1, "pick_up")
+    frame = render(world, 64, 64)
+    verdict = engine.verify(frame, frame, "move above the red block", "grasp the red block")
+    assert verdict.raw_text in ("advance", "retry")
+    engine.close()
+
+
+def test_refuses_a_non_empty_folder(tmp_path):
+    from vlm2vla_ros.tools.experiment import main
+
+    (tmp_path / "old.txt").write_text("x")
+    assert main(["--out", str(tmp_path), "--quick"]) == 1

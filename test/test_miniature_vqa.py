@@ -1,0 +1,150 @@
+"""The miniature's VQA / caption / translation / subtask-completion generator."""
+
+import json
+import random
+
+import pytest
+
+from vlm2vla_ros.action_language import format_subtasks
+from vlm2vla_ros.miniature import vqa
+from vlm2vla_ros.sim.scene import make_scene
+from vlm2vla_ros.sim.tasks import GRASP, LIFT, MOVE_ABOVE, PLACE, Subtask
+from vlm2vla_ros.sim.world import BLOCK, BOWL, PLATE, SimObject, SimWorld
+
+
+def world_two_blocks(held=False, open_=True):
+    red = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", 0.30, 0.10, 0.0, 0.045, 0.04)
+    blue = SimObject("blue block", BLOCK, "blue", (30, 80, 230), "cylinder", 0.20, -0.10, 0.0, 0.045, 0.04)
+    bowl = SimObject("bowl", BOWL, "white", (245, 245, 245), BOWL, 0.40, -0.05, 0.0, 0.14, 0.05)
+    world = SimWorld([red, blue, bowl], gripper_x=0.30, gripper_y=0.10, gripper_z=0.02, gripper_open=open_)
+    if held:
+        world.set_gripper(False)
+    return world
+
+
+def ask(world, kind, lang, seed=0):
+    for s in range(50):
+        qa = vqa.question(world, kind, lang, random.Random(seed + s))
+        if qa is not None:
+            return qa
+    raise AssertionError(f"no {kind} question")
+
+
+def test_answers_follow_the_world_in_both_languages():
+    world = world_two_blocks()
+    assert ask(world, "count", "en").answer == "2"
+    assert ask(world, "count", "es").question == "¿Cuántos bloques hay?"
+    assert ask(world, "holding", "en").answer == "nothing"
+    assert ask(world, "holding", "es").answer == "nada"
+    assert ask(world, "gripper_open", "es").answer == "sí"
+    held = world_two_blocks(held=True)
+    assert held.held is not None and held.held.name == "red block"
+    assert ask(held, "holding", "en").answer == "the red block"
+    assert ask(held, "holding", "es").answer == "el bloque rojo"
+    assert ask(held, "gripper_open", "en").answer == "no"
+
+
+def test_relations_shapes_and_colours_are_correct():
+    world = world_two_blocks()
+    for seed in range(40):
+        rng = random.Random(seed)
+        for lang in vqa.LANGS:
+            qa = vqa.question(world, "shape", lang, rng)
+            expected = {"red block": "cube", "blue block": "cylinder"}
+            obj = "red block" if ("red" in qa.question or "rojo" in qa.question) else "blue block"
+            assert qa.answer == vqa.shape_word(expected[obj], lang)
+            qa = vqa.question(world, "left_right", lang, rng)
+            if lang == "en" and qa.question.startswith("Is the red block") and qa.question.endswith("of the blue block?"):
+                assert qa.answer == "left"  # y 0.10 > -0.10: left
+            qa = vqa.question(world, "colour", lang, rng)
+            if "cylinder" in qa.question or "cilindro" in qa.question:
+                assert qa.answer == vqa.colour_word("blue", lang)
+
+
+def test_caption_and_location():
+    world = world_two_blocks()
+    assert vqa.caption(world, "en") == "a red cube, a white bowl, a blue cylinder; the gripper is open and holds nothing."
+    assert vqa.caption(world, "es") == "un cubo rojo, un cuenco blanco, un cilindro azul; la pinza está abierta y no sostiene nada."
+    assert vqa.location_answer(world.object("blue block"), world) == "x 20 y -10"
+    assert vqa.location_answer(None, world) == "x 30 y 10 z 2"
+
+
+def test_translation_pairs_are_the_tasks_own_phrases():
+    world, task = make_scene(3, "put_in")
+    for seed in range(30):
+        qa = vqa.translation(task, world, random.Random(seed))
+        pairs = [(task.instruction("en"), task.instruction("es"))]
+        pairs += list(zip(task.subtasks("en"), task.subtasks("es")))
+        pairs += [(vqa.name(o, "en"), vqa.name(o, "es")) for o in world.objects]
+        pairs.append((format_subtasks(task.subtasks("en")), format_subtasks(task.subtasks("es"))))
+        if qa.lang == "es":
+            assert any(qa.question.endswith(es) and qa.answer == en for en, es in pairs)
+        else:
+            assert any(qa.question.endswith(en) and qa.answer == es for en, es in pairs)
+
+
+def test_subtask_done_predicates():
+    world = world_two_blocks()
+    assert vqa.subtask_done(world, Subtask(MOVE_ABOVE, "red block")) is False  # fingertips below its top
+    world.move_gripper(0, 0, 0.08)
+    assert vqa.subtask_done(world, Subtask(MOVE_ABOVE, "red block")) is True
+    world.move_gripper(0.02, 0, 0)
+    assert vqa.subtask_done(world, Subtask(MOVE_ABOVE, "red block")) is False
+    held = world_two_blocks(held=True)
+    assert vqa.subtask_done(held, Subtask(GRASP, "red block")) is True
+    assert vqa.subtask_done(held, Subtask(LIFT, "red block")) is False
+    held.move_gripper(0, 0, 0.10)
+    assert vqa.subtask_done(held, Subtask(LIFT, "red block")) is True
+    assert vqa.subtask_done(held, Subtask(MOVE_ABOVE, "bowl")) is False
+    held.move_gripper(0.10, -0.15, 0)
+    assert vqa.subtask_done(held, Subtask(MOVE_ABOVE, "bowl")) is True
+    held.move_gripper(0, 0, -0.2)
+    held.set_gripper(True)
+    assert vqa.subtask_done(held, Subtask(PLACE, "red block", "bowl")) is True
+
+
+def test_verify_cases_hold_both_answers():
+    labels = [done for seed in range(4) for *_, done in vqa.verify_cases(seed, "put_on", random.Random(seed))]
+    assert True in labels and False in labels
+
+
+def test_pretraining_examples_are_collator_ready(tmp_path):
+    examples = vqa.pretraining_examples(range(6), range(1), tmp_path / "img", image_size=64, questions_per_scene=4)
+    stages = {e["stage"] for e in examples}
+    assert {"caption", "translate", "verify"} <= stages
+    langs = {e["meta"]["lang"] for e in examples}
+    assert langs == {"en", "es"}
+    for e in examples:
+        assert e["messages"][-1]["role"] == "assistant" and e["messages"][-1]["content"][0]["text"]
+        images = sum(1 for m in e["messages"] for c in m["content"] if c["type"] == "image")
+        assert images == len(e["images"]) and all((tmp_path / "img").joinpath(p).is_file() for p in e["images"])
+    # Same seeds, same examples (the generator is deterministic).
+    again = vqa.pretraining_examples(range(6), range(1), tmp_path / "img2", image_size=64, questions_per_scene=4)
+    assert [e["messages"] for e in again] == [e["messages"] for e in examples]
+
+
+def test_eval_set_is_readable_by_vlm2vla_eval(tmp_path):
+    from vlm2vla_ros.training.evaluate import read_vqa
+
+    items = vqa.eval_set(range(5), tmp_path, image_size=64, per_scene=3)
+    assert {i["kind"] for i in items} <= set(vqa.EVAL_KINDS)
+    read = read_vqa(tmp_path / "vqa.jsonl")
+    assert [r["question"] for r in read] == [i["question"] for i in items]
+    assert json.loads((tmp_path / "vqa.jsonl").read_text().splitlines()[0])["lang"] in vqa.LANGS
+
+
+@pytest.mark.parametrize("kind", vqa.TRAIN_KINDS)
+def test_every_kind_asks_something_on_random_scenes(kind):
+    asked = 0
+    for seed in range(20):
+        world, _ = vqa.sample_state(seed)
+        for lang in vqa.LANGS:
+            if vqa.question(world, kind, lang, random.Random(seed)) is not None:
+                asked += 1
+    assert asked >= 20
+
+
+def test_unknown_kind_is_an_error():
+    with pytest.raises(ValueError):
+        vqa.question(world_two_blocks(), "smell", "en", random.Random(0))
+    assert PLATE  # imported for completeness of the world's kinds

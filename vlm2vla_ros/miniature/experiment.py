@@ -1,0 +1,565 @@
+"""The whole miniature experiment, from scratch, with fixed seeds (vlm2vla-experiment's core).
+
+Stages (each timed; the wall time of the run is reported):
+1. base: a Gemma-3-architecture VLM built by the tiny-model factory (tokenizer trained on the
+   project's text plus the English/Spanish scene corpus) and pretrained, every weight, on
+   generated VQA, grounding, captions, translations and subtask-completion questions;
+2. action data: scripted-expert demonstrations with English instructions only, through the
+   project's dataset builder (stages subtasks, plan, chunk);
+3. VLM2VLA: LoRA (r=16, alpha=32, every linear layer of the language model, nothing in the
+   vision tower) with the project's trainer; the base weights are untouched;
+4. baseline: the same base, chunks written as reserved action tokens, every weight trained
+   on the same examples for the same number of steps;
+5. evaluation: VQA accuracy on held-out scenes (base; VLM2VLA with the adapter on and off;
+   baseline), closed-loop success per task kind on held-out seeds with English and Spanish
+   instructions through the project's closed_loop_episode (ChunkExecutor on the SimBackend,
+   the simulator's own success check). Both policies use the same verifier: the base model
+   (for VLM2VLA that is its own weights with the adapter switched off).
+
+Outputs in the run folder: report.md, metrics.json, plots (miniature_*.png), base/ (model
+folder), adapter/ (PEFT adapter), baseline/ (model folder), data folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlm2vla_ros.action_language import MergeConfig
+from vlm2vla_ros.data.builder import BuildConfig, read_examples
+from vlm2vla_ros.sim.tasks import TASK_KINDS
+from vlm2vla_ros.training.evaluate import jsonable
+
+from .model import BaseSpec
+
+PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
+SUBTASK_COUNT = {"pick_up": 3, "put_in": 5, "put_on": 5, "stack": 5, "pick_place_lift": 6, "multi_step": 10}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every setting of a run; `full()` is the documented experiment, `quick()` the test's."""
+
+    seed: int = 0
+    spec: BaseSpec = BaseSpec()
+    image_size: int = 224
+    """Rendered frames (the demo's camera size); the processor resizes them to spec.image_size."""
+    tokenizer_scenes: int = 300
+    # 1. pretraining: the vision tower alone (dense heat maps), then every weight on questions
+    vision_steps: int = 1500
+    vision_batch: int = 64
+    vision_lr: float = 3e-3
+    pretrain_scenes: int = 3000
+    pretrain_verify_episodes: int = 400
+    pretrain_steps: int = 1800
+    pretrain_batch: int = 32
+    pretrain_lr: float = 2e-3
+    pretrain_vision_lr_scale: float = 0.1
+    pretrain_warmup: int = 50
+    # 2. action data (training seeds start at 0; held-out evaluation seeds far away)
+    action_kinds: tuple[str, ...] = TASK_KINDS
+    action_seeds: int = 30
+    action_augment: int = 1
+    merge_axis_cm: float = 9.0
+    merge_total_cm: float = 10.0
+    # 3. VLM2VLA (LoRA) and 4. baseline (full fine-tuning), same steps and batch
+    finetune_steps: int = 600
+    finetune_batch: int = 8
+    lora_lr: float = 2e-3
+    baseline_lr: float = 1e-3
+    # 5. evaluation
+    vqa_scenes: int = 150
+    vqa_base_check: int = 40
+    """Questions also answered by a separately loaded base, to check that adapter off is the base."""
+    vqa_per_scene: int = 2
+    eval_kinds: tuple[str, ...] = TASK_KINDS
+    eval_seeds: int = 8
+    pick_up_seeds: int = 20
+    eval_first_seed: int = 50000
+    eval_langs: tuple[str, ...] = ("en", "es")
+    spanish_kinds: tuple[str, ...] = ("pick_up",)
+    cycles_per_subtask: int = 2
+    chunk_temperature: float = 0.5
+
+    @classmethod
+    def full(cls, seed: int = 0) -> ExperimentConfig:
+        return cls(seed=seed)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> ExperimentConfig:
+        """A micro run (about a minute on 2 cores) that exercises every stage."""
+        return cls(
+            seed=seed,
+            spec=BaseSpec(vocab_size=700, hidden_size=64, layers=2, intermediate_size=128, heads=2, kv_heads=1,
+                          vision_hidden_size=32, vision_layers=1, vision_heads=2),
+            image_size=64,
+            tokenizer_scenes=20,
+            vision_steps=3,
+            vision_batch=4,
+            pretrain_scenes=20,
+            pretrain_verify_episodes=2,
+            pretrain_steps=3,
+            pretrain_batch=4,
+            pretrain_warmup=1,
+            action_kinds=("pick_up", "put_in"),
+            action_seeds=2,
+            action_augment=0,
+            finetune_steps=2,
+            finetune_batch=2,
+            vqa_scenes=4,
+            vqa_per_scene=2,
+            eval_kinds=("pick_up", "put_in"),
+            eval_seeds=1,
+            pick_up_seeds=1,
+            spanish_kinds=("pick_up",),
+            cycles_per_subtask=1,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Run:
+    out: Path
+    config: ExperimentConfig
+    log: Callable[[str], None]
+    timings: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, run: Run, name: str) -> None:
+        self.run, self.name = run, name
+
+    def __enter__(self) -> _Stage:
+        self.t0 = time.perf_counter()
+        self.run.log(f"[{time.perf_counter() - self.run.start:7.1f} s] {self.name} ...")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self.t0
+        self.run.timings[self.name] = round(seconds, 1)
+        self.run.log(f"[{time.perf_counter() - self.run.start:7.1f} s] {self.name} done in {seconds:.1f} s")
+
+
+def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
+    """Held-out seeds of a task kind (consecutive from eval_first_seed, skipping scenes
+    make_scene cannot lay out). Never used for training or for choosing settings."""
+    from .vqa import scene_exists
+
+    n = config.pick_up_seeds if kind == "pick_up" else config.eval_seeds
+    seeds: list[int] = []
+    seed = config.eval_first_seed
+    while len(seeds) < n:
+        if scene_exists(seed, kind):
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentConfig) -> Any:
+    from vlm2vla_ros.policy import PolicyConfig, StageSampling
+
+    return PolicyConfig(
+        model_path=str(model_dir),
+        adapter_path=str(adapter_dir) if adapter_dir else None,
+        device="cpu",
+        dtype="float32",
+        seed=config.seed,
+        chunk=StageSampling(temperature=config.chunk_temperature),
+    )
+
+
+class SplitVerifier:
+    """A policy engine whose verify() is another engine's (the baseline's verifier is the base)."""
+
+    def __init__(self, policy: Any, verifier: Any) -> None:
+        self.policy, self.verifier = policy, verifier
+
+    def subtasks(self, image: Any, task: str) -> Any:
+        return self.policy.subtasks(image, task)
+
+    def cycle(self, image: Any, task: str, subtask: str) -> Any:
+        return self.policy.cycle(image, task, subtask)
+
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
+        return self.verifier.verify(before, after, subtask, next_subtask)
+
+
+def closed_loop(engine: Any, config: ExperimentConfig, log: Callable[[str], None], name: str) -> dict[str, Any]:
+    """Success per (language, kind) on held-out seeds; the episode records included."""
+    from vlm2vla_ros.training.evaluate import closed_loop_episode
+
+    records: list[dict[str, Any]] = []
+    rates: dict[str, dict[str, float]] = {}
+    for lang in config.eval_langs:
+        kinds = config.eval_kinds if lang == "en" else tuple(k for k in config.eval_kinds if k in config.spanish_kinds)
+        rates[lang] = {}
+        for kind in kinds:
+            max_cycles = config.cycles_per_subtask * SUBTASK_COUNT[kind] + 2
+            t0 = time.perf_counter()
+            episodes = [
+                closed_loop_episode(engine, kind, seed, max_cycles, config.image_size, lang) | {"lang": lang}
+                for seed in eval_seeds(config, kind)
+            ]
+            records += episodes
+            rates[lang][kind] = sum(e["success"] for e in episodes) / len(episodes)
+            log(
+                f"  {name} {lang} {kind}: {sum(e['success'] for e in episodes)}/{len(episodes)} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+    return {"success_rate": rates, "episodes": records}
+
+
+def vqa_scores(engine: Any, items: Sequence[dict[str, str]], vqa_file: Path, adapter_off: bool = True) -> dict[str, Any]:
+    """Accuracy overall, per kind and per language: "adapter" (the engine as loaded) and, with
+    adapter_off, "base" (the same weights with the LoRA adapter switched off)."""
+    from vlm2vla_ros.training.evaluate import read_vqa, vqa_correct, vqa_retention
+
+    if adapter_off:
+        _, rows = vqa_retention(engine, read_vqa(vqa_file))
+    else:
+        rows = [{**r, "adapter": text, "adapter_correct": vqa_correct(text, r["answer"])}
+                for r, text in zip(read_vqa(vqa_file), answer_all(engine, read_vqa(vqa_file)))]
+    out: dict[str, Any] = {"questions": len(rows)}
+    for side in ("adapter", "base") if adapter_off else ("adapter",):
+        correct = [bool(r[f"{side}_correct"]) for r in rows]
+        groups: dict[str, list[bool]] = {}
+        for item, ok in zip(items, correct):
+            groups.setdefault(f"kind:{item['kind']}", []).append(ok)
+            groups.setdefault(f"lang:{item['lang']}", []).append(ok)
+        out[side] = {"accuracy": sum(correct) / len(correct), **{k: sum(v) / len(v) for k, v in sorted(groups.items())}}
+    out["rows"] = rows
+    return out
+
+
+def answer_all(engine: Any, items: Sequence[dict[str, str]], max_new_tokens: int = 16) -> list[str]:
+    """Greedy answers of the engine's model as loaded (one pass; vqa_retention's request)."""
+    import numpy as np
+    from PIL import Image
+
+    from vlm2vla_ros.policy.config import StageSampling
+    from vlm2vla_ros.policy.types import GenerationRequest
+
+    from .vqa import question_messages
+
+    answers = []
+    for item in items:
+        with Image.open(item["image"]) as image:
+            frame = np.asarray(image.convert("RGB"))
+        request = GenerationRequest(messages=question_messages(item["question"]), images=(frame,),
+                                    sampling=StageSampling(temperature=0.0), max_new_tokens=max_new_tokens)
+        answers.append(engine.backend.generate(request).text)
+    return answers
+
+
+def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every stage; writes report.md, metrics.json and plots into `out`; returns the metrics."""
+    import torch
+    from transformers import set_seed
+
+    from vlm2vla_ros.policy import PolicyEngine, load_policy
+    from vlm2vla_ros.training.config import TrainConfig
+    from vlm2vla_ros.training.trainer import train as train_lora
+
+    from . import action_tokens, data, vqa
+    from .model import build_base, load_model, save_model, train_full
+    from .vision import pretrain_vision
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; the experiment always starts from scratch")
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run = Run(out, config, log)
+    c = config
+    set_seed(c.seed)
+    metrics: dict[str, Any] = {"config": c.to_dict()}
+
+    with run.stage("tokenizer and base model folder"):
+        corpus = list(vqa.corpus_texts(range(100000, 100000 + c.tokenizer_scenes)))
+        initial = build_base(out / "base_init", c.spec, c.seed, corpus)
+    with run.stage("pretraining data"):
+        pretrain_examples = vqa.pretraining_examples(
+            range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size
+        )
+        vqa_items = vqa.eval_set(range(900000, 900000 + c.vqa_scenes), out / "vqa_eval", c.image_size, c.vqa_per_scene)
+        counts: dict[str, int] = {}
+        for e in pretrain_examples:
+            counts[e["stage"]] = counts.get(e["stage"], 0) + 1
+        metrics["pretrain_data"] = {"examples": len(pretrain_examples), "per_kind": counts, "vqa_eval_questions": len(vqa_items)}
+    with run.stage("pretraining the vision tower (dense heat maps)"):
+        torch.manual_seed(c.seed)
+        model, processor = load_model(initial)
+        metrics["parameters"] = {"base": sum(p.numel() for p in model.parameters())}
+        worlds = [vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes)]
+        vision_losses = pretrain_vision(model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed,
+                                        c.image_size, log=log, log_every=max(1, c.vision_steps // 5))
+        metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
+    with run.stage("pretraining the VLM (all weights)"):
+        pre = train_full(model, processor, pretrain_examples, c.pretrain_steps, c.pretrain_batch, c.pretrain_lr, c.seed,
+                         warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, c.pretrain_steps // 10),
+                         vision_lr_scale=c.pretrain_vision_lr_scale)
+        base_dir = save_model(model, processor, out / "base")
+        shutil.rmtree(initial)
+        metrics["pretrain"] = {"steps": pre.steps, "seconds": round(pre.seconds, 1), "losses": pre.losses}
+        del model
+
+    with run.stage("action data (expert, English only)"):
+        exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size)
+        build_config = BuildConfig(
+            merge=MergeConfig(axis_cm=c.merge_axis_cm, total_cm=c.merge_total_cm),
+            verify_examples=False, direction_examples=False, val_fraction=0.05,
+        )
+        report = data.build_action_dataset(out / "episodes", out / "dataset", build_config)
+        train_examples = read_examples(out / "dataset" / "train.jsonl", data.ACTION_STAGES)
+        metrics["action_data"] = {
+            "episodes": len(exported.written), "failed": exported.failed, "counts": report.counts,
+            "train_examples": len(train_examples),
+        }
+    with run.stage("VLM2VLA: LoRA fine-tuning"):
+        train_config = TrainConfig(
+            model_path=str(base_dir), dataset_dir=str(out / "dataset"), output_dir=str(out / "adapter"),
+            stages=data.ACTION_STAGES, learning_rate=c.lora_lr, lr_scheduler="linear", warmup_ratio=0.05,
+            max_steps=c.finetune_steps, batch_size=c.finetune_batch, grad_accum=1, gradient_checkpointing=False,
+            logging_steps=max(1, c.finetune_steps // 20), save_steps=max(c.finetune_steps, 1) * 10,
+            seed=c.seed, device="cpu", max_length=512,
+        )
+        lora = train_lora(train_config)
+        shutil.rmtree(out / "adapter" / "checkpoints", ignore_errors=True)
+        lora_log = json.loads((out / "adapter" / "train_log.json").read_text())
+        metrics["vlm2vla_train"] = {
+            "steps": lora.steps, "seconds": round(lora.seconds, 1), "first_loss": lora.first_loss, "last_loss": lora.last_loss,
+            "trainable_parameters": lora_log["trainable_parameters"],
+            "losses": [[e["step"], e["loss"]] for e in lora_log["log_history"] if "loss" in e],
+        }
+    with run.stage("baseline: action tokens, full fine-tuning"):
+        torch.manual_seed(c.seed)
+        model, processor = load_model(base_dir)
+        added = action_tokens.add_action_tokens(model, processor)
+        examples = action_tokens.to_action_token_examples(train_examples)
+        base_ft = train_full(model, processor, examples, c.finetune_steps, c.finetune_batch, c.baseline_lr, c.seed,
+                             warmup_steps=max(1, c.finetune_steps // 20), log=log, log_every=max(1, c.finetune_steps // 10))
+        baseline_dir = save_model(model, processor, out / "baseline")
+        metrics["baseline_train"] = {"steps": base_ft.steps, "seconds": round(base_ft.seconds, 1), "tokens_added": added,
+                                     "losses": base_ft.losses}
+        del model
+
+    with run.stage("evaluation: VQA"):
+        vlm2vla = load_policy(policy_config(base_dir, out / "adapter", c))
+        base_engine = load_policy(policy_config(base_dir, None, c))
+        model, processor = load_model(baseline_dir)
+        baseline = PolicyEngine(action_tokens.ActionTokenBackend(model, processor), policy_config(baseline_dir, None, c))
+        vqa_file = out / "vqa_eval" / "vqa.jsonl"
+        v_vlm2vla = vqa_scores(vlm2vla, vqa_items, vqa_file)
+        v_baseline = vqa_scores(baseline, vqa_items, vqa_file, adapter_off=False)
+        check = vqa_items[: c.vqa_base_check]
+        check_file = out / "vqa_eval" / "vqa_base_check.jsonl"
+        check_file.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in check), encoding="utf-8")
+        v_base = vqa_scores(base_engine, check, check_file, adapter_off=False)
+        same = [a["base"] == b["adapter"] for a, b in zip(v_vlm2vla["rows"], v_base["rows"])]
+        metrics["vqa"] = {
+            "questions": len(vqa_items),
+            "base": v_vlm2vla["base"],
+            "vlm2vla": v_vlm2vla["adapter"],
+            "adapter_off_answers_equal_base": all(same),
+            "adapter_off_checked_questions": len(same),
+            "baseline": v_baseline["adapter"],
+            "rows": [
+                {**item, "base": a["base"], "vlm2vla": a["adapter"], "baseline": x["adapter"]}
+                for item, a, x in zip(vqa_items, v_vlm2vla["rows"], v_baseline["rows"])
+            ],
+        }
+        acc = metrics["vqa"]
+        for name in ("vlm2vla", "baseline"):
+            acc[f"{name}_retention"] = acc[name]["accuracy"] / acc["base"]["accuracy"] if acc["base"]["accuracy"] else math.nan
+        log(f"  VQA accuracy: base (adapter off) {acc['base']['accuracy']:.3f}, VLM2VLA {acc['vlm2vla']['accuracy']:.3f}, "
+            f"baseline {acc['baseline']['accuracy']:.3f}; adapter off = base: {acc['adapter_off_answers_equal_base']}")
+    with run.stage("evaluation: closed loop (VLM2VLA)"):
+        metrics["closed_loop_vlm2vla"] = closed_loop(vlm2vla, c, log, "VLM2VLA")
+    with run.stage("evaluation: closed loop (baseline)"):
+        metrics["closed_loop_baseline"] = closed_loop(SplitVerifier(baseline, base_engine), c, log, "baseline")
+    for engine in (vlm2vla, base_engine, baseline):
+        engine.close()
+
+    metrics["timings_s"] = run.timings
+    metrics["wall_time_s"] = round(time.perf_counter() - run.start, 1)
+    metrics["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                          "torch": torch.__version__}
+    metrics["checkpoint_bytes"] = folder_bytes(base_dir) + folder_bytes(out / "adapter", ("adapter_config.json", "adapter_model.safetensors"))
+    write_report(out, metrics)
+    log(f"[{metrics['wall_time_s']:7.1f} s] wrote {out / 'report.md'}")
+    return metrics
+
+
+def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
+    files = [folder / n for n in names] if names else [p for p in folder.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files if p.is_file())
+
+
+def ship(out: Path, target: Path) -> Path:
+    """Copy the run's base model and adapter (the demo's default checkpoint) to target/{base,adapter}."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    shutil.copytree(out / "base", target / "base")
+    (target / "adapter").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(out / "adapter" / name, target / "adapter" / name)
+    return target
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
+
+
+def write_report(out: Path, m: dict[str, Any]) -> Path:
+    """metrics.json, the plots and report.md."""
+    (out / "metrics.json").write_text(json.dumps(jsonable(m), indent=1, ensure_ascii=False), encoding="utf-8")
+    plot(out, m)
+    c = m["config"]
+    v = m["vqa"]
+    cl_v, cl_b = m["closed_loop_vlm2vla"], m["closed_loop_baseline"]
+    lines = [
+        "# Miniature VLM2VLA: report",
+        "",
+        f"Wall time {m['wall_time_s']:.0f} s ({m['wall_time_s'] / 60:.1f} min) on {m['machine']['cpus']} CPU core(s), "
+        f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s); seed {c['seed']}.",
+        "",
+        "## VQA accuracy (held-out scenes, English and Spanish questions)",
+        "",
+        f"{v['questions']} questions; correct when the answer starts with the reference (vlm2vla-eval's rule).",
+        "",
+        "| model | accuracy | retention vs base | English | Spanish |",
+        "|---|---|---|---|---|",
+        f"| base (pretrained; VLM2VLA with the adapter off) | {_pct(v['base']['accuracy'])} | 100% | {_pct(v['base'].get('lang:en'))} | {_pct(v['base'].get('lang:es'))} |",
+        f"| VLM2VLA (base + LoRA, actions as text) | {_pct(v['vlm2vla']['accuracy'])} | {_pct(v['vlm2vla_retention'])} | "
+        f"{_pct(v['vlm2vla'].get('lang:en'))} | {_pct(v['vlm2vla'].get('lang:es'))} |",
+        f"| baseline (action tokens, full fine-tuning) | {_pct(v['baseline']['accuracy'])} | {_pct(v['baseline_retention'])} | "
+        f"{_pct(v['baseline'].get('lang:en'))} | {_pct(v['baseline'].get('lang:es'))} |",
+        "",
+        f"A separately loaded base model gives exactly the adapter-off answers on the first "
+        f"{v['adapter_off_checked_questions']} questions: {v['adapter_off_answers_equal_base']}.",
+        "",
+        "| question kind | base | VLM2VLA | baseline |",
+        "|---|---|---|---|",
+    ]
+    kinds = sorted(k for k in v["base"] if k.startswith("kind:"))
+    lines += [f"| {k[5:]} | {_pct(v['base'][k])} | {_pct(v['vlm2vla'].get(k))} | {_pct(v['baseline'].get(k))} |" for k in kinds]
+    lines += [
+        "",
+        "![VQA accuracy](miniature_vqa.png)",
+        "",
+        "## Closed-loop success in the simulator (held-out seeds)",
+        "",
+        "Seeds from 50000 on, never used for training or for choosing settings; success is the simulator's own check. "
+        "Spanish instructions were never seen with actions.",
+        "",
+        "| task kind | language | episodes | VLM2VLA | baseline |",
+        "|---|---|---|---|---|",
+    ]
+    for lang, rates in cl_v["success_rate"].items():
+        for kind, rate in rates.items():
+            n = sum(1 for e in cl_v["episodes"] if e["lang"] == lang and e["task_kind"] == kind)
+            lines.append(f"| {kind} | {lang} | {n} | {_pct(rate)} | {_pct(cl_b['success_rate'][lang][kind])} |")
+    lines += ["", "![closed-loop success](miniature_success.png)", "", "## Training", ""]
+    lines += [
+        f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch for {m['pretrain']['steps']} steps "
+        f"(batch {c['pretrain_batch']}) on {m['pretrain_data']['examples']} generated examples in {m['pretrain']['seconds']:.0f} s;",
+        f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
+        f"(subtasks, plan, chunk);",
+        f"- VLM2VLA: LoRA, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, {m['vlm2vla_train']['steps']} steps "
+        f"(batch {c['finetune_batch']}, lr {c['lora_lr']}) in {m['vlm2vla_train']['seconds']:.0f} s;",
+        f"- baseline: {m['baseline_train']['tokens_added']} action tokens added, every weight trained, {m['baseline_train']['steps']} steps "
+        f"(batch {c['finetune_batch']}, lr {c['baseline_lr']}) in {m['baseline_train']['seconds']:.0f} s;",
+        f"- checkpoint size (base + adapter, what --ship-to copies): {m['checkpoint_bytes'] / 1e6:.1f} MB.",
+        "",
+        "![training loss](miniature_loss.png)",
+        "",
+        "## Stage times",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {s:.0f} |" for k, s in m["timings_s"].items()]
+    lines += [f"| **total** | **{m['wall_time_s']:.0f}** |", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+def plot(out: Path, m: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    # Closed-loop success per kind and language.
+    cl_v, cl_b = m["closed_loop_vlm2vla"]["success_rate"], m["closed_loop_baseline"]["success_rate"]
+    columns = [(lang, kind) for lang, rates in cl_v.items() for kind in rates]
+    x = np.arange(len(columns))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(columns) + 2), 3.6))
+    ax.bar(x - 0.2, [cl_v[lang][kind] for lang, kind in columns], 0.4, label="VLM2VLA (text actions, LoRA)")
+    ax.bar(x + 0.2, [cl_b[lang][kind] for lang, kind in columns], 0.4, label="baseline (action tokens, full FT)")
+    ax.set_xticks(x, [f"{kind}\n({lang})" for lang, kind in columns], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate")
+    ax.set_title("Closed-loop success, held-out seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[0], dpi=100)
+    plt.close(fig)
+
+    # VQA accuracy per question kind.
+    v = m["vqa"]
+    groups = ["accuracy"] + sorted(k for k in v["base"] if k.startswith(("kind:", "lang:")))
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(groups) + 2), 3.6))
+    for offset, (name, label) in zip((-0.27, 0.0, 0.27), (("base", "base"), ("vlm2vla", "VLM2VLA"), ("baseline", "baseline"))):
+        ax.bar(x + offset, [v[name].get(g, 0.0) for g in groups], 0.27, label=label)
+    ax.set_xticks(x, ["all"] + [g.split(":", 1)[1] for g in groups[1:]], rotation=30, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("VQA accuracy")
+    ax.set_title("VQA before and after fine-tuning (held-out scenes)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[1], dpi=100)
+    plt.close(fig)
+
+    # Training losses.
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    pre = m["pretrain"]["losses"]
+    axes[0].plot(range(1, len(pre) + 1), pre, lw=0.8)
+    axes[0].set_title("base pretraining (all weights)")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("answer loss")
+    axes[0].set_yscale("log")
+    lora = m["vlm2vla_train"]["losses"]
+    if lora:
+        axes[1].plot(*zip(*lora), label="VLM2VLA (LoRA)")
+    bl = m["baseline_train"]["losses"]
+    axes[1].plot(range(1, len(bl) + 1), bl, lw=0.8, label="baseline (full FT)")
+    axes[1].set_title("action fine-tuning")
+    axes[1].set_xlabel("step")
+    axes[1].set_yscale("log")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[2], dpi=100)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""The miniature base VLM (Gemma-3 architecture, built by the tiny-model factory) and the
+full-weight training loop used to pretrain it and to fine-tune the action-token baseline.
+
+The loop uses the training module's AnswerOnlyCollator (the engine's chat template, loss on
+the answer only), tokenising every example and image once up front, and plain AdamW with
+linear warm-up and decay; every weight is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vlm2vla_ros.policy.tiny_model import build_tiny_model
+from vlm2vla_ros.training.collator import AnswerOnlyCollator
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Sizes of the base model (Gemma3ForConditionalGeneration with a SigLIP tower)."""
+
+    vocab_size: int = 1536
+    hidden_size: int = 128
+    layers: int = 4
+    intermediate_size: int = 384
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 32
+    image_size: int = 64
+    patch_size: int = 8
+    mm_tokens_per_image: int = 16
+    vision_hidden_size: int = 96
+    vision_layers: int = 2
+    vision_heads: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_base(out_dir: Path, spec: BaseSpec, seed: int, corpus: Iterable[str]) -> Path:
+    """A randomly initialised base folder with a tokenizer trained on the project's text + corpus."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    build_tiny_model(
+        out_dir,
+        seed=seed,
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.layers,
+        image_size=spec.image_size,
+        mm_tokens_per_image=spec.mm_tokens_per_image,
+        extra_texts=list(corpus),
+        intermediate_size=spec.intermediate_size,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        vision_hidden_size=spec.vision_hidden_size,
+        vision_layers=spec.vision_layers,
+        vision_heads=spec.vision_heads,
+        patch_size=spec.patch_size,
+    )
+    # The factory gives the image projection a large random scale so an untrained model
+    # reacts to images; a model trained from scratch starts better from the usual 1/sqrt(fan-in).
+    model = AutoModelForImageTextToText.from_pretrained(out_dir, local_files_only=True, dtype=torch.float32)
+    with torch.no_grad():
+        weight = model.model.multi_modal_projector.mm_input_projection_weight
+        weight.normal_(0.0, 1.0 / math.sqrt(weight.shape[0]), generator=torch.Generator().manual_seed(seed))
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@dataclass
+class FullTrainResult:
+    steps: int
+    seconds: float
+    losses: list[float]
+    examples: int
+
+
+def train_full(
+    model: Any,
+    processor: Any,
+    examples: Sequence[dict[str, Any]],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    warmup_steps: int = 0,
+    max_length: int = 512,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 50,
+    vision_lr_scale: float = 1.0,
+) -> FullTrainResult:
+    """Train every weight of `model` for `steps` optimiser steps over shuffled epochs of examples."""
+    import torch
+
+    if not examples:
+        raise ValueError("no training examples")
+    torch.manual_seed(seed)
+    prepared = AnswerOnlyCollator(processor, max_length=max_length).pretokenize(examples)
+    model.train()
+    model.config.use_cache = False
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    ids = {id(p) for p in vision}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": learning_rate}, {"params": vision, "lr": learning_rate * vision_lr_scale}]
+    optimiser = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (steps - step) / max(1, steps - warmup_steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+    rng = random.Random(seed)
+    order: list[int] = []
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step in range(steps):
+        if len(order) < batch_size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batch_ids, order = order[:batch_size], order[batch_size:]
+        batch = prepared.batch(batch_ids)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % log_every == 0:
+            recent = losses[-log_every:]
+            log(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f} ({time.perf_counter() - start:.0f} s)")
+    model.eval()
+    return FullTrainResult(steps, time.perf_counter() - start, losses, len(examples))
+
+
+def load_model(model_dir: Path) -> tuple[Any, Any]:
+    """(model, processor) from a local folder, float32 on the CPU."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    return model, processor
+
+
+def save_model(model: Any, processor: Any, out_dir: Path, dtype: str = "float32") -> Path:
+    """save_pretrained of weights (optionally stored as bfloat16/float16) and processor."""
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dtype != "float32":
+        import copy
+
+        model = copy.deepcopy(model).to(getattr(torch, dtype))
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

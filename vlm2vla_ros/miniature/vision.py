@@ -1,0 +1,197 @@
+"""Pretraining the vision tower on its own first, as Gemma-3's SigLIP encoder was.
+
+A vision transformer trained from scratch only through a language model's answers learns very
+slowly: on CPU budgets its features stay image-agnostic and the language model falls back on
+answer priors (measured: VQA at chance after 1000 steps). Real VLMs start from a separately
+pretrained encoder (SigLIP, contrastive image-text pretraining). The miniature's stand-in is
+a dense "where is what" objective: a temporary linear head on every patch token predicts soft
+heat maps of each block colour, the bowl and plate (with their colour), block shapes, the
+gripper's fingertips and its shadow (whose gap shows its height), and whether the gripper is
+open or holding something. The head is discarded; the tower and the VLM are then trained
+together on questions. Targets come from the world state projected with the renderer's camera.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from vlm2vla_ros.sim.render import _View, render
+from vlm2vla_ros.sim.scene import BLOCK_COLOURS, CONTAINER_COLOURS
+from vlm2vla_ros.sim.world import BLOCK, BLOCK_SHAPES, BOWL, PLATE, SimWorld
+
+_BLOCK_COLOURS = sorted(BLOCK_COLOURS)
+_CONTAINER_COLOURS = sorted(CONTAINER_COLOURS)
+CHANNELS = (
+    [f"block:{c}" for c in _BLOCK_COLOURS]
+    + ["bowl", "plate"]
+    + [f"container:{c}" for c in _CONTAINER_COLOURS]
+    + [f"shape:{s}" for s in BLOCK_SHAPES]
+    + ["gripper", "shadow", "gripper_open", "holding"]
+    + ["background"]
+)
+SIGMA_PATCHES = 0.6
+
+
+def heat_maps(world: SimWorld, grid: int, image_size: int) -> np.ndarray:
+    """(grid, grid, len(CHANNELS)) soft targets in [0, 1] for a world rendered at image_size."""
+    view = _View(image_size, image_size)
+    maps = np.zeros((grid, grid, len(CHANNELS)), dtype=np.float32)
+    centres = (np.arange(grid) + 0.5) / grid
+
+    def heat(x: float, y: float, z: float) -> np.ndarray:
+        u, v = view.pt(x, y, z)
+        du = (centres[None, :] - u / image_size) * grid
+        dv = (centres[:, None] - v / image_size) * grid
+        return np.exp(-(du**2 + dv**2) / (2 * SIGMA_PATCHES**2))
+
+    def add(channel: str, values: np.ndarray) -> None:
+        k = CHANNELS.index(channel)
+        maps[:, :, k] = np.maximum(maps[:, :, k], values)
+
+    for obj in world.objects:
+        h = heat(obj.x, obj.y, obj.top)
+        if obj.kind == BLOCK:
+            add(f"block:{obj.colour}", h)
+            add(f"shape:{obj.shape}", h)
+        else:
+            add(BOWL if obj.kind == BOWL else PLATE, h)
+            add(f"container:{obj.colour}", h)
+    gx, gy, gz = world.gripper
+    held = world.held
+    floor, _ = world.support_below(gx, gy, exclude=held.name if held else None)
+    tip = heat(gx, gy, gz)
+    add("gripper", tip)
+    add("shadow", heat(gx, gy, floor))
+    if world.gripper_open:
+        add("gripper_open", tip)
+    if held is not None:
+        add("holding", tip)
+    maps[:, :, -1] = np.clip(1.0 - maps[:, :, :-1].max(axis=2), 0.0, 1.0)
+    return maps
+
+
+def pretrain_vision(
+    model: Any,
+    processor: Any,
+    worlds: Sequence[SimWorld],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    image_size: int,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 50,
+) -> list[float]:
+    """Train the model's vision tower with a temporary per-patch head; returns the losses."""
+    import torch
+    from PIL import Image
+
+    tower = model.model.vision_tower
+    config = tower.config
+    grid = config.image_size // config.patch_size
+    pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size)) for w in worlds], return_tensors="pt")[
+        "pixel_values"
+    ]
+    targets = torch.from_numpy(np.stack([heat_maps(w, grid, image_size) for w in worlds])).reshape(len(worlds), grid * grid, -1)
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(config.hidden_size, len(CHANNELS), bias=False)
+    params = list(tower.parameters()) + list(head.parameters())
+    optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    rng = random.Random(seed)
+    losses: list[float] = []
+    tower.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        index = torch.tensor(rng.sample(range(len(worlds)), min(batch_size, len(worlds))))
+        features = tower(pixel_values=pixels[index]).last_hidden_state
+        loss = torch.nn.functional.mse_loss(head(features), targets[index]) * len(CHANNELS)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % log_every == 0:
+            recent = losses[-log_every:]
+            log(f"vision step {step + 1}/{steps}: loss {sum(recent) / len(recent):.4f} ({time.perf_counter() - start:.0f} s)")
+    tower.eval()
+    align_projector(model, processor, head.weight.detach())
+    return losses
+
+
+CHANNEL_WORDS = {
+    **{f"block:{c}": [c, f"{c} block"] for c in _BLOCK_COLOURS},
+    "bowl": ["bowl"],
+    "plate": ["plate"],
+    **{f"container:{c}": [c] for c in _CONTAINER_COLOURS},
+    **{f"shape:{s}": [s] for s in BLOCK_SHAPES},
+    "gripper": ["gripper"],
+    "shadow": ["gripper"],
+    "gripper_open": ["open"],
+    "holding": ["holding"],
+    "background": ["nothing", "nada"],
+}
+
+
+def channel_embeddings(model: Any, processor: Any) -> Any:
+    """(len(CHANNELS), text hidden): the mean input embedding of each channel's words, in English and
+    Spanish (with the embedding scale the language model applies to text)."""
+    import torch
+
+    from vlm2vla_ros.sim.tasks import noun_phrase
+
+    from .vqa import colour_word, shape_word
+
+    embed = model.get_input_embeddings()
+    rows = []
+    for channel in CHANNELS:
+        words = list(CHANNEL_WORDS[channel])
+        kind, _, value = channel.partition(":")
+        if kind == "block":
+            words += [colour_word(value, "es"), noun_phrase(BLOCK, value, "es")]
+        elif kind == "container":
+            words.append(colour_word(value, "es"))
+        elif kind == "shape":
+            words.append(shape_word(value, "es"))
+        elif channel in (BOWL, PLATE):
+            words.append(noun_phrase(channel, "white", "es"))
+        ids = [i for w in words for i in processor.tokenizer(w, add_special_tokens=False).input_ids]
+        with torch.no_grad():
+            rows.append(embed(torch.tensor([ids])).mean(dim=1)[0])
+    return torch.stack(rows)
+
+
+def align_projector(model: Any, processor: Any, head_weight: Any) -> None:
+    """Start the image projection where an image token reads as the words for what is on it:
+    projection = head^T @ word embeddings, so a patch showing a red block becomes (about) the
+    embedding of "red block". The language model can then match question words to image
+    tokens from the first step, like copying a word (a stand-in for a VLM's pretrained
+    vision-language alignment); every weight stays trainable."""
+    import torch
+
+    projector = model.model.multi_modal_projector
+    with torch.no_grad():
+        weight = head_weight.T @ channel_embeddings(model, processor)  # (vision hidden, text hidden)
+        projector.mm_input_projection_weight.copy_(weight)
+
+
+def peak_error_patches(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean distance (in patches) between predicted and true peaks of present channels (diagnostics)."""
+    errors = []
+    grid = int(math.isqrt(pred.shape[0]))
+    for k in range(pred.shape[1]):
+        if target[:, k].max() < 0.5:
+            continue
+        p, t = int(pred[:, k].argmax()), int(target[:, k].argmax())
+        errors.append(math.hypot(p // grid - t // grid, p % grid - t % grid))
+    return float(np.mean(errors)) if errors else math.nan

@@ -1,0 +1,508 @@
+"""Visual questions, captions, translations and subtask-completion questions about sim scenes.
+
+This is the miniature's stand-in for a VLM's internet pretraining: everything a general VLM
+would know about these scenes, in English and Spanish, and nothing about robot actions.
+
+- VQA (scored, `EVAL_KINDS`): colour, shape, left/right and farther/nearer relations, counts,
+  whether an object exists, what the gripper holds, whether it is open;
+- grounding (`location`): where an object or the gripper is, in whole centimetres of the table
+  frame (real VLMs are pretrained on detection and pointing data the same way);
+- captions: every object with colour and shape, left to right, and the gripper's state;
+- translation between English and Spanish of object names, subtasks and instructions (a real
+  VLM knows both languages; the robot data only ever shows English instructions);
+- subtask completion (`verify`): the policy engine's own verify prompt (images before and
+  after, the subtask, the next one) answered by the simulator's state, so the base model can
+  be the verifier with the adapter switched off, as an external VLM is in the paper.
+
+Scenes come from make_scene; states are the scene as laid out, a replayed moment of the
+scripted expert's demonstration (a block in the gripper, half-way moves), or the gripper
+moved somewhere at random. The answers come from the world state, never from a model.
+Examples are chat conversations in the training collator's format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlm2vla_ros.action_language import ActionStep, format_subtasks, verbalise_moves
+from vlm2vla_ros.policy import prompts
+from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
+from vlm2vla_ros.sim.scene import BLOCK_COLOURS, make_scene
+from vlm2vla_ros.sim.tasks import (
+    GRASP,
+    LIFT,
+    LIFT_GRIPPER,
+    MOVE_ABOVE,
+    PLACE,
+    TASK_KINDS,
+    Placement,
+    Subtask,
+    Task,
+    noun_phrase,
+    placement_done,
+)
+from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, SimObject, SimWorld
+
+LANGS = ("en", "es")
+EVAL_KINDS = ("colour", "shape", "left_right", "far_near", "count", "exists", "holding", "gripper_open")
+"""Question kinds scored as VQA accuracy (the retention metric)."""
+TRAIN_KINDS = (*EVAL_KINDS, "location", "objects", "relative", "direction")
+"""Scored kinds plus grounding in words and in numbers (numbers, brackets and direction words
+are part of a real VLM's vocabulary; the base must know them before LoRA can use them)."""
+
+_SHAPES_ES = {"cube": "cubo", "cylinder": "cilindro", "triangle": "triángulo"}
+_YES = {"en": "yes", "es": "sí"}
+_NO = {"en": "no", "es": "no"}
+_LEFT_RIGHT = {"en": ("left", "right"), "es": ("izquierda", "derecha")}
+_FAR_NEAR = {"en": ("farther", "nearer"), "es": ("más lejos", "más cerca")}
+_GRIPPER = {"en": "the gripper", "es": "la pinza"}
+
+LIFTED_M = 0.06
+"""A block counts as lifted when its bottom is at least this high (success needs 0.05)."""
+ABOVE_BLOCK_M = 0.008
+"""The gripper is above a block to grasp when within this distance horizontally (grasping tolerates 0.015)."""
+LANDING_FRACTION = 0.5
+"""A carried block is above its target when its centre is within this fraction of the landing radius."""
+GRIPPER_UP_M = 0.11
+"""The empty gripper counts as lifted at this height (the task needs 0.10)."""
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    kind: str
+    lang: str
+
+
+def colour_word(colour: str, lang: str) -> str:
+    """A colour name in a language ("red" -> "rojo"), masculine like every noun here."""
+    return colour if lang == "en" else noun_phrase(BLOCK, colour, "es").split(" ", 1)[1]
+
+
+def shape_word(shape: str, lang: str) -> str:
+    return shape if lang == "en" else _SHAPES_ES[shape]
+
+
+def name(obj: SimObject, lang: str) -> str:
+    """"red block" / "bloque rojo"; the single bowl and plate by kind."""
+    return noun_phrase(obj.kind, obj.colour, lang)
+
+
+def the(obj: SimObject, lang: str) -> str:
+    return f"the {name(obj, lang)}" if lang == "en" else f"el {name(obj, lang)}"
+
+
+def _of(thing: str, lang: str) -> str:
+    """English "of the x"; Spanish "del x" / "de la x"."""
+    if lang == "en":
+        return f"of {thing}"
+    if thing.startswith("el "):
+        return "del " + thing[3:]
+    return "de " + thing
+
+
+def describe(obj: SimObject, lang: str) -> str:
+    """"red cube" / "cubo rojo"; containers "white bowl" / "cuenco blanco"."""
+    if obj.kind == BLOCK:
+        noun = shape_word(obj.shape, lang)
+    else:
+        noun = name(obj, lang)
+    colour = colour_word(obj.colour, lang)
+    return f"{colour} {noun}" if lang == "en" else f"{noun} {colour}"
+
+
+def caption(world: SimWorld, lang: str) -> str:
+    """Every object, left to right, then the gripper's state."""
+    objects = sorted(world.objects, key=lambda o: -o.y)
+    article = "a" if lang == "en" else "un"
+    items = ", ".join(f"{article} {describe(o, lang)}" for o in objects)
+    held = world.held
+    if lang == "en":
+        state = "open" if world.gripper_open else "closed"
+        holds = f"holds {the(held, lang)}" if held else "holds nothing"
+        return f"{items}; the gripper is {state} and {holds}."
+    state = "abierta" if world.gripper_open else "cerrada"
+    holds = f"sostiene {the(held, lang)}" if held else "no sostiene nada"
+    return f"{items}; la pinza está {state} y {holds}."
+
+
+def _cm(value_m: float) -> int:
+    return int(round(value_m * 100))
+
+
+def location_answer(obj: SimObject | None, world: SimWorld) -> str:
+    """"x 32 y -5" for an object (its centre), "x 25 y 0 z 15" for the gripper (obj None)."""
+    if obj is None:
+        x, y, z = world.gripper
+        return f"x {_cm(x)} y {_cm(y)} z {_cm(z)}"
+    return f"x {_cm(obj.x)} y {_cm(obj.y)}"
+
+
+def question(world: SimWorld, kind: str, lang: str, rng: random.Random) -> QA | None:
+    """One question of `kind` about the world, or None when the scene offers none."""
+    objects = list(world.objects)
+    blocks = [o for o in objects if o.kind == BLOCK]
+    en = lang == "en"
+    if kind == "colour":
+        shapes = [o.shape for o in blocks]
+        candidates = [o for o in blocks if shapes.count(o.shape) == 1] + [o for o in objects if o.kind != BLOCK]
+        if not candidates:
+            return None
+        obj = rng.choice(candidates)
+        noun = shape_word(obj.shape, lang) if obj.kind == BLOCK else name(obj, lang)
+        q = f"What colour is the {noun}?" if en else f"¿De qué color es el {noun}?"
+        return QA(q, colour_word(obj.colour, lang), kind, lang)
+    if kind == "shape":
+        obj = rng.choice(blocks)
+        q = f"What shape is {the(obj, lang)}?" if en else f"¿Qué forma tiene {the(obj, lang)}?"
+        return QA(q, shape_word(obj.shape, lang), kind, lang)
+    if kind in ("left_right", "far_near"):
+        axis = 1 if kind == "left_right" else 0
+        pairs = []
+        for a in objects:
+            if a.held:
+                continue
+            for b in [*objects, None]:
+                if b is a or (b is not None and b.held):
+                    continue
+                pa = a.position[axis]
+                pb = world.gripper[axis] if b is None else b.position[axis]
+                if abs(pa - pb) >= 0.03:
+                    pairs.append((a, b, pa > pb))
+        if not pairs:
+            return None
+        a, b, positive = rng.choice(pairs)
+        other = _GRIPPER[lang] if b is None else the(b, lang)
+        words = (_LEFT_RIGHT if kind == "left_right" else _FAR_NEAR)[lang]
+        if kind == "left_right":
+            q = (
+                f"Is {the(a, lang)} to the left or to the right {_of(other, lang)}?"
+                if en
+                else f"¿Está {the(a, lang)} a la izquierda o a la derecha {_of(other, lang)}?"
+            )
+        else:
+            q = (
+                f"Is {the(a, lang)} farther from the robot or nearer than {other}?"
+                if en
+                else f"¿Está {the(a, lang)} más lejos del robot o más cerca que {other}?"
+            )
+        return QA(q, words[0] if positive else words[1], kind, lang)
+    if kind == "count":
+        q = "How many blocks are there?" if en else "¿Cuántos bloques hay?"
+        return QA(q, str(len(blocks)), kind, lang)
+    if kind == "exists":
+        present = {o.name for o in objects}
+        if rng.random() < 0.3:
+            container = rng.choice((BOWL, PLATE))
+            noun = noun_phrase(container, "white", lang)
+            q = f"Is there a {noun}?" if en else f"¿Hay un {noun}?"
+            answer = container in present
+        else:
+            colour = rng.choice(sorted(BLOCK_COLOURS))
+            noun = noun_phrase(BLOCK, colour, lang)
+            q = f"Is there a {noun}?" if en else f"¿Hay un {noun}?"
+            answer = noun_phrase(BLOCK, colour) in present
+        return QA(q, (_YES if answer else _NO)[lang], kind, lang)
+    if kind == "holding":
+        held = world.held
+        q = "What is the gripper holding?" if en else "¿Qué sostiene la pinza?"
+        answer = the(held, lang) if held else ("nothing" if en else "nada")
+        return QA(q, answer, kind, lang)
+    if kind == "gripper_open":
+        q = "Is the gripper open?" if en else "¿Está abierta la pinza?"
+        return QA(q, (_YES if world.gripper_open else _NO)[lang], kind, lang)
+    if kind == "location":
+        obj = rng.choice([*objects, None])
+        if obj is None:
+            q = "Where is the gripper?" if en else "¿Dónde está la pinza?"
+        else:
+            q = f"Where is {the(obj, lang)}?" if en else f"¿Dónde está {the(obj, lang)}?"
+        return QA(q, location_answer(obj, world), kind, lang)
+    if kind == "objects":
+        q = (
+            "List every object as [x, y, z, block] in cm, block 1 for blocks and 0 otherwise."
+            if en
+            else "Lista cada objeto como [x, y, z, bloque] en cm, bloque 1 para bloques y 0 si no."
+        )
+        rows = [f"[{_dm(o.x)}, {_dm(o.y)}, {_dm(o.z)}, {int(o.kind == BLOCK)}]" for o in sorted(objects, key=lambda o: -o.y)]
+        return QA(q, "[" + ", ".join(rows) + "]", kind, lang)
+    if kind in ("relative", "direction"):
+        if kind == "direction" and not en:
+            return None  # the verbaliser speaks English only
+        obj = rng.choice([o for o in objects if not o.held] or objects)
+        gx, gy, gz = world.gripper
+        delta = (obj.x - gx, obj.y - gy, obj.top - gz)
+        if kind == "relative":
+            q = (
+                f"Where is the top of {the(obj, lang)} relative to the gripper, as [dx, dy, dz] in cm?"
+                if en
+                else f"¿Dónde está la parte superior {_of(the(obj, lang), lang)} respecto a la pinza, como [dx, dy, dz] en cm?"
+            )
+            return QA(q, "[" + ", ".join(_dm(v) for v in delta) + "]", kind, lang)
+        q = f"Which way would the gripper move to reach {the(obj, lang)}?"
+        step = ActionStep(*(_clip(v * 100) for v in delta), int(world.gripper_open))
+        return QA(q, verbalise_moves([step]), kind, lang)
+    raise ValueError(f"unknown question kind {kind!r}")
+
+
+def _dm(value_m: float) -> str:
+    """Metres -> centimetres with one decimal ("32.4", "-5.0")."""
+    text = f"{value_m * 100:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def _clip(value_cm: float) -> float:
+    return max(-10.0, min(10.0, round(value_cm, 1)))
+
+
+def translation(task: Task, world: SimWorld, rng: random.Random) -> QA:
+    """English <-> Spanish: an object name, a subtask or an instruction of this scene."""
+    choice = rng.random()
+    if choice < 0.3:
+        obj = rng.choice(world.objects)
+        texts = {lang: name(obj, lang) for lang in LANGS}
+    elif choice < 0.5:
+        sub = rng.choice(task.plan)
+        texts = {lang: task.subtask_text(sub, lang) for lang in LANGS}
+    elif choice < 0.7:
+        texts = {lang: format_subtasks(task.subtasks(lang)) for lang in LANGS}
+    else:
+        texts = {lang: task.instruction(lang) for lang in LANGS}
+    if rng.random() < 0.5:
+        source, target = "es", "en"
+        q = rng.choice(("Translate into English: ", "Traduce al inglés: ")) + texts["es"]
+    else:
+        source, target = "en", "es"
+        q = rng.choice(("Translate into Spanish: ", "Traduce al español: ")) + texts["en"]
+    return QA(q, texts[target], "translate", source)
+
+
+# ---- world states ------------------------------------------------------------------------
+
+
+def replay(world: SimWorld, episode: Episode, start: int, stop: int) -> None:
+    """Apply the expert's recorded steps start..stop-1 to `world` (deterministic)."""
+    for step in episode.steps[start:stop]:
+        world.move_gripper(*(v / 100.0 for v in step.delta_cm))
+        world.set_gripper(bool(step.gripper))
+
+
+def scene_exists(seed: int, task_kind: str) -> bool:
+    """make_scene gives up on a few (seed, kind) pairs it cannot lay out (about 1 in 2000)."""
+    try:
+        make_scene(seed, task_kind)
+    except RuntimeError:
+        return False
+    return True
+
+
+def expert_states(seed: int, task_kind: str) -> tuple[SimWorld, Task, Episode]:
+    """The scene and the expert's demonstration of it (no images; replay to get states).
+
+    A (seed, kind) make_scene cannot lay out is replaced by the next seed that it can."""
+    while not scene_exists(seed, task_kind):
+        seed += 1
+    world, task = make_scene(seed, task_kind)
+    episode = ScriptedExpert().run(world.copy(), task, seed, None)
+    return world, task, episode
+
+
+def sample_state(seed: int) -> tuple[SimWorld, Task]:
+    """A scene in one of three conditions: as laid out, mid-demonstration, or the gripper moved at random."""
+    rng = random.Random(f"vlm2vla-mini-state:{seed}")
+    kind = rng.choice(TASK_KINDS)
+    world, task, episode = expert_states(seed, kind)
+    mode = rng.random()
+    if mode < 0.55 and episode.steps:
+        replay(world, episode, 0, rng.randrange(len(episode.steps) + 1))
+    elif mode < 0.85:
+        ws = world.workspace
+        world.move_gripper(
+            rng.uniform(ws.x_min, ws.x_max) - world.gripper_x,
+            rng.uniform(ws.y_min, ws.y_max) - world.gripper_y,
+            rng.uniform(0.02, 0.25) - world.gripper_z,
+        )
+        if rng.random() < 0.3:
+            world.set_gripper(False)
+    return world, task
+
+
+# ---- subtask completion ------------------------------------------------------------------
+
+
+def subtask_done(world: SimWorld, sub: Subtask) -> bool:
+    """Whether the world shows `sub` completed (the verifier's ground truth)."""
+    held = world.held
+    if sub.action == MOVE_ABOVE:
+        obj = world.object(str(sub.obj))
+        if held is None or held.name == obj.name:
+            gx, gy, gz = world.gripper
+            return math.hypot(gx - obj.x, gy - obj.y) <= ABOVE_BLOCK_M and gz > obj.top
+        landing = obj.radius - BOWL_WALL_M if obj.kind == BOWL else obj.radius
+        return math.hypot(held.x - obj.x, held.y - obj.y) <= LANDING_FRACTION * landing and held.z >= obj.top
+    if sub.action == GRASP:
+        return held is not None and held.name == sub.obj
+    if sub.action == LIFT:
+        return held is not None and held.name == sub.obj and held.z >= LIFTED_M
+    if sub.action == PLACE:
+        return held is None and placement_done(world, Placement(str(sub.obj), str(sub.target)))
+    if sub.action == LIFT_GRIPPER:
+        return world.gripper_open and held is None and world.gripper_z >= GRIPPER_UP_M
+    raise ValueError(f"unknown subtask action {sub.action!r}")
+
+
+def verify_cases(seed: int, task_kind: str, rng: random.Random) -> Iterator[tuple[SimWorld, SimWorld, Task, int, bool]]:
+    """(before, after, task, subtask index, done) around each subtask of a demonstration.
+
+    Per subtask: its end (usually done), a moment part-way (usually not), and the end with
+    the gripper nudged 0.5-4 cm sideways (near misses). Labels come from subtask_done.
+    """
+    world, task, episode = expert_states(seed, task_kind)
+    starts = episode.subtask_starts() + [len(episode.steps)]
+    plan = task.plan
+    state = world.copy()
+    position = 0
+    for k in range(len(starts) - 1):
+        s, e = starts[k], starts[k + 1]
+        replay(state, episode, position, s)
+        position = s
+        before = state.copy()
+        sub = plan[episode.steps[s].subtask_index]
+        end = before.copy()
+        replay(end, episode, s, e)
+        yield before, end, task, episode.steps[s].subtask_index, subtask_done(end, sub)
+        if e - s > 2:
+            middle = before.copy()
+            replay(middle, episode, s, s + rng.randrange(1, e - s - 1))
+            yield before, middle, task, episode.steps[s].subtask_index, subtask_done(middle, sub)
+        nudged = end.copy()
+        angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.005, 0.04)
+        nudged.move_gripper(dist * math.cos(angle), dist * math.sin(angle), 0.0)
+        yield before, nudged, task, episode.steps[s].subtask_index, subtask_done(nudged, sub)
+
+
+# ---- writing examples --------------------------------------------------------------------
+
+
+def question_messages(text: str, images: int = 1) -> list[dict[str, Any]]:
+    """A user turn with images first, then the text (vlm2vla-eval's VQA format)."""
+    content: list[dict[str, str]] = [{"type": "image"} for _ in range(images)]
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+def _messages(text: str, answer: str, images: int) -> list[dict[str, Any]]:
+    return prompts.with_answer(question_messages(text, images), answer)
+
+
+class ImageWriter:
+    """Renders worlds to PNG files under a folder, numbered in order."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        self.folder = folder
+        self.size = size
+        self.count = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, world: SimWorld) -> str:
+        from PIL import Image
+
+        from vlm2vla_ros.sim.render import render
+
+        path = self.folder / f"{self.count:06d}.png"
+        self.count += 1
+        Image.fromarray(render(world, self.size, self.size)).save(path, compress_level=1)
+        return str(path)
+
+
+def pretraining_examples(
+    seeds: Sequence[int],
+    verify_seeds: Sequence[int],
+    image_dir: Path,
+    image_size: int = 224,
+    questions_per_scene: int = 8,
+) -> list[dict[str, Any]]:
+    """The base model's training set: per scene seed, questions (both languages), a caption and
+    a translation; per verify seed, subtask-completion questions around a demonstration."""
+    writer = ImageWriter(image_dir, image_size)
+    examples: list[dict[str, Any]] = []
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-qa:{seed}")
+        world, task = sample_state(seed)
+        image = writer.write(world)
+        items: list[QA] = []
+        for _ in range(questions_per_scene):
+            qa = question(world, rng.choice(TRAIN_KINDS), rng.choice(LANGS), rng)
+            if qa is not None:
+                items.append(qa)
+        lang = rng.choice(LANGS)
+        items.append(QA("Describe the scene." if lang == "en" else "Describe la escena.", caption(world, lang), "caption", lang))
+        items.append(translation(task, world, rng))
+        for qa in items:
+            examples.append(
+                {
+                    "id": f"qa-{seed}-{len(examples)}",
+                    "stage": qa.kind,
+                    "messages": _messages(qa.question, qa.answer, 1),
+                    "images": [image],
+                    "meta": {"lang": qa.lang},
+                }
+            )
+    for seed in verify_seeds:
+        rng = random.Random(f"vlm2vla-mini-verify:{seed}")
+        kind = TASK_KINDS[seed % len(TASK_KINDS)]
+        for before, after, task, index, done in verify_cases(seed, kind, rng):
+            lang = rng.choice(LANGS)
+            subtasks = task.subtasks(lang)
+            following = subtasks[index + 1] if index + 1 < len(subtasks) else "none"
+            messages = prompts.verify_messages(subtasks[index], following)
+            examples.append(
+                {
+                    "id": f"verify-{seed}-{len(examples)}",
+                    "stage": "verify",
+                    "messages": prompts.with_answer(messages, prompts.verify_answer(done)),
+                    "images": [writer.write(before), writer.write(after)],
+                    "meta": {"lang": lang},
+                }
+            )
+    return examples
+
+
+def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_scene: int = 4) -> list[dict[str, str]]:
+    """Held-out scored questions (EVAL_KINDS, both languages), written as out_dir/vqa.jsonl in
+    vlm2vla-eval's format (image paths relative to the file) plus kind and lang; returns the items."""
+    writer = ImageWriter(out_dir / "images", image_size)
+    items: list[dict[str, str]] = []
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-eval:{seed}")
+        world, _ = sample_state(seed)
+        image = Path(writer.write(world)).relative_to(out_dir).as_posix()
+        for _ in range(per_scene):
+            qa = question(world, rng.choice(EVAL_KINDS), rng.choice(LANGS), rng)
+            if qa is not None:
+                items.append({"image": image, "question": qa.question, "answer": qa.answer, "kind": qa.kind, "lang": qa.lang})
+    (out_dir / "vqa.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    return items
+
+
+def corpus_texts(seeds: Sequence[int]) -> Iterator[str]:
+    """Questions, answers, captions, instructions and subtasks in both languages (tokenizer training)."""
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-corpus:{seed}")
+        world, task = sample_state(seed)
+        for lang in LANGS:
+            yield caption(world, lang)
+            yield task.instruction(lang)
+            yield "\n".join(f"{i}. {s}" for i, s in enumerate(task.subtasks(lang), start=1))
+            for kind in TRAIN_KINDS:
+                qa = question(world, kind, lang, rng)
+                if qa is not None:
+                    yield f"{qa.question} {qa.answer}"
+        yield "Describe the scene. Describe la escena. Translate into English: Translate into Spanish: Traduce al inglés: Traduce al español:"
