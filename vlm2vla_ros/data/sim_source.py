@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .episode import write_episode
+
+if TYPE_CHECKING:
+    from vlm2vla_ros.sim.expert import Episode
 
 
 @dataclass
@@ -24,9 +27,9 @@ class ExportReport:
 
 
 def write_expert_episode(
-    root: Path, episode_id: str, episode: Any, lang: str, source: str, meta: dict[str, Any], key_frames_only: bool = False
+    root: Path, episode_id: str, episode: Episode, lang: str, source: str, meta: dict[str, Any], key_frames_only: bool = False
 ) -> Path:
-    """Write a scripted-expert Episode (vlm2vla_ros.sim.expert) in the episode format.
+    """Write a scripted-expert episode in the episode format.
 
     key_frames_only keeps the images where a subtask starts (all the dataset builder uses
     with verify examples off) and drops the rest, a tenth of the disk."""
