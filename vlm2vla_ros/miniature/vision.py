@@ -9,11 +9,14 @@ heat maps of each block colour, the bowl and plate (with their colour), block sh
 gripper's fingertips and its shadow (whose gap shows its height), and whether the gripper is
 open or holding something. The head is discarded; the tower and the VLM are then trained
 together on questions. Targets come from the world state projected with the renderer's camera.
+
+The image projection keeps its random start. Aligning it to the word embeddings of each
+channel (tried first) keeps only what the head reads, drops where things are, and did not
+make the language model read the image any sooner (docs/miniature.md).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -125,73 +128,4 @@ def pretrain_vision(
             recent = losses[-log_every:]
             log(f"vision step {step + 1}/{steps}: loss {sum(recent) / len(recent):.4f} ({time.perf_counter() - start:.0f} s)")
     tower.eval()
-    align_projector(model, processor, head.weight.detach())
     return losses
-
-
-CHANNEL_WORDS = {
-    **{f"block:{c}": [c, f"{c} block"] for c in _BLOCK_COLOURS},
-    "bowl": ["bowl"],
-    "plate": ["plate"],
-    **{f"container:{c}": [c] for c in _CONTAINER_COLOURS},
-    **{f"shape:{s}": [s] for s in BLOCK_SHAPES},
-    "gripper": ["gripper"],
-    "shadow": ["gripper"],
-    "gripper_open": ["open"],
-    "holding": ["holding"],
-    "background": ["nothing", "nada"],
-}
-
-
-def channel_embeddings(model: Any, processor: Any) -> Any:
-    """(len(CHANNELS), text hidden): the mean input embedding of each channel's words, in English and
-    Spanish (with the embedding scale the language model applies to text)."""
-    import torch
-
-    from vlm2vla_ros.sim.tasks import noun_phrase
-
-    from .vqa import colour_word, shape_word
-
-    embed = model.get_input_embeddings()
-    rows = []
-    for channel in CHANNELS:
-        words = list(CHANNEL_WORDS[channel])
-        kind, _, value = channel.partition(":")
-        if kind == "block":
-            words += [colour_word(value, "es"), noun_phrase(BLOCK, value, "es")]
-        elif kind == "container":
-            words.append(colour_word(value, "es"))
-        elif kind == "shape":
-            words.append(shape_word(value, "es"))
-        elif channel in (BOWL, PLATE):
-            words.append(noun_phrase(channel, "white", "es"))
-        ids = [i for w in words for i in processor.tokenizer(w, add_special_tokens=False).input_ids]
-        with torch.no_grad():
-            rows.append(embed(torch.tensor([ids])).mean(dim=1)[0])
-    return torch.stack(rows)
-
-
-def align_projector(model: Any, processor: Any, head_weight: Any) -> None:
-    """Start the image projection where an image token reads as the words for what is on it:
-    projection = head^T @ word embeddings, so a patch showing a red block becomes (about) the
-    embedding of "red block". The language model can then match question words to image
-    tokens from the first step, like copying a word (a stand-in for a VLM's pretrained
-    vision-language alignment); every weight stays trainable."""
-    import torch
-
-    projector = model.model.multi_modal_projector
-    with torch.no_grad():
-        weight = head_weight.T @ channel_embeddings(model, processor)  # (vision hidden, text hidden)
-        projector.mm_input_projection_weight.copy_(weight)
-
-
-def peak_error_patches(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean distance (in patches) between predicted and true peaks of present channels (diagnostics)."""
-    errors = []
-    grid = int(math.isqrt(pred.shape[0]))
-    for k in range(pred.shape[1]):
-        if target[:, k].max() < 0.5:
-            continue
-        p, t = int(pred[:, k].argmax()), int(target[:, k].argmax())
-        errors.append(math.hypot(p // grid - t // grid, p % grid - t % grid))
-    return float(np.mean(errors)) if errors else math.nan
