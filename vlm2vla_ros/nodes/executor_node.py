@@ -157,6 +157,10 @@ class ExecutorNode(Node):
         except (PayloadError, ValueError) as exc:
             self._event(None, "rejected", reason=f"malformed chunk payload: {exc}")
             return
+        # A chunk is itself a sign of the policy's life: without this, a fast first chunk that
+        # overtakes the first heartbeat was refused as "no heartbeat"; the watchdog still stops
+        # the chunk if no heartbeat follows within heartbeat_timeout_s.
+        self._last_heartbeat = monotonic()
         with self._lock:
             if self._estopped:
                 self._event(order, "rejected", reason="e-stop is engaged: release it (false on /executor/estop) first")

@@ -107,6 +107,7 @@ class PolicyNode(Node):
         )
         self.create_subscription(String, topics.VERDICT.name, self._on_verdict, qos_for(topics.VERDICT), callback_group=group)
         self.create_timer(1.0 / c.heartbeat_hz, self._heartbeat, callback_group=group)
+        self._heartbeat()  # at once, not a timer period after start-up
         self._publish_status(TaskRun("", "", state=topics.IDLE))
         self.get_logger().info("policy ready; waiting for a task on /task")
 
