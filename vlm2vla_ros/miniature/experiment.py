@@ -234,15 +234,12 @@ def closed_loop(engine: Any, config: ExperimentConfig, log: Callable[[str], None
 def vqa_scores(engine: Any, items: Sequence[dict[str, str]], vqa_file: Path, adapter_off: bool = True) -> dict[str, Any]:
     """Accuracy overall, per kind and per language: "adapter" (the engine as loaded) and, with
     adapter_off, "base" (the same weights with the LoRA adapter switched off)."""
-    from vlm2vla_ros.training.evaluate import read_vqa, vqa_correct, vqa_retention
+    from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
 
-    if adapter_off:
-        _, rows = vqa_retention(engine, read_vqa(vqa_file))
-    else:
-        rows = [{**r, "adapter": text, "adapter_correct": vqa_correct(text, r["answer"])}
-                for r, text in zip(read_vqa(vqa_file), answer_all(engine, read_vqa(vqa_file)))]
+    sides = (("adapter", True), ("base", False)) if adapter_off else (("adapter", True),)
+    rows = vqa_answers(engine, read_vqa(vqa_file), sides)
     out: dict[str, Any] = {"questions": len(rows)}
-    for side in ("adapter", "base") if adapter_off else ("adapter",):
+    for side, _ in sides:
         correct = [bool(r[f"{side}_correct"]) for r in rows]
         groups: dict[str, list[bool]] = {}
         for item, ok in zip(items, correct):
@@ -251,26 +248,6 @@ def vqa_scores(engine: Any, items: Sequence[dict[str, str]], vqa_file: Path, ada
         out[side] = {"accuracy": sum(correct) / len(correct), **{k: sum(v) / len(v) for k, v in sorted(groups.items())}}
     out["rows"] = rows
     return out
-
-
-def answer_all(engine: Any, items: Sequence[dict[str, str]], max_new_tokens: int = 16) -> list[str]:
-    """Greedy answers of the engine's model as loaded (one pass; vqa_retention's request)."""
-    import numpy as np
-    from PIL import Image
-
-    from vlm2vla_ros.policy.config import StageSampling
-    from vlm2vla_ros.policy.types import GenerationRequest
-
-    from .vqa import question_messages
-
-    answers = []
-    for item in items:
-        with Image.open(item["image"]) as image:
-            frame = np.asarray(image.convert("RGB"))
-        request = GenerationRequest(messages=question_messages(item["question"]), images=(frame,),
-                                    sampling=StageSampling(temperature=0.0), max_new_tokens=max_new_tokens)
-        answers.append(engine.backend.generate(request).text)
-    return answers
 
 
 def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -391,15 +391,8 @@ def verify_cases(seed: int, task_kind: str, rng: random.Random) -> Iterator[tupl
 # ---- writing examples --------------------------------------------------------------------
 
 
-def question_messages(text: str, images: int = 1) -> list[dict[str, Any]]:
-    """A user turn with images first, then the text (vlm2vla-eval's VQA format)."""
-    content: list[dict[str, str]] = [{"type": "image"} for _ in range(images)]
-    content.append({"type": "text", "text": text})
-    return [{"role": "user", "content": content}]
-
-
 def _messages(text: str, answer: str, images: int) -> list[dict[str, Any]]:
-    return prompts.with_answer(question_messages(text, images), answer)
+    return prompts.with_answer(prompts.question_messages(text, images), answer)
 
 
 class ImageWriter:

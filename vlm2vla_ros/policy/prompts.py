@@ -136,6 +136,12 @@ def direction_messages(templates: PromptTemplates = DEFAULT_PROMPTS) -> list[Mes
     return [_user(templates.direction, images=2)]
 
 
+def question_messages(question: str, images: int = 1) -> list[Message]:
+    """A visual question: images first, then the question (vlm2vla-eval's VQA format, and the
+    miniature base's pretraining questions)."""
+    return [_user(question, images)]
+
+
 def count_images(messages: Sequence[Message]) -> int:
     """How many images a conversation expects, in the order they must be supplied."""
     total = 0

@@ -203,35 +203,46 @@ def vqa_correct(prediction: str, answer: str) -> bool:
     return bool(ref) and (pred == ref or pred.startswith(ref + " "))
 
 
-def vqa_retention(engine: Any, items: Sequence[dict[str, str]], max_new_tokens: int = 16, progress: bool = False) -> tuple:
-    """(VQAResult, rows): greedy answers of the same weights with the adapter on and off."""
+def vqa_answers(
+    engine: Any,
+    items: Sequence[dict[str, str]],
+    sides: Sequence[tuple[str, bool]] = (("adapter", True), ("base", False)),
+    max_new_tokens: int = 16,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Greedy answers per item, one per (name, adapter on) side: row[name] and row[name_correct]."""
     from PIL import Image
     from tqdm import tqdm
 
     from vlm2vla_ros.policy.config import StageSampling
+    from vlm2vla_ros.policy.prompts import question_messages
     from vlm2vla_ros.policy.types import GenerationRequest
 
-    backend = engine.backend
-    if not hasattr(backend, "has_adapter"):
-        raise ValueError("VQA retention needs the transformers backend (the adapter is switched on and off in process)")
     rows = []
     for item in tqdm(items, desc="VQA", disable=not progress):
         with Image.open(item["image"]) as image:
             frame = np.asarray(image.convert("RGB"))
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": item["question"]}]}]
         row: dict[str, Any] = {"question": item["question"], "answer": item["answer"]}
-        for name, adapter in (("adapter", True), ("base", False)):
+        for name, adapter in sides:
             request = GenerationRequest(
-                messages=messages,
+                messages=question_messages(item["question"]),
                 images=(frame,),
                 sampling=StageSampling(temperature=0.0),
                 max_new_tokens=max_new_tokens,
                 use_adapter=adapter,
             )
-            text = backend.generate(request).text
+            text = engine.backend.generate(request).text
             row[name] = text
             row[f"{name}_correct"] = vqa_correct(text, item["answer"])
         rows.append(row)
+    return rows
+
+
+def vqa_retention(engine: Any, items: Sequence[dict[str, str]], max_new_tokens: int = 16, progress: bool = False) -> tuple:
+    """(VQAResult, rows): greedy answers of the same weights with the adapter on and off."""
+    if not hasattr(engine.backend, "has_adapter"):
+        raise ValueError("VQA retention needs the transformers backend (the adapter is switched on and off in process)")
+    rows = vqa_answers(engine, items, max_new_tokens=max_new_tokens, progress=progress)
     on = float(np.mean([r["adapter_correct"] for r in rows]))
     off = float(np.mean([r["base_correct"] for r in rows]))
     retention = on / off if off > 0 else (1.0 if on == 0 else math.inf)
