@@ -42,7 +42,6 @@ from vlm2vla_ros.training.evaluate import jsonable
 from .model import BaseSpec
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
-SUBTASK_COUNT = {"pick_up": 3, "put_in": 5, "put_on": 5, "stack": 5, "pick_place_lift": 6, "multi_step": 10}
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,12 @@ class SplitVerifier:
 
 def closed_loop(engine: Any, config: ExperimentConfig, log: Callable[[str], None], name: str) -> dict[str, Any]:
     """Success per (language, kind) on held-out seeds; the episode records included."""
+    from vlm2vla_ros.sim.scene import make_scene
     from vlm2vla_ros.training.evaluate import closed_loop_episode
+
+    def max_cycles(kind: str, seed: int) -> int:
+        """cycles_per_subtask for each of the task's subtasks, plus two."""
+        return config.cycles_per_subtask * len(make_scene(seed, kind)[1].plan) + 2
 
     records: list[dict[str, Any]] = []
     rates: dict[str, dict[str, float]] = {}
@@ -216,10 +220,9 @@ def closed_loop(engine: Any, config: ExperimentConfig, log: Callable[[str], None
         kinds = config.eval_kinds if lang == "en" else tuple(k for k in config.eval_kinds if k in config.spanish_kinds)
         rates[lang] = {}
         for kind in kinds:
-            max_cycles = config.cycles_per_subtask * SUBTASK_COUNT[kind] + 2
             t0 = time.perf_counter()
             episodes = [
-                closed_loop_episode(engine, kind, seed, max_cycles, config.image_size, lang) | {"lang": lang}
+                closed_loop_episode(engine, kind, seed, max_cycles(kind, seed), config.image_size, lang) | {"lang": lang}
                 for seed in eval_seeds(config, kind)
             ]
             records += episodes
