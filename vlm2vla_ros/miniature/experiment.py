@@ -57,6 +57,8 @@ class ExperimentConfig:
     vision_steps: int = 1500
     vision_batch: int = 64
     vision_lr: float = 3e-3
+    vision_centring: float = 1.0
+    """Weight of the term that keeps image tokens different between images (vision.py)."""
     pretrain_scenes: int = 6000
     pretrain_verify_episodes: int = 400
     first_kinds: tuple[str, ...] = ("colour", "exists", "count")
@@ -294,7 +296,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         metrics["parameters"] = {"base": sum(p.numel() for p in model.parameters())}
         worlds = [vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes)]
         vision_losses = pretrain_vision(model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed,
-                                        c.image_size, log=log, log_every=max(1, c.vision_steps // 5))
+                                        c.image_size, centring_weight=c.vision_centring, log=log, log_every=max(1, c.vision_steps // 5))
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     with run.stage("pretraining the VLM (all weights): first question kinds"):
         first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]

@@ -1,0 +1,40 @@
+"""The miniature's vision pretraining: heat-map targets and the centring term."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vlm2vla_ros.miniature.vision import CHANNELS, heat_maps, image_independent_share  # noqa: E402
+from vlm2vla_ros.sim.render import _View  # noqa: E402
+from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld  # noqa: E402
+
+
+def test_share_is_one_for_identical_images_and_zero_for_opposite_ones():
+    token = torch.randn(1, 4, 8)
+    assert image_independent_share(token.repeat(5, 1, 1)).item() == pytest.approx(1.0)
+    assert image_independent_share(torch.cat([token, -token])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_share_measures_the_constant_part():
+    # A constant token of norm 3 plus image-dependent parts of norm 1 that cancel over the
+    # batch: 9 of the 10 units of squared norm are the same for every image.
+    constant = torch.zeros(1, 1, 4)
+    constant[..., 0] = 3.0
+    varying = torch.zeros(2, 1, 4)
+    varying[0, 0, 1], varying[1, 0, 1] = 1.0, -1.0
+    assert image_independent_share(constant + varying).item() == pytest.approx(0.9)
+
+
+def test_block_heat_peaks_where_the_block_is_seen():
+    red = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", 0.30, 0.10, 0.0, 0.045, 0.04)
+    world = SimWorld([red], gripper_x=0.15, gripper_y=-0.15, gripper_z=0.2, gripper_open=True)
+    grid, size = 8, 224
+    maps = heat_maps(world, grid, size)
+    channel = maps[:, :, CHANNELS.index("block:red")]
+    row, col = divmod(int(channel.argmax()), grid)
+    u, v = _View(size, size).pt(red.x, red.y, red.top)
+    assert (row, col) == (int(v / size * grid), int(u / size * grid))
+    assert channel.max() > 0.5
+    assert maps[:, :, CHANNELS.index("block:blue")].max() == 0.0
+    background = maps[:, :, -1]
+    assert background.min() >= 0.0 and background[row, col] < 0.5
