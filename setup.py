@@ -22,6 +22,7 @@ TOOLS = {
     "vlm2vla-eval": "eval",
     "vlm2vla-experiment": "experiment",
 }
+MODEL_FOLDERS = ["models/vlm2vla-mini/base", "models/vlm2vla-mini/adapter"]
 # The one-process graph lives beside the nodes it composes.
 BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"
 
@@ -80,6 +81,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # The miniature VLM2VLA checkpoint (the offline demo's default model, docs/miniature.md).
+        *[(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*")) for folder in MODEL_FOLDERS],
     ],
     python_requires=">=3.10",
     install_requires=["numpy>=1.21", "PyYAML>=5.4"],

@@ -19,6 +19,7 @@ from vlm2vla_ros.data import (
     make_labeller,
     split_of,
 )
+from vlm2vla_ros.data.builder import repeat_stages
 from vlm2vla_ros.data.card import write_card
 from vlm2vla_ros.data.sim_source import export_sim_episodes
 from vlm2vla_ros.tools.dataset import main as dataset_main
@@ -132,3 +133,18 @@ def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
     assert (out / "action_magnitudes.png").is_file() and (out / "token_lengths.png").is_file()
     assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
     write_card(out)  # rewriting the card is idempotent
+
+
+def test_repeat_stages_copies_only_the_named_stages_in_order():
+    examples = [{"id": 1, "stage": "subtasks"}, {"id": 2, "stage": "plan"}, {"id": 3, "stage": "chunk"}]
+    repeated = repeat_stages(examples, {"subtasks": 3, "chunk": 2})
+    assert [e["id"] for e in repeated] == [1, 1, 1, 2, 3, 3]
+    assert repeat_stages(examples, {}) == examples
+
+
+@pytest.mark.parametrize("repeats", [{"subtask": 2}, {"plan": 0}, {"plan": 1.5}, {"plan": True}])
+def test_training_config_refuses_bad_stage_repeats(repeats):
+    from vlm2vla_ros.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="stage_repeats"):
+        TrainConfig(model_path="m", dataset_dir="d", output_dir="o", stage_repeats=repeats)

@@ -1,8 +1,9 @@
 """Build the package with colcon, as on the robot, and check ROS finds everything it needs.
 
 `ros2 launch vlm2vla_ros stretch.launch.py` and `ros2 run vlm2vla_ros policy_node` work only if
-the launch file, the config files, the ament resource marker and one executable per node land in
-the places ROS looks. This builds into a temporary workspace and checks those places.
+the launch file, the config files, the shipped miniature model, the ament resource marker and one
+executable per node land in the places ROS looks. This builds into a temporary workspace and
+checks those places.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def test_launch_and_config_files_installed(install_dir: Path) -> None:
     assert source_config, "config/ holds no YAML file"
     assert sorted(p.name for p in (share / "launch").glob("*.launch.py")) == source_launch
     assert sorted(p.name for p in (share / "config").glob("*.yaml")) == source_config
+
+
+def test_shipped_miniature_checkpoint_installed(install_dir: Path) -> None:
+    """The offline demo's default model ('mini') must be found in the share dir after colcon."""
+    shipped = REPO / "models" / "vlm2vla-mini"
+    source = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    assert {p.parts[0] for p in source} == {"base", "adapter"}
+    installed = install_dir / "share" / PACKAGE / "models" / "vlm2vla-mini"
+    for rel in source:
+        assert (installed / rel).read_bytes() == (shipped / rel).read_bytes(), rel
 
 
 def _entry_points(install_dir: Path) -> dict[str, str]:

@@ -1,12 +1,21 @@
-"""The miniature's vision pretraining: heat-map targets and the centring term."""
+"""The miniature's vision pretraining: heat-map and scene-summary targets, and the centring term."""
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from vlm2vla_ros.miniature.vision import CHANNELS, heat_maps, image_independent_share  # noqa: E402
+from vlm2vla_ros.miniature.vision import (  # noqa: E402
+    CHANNELS,
+    GRIPPER_FIELDS,
+    SUMMARY_FIELDS,
+    SUMMARY_OBJECTS,
+    SUMMARY_SCALE,
+    heat_maps,
+    image_independent_share,
+    scene_summary,
+)
 from vlm2vla_ros.sim.render import _View  # noqa: E402
-from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld  # noqa: E402
+from vlm2vla_ros.sim.world import BLOCK, BOWL, SimObject, SimWorld  # noqa: E402
 
 
 def test_share_is_one_for_identical_images_and_zero_for_opposite_ones():
@@ -38,3 +47,23 @@ def test_block_heat_peaks_where_the_block_is_seen():
     assert maps[:, :, CHANNELS.index("block:blue")].max() == 0.0
     background = maps[:, :, -1]
     assert background.min() >= 0.0 and background[row, col] < 0.5
+
+
+def test_scene_summary_places_every_object_and_the_gripper():
+    red = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", 0.425, -0.15, 0.0, 0.045, 0.04)
+    bowl = SimObject("bowl", BOWL, "white", (245, 245, 245), BOWL, 0.275, 0.15, 0.0, 0.14, 0.05)
+    world = SimWorld([red, bowl], gripper_x=0.275, gripper_y=0.0, gripper_z=0.1, gripper_open=False)
+    summary = scene_summary(world)
+    assert summary.shape == (len(SUMMARY_OBJECTS) * len(SUMMARY_FIELDS) + len(GRIPPER_FIELDS),)
+
+    def entry(key):
+        k = SUMMARY_OBJECTS.index(key) * len(SUMMARY_FIELDS)
+        return dict(zip(SUMMARY_FIELDS, summary[k : k + len(SUMMARY_FIELDS)].tolist()))
+
+    # The table's far right corner and near left middle map to +-1 (SUMMARY_SCALE = 0.15 m).
+    assert entry("block:red") == pytest.approx({"present": 1.0, "x": 1.0, "y": -1.0, "top": (0.04 - 0.1) / SUMMARY_SCALE})
+    assert entry("bowl") == pytest.approx({"present": 1.0, "x": 0.0, "y": 1.0, "top": (0.05 - 0.1) / SUMMARY_SCALE})
+    assert entry("block:blue") == {"present": 0.0, "x": 0.0, "y": 0.0, "top": 0.0}
+    assert entry("plate")["present"] == 0.0
+    gripper = dict(zip(GRIPPER_FIELDS, summary[-len(GRIPPER_FIELDS) :].tolist()))
+    assert gripper == pytest.approx({"x": 0.0, "y": 0.0, "z": 0.0, "open": 0.0, "holding": 0.0})

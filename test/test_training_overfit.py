@@ -75,3 +75,18 @@ def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp
     assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3, 4]
     with pytest.raises(TrainError, match="holds no checkpoint"):
         train(config.replace(output_dir=str(tmp_path / "fresh")), resume=True)
+
+
+def test_stage_repeats_upweight_a_stage_in_training(model_dir, dataset_dir, tmp_path):
+    from vlm2vla_ros.training import TrainConfig, train
+
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "adapter"),
+        stage_repeats={"chunk": 3}, max_steps=1, batch_size=2, grad_accum=1, gradient_checkpointing=False,
+        save_steps=1000, device="cpu",
+    )
+    train(config)
+    log = json.loads((tmp_path / "adapter" / "train_log.json").read_text())
+    examples = len((dataset_dir / "train.jsonl").read_text().splitlines())
+    assert log["train_examples"] == 3 * examples and log["config"]["stage_repeats"] == {"chunk": 3}
+    assert TrainConfig.from_dict(log["config"]) == config

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,3 +397,9 @@ def read_examples(path: Path, stages: Sequence[str] | None = None) -> list[dict[
         example["images"] = [str(path.parent / p) for p in example.get("images", [])]
         examples.append(example)
     return examples
+
+
+def repeat_stages(examples: Sequence[dict[str, Any]], repeats: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Each example as many times as its stage's entry in `repeats` (default once): a demonstration
+    gives one subtask list but a plan and a chunk per subtask, so the rare stage can be upweighted."""
+    return [e for e in examples for _ in range(repeats.get(e.get("stage", ""), 1))]

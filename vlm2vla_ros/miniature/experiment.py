@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm2vla_ros.action_language import MergeConfig
-from vlm2vla_ros.data.builder import BuildConfig, read_examples
+from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.training.evaluate import jsonable
 
@@ -53,15 +53,17 @@ class ExperimentConfig:
     image_size: int = 224
     """Rendered frames (the demo's camera size); the processor resizes them to spec.image_size."""
     tokenizer_scenes: int = 300
-    # 1. pretraining: the vision tower alone (dense heat maps), then every weight on questions
+    # 1. pretraining: the vision tower alone (heat maps, scene summary), then every weight on questions
     vision_steps: int = 1500
     vision_batch: int = 64
     vision_lr: float = 3e-3
     vision_centring: float = 1.0
     """Weight of the term that keeps image tokens different between images (vision.py)."""
+    vision_summary: float = 1.0
+    """Weight of the scene summary (positions of everything) every image token is trained to carry."""
     pretrain_scenes: int = 6000
     pretrain_verify_episodes: int = 400
-    first_kinds: tuple[str, ...] = ("colour", "exists", "count")
+    first_kinds: tuple[str, ...] = ("colour", "exists", "count", "location")
     """Trained alone first, then kept at a high weight: reading the image starts within a few
     hundred steps on a few question kinds, and not when the steps are spread over the mixture."""
     first_steps: int = 800
@@ -81,6 +83,13 @@ class ExperimentConfig:
     # 3. VLM2VLA (LoRA) and 4. baseline (full fine-tuning), same steps and batch
     finetune_steps: int = 600
     finetune_batch: int = 8
+    stage_repeats: tuple[tuple[str, int], ...] = ()
+    """Copies of each example of a stage, for both models (a demonstration gives one subtask list
+    but a plan and a chunk per subtask). (("subtasks", 6),) with lora_rank 64 makes the adapter
+    copy the instruction's colours into its subtask lists, and costs most of the VQA it keeps
+    (docs/miniature.md, finding 6), so the documented run keeps the paper's plain mixture."""
+    lora_rank: int = 16
+    """Alpha is twice the rank (the paper's r=16, alpha=32)."""
     lora_lr: float = 2e-3
     baseline_lr: float = 1e-3
     # 5. evaluation
@@ -107,7 +116,7 @@ class ExperimentConfig:
         return cls(
             seed=seed,
             spec=BaseSpec(vocab_size=700, hidden_size=64, layers=2, intermediate_size=128, heads=2, kv_heads=1,
-                          vision_hidden_size=32, vision_layers=1, vision_heads=2),
+                          vision_hidden_size=32, vision_intermediate_size=64, vision_layers=1, vision_heads=2),
             image_size=64,
             tokenizer_scenes=20,
             vision_steps=3,
@@ -290,13 +299,15 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         for e in pretrain_examples:
             counts[e["stage"]] = counts.get(e["stage"], 0) + 1
         metrics["pretrain_data"] = {"examples": len(pretrain_examples), "per_kind": counts, "vqa_eval_questions": len(vqa_items)}
-    with run.stage("pretraining the vision tower (dense heat maps)"):
+    with run.stage("pretraining the vision tower (heat maps, scene summary)"):
         torch.manual_seed(c.seed)
         model, processor = load_model(initial)
         metrics["parameters"] = {"base": sum(p.numel() for p in model.parameters())}
         worlds = [vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes)]
-        vision_losses = pretrain_vision(model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed,
-                                        c.image_size, centring_weight=c.vision_centring, log=log, log_every=max(1, c.vision_steps // 5))
+        vision_losses = pretrain_vision(
+            model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed, c.image_size,
+            centring_weight=c.vision_centring, summary_weight=c.vision_summary, log=log, log_every=max(1, c.vision_steps // 5),
+        )
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     with run.stage("pretraining the VLM (all weights): first question kinds"):
         first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]
@@ -322,7 +333,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             verify_examples=False, direction_examples=False, val_fraction=0.05,
         )
         report = data.build_action_dataset(out / "episodes", out / "dataset", build_config)
-        train_examples = read_examples(out / "dataset" / "train.jsonl", data.ACTION_STAGES)
+        train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", data.ACTION_STAGES), dict(c.stage_repeats))
         metrics["action_data"] = {
             "episodes": len(exported.written), "failed": exported.failed, "counts": report.counts,
             "train_examples": len(train_examples),
@@ -330,7 +341,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("VLM2VLA: LoRA fine-tuning"):
         train_config = TrainConfig(
             model_path=str(base_dir), dataset_dir=str(out / "dataset"), output_dir=str(out / "adapter"),
-            stages=data.ACTION_STAGES, learning_rate=c.lora_lr, lr_scheduler="linear", warmup_ratio=0.05,
+            stages=data.ACTION_STAGES, stage_repeats=dict(c.stage_repeats), lora_r=c.lora_rank, lora_alpha=2 * c.lora_rank,
+            learning_rate=c.lora_lr, lr_scheduler="linear", warmup_ratio=0.05,
             max_steps=c.finetune_steps, batch_size=c.finetune_batch, grad_accum=1, gradient_checkpointing=False,
             logging_steps=max(1, c.finetune_steps // 20), save_steps=max(c.finetune_steps, 1) * 10,
             seed=c.seed, device="cpu", max_length=512,
@@ -414,8 +426,11 @@ def ship(out: Path, target: Path) -> Path:
     target.mkdir(parents=True)
     shutil.copytree(out / "base", target / "base")
     (target / "adapter").mkdir()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copyfile(out / "adapter" / name, target / "adapter" / name)
+    shutil.copyfile(out / "adapter" / "adapter_model.safetensors", target / "adapter" / "adapter_model.safetensors")
+    # The adapter names its base by the run folder's path; point it at the shipped copy instead.
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(target / "base")
+    (target / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return target
 
 
@@ -483,8 +498,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"{m['pretrain_data']['examples']} generated examples with those questions {c['first_kinds_repeat'] + 1} times over "
         f"({m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
-        f"(subtasks, plan, chunk);",
-        f"- VLM2VLA: LoRA, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, {m['vlm2vla_train']['steps']} steps "
+        f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'});",
+        f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
+        f"{m['vlm2vla_train']['steps']} steps "
         f"(batch {c['finetune_batch']}, lr {c['lora_lr']}) in {m['vlm2vla_train']['seconds']:.0f} s;",
         f"- baseline: {m['baseline_train']['tokens_added']} action tokens added, every weight trained, {m['baseline_train']['steps']} steps "
         f"(batch {c['finetune_batch']}, lr {c['baseline_lr']}) in {m['baseline_train']['seconds']:.0f} s;",

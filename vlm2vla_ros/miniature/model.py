@@ -35,7 +35,8 @@ class BaseSpec:
     patch_size: int = 8
     mm_tokens_per_image: int = 16
     vision_hidden_size: int = 96
-    vision_layers: int = 2
+    vision_intermediate_size: int = 384
+    vision_layers: int = 3
     vision_heads: int = 4
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def build_base(out_dir: Path, spec: BaseSpec, seed: int, corpus: Iterable[str]) 
         num_key_value_heads=spec.kv_heads,
         head_dim=spec.head_dim,
         vision_hidden_size=spec.vision_hidden_size,
+        vision_intermediate_size=spec.vision_intermediate_size,
         vision_layers=spec.vision_layers,
         vision_heads=spec.vision_heads,
         patch_size=spec.patch_size,

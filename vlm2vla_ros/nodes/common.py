@@ -50,17 +50,23 @@ def qos_for(topic: Topic) -> QoSProfile:
     return {SENSOR: qos_profile_sensor_data, EVENTS: EVENTS_QOS, LATCHED: LATCHED_QOS}[topic.qos]
 
 
-def config_path(name: str) -> str:
-    """A file in the package's config/ folder: the installed share dir, else the source tree."""
+def package_path(*parts: str) -> Path:
+    """A path in the package's shared data (config/, models/): the installed share dir when it
+    holds it, else the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidate = Path(get_package_share_directory(PACKAGE)) / "config" / name
-        if candidate.is_file():
-            return str(candidate)
+        candidate = Path(get_package_share_directory(PACKAGE), *parts)
+        if candidate.exists():
+            return candidate
     except Exception:  # not installed with colcon (pip editable install, tests)
         pass
-    return str(Path(__file__).resolve().parents[2] / "config" / name)
+    return Path(__file__).resolve().parents[2].joinpath(*parts)
+
+
+def config_path(name: str) -> str:
+    """A file in the package's config/ folder."""
+    return str(package_path("config", name))
 
 
 def load_config(node: Node, cls: type[T]) -> T:

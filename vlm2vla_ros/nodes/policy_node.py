@@ -17,6 +17,7 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -27,16 +28,19 @@ from std_msgs.msg import Header, String
 from .. import topics
 from ..rollout import TaskRejected, TaskRun, parse_task_message
 from ..topics import PayloadError, decode
-from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
+from .common import load_config, monotonic, package_path, publish_json, qos_for, run_node_main, stamp_ns
 
 FINAL_EVENTS = ("done", "dry_run", "aborted", "rejected", "failed")
 TINY_MODEL = "tiny"
+SHIPPED_MODEL = "mini"
+SHIPPED_MODEL_DIR = ("models", "vlm2vla-mini")
 
 
 @dataclass(frozen=True)
 class PolicyNodeConfig:
     policy_config: str = ""  # YAML of policy.PolicyConfig fields ('' = its defaults)
-    model_path: str = ""  # overrides policy_config's; 'tiny' = the tiny random test model
+    model_path: str = ""  # overrides policy_config's; 'tiny' = the tiny random test model,
+    # 'mini' = the miniature VLM2VLA shipped in models/vlm2vla-mini (base + its adapter)
     adapter_path: str = ""  # overrides policy_config's LoRA adapter folder
     max_task_chars: int = 500
     max_retries_per_subtask: int = 3
@@ -53,6 +57,21 @@ class PolicyNodeConfig:
             raise ValueError("policy image_timeout_s and heartbeat_hz must be > 0")
 
 
+def shipped_model() -> tuple[Path, Path]:
+    """(base, adapter) folders of the miniature VLM2VLA checkpoint shipped with the package
+    (written by `vlm2vla-experiment --ship-to models/vlm2vla-mini`, docs/miniature.md)."""
+    root = package_path(*SHIPPED_MODEL_DIR)
+    base, adapter = root / "base", root / "adapter"
+    for folder, name in ((base, "config.json"), (adapter, "adapter_config.json")):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"the shipped miniature model is missing {folder / name}; restore models/vlm2vla-mini from the "
+                "repository, rebuild it with `vlm2vla-experiment --out runs/mini --ship-to models/vlm2vla-mini`, "
+                "or use model_path 'tiny'"
+            )
+    return base, adapter
+
+
 def build_policy_config(policy_config: str, model_path: str, adapter_path: str) -> Any:
     """The PolicyConfig a node runs: the YAML file, with model and adapter paths overridden."""
     from ..policy.config import PolicyConfig
@@ -63,6 +82,10 @@ def build_policy_config(policy_config: str, model_path: str, adapter_path: str) 
         from ..policy.tiny_model import ensure_tiny_model
 
         changes["model_path"] = str(ensure_tiny_model())
+    elif model_path == SHIPPED_MODEL:
+        shipped_base, shipped_adapter = shipped_model()
+        changes["model_path"] = str(shipped_base)
+        changes["adapter_path"] = str(shipped_adapter)
     elif model_path:
         changes["model_path"] = os.path.expanduser(model_path)
     if adapter_path:

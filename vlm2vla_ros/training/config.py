@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class TrainConfig:
     dataset_dir: str = ""
     output_dir: str = ""
     stages: tuple[str, ...] = STAGES
+    stage_repeats: Mapping[str, int] = field(default_factory=dict)
+    """Copies of each training example of a stage (default 1), e.g. {"subtasks": 6}."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -64,6 +66,9 @@ class TrainConfig:
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown or not self.stages:
             raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
+        for stage, copies in self.stage_repeats.items():
+            if stage not in STAGES or isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+                raise ValueError(f"stage_repeats maps stages of {STAGES} to whole numbers >= 1, got {stage!r}: {copies!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -80,6 +85,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["stages"] = list(self.stages)
+        data["stage_repeats"] = dict(self.stage_repeats)
         return data
 
     @classmethod

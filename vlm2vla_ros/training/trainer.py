@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlm2vla_ros.data.builder import repeat_stages
+
 from .collator import AnswerOnlyCollator
 from .config import TrainConfig
 
@@ -117,7 +119,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         raise TrainError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it or choose a new output folder")
     if resume and not has_checkpoint:
         raise TrainError(f"--resume was given but {checkpoints} holds no checkpoint to continue from")
-    train_examples = load_split(config, "train")
+    train_examples = repeat_stages(load_split(config, "train"), config.stage_repeats)
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
     eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
