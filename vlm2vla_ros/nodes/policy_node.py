@@ -72,20 +72,25 @@ def shipped_model() -> tuple[Path, Path]:
     return base, adapter
 
 
+def resolve_shipped(model_path: str, adapter_path: str) -> tuple[str, str]:
+    """'mini' becomes the shipped base and, unless one is given, its adapter; other values pass."""
+    if model_path != SHIPPED_MODEL:
+        return model_path, adapter_path
+    base, adapter = shipped_model()
+    return str(base), adapter_path or str(adapter)
+
+
 def build_policy_config(policy_config: str, model_path: str, adapter_path: str) -> Any:
     """The PolicyConfig a node runs: the YAML file, with model and adapter paths overridden."""
     from ..policy.config import PolicyConfig
 
     base = PolicyConfig.from_yaml(policy_config) if policy_config else None
+    model_path, adapter_path = resolve_shipped(model_path, adapter_path)
     changes: dict = {}
     if model_path == TINY_MODEL:
         from ..policy.tiny_model import ensure_tiny_model
 
         changes["model_path"] = str(ensure_tiny_model())
-    elif model_path == SHIPPED_MODEL:
-        shipped_base, shipped_adapter = shipped_model()
-        changes["model_path"] = str(shipped_base)
-        changes["adapter_path"] = str(shipped_adapter)
     elif model_path:
         changes["model_path"] = os.path.expanduser(model_path)
     if adapter_path:

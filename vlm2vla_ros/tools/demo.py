@@ -168,15 +168,13 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..nodes.bringup import DEFAULT_CONFIG, build_graph, run_graph
     from ..nodes.common import Shutdown, config_path
-    from ..nodes.policy_node import SHIPPED_MODEL, shipped_model
+    from ..nodes.policy_node import resolve_shipped
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
 
     t_start = time.monotonic()
-    model, adapter = args.model, args.adapter
-    if model == SHIPPED_MODEL:  # resolved here so a missing checkpoint fails before anything starts
-        shipped_base, shipped_adapter = shipped_model()
-        model, adapter = str(shipped_base), adapter or str(shipped_adapter)
+    # Resolved here, so a missing shipped checkpoint fails before anything starts.
+    model, adapter = resolve_shipped(args.model, args.adapter)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     bag = out / "bag"
