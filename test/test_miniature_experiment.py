@@ -29,7 +29,7 @@ def test_report_and_metrics(run):
     out, _ = run
     metrics = json.loads((out / "metrics.json").read_text())
     report = (out / "report.md").read_text()
-    for section in ("## VQA accuracy", "## Closed-loop success", "## Training", "## Stage times"):
+    for section in ("## VQA accuracy", "## Closed-loop success", "## Grounding", "## Training", "## Stage times"):
         assert section in report
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 1000
@@ -48,9 +48,23 @@ def test_report_and_metrics(run):
         assert len(episodes) == 3
         assert all(isinstance(e["success"], bool) and e["seed"] >= 50000 for e in episodes)
         assert any(e["lang"] == "es" and e["instruction"].startswith("recoge") for e in episodes)
+    grounding = metrics["grounding"]
+    assert grounding["tolerance_cm"] == 1.5 and len(grounding["rows"]) == 6  # 3 scenes: a block and the gripper each
+    for model in ("base", "vlm2vla", "baseline"):
+        for target in ("block", "gripper"):
+            scores = grounding[model][target]
+            assert scores["questions"] == 3 and 0 <= scores["read"] <= 3 and 0.0 <= scores["within_tolerance"] <= 1.0
+            assert all(v >= 0 for v in scores["mean_guess_abs_cm"])
+    assert all(r["image"].startswith("grounding_eval/") and (out / r["image"]).is_file() for r in grounding["rows"])
+    assert metrics["pretrain_reading"]["steps"] == 2 and metrics["pretrain_reading"]["examples"] == 12
+    assert "location questions about one-block scenes" in report and "vision tower frozen" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
-    assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {"pretraining the VLM (all weights)", "VLM2VLA: LoRA fine-tuning"}
+    assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {
+        "pretraining the VLM (vision tower frozen): reading positions (one block)",  # both off by default, on in --quick
+        "pretraining the VLM (vision tower frozen)",
+        "VLM2VLA: LoRA fine-tuning",
+    }
 
 
 @pytest.mark.slow
@@ -75,3 +89,21 @@ def test_refuses_a_non_empty_folder(tmp_path):
 
     (tmp_path / "old.txt").write_text("x")
     assert main(["--out", str(tmp_path), "--quick"]) == 1
+
+
+def test_location_errors_score_answers_against_the_references():
+    from vlm2vla_ros.miniature.experiment import location_errors
+
+    rows = [
+        {"answer": "x 30 y 10", "m": "x 30 y 11"},  # 1 cm off: within 1.5 cm
+        {"answer": "x 20 y -10", "m": "x 22 y -9"},  # 2.2 cm off
+        {"answer": "x 40 y 0", "m": "move above the red block"},  # not a location: counted, not read
+    ]
+    scores = location_errors(rows, "m", tolerance_cm=1.5)
+    assert scores["questions"] == 3 and scores["read"] == 2
+    assert scores["mean_abs_cm"] == [1.0, 1.0]
+    assert scores["within_tolerance"] == pytest.approx(1 / 3)
+    assert scores["mean_guess_abs_cm"] == pytest.approx([20 / 3, 20 / 3])  # references' mean is x 30, y 0
+    assert location_errors(rows[2:], "m", 1.5)["mean_abs_cm"] == [None, None]
+    with pytest.raises(ValueError, match="locations"):
+        location_errors([{"answer": "yes", "m": "x 1 y 1"}], "m", 1.5)

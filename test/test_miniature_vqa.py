@@ -69,6 +69,54 @@ def test_caption_and_location():
     assert vqa.location_answer(None, world) == "x 30 y 10 z 2"
 
 
+def test_location_answers_read_back():
+    world = world_two_blocks()
+    qa = vqa.location_qa(world, world.object("blue block"), "es")
+    assert (qa.question, qa.answer, qa.kind) == ("¿Dónde está el bloque azul?", "x 20 y -10", "location")
+    assert vqa.read_location(qa.answer) == (20, -10)
+    assert vqa.read_location(vqa.location_answer(None, world)) == (30, 10)
+    assert vqa.read_location("it is at x 7y-3, I think") == (7, -3)
+    for garbage in ("", "x 27.0, 9.1, 9.1, 1]", "1. move above the red block", "y 3 x 4"):
+        assert vqa.read_location(garbage) is None
+
+
+def test_grounding_set_asks_for_a_block_and_the_gripper(tmp_path):
+    from vlm2vla_ros.training.evaluate import read_vqa
+
+    items = vqa.grounding_set(range(3), tmp_path, image_size=64)
+    assert [i["target"] for i in items] == ["block", "gripper"] * 3
+    for seed, (block, gripper) in enumerate(zip(items[::2], items[1::2])):
+        world, _ = vqa.sample_state(seed)
+        assert block["image"] == gripper["image"]
+        assert vqa.read_location(gripper["answer"]) == (round(world.gripper_x * 100), round(world.gripper_y * 100))
+        assert vqa.read_location(block["answer"]) in {
+            (round(o.x * 100), round(o.y * 100)) for o in world.objects if o.kind == BLOCK
+        }
+    assert [r["question"] for r in read_vqa(tmp_path / "grounding.jsonl")] == [i["question"] for i in items]
+
+
+def test_single_block_examples_ask_about_one_block_and_the_gripper(tmp_path):
+    examples = vqa.single_block_examples(range(6), tmp_path, image_size=64, questions_per_scene=4)
+    assert len(examples) == 24 and {e["stage"] for e in examples} == {"location"}
+    asked = {"block": 0, "gripper": 0}
+    for seed in range(6):
+        world, _ = vqa.sample_state(seed)
+        scene = examples[4 * seed : 4 * seed + 4]
+        assert len({e["images"][0] for e in scene}) == 1
+        places = set()
+        for e in scene:
+            question, answer = e["messages"][0]["content"][1]["text"], e["messages"][1]["content"][0]["text"]
+            if "pinza" in question or "gripper" in question:
+                asked["gripper"] += 1
+                assert vqa.read_location(answer) == (round(world.gripper_x * 100), round(world.gripper_y * 100))
+            else:
+                asked["block"] += 1
+                places.add(vqa.read_location(answer))
+        blocks = {(round(o.x * 100), round(o.y * 100)) for o in world.objects if o.kind == BLOCK}
+        assert len(places) <= 1 and places <= blocks  # always the same one of the scene's blocks
+    assert asked["block"] and asked["gripper"]
+
+
 def test_translation_pairs_are_the_tasks_own_phrases():
     world, task = make_scene(3, "put_in")
     for seed in range(30):

@@ -3,7 +3,7 @@ full-weight training loop used to pretrain it and to fine-tune the action-token 
 
 The loop uses the training module's AnswerOnlyCollator (the engine's chat template, loss on
 the answer only), tokenising every example and image once up front, and plain AdamW with
-linear warm-up and decay; every weight is trained.
+linear warm-up and decay; every weight is trained, or every weight but the vision tower's.
 """
 
 from __future__ import annotations
@@ -98,8 +98,11 @@ def train_full(
     log: Callable[[str], None] | None = None,
     log_every: int = 50,
     vision_lr_scale: float = 1.0,
+    train_vision_tower: bool = True,
 ) -> FullTrainResult:
-    """Train every weight of `model` for `steps` optimiser steps over shuffled epochs of examples."""
+    """Train the weights of `model` for `steps` optimiser steps over shuffled epochs of examples:
+    every weight, or all but the vision tower's when train_vision_tower is False (the image
+    projection and the language model still train, at vision_lr_scale for the projection)."""
     import torch
 
     if not examples:
@@ -108,9 +111,12 @@ def train_full(
     prepared = AnswerOnlyCollator(processor, max_length=max_length).pretokenize(examples)
     model.train()
     model.config.use_cache = False
-    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(train_vision_tower or "vision_tower" not in name)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    vision = [p for n, p in trained if "vision_tower" in n or "multi_modal_projector" in n]
     ids = {id(p) for p in vision}
-    rest = [p for p in model.parameters() if id(p) not in ids]
+    rest = [p for _, p in trained if id(p) not in ids]
     groups = [{"params": rest, "lr": learning_rate}, {"params": vision, "lr": learning_rate * vision_lr_scale}]
     optimiser = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
@@ -133,7 +139,7 @@ def train_full(
         batch = prepared.batch(batch_ids)
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trained], 1.0)
         optimiser.step()
         schedule.step()
         optimiser.zero_grad(set_to_none=True)
@@ -141,6 +147,8 @@ def train_full(
         if log is not None and (step + 1) % log_every == 0:
             recent = losses[-log_every:]
             log(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f} ({time.perf_counter() - start:.0f} s)")
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
     model.eval()
     return FullTrainResult(steps, time.perf_counter() - start, losses, len(examples))
 

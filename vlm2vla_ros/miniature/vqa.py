@@ -22,9 +22,11 @@ Examples are chat conversations in the training collator's format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ from vlm2vla_ros.sim.tasks import (
     noun_phrase,
     placement_done,
 )
-from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, SimObject, SimWorld
+from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
 
 LANGS = ("en", "es")
 EVAL_KINDS = ("colour", "shape", "left_right", "far_near", "count", "exists", "holding", "gripper_open")
@@ -145,6 +147,24 @@ def location_answer(obj: SimObject | None, world: SimWorld) -> str:
     return f"x {_cm(obj.x)} y {_cm(obj.y)}"
 
 
+_LOCATION = re.compile(r"x\s*(-?\d+)\s*y\s*(-?\d+)")
+
+
+def read_location(text: str) -> tuple[int, int] | None:
+    """(x, y) in cm from the first "x 32 y -5" in a location answer; None when there is none."""
+    match = _LOCATION.search(text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def location_qa(world: SimWorld, obj: SimObject | None, lang: str) -> QA:
+    """Where an object (or the gripper, obj None) is, with its answer in whole centimetres."""
+    if obj is None:
+        q = "Where is the gripper?" if lang == "en" else "¿Dónde está la pinza?"
+    else:
+        q = f"Where is {the(obj, lang)}?" if lang == "en" else f"¿Dónde está {the(obj, lang)}?"
+    return QA(q, location_answer(obj, world), "location", lang)
+
+
 def question(world: SimWorld, kind: str, lang: str, rng: random.Random) -> QA | None:
     """One question of `kind` about the world, or None when the scene offers none."""
     objects = list(world.objects)
@@ -219,12 +239,7 @@ def question(world: SimWorld, kind: str, lang: str, rng: random.Random) -> QA | 
         q = "Is the gripper open?" if en else "¿Está abierta la pinza?"
         return QA(q, (_YES if world.gripper_open else _NO)[lang], kind, lang)
     if kind == "location":
-        obj = rng.choice([*objects, None])
-        if obj is None:
-            q = "Where is the gripper?" if en else "¿Dónde está la pinza?"
-        else:
-            q = f"Where is {the(obj, lang)}?" if en else f"¿Dónde está {the(obj, lang)}?"
-        return QA(q, location_answer(obj, world), kind, lang)
+        return location_qa(world, rng.choice([*objects, None]), lang)
     if kind == "objects":
         q = (
             "List every object as [x, y, z, block] in cm, block 1 for blocks and 0 otherwise."
@@ -415,6 +430,31 @@ class ImageWriter:
         return str(path)
 
 
+def single_block_examples(
+    seeds: Sequence[int], image_dir: Path, image_size: int = 224, questions_per_scene: int = 3
+) -> list[dict[str, Any]]:
+    """Location questions about scenes cut down to one of their blocks (set on the table) and the
+    gripper where sample_state left it. With one block, saying where it is needs no binding of
+    the asked colour to one of several objects; a language model learns to read positions from
+    the image tokens here in a few hundred steps, and far more slowly in full scenes
+    (docs/miniature.md, finding 7)."""
+    writer = ImageWriter(image_dir, image_size)
+    examples: list[dict[str, Any]] = []
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-one-block:{seed}")
+        world, _ = sample_state(seed)
+        block = rng.choice([o for o in world.objects if o.kind == BLOCK])
+        block = dataclasses.replace(block, z=0.0, held=False, resting_on=TABLE)
+        one = SimWorld([block], gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
+                       gripper_open=world.gripper_open, workspace=world.workspace)
+        image = writer.write(one)
+        for _ in range(questions_per_scene):
+            qa = location_qa(one, rng.choice([block, None]), rng.choice(LANGS))
+            examples.append({"id": f"one-block-{seed}-{len(examples)}", "stage": qa.kind,
+                             "messages": _messages(qa.question, qa.answer, 1), "images": [image], "meta": {"lang": qa.lang}})
+    return examples
+
+
 def pretraining_examples(
     seeds: Sequence[int],
     verify_seeds: Sequence[int],
@@ -482,6 +522,29 @@ def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_sce
             if qa is not None:
                 items.append({"image": image, "question": qa.question, "answer": qa.answer, "kind": qa.kind, "lang": qa.lang})
     (out_dir / "vqa.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    return items
+
+
+def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) -> list[dict[str, str]]:
+    """Held-out location questions, per scene one about a block picked at random (target
+    "block") and one about the gripper (target "gripper"), written as out_dir/grounding.jsonl
+    in vlm2vla-eval's format plus target and lang; returns the items with absolute image paths.
+    Picking needs the block's place to within the grasp tolerance; the gripper needs no
+    binding of a name to one of several objects, so the two show which part fails."""
+    writer = ImageWriter(out_dir / "images", image_size)
+    items: list[dict[str, str]] = []
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-grounding:{seed}")
+        world, _ = sample_state(seed)
+        image = writer.write(world)
+        blocks = [o for o in world.objects if o.kind == BLOCK]
+        for target, obj in (("block", rng.choice(blocks) if blocks else None), ("gripper", None)):
+            if target == "block" and obj is None:
+                continue
+            qa = location_qa(world, obj, rng.choice(LANGS))
+            items.append({"image": image, "question": qa.question, "answer": qa.answer, "target": target, "lang": qa.lang})
+    relative = [item | {"image": Path(item["image"]).relative_to(out_dir).as_posix()} for item in items]
+    (out_dir / "grounding.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in relative), encoding="utf-8")
     return items
 
 
