@@ -45,30 +45,36 @@ class Rig:
             steps=steps, text="")))
 
     def start_chunk(self, task_id, steps=LONG_CHUNK, tries=5):
-        """Send a chunk until it starts; returns the task id that started.
+        """Send a chunk until it starts moving; returns the task id that did.
 
-        The executor refuses to start a chunk when its last camera frame is older than the
-        watchdog limit (correct and safe). On a loaded machine the in-process camera can miss
-        that window between tests, so a refusal for that reason is retried under a new id;
-        any other refusal fails the test."""
+        The executor reports "started" and then refuses to move when its last camera frame is
+        older than the watchdog limit (correct and safe). On a loaded machine the in-process
+        camera can miss that window between tests, so a refusal for that reason is retried under
+        a new id; any other refusal fails the test."""
         for attempt in range(tries):
             tid = task_id if attempt == 0 else f"{task_id}-retry{attempt}"
             self.send_chunk(tid, steps=steps)
-            ev = self.wait_event(tid, ("started", "rejected"))
-            if ev["event"] == "started":
+            self.wait_event(tid, ("started", "rejected"))
+            refused = self.first_event(tid, ("rejected",), timeout=0.3)  # the watchdog check follows "started" at once
+            if refused is None:
                 return tid
-            assert "not started: watchdog: no camera frame" in ev["reason"], ev
+            assert "not started: watchdog: no camera frame" in refused["reason"], refused
             time.sleep(0.3)
         raise AssertionError(f"{task_id} did not start in {tries} tries; events: {self.events}")
 
-    def wait_event(self, task_id, kinds, timeout=10.0):
+    def first_event(self, task_id, kinds, timeout):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             found = [e for e in self.events if e["task_id"] == task_id and e["event"] in kinds]
-            if found:
-                return found[0]
+            if found or time.monotonic() >= deadline:
+                return found[0] if found else None
             time.sleep(0.02)
-        raise AssertionError(f"no {kinds} event for {task_id} in {timeout} s; events: {self.events}")
+
+    def wait_event(self, task_id, kinds, timeout=10.0):
+        found = self.first_event(task_id, kinds, timeout)
+        if found is None:
+            raise AssertionError(f"no {kinds} event for {task_id} in {timeout} s; events: {self.events}")
+        return found
 
 
 @pytest.fixture(scope="module")
