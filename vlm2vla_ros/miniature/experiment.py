@@ -260,12 +260,17 @@ def closed_loop(engine: Any, config: ExperimentConfig, log: Callable[[str], None
     return {"success_rate": rates, "episodes": records}
 
 
+def answer_sides(adapter_off: bool) -> tuple[tuple[str, bool], ...]:
+    """vqa_answers' sides: the engine as loaded ("adapter") and, with adapter_off, the base ("base")."""
+    return (("adapter", True), ("base", False)) if adapter_off else (("adapter", True),)
+
+
 def vqa_scores(engine: Any, items: Sequence[dict[str, str]], vqa_file: Path, adapter_off: bool = True) -> dict[str, Any]:
     """Accuracy overall, per kind and per language: "adapter" (the engine as loaded) and, with
     adapter_off, "base" (the same weights with the LoRA adapter switched off)."""
     from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
 
-    sides = (("adapter", True), ("base", False)) if adapter_off else (("adapter", True),)
+    sides = answer_sides(adapter_off)
     rows = vqa_answers(engine, read_vqa(vqa_file), sides)
     out: dict[str, Any] = {"questions": len(rows)}
     for side, _ in sides:
@@ -307,11 +312,11 @@ def location_errors(rows: Sequence[dict[str, Any]], side: str, tolerance_cm: flo
 
 def grounding_scores(engine: Any, items: Sequence[dict[str, str]], adapter_off: bool = True) -> dict[str, Any]:
     """location_errors per target ("block", "gripper") for the engine as loaded ("adapter") and,
-    with adapter_off, the base ("base"); the answers included."""
+    with adapter_off, the base ("base"); the answers (rows of vqa_answers) included."""
     from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
     from vlm2vla_ros.training.evaluate import vqa_answers
 
-    sides = (("adapter", True), ("base", False)) if adapter_off else (("adapter", True),)
+    sides = answer_sides(adapter_off)
     rows = vqa_answers(engine, items, sides)
     out: dict[str, Any] = {"tolerance_cm": 100 * GRASP_TOLERANCE_XY_M}
     for side, _ in sides:
@@ -319,7 +324,7 @@ def grounding_scores(engine: Any, items: Sequence[dict[str, str]], adapter_off: 
             target: location_errors([r for r, i in zip(rows, items) if i["target"] == target], side, out["tolerance_cm"])
             for target in sorted({i["target"] for i in items})
         }
-    out["rows"] = [{**item, **{side: row[side] for side, _ in sides}} for item, row in zip(items, rows)]
+    out["rows"] = rows
     return out
 
 
@@ -450,7 +455,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         v_baseline = vqa_scores(baseline, vqa_items, vqa_file, adapter_off=False)
         check = vqa_items[: c.vqa_base_check]
         check_file = out / "vqa_eval" / "vqa_base_check.jsonl"
-        check_file.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in check), encoding="utf-8")
+        vqa.write_jsonl(check_file, check)
         v_base = vqa_scores(base_engine, check, check_file, adapter_off=False)
         same = [a["base"] == b["adapter"] for a, b in zip(v_vlm2vla["rows"], v_base["rows"])]
         metrics["vqa"] = {

@@ -117,6 +117,7 @@ def train_full(
     vision = [p for n, p in trained if "vision_tower" in n or "multi_modal_projector" in n]
     ids = {id(p) for p in vision}
     rest = [p for _, p in trained if id(p) not in ids]
+    clipped = [p for _, p in trained]
     groups = [{"params": rest, "lr": learning_rate}, {"params": vision, "lr": learning_rate * vision_lr_scale}]
     optimiser = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
@@ -139,7 +140,7 @@ def train_full(
         batch = prepared.batch(batch_ids)
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in trained], 1.0)
+        torch.nn.utils.clip_grad_norm_(clipped, 1.0)
         optimiser.step()
         schedule.step()
         optimiser.zero_grad(set_to_none=True)

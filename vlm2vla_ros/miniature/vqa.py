@@ -430,6 +430,12 @@ class ImageWriter:
         return str(path)
 
 
+def _qa_example(example_id: str, qa: QA, image: str) -> dict[str, Any]:
+    """A question about one image as a training example in the collator's format."""
+    return {"id": example_id, "stage": qa.kind, "messages": _messages(qa.question, qa.answer, 1), "images": [image],
+            "meta": {"lang": qa.lang}}
+
+
 def single_block_examples(
     seeds: Sequence[int], image_dir: Path, image_size: int = 224, questions_per_scene: int = 3
 ) -> list[dict[str, Any]]:
@@ -450,8 +456,7 @@ def single_block_examples(
         image = writer.write(one)
         for _ in range(questions_per_scene):
             qa = location_qa(one, rng.choice([block, None]), rng.choice(LANGS))
-            examples.append({"id": f"one-block-{seed}-{len(examples)}", "stage": qa.kind,
-                             "messages": _messages(qa.question, qa.answer, 1), "images": [image], "meta": {"lang": qa.lang}})
+            examples.append(_qa_example(f"one-block-{seed}-{len(examples)}", qa, image))
     return examples
 
 
@@ -479,15 +484,7 @@ def pretraining_examples(
         items.append(QA("Describe the scene." if lang == "en" else "Describe la escena.", caption(world, lang), "caption", lang))
         items.append(translation(task, world, rng))
         for qa in items:
-            examples.append(
-                {
-                    "id": f"qa-{seed}-{len(examples)}",
-                    "stage": qa.kind,
-                    "messages": _messages(qa.question, qa.answer, 1),
-                    "images": [image],
-                    "meta": {"lang": qa.lang},
-                }
-            )
+            examples.append(_qa_example(f"qa-{seed}-{len(examples)}", qa, image))
     for seed in verify_seeds:
         rng = random.Random(f"vlm2vla-mini-verify:{seed}")
         kind = TASK_KINDS[seed % len(TASK_KINDS)]
@@ -521,8 +518,13 @@ def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_sce
             qa = question(world, rng.choice(EVAL_KINDS), rng.choice(LANGS), rng)
             if qa is not None:
                 items.append({"image": image, "question": qa.question, "answer": qa.answer, "kind": qa.kind, "lang": qa.lang})
-    (out_dir / "vqa.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    write_jsonl(out_dir / "vqa.jsonl", items)
     return items
+
+
+def write_jsonl(path: Path, items: Sequence[dict[str, Any]]) -> None:
+    """One JSON object per line, UTF-8 kept as is (vlm2vla-eval's file format)."""
+    path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
 
 
 def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) -> list[dict[str, str]]:
@@ -543,8 +545,7 @@ def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) ->
                 continue
             qa = location_qa(world, obj, rng.choice(LANGS))
             items.append({"image": image, "question": qa.question, "answer": qa.answer, "target": target, "lang": qa.lang})
-    relative = [item | {"image": Path(item["image"]).relative_to(out_dir).as_posix()} for item in items]
-    (out_dir / "grounding.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in relative), encoding="utf-8")
+    write_jsonl(out_dir / "grounding.jsonl", [item | {"image": Path(item["image"]).relative_to(out_dir).as_posix()} for item in items])
     return items
 
 
