@@ -24,7 +24,7 @@ import yaml
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from .common import Shutdown, config_path, spin_until
+from .common import Shutdown, config_path, drain, spin_until
 
 HALVES = ("all", "robot", "compute")
 DEFAULT_CONFIG = "vlm2vla.yaml"
@@ -148,13 +148,16 @@ def build_graph(
 
 
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
-    """Spin the graph until SIGINT/SIGTERM (robot stopped first) or done(); then close it."""
+    """Spin the graph until SIGINT/SIGTERM (robot stopped first) or done(); drain the
+    recorder; then close it."""
     shutdown = shutdown or Shutdown()
     shutdown.urgent.append(graph.stop_robot)
     shutdown.install()
     try:
         executor = spin_until(graph.nodes, shutdown, done)
         executor.shutdown(timeout_sec=1.0)
+        if graph.recorder is not None:
+            drain(graph.recorder)  # what was delivered before the signal belongs in the bag
     finally:
         graph.close()
     return shutdown

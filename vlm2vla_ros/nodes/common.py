@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor, TimeoutException
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -156,6 +156,38 @@ def spin_until(
     while not shutdown.event.is_set() and rclpy.ok() and not (done is not None and done()):
         executor.spin_once(timeout_sec=0.1)
     return executor
+
+
+def drain(node: Node, limit_s: float = 2.0) -> int:
+    """Run the callbacks `node` has waiting now (messages DDS already delivered), then return.
+
+    A signal ends the spin at once, so a recorder can be a few messages behind; draining it
+    alone before the bag closes keeps them, and no other node (the executor) runs again. The
+    time limit bounds it when publishers elsewhere keep sending. Returns the callbacks run.
+    """
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    ran = 0
+    idle = False  # a zero-timeout wait also ends after the work it found: stop on two in a row
+    deadline = time.monotonic() + limit_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                handler, _entity, _node = executor.wait_for_ready_callbacks(timeout_sec=0)
+            except TimeoutException:
+                if idle:
+                    break
+                idle = True
+                continue
+            idle = False
+            handler()
+            if handler.exception() is not None:
+                raise handler.exception()
+            ran += 1
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0)
+    return ran
 
 
 def run_node_main(
