@@ -1,9 +1,50 @@
-"""The miniature's full-weight training loop: what it trains and what it leaves alone."""
+"""The miniature's full-weight training loop: what it trains and what it leaves alone, and the
+order in which it draws examples."""
+
+import random
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+
+def _batches(count, batch_size, seed, lengths=None, n=None):
+    from vlm2vla_ros.miniature.model import batch_stream
+
+    stream = batch_stream(count, batch_size, random.Random(seed), lengths)
+    return [next(stream) for _ in range(n if n is not None else count // batch_size)]
+
+
+def test_plain_batches_run_through_shuffled_epochs_and_carry_the_remainder():
+    batches = _batches(10, 4, seed=3, n=5)  # 20 draws: two epochs of 10
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 4]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert flat[:10] != list(range(10))  # shuffled
+    assert [len(b) for b in _batches(3, 4, seed=0, n=2)] == [3, 3]  # fewer examples than a batch: one epoch each
+
+
+def test_length_grouped_batches_hold_near_equal_lengths_and_every_example_once_per_epoch():
+    rng = random.Random(0)
+    lengths = [rng.choice((40, 41, 42, 55, 67, 84, 103)) for _ in range(1000)]
+    batches = _batches(1000, 8, seed=1, lengths=lengths)  # 125 batches: one epoch
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    plain = _batches(1000, 8, seed=1)
+    padded_plain = sum(max(lengths[i] for i in b) * len(b) for b in plain)
+    total = sum(lengths)
+    assert padded / total < 1.05 < 1.3 < padded_plain / total
+    # batches are shuffled, not served shortest first
+    means = [sum(lengths[i] for i in b) / len(b) for b in batches]
+    assert means != sorted(means)
+
+
+def test_length_grouped_epochs_drop_a_remainder_batch_and_draw_everything_again():
+    lengths = list(range(10))
+    batches = _batches(10, 4, seed=2, lengths=lengths, n=4)  # 2 whole batches per epoch
+    assert all(len(b) == 4 for b in batches)
+    assert len(set(batches[0] + batches[1])) == 8 and len(set(batches[2] + batches[3])) == 8
 
 
 @pytest.fixture(scope="module")

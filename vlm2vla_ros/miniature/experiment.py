@@ -63,6 +63,10 @@ class ExperimentConfig:
     """Weight of the scene summary (positions of everything) every image token is trained to carry."""
     pretrain_scenes: int = 6000
     pretrain_verify_episodes: int = 400
+    pretrain_group_by_length: bool = True
+    """Batch pretraining examples of near-equal length: a batch is padded to its longest example,
+    and the mixture's lengths (41-103 tokens) made random batches 1.65 times their tokens. The
+    steps are 28% faster; the fine-tuning of both models keeps random batches."""
     pretrain_freeze_tower: bool = False
     """Keep the vision tower as its own pretraining left it while the VLM learns (trained on, the
     positions it carries fade: finding 5)."""
@@ -380,25 +384,26 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     train_tower = not c.pretrain_freeze_tower
     weights = "all weights" if train_tower else "vision tower frozen"
+
+    def pretrain(examples: list[dict[str, Any]], steps: int, log_every: int) -> Any:
+        return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
+                          warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
+                          vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
+                          group_by_length=c.pretrain_group_by_length)
+
     if c.reading_steps:
         with run.stage(f"pretraining the VLM ({weights}): reading positions (one block)"):
-            reading = train_full(model, processor, reading_examples, c.reading_steps, c.pretrain_batch, c.pretrain_lr, c.seed,
-                                 warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, c.reading_steps // 5),
-                                 vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower)
+            reading = pretrain(reading_examples, c.reading_steps, c.reading_steps // 5)
             metrics["pretrain_reading"] = {"examples": len(reading_examples), "steps": reading.steps,
                                            "seconds": round(reading.seconds, 1), "losses": reading.losses}
     with run.stage(f"pretraining the VLM ({weights}): first question kinds"):
         first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]
-        curriculum = train_full(model, processor, first, c.first_steps, c.pretrain_batch, c.pretrain_lr, c.seed,
-                                warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, c.first_steps // 5),
-                                vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower)
+        curriculum = pretrain(first, c.first_steps, c.first_steps // 5)
         metrics["pretrain_first"] = {"kinds": list(c.first_kinds), "examples": len(first), "steps": curriculum.steps,
                                      "seconds": round(curriculum.seconds, 1), "losses": curriculum.losses}
     with run.stage(f"pretraining the VLM ({weights})"):
         mixture = pretrain_examples + first * c.first_kinds_repeat
-        pre = train_full(model, processor, mixture, c.pretrain_steps, c.pretrain_batch, c.pretrain_lr, c.seed,
-                         warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, c.pretrain_steps // 10),
-                         vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower)
+        pre = pretrain(mixture, c.pretrain_steps, c.pretrain_steps // 10)
         base_dir = save_model(model, processor, out / "base")
         shutil.rmtree(initial)
         metrics["pretrain"] = {"steps": pre.steps, "seconds": round(pre.seconds, 1), "losses": pre.losses}
@@ -592,8 +597,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     lines += ["## Training", ""]
     reading = m.get("pretrain_reading", {"steps": 0, "seconds": 0.0})
     tower = "the vision tower frozen after its own pretraining" if c.get("pretrain_freeze_tower") else "every weight"
+    grouped = ", examples of near-equal length together" if c.get("pretrain_group_by_length") else ""
     lines += [
-        f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}, {tower}) for "
+        f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
         + (f"{reading['steps']} steps on the {reading['examples']} location questions about one-block scenes, then "
            if reading["steps"] else "")
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,43 @@ class FullTrainResult:
     examples: int
 
 
+LENGTH_WINDOW = 16
+"""Batches per window that batch_stream sorts by length."""
+
+
+def batch_stream(
+    count: int, batch_size: int, rng: random.Random, lengths: Sequence[int] | None = None
+) -> Iterator[list[int]]:
+    """Batches of example indices over shuffled epochs, without end.
+
+    Plain (lengths None): consecutive runs of one shuffled order per epoch, an epoch's remainder
+    opening the next epoch's first batch. With lengths: each epoch's order is cut into windows
+    of LENGTH_WINDOW batches, each window sorted by length and cut into batches, and the epoch's
+    whole batches shuffled (a remainder is dropped; the next epoch draws every example again).
+    A batch is padded to its longest example, so near-equal lengths save the padding's compute.
+    """
+    order: list[int] = []
+    while True:
+        fresh = list(range(count))
+        rng.shuffle(fresh)
+        if lengths is None:
+            order.extend(fresh)
+            while True:
+                yield order[:batch_size]
+                order = order[batch_size:]
+                if len(order) < batch_size:
+                    break
+            continue
+        span = batch_size * LENGTH_WINDOW
+        batches = []
+        for start in range(0, count, span):
+            window = sorted(fresh[start : start + span], key=lambda i: lengths[i])
+            batches += [window[k : k + batch_size] for k in range(0, len(window), batch_size)]
+        whole = [b for b in batches if len(b) == batch_size] or batches
+        rng.shuffle(whole)
+        yield from whole
+
+
 def train_full(
     model: Any,
     processor: Any,
@@ -99,10 +136,12 @@ def train_full(
     log_every: int = 50,
     vision_lr_scale: float = 1.0,
     train_vision_tower: bool = True,
+    group_by_length: bool = False,
 ) -> FullTrainResult:
     """Train the weights of `model` for `steps` optimiser steps over shuffled epochs of examples:
     every weight, or all but the vision tower's when train_vision_tower is False (the image
-    projection and the language model still train, at vision_lr_scale for the projection)."""
+    projection and the language model still train, at vision_lr_scale for the projection).
+    group_by_length batches examples of near-equal length (batch_stream)."""
     import torch
 
     if not examples:
@@ -127,17 +166,12 @@ def train_full(
         return max(0.0, (steps - step) / max(1, steps - warmup_steps))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-    rng = random.Random(seed)
-    order: list[int] = []
+    lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
+    stream = batch_stream(len(examples), batch_size, random.Random(seed), lengths)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order.extend(fresh)
-        batch_ids, order = order[:batch_size], order[batch_size:]
-        batch = prepared.batch(batch_ids)
+        batch = prepared.batch(next(stream))
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clipped, 1.0)
