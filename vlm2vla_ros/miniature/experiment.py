@@ -37,7 +37,7 @@ from typing import Any
 from vlm2vla_ros.action_language import MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
-from vlm2vla_ros.training.evaluate import jsonable
+from vlm2vla_ros.training.evaluate import jsonable, write_vqa
 
 from .model import BaseSpec
 
@@ -315,14 +315,15 @@ def location_errors(rows: Sequence[dict[str, Any]], side: str, tolerance_cm: flo
     }
 
 
-def grounding_scores(engine: Any, items: Sequence[dict[str, str]], adapter_off: bool = True) -> dict[str, Any]:
+def grounding_scores(engine: Any, items: Sequence[dict[str, str]], grounding_file: Path, adapter_off: bool = True) -> dict[str, Any]:
     """location_errors per target ("block", "gripper") for the engine as loaded ("adapter") and,
-    with adapter_off, the base ("base"); the answers (rows of vqa_answers) included."""
+    with adapter_off, the base ("base"); the answers (rows of vqa_answers) included. Like
+    vqa_scores, the questions are read from the file grounding_set wrote for `items`."""
     from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
-    from vlm2vla_ros.training.evaluate import vqa_answers
+    from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
 
     sides = answer_sides(adapter_off)
-    rows = vqa_answers(engine, items, sides)
+    rows = vqa_answers(engine, read_vqa(grounding_file), sides)
     out: dict[str, Any] = {"tolerance_cm": 100 * GRASP_TOLERANCE_XY_M}
     for side, _ in sides:
         out[side] = {
@@ -461,7 +462,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         v_baseline = vqa_scores(baseline, vqa_items, vqa_file, adapter_off=False)
         check = vqa_items[: c.vqa_base_check]
         check_file = out / "vqa_eval" / "vqa_base_check.jsonl"
-        vqa.write_jsonl(check_file, check)
+        write_vqa(check_file, check)
         v_base = vqa_scores(base_engine, check, check_file, adapter_off=False)
         same = [a["base"] == b["adapter"] for a, b in zip(v_vlm2vla["rows"], v_base["rows"])]
         metrics["vqa"] = {
@@ -487,14 +488,15 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         metrics["closed_loop_baseline"] = closed_loop(SplitVerifier(baseline, base_engine), c, log, "baseline")
     with run.stage("evaluation: grounding (where things are)"):
         # after the closed loop, so that adding it left every earlier number unchanged
-        places = vqa.grounding_set(range(910000, 910000 + c.grounding_scenes), out / "grounding_eval", c.image_size)
-        g_vlm2vla = grounding_scores(vlm2vla, places)
-        g_baseline = grounding_scores(baseline, places, adapter_off=False)
+        grounding_dir = out / "grounding_eval"
+        places = vqa.grounding_set(range(910000, 910000 + c.grounding_scenes), grounding_dir, c.image_size)
+        g_vlm2vla = grounding_scores(vlm2vla, places, grounding_dir / "grounding.jsonl")
+        g_baseline = grounding_scores(baseline, places, grounding_dir / "grounding.jsonl", adapter_off=False)
         metrics["grounding"] = {
             "tolerance_cm": g_vlm2vla["tolerance_cm"],
             "base": g_vlm2vla["base"], "vlm2vla": g_vlm2vla["adapter"], "baseline": g_baseline["adapter"],
             "rows": [
-                {**item, "image": Path(item["image"]).relative_to(out).as_posix(),
+                {**item, "image": (grounding_dir / item["image"]).relative_to(out).as_posix(),
                  "base": r["base"], "vlm2vla": r["adapter"], "baseline": b["adapter"]}
                 for item, r, b in zip(places, g_vlm2vla["rows"], g_baseline["rows"])
             ],

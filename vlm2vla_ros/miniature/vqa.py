@@ -23,7 +23,6 @@ Examples are chat conversations in the training collator's format.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import re
@@ -50,6 +49,7 @@ from vlm2vla_ros.sim.tasks import (
     placement_done,
 )
 from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
+from vlm2vla_ros.training.evaluate import write_vqa
 
 LANGS = ("en", "es")
 EVAL_KINDS = ("colour", "shape", "left_right", "far_near", "count", "exists", "holding", "gripper_open")
@@ -518,19 +518,15 @@ def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_sce
             qa = question(world, rng.choice(EVAL_KINDS), rng.choice(LANGS), rng)
             if qa is not None:
                 items.append({"image": image, "question": qa.question, "answer": qa.answer, "kind": qa.kind, "lang": qa.lang})
-    write_jsonl(out_dir / "vqa.jsonl", items)
+    write_vqa(out_dir / "vqa.jsonl", items)
     return items
-
-
-def write_jsonl(path: Path, items: Sequence[dict[str, Any]]) -> None:
-    """One JSON object per line, UTF-8 kept as is (vlm2vla-eval's file format)."""
-    path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
 
 
 def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) -> list[dict[str, str]]:
     """Held-out location questions, per scene one about a block picked at random (target
     "block") and one about the gripper (target "gripper"), written as out_dir/grounding.jsonl
-    in vlm2vla-eval's format plus target and lang; returns the items with absolute image paths.
+    in vlm2vla-eval's format (image paths relative to the file) plus target and lang, as
+    eval_set does; returns the items.
     Picking needs the block's place to within the grasp tolerance; the gripper needs no
     binding of a name to one of several objects, so the two show which part fails."""
     writer = ImageWriter(out_dir / "images", image_size)
@@ -538,14 +534,14 @@ def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) ->
     for seed in seeds:
         rng = random.Random(f"vlm2vla-mini-grounding:{seed}")
         world, _ = sample_state(seed)
-        image = writer.write(world)
+        image = Path(writer.write(world)).relative_to(out_dir).as_posix()
         blocks = [o for o in world.objects if o.kind == BLOCK]
         for target, obj in (("block", rng.choice(blocks) if blocks else None), ("gripper", None)):
             if target == "block" and obj is None:
                 continue
             qa = location_qa(world, obj, rng.choice(LANGS))
             items.append({"image": image, "question": qa.question, "answer": qa.answer, "target": target, "lang": qa.lang})
-    write_jsonl(out_dir / "grounding.jsonl", [item | {"image": Path(item["image"]).relative_to(out_dir).as_posix()} for item in items])
+    write_vqa(out_dir / "grounding.jsonl", items)
     return items
 
 

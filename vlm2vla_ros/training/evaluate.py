@@ -170,6 +170,12 @@ class VQAResult:
     """accuracy with the adapter / accuracy without (1.0: nothing forgotten)."""
 
 
+def write_vqa(path: Path, items: Sequence[dict[str, Any]]) -> None:
+    """The VQA file read_vqa reads: one JSON object per line, UTF-8 kept as is. Image paths must
+    be relative to the file's folder; extra keys (kind, lang, ...) ride along."""
+    path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+
+
 def read_vqa(path: Path) -> list[dict[str, str]]:
     """{image, question, answer} per line; image paths are relative to the file's folder."""
     if not path.is_file():
