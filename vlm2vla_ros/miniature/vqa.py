@@ -505,15 +505,23 @@ def pretraining_examples(
     return examples
 
 
+def _held_out_scenes(
+    seeds: Sequence[int], out_dir: Path, image_size: int, name: str
+) -> Iterator[tuple[random.Random, SimWorld, str]]:
+    """Per seed of an evaluation set: its own random generator, the scene and the scene's image
+    (written under out_dir/images, its path relative to out_dir as vlm2vla-eval's files hold it)."""
+    writer = ImageWriter(out_dir / "images", image_size)
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-{name}:{seed}")
+        world, _ = sample_state(seed)
+        yield rng, world, Path(writer.write(world)).relative_to(out_dir).as_posix()
+
+
 def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_scene: int = 4) -> list[dict[str, str]]:
     """Held-out scored questions (EVAL_KINDS, both languages), written as out_dir/vqa.jsonl in
     vlm2vla-eval's format (image paths relative to the file) plus kind and lang; returns the items."""
-    writer = ImageWriter(out_dir / "images", image_size)
     items: list[dict[str, str]] = []
-    for seed in seeds:
-        rng = random.Random(f"vlm2vla-mini-eval:{seed}")
-        world, _ = sample_state(seed)
-        image = Path(writer.write(world)).relative_to(out_dir).as_posix()
+    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "eval"):
         for _ in range(per_scene):
             qa = question(world, rng.choice(EVAL_KINDS), rng.choice(LANGS), rng)
             if qa is not None:
@@ -529,12 +537,8 @@ def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) ->
     eval_set does; returns the items.
     Picking needs the block's place to within the grasp tolerance; the gripper needs no
     binding of a name to one of several objects, so the two show which part fails."""
-    writer = ImageWriter(out_dir / "images", image_size)
     items: list[dict[str, str]] = []
-    for seed in seeds:
-        rng = random.Random(f"vlm2vla-mini-grounding:{seed}")
-        world, _ = sample_state(seed)
-        image = Path(writer.write(world)).relative_to(out_dir).as_posix()
+    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "grounding"):
         blocks = [o for o in world.objects if o.kind == BLOCK]
         for target, obj in (("block", rng.choice(blocks) if blocks else None), ("gripper", None)):
             if target == "block" and obj is None:
