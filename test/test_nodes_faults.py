@@ -119,23 +119,25 @@ def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):
     tid = rig.start_chunk("estop-1")
     time.sleep(0.6)
     rig.estop_pub.publish(Bool(data=True))
-    t_estop = time.monotonic()
-    ev = rig.wait_event(tid, ("aborted", "failed", "done"))
-    assert ev["event"] == "aborted" and "e-stop" in ev["reason"]
-    assert 0 < ev["steps_executed"] < 8
-    assert time.monotonic() - t_estop < 1.5  # the step in flight is the most that still runs
-    x_after = backend.world.gripper_x
-    time.sleep(0.5)
-    assert backend.world.gripper_x == x_after  # nothing moves after the stop
-    deadline = time.monotonic() + 3
-    while not (rig.statuses and rig.statuses[-1]["state"] == "estopped") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rig.statuses[-1]["estop"] is True
-    rig.send_chunk("estop-2")
-    ev = rig.wait_event("estop-2", ("rejected", "started"))
-    assert ev["event"] == "rejected" and "e-stop is engaged" in ev["reason"]
-    rig.estop_pub.publish(Bool(data=False))
-    time.sleep(0.3)
+    try:
+        t_estop = time.monotonic()
+        ev = rig.wait_event(tid, ("aborted", "failed", "done"))
+        assert ev["event"] == "aborted" and "e-stop" in ev["reason"]
+        assert 0 < ev["steps_executed"] < 8
+        assert time.monotonic() - t_estop < 1.5  # the step in flight is the most that still runs
+        x_after = backend.world.gripper_x
+        time.sleep(0.5)
+        assert backend.world.gripper_x == x_after  # nothing moves after the stop
+        deadline = time.monotonic() + 3
+        while not (rig.statuses and rig.statuses[-1]["state"] == "estopped") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rig.statuses[-1]["estop"] is True
+        rig.send_chunk("estop-2")
+        ev = rig.wait_event("estop-2", ("rejected", "started"))
+        assert ev["event"] == "rejected" and "e-stop is engaged" in ev["reason"]
+    finally:
+        rig.estop_pub.publish(Bool(data=False))  # a failure above must not leave later tests an engaged e-stop
+        time.sleep(0.3)
     tid = rig.start_chunk("estop-3", steps=[[1.0, 0.0, 0.0, 1]])  # a refusal other than the watchdog fails here
     assert rig.wait_event(tid, ("done", "aborted"))["event"] == "done"
 
