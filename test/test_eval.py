@@ -73,3 +73,46 @@ def test_report_holds_every_section_and_plots(tmp_path):
     assert "| pick_up | 0.50 | 2 |" in report and "retention (with / without): 0.667" in report
     assert (tmp_path / "step_l2.png").is_file() and (tmp_path / "closed_loop.png").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["vqa"]["result"]["questions"] == 4
+
+
+class _ReachEngine:
+    """cycle() moves toward the named block as the scene was laid out (an oracle, scaled by
+    `gain`), or raises the policy's own error when `fail`."""
+
+    def __init__(self, seed, gain=1.0, fail=False):
+        from vlm2vla_ros.sim.scene import make_scene
+
+        world, task = make_scene(seed, "pick_up")
+        self.world, self.task, self.gain, self.fail = world, task, gain, fail
+        self.calls = 0
+
+    def cycle(self, image, instruction, subtask):
+        from vlm2vla_ros.policy import PolicyError
+        from vlm2vla_ros.policy.types import CycleResult
+
+        self.calls += 1
+        assert image.ndim == 3 and instruction == self.task.instruction("en") and subtask.startswith("move above")
+        if self.fail:
+            raise PolicyError("garbage chunk")
+        block = next(o for o in self.world.objects if o.name == self.task.pick)
+        dx = self.gain * 100 * (block.x - self.world.gripper_x) if self.calls == 1 else 0.0
+        dy = self.gain * 100 * (block.y - self.world.gripper_y) if self.calls == 1 else 0.0
+        parts = max(1, math.ceil(max(abs(dx), abs(dy)) / 4))
+        steps = chunk(*[(dx / parts, dy / parts, 0.0, 1)] * parts)
+        return CycleResult("move", steps, "move", "", {}, {})
+
+
+def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle():
+    from vlm2vla_ros.training.evaluate import reach_episode
+
+    oracle = reach_episode(_ReachEngine(50000), 50000, cycles=2, image_size=32)
+    start, first, second = oracle["distance_cm"]
+    assert start > 3 and first < 0.3 and second == first and oracle["ended"] == "done"
+    assert oracle["subtask"].startswith("move above the") and oracle["subtask"].endswith("block")
+
+    halfway = reach_episode(_ReachEngine(50000, gain=0.5), 50000, cycles=1, image_size=32)
+    assert halfway["distance_cm"][0] == start and abs(halfway["distance_cm"][1] - start / 2) < 0.3
+
+    failed_engine = _ReachEngine(50000, fail=True)
+    failed = reach_episode(failed_engine, 50000, cycles=2, image_size=32)
+    assert failed["distance_cm"] == [start] and failed["ended"] == "policy error: garbage chunk" and failed_engine.calls == 1

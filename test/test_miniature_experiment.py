@@ -56,12 +56,23 @@ def test_report_and_metrics(run):
             assert scores["questions"] == 3 and 0 <= scores["read"] <= 3 and 0.0 <= scores["within_tolerance"] <= 1.0
             assert all(v >= 0 for v in scores["mean_guess_abs_cm"])
     assert all(r["image"].startswith("grounding_eval/") and (out / r["image"]).is_file() for r in grounding["rows"])
-    assert metrics["pretrain_reading"]["steps"] == 2 and metrics["pretrain_reading"]["examples"] == 12
-    assert "location questions about one-block scenes" in report and "vision tower frozen" in report
+    for model in ("vlm2vla", "baseline"):  # --quick: one pick-up seed, two cycles of the chunk stage alone
+        reach = metrics["reach"][model]
+        (episode,) = reach["episodes"]
+        assert episode["seed"] >= 50000 and episode["subtask"].startswith("move above the")
+        assert [a["cycles"] for a in reach["after"]] == [0, 1, 2]
+        assert reach["after"][0]["mean_cm"] == episode["distance_cm"][0] > 0
+    assert "## Reaching the named block" in report
+    # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step
+    assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
+        (1, 2, 8, 2), (3, 2, 8, 2)
+    ]
+    assert "location questions about new scenes of 3 block(s)" in report and "vision tower frozen" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
     assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {
-        "pretraining the VLM (vision tower frozen): reading positions (one block)",  # both off by default, on in --quick
+        "pretraining the VLM (vision tower frozen): location, 1 block(s), new scenes every batch",
+        "pretraining the VLM (vision tower frozen): location, 3 block(s), new scenes every batch",
         "pretraining the VLM (vision tower frozen)",
         "VLM2VLA: LoRA fine-tuning",
     }

@@ -54,7 +54,7 @@ def examples_and_model_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mini_model")
     model_dir = build_tiny_model(root / "model", hidden_size=32, vocab_size=600)
-    return vqa.single_block_examples(range(4), root / "images", image_size=64), model_dir
+    return vqa.location_examples(range(4), blocks=1, image_size=64), model_dir
 
 
 def _snapshot(model):
@@ -80,3 +80,25 @@ def test_train_full_freezes_only_the_vision_tower_when_asked(examples_and_model_
     else:
         assert not changed & tower
     assert all(p.requires_grad for p in model.parameters())  # later stages train every weight again
+
+
+def test_train_stream_takes_new_examples_for_every_step(examples_and_model_dir):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.model import load_model, train_stream
+
+    _, model_dir = examples_and_model_dir
+    model, processor = load_model(model_dir)
+    before = _snapshot(model)
+    asked = []
+
+    def draw(step):
+        asked.append(step)
+        return vqa.location_examples(range(10 * step, 10 * step + 3), blocks=2, image_size=64)
+
+    result = train_stream(model, processor, draw, steps=3, learning_rate=1e-2, seed=0, train_vision_tower=False)
+    assert asked == [0, 1, 2] and result.steps == 3 and result.examples == 9
+    assert len(result.losses) == 3 and all(loss > 0 for loss in result.losses)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any("language_model" in n for n in changed) and not any("vision_tower" in n for n in changed)
+    with pytest.raises(ValueError, match="no training examples"):
+        train_stream(model, processor, lambda step: [], steps=1, learning_rate=1e-2, seed=0)

@@ -2,14 +2,16 @@
 
 import json
 import random
+import re
 
+import numpy as np
 import pytest
 
 from vlm2vla_ros.action_language import format_subtasks
 from vlm2vla_ros.miniature import vqa
 from vlm2vla_ros.sim.scene import make_scene
-from vlm2vla_ros.sim.tasks import GRASP, LIFT, MOVE_ABOVE, PLACE, Subtask
-from vlm2vla_ros.sim.world import BLOCK, BOWL, PLATE, SimObject, SimWorld
+from vlm2vla_ros.sim.tasks import GRASP, LIFT, MOVE_ABOVE, PLACE, TASK_KINDS, Subtask
+from vlm2vla_ros.sim.world import BLOCK, BOWL, PLATE, TABLE, SimObject, SimWorld
 
 
 def world_two_blocks(held=False, open_=True):
@@ -95,26 +97,50 @@ def test_grounding_set_asks_for_a_block_and_the_gripper(tmp_path):
     assert [r["question"] for r in read_vqa(tmp_path / "grounding.jsonl")] == [i["question"] for i in items]
 
 
-def test_single_block_examples_ask_about_one_block_and_the_gripper(tmp_path):
-    examples = vqa.single_block_examples(range(6), tmp_path, image_size=64, questions_per_scene=4)
-    assert len(examples) == 24 and {e["stage"] for e in examples} == {"location"}
-    asked = {"block": 0, "gripper": 0}
-    for seed in range(6):
+def test_blocks_on_table_keeps_only_standing_blocks_and_the_gripper():
+    rng = random.Random(0)
+    seen_cut = False
+    for seed in range(40):
         world, _ = vqa.sample_state(seed)
-        scene = examples[4 * seed : 4 * seed + 4]
-        assert len({e["images"][0] for e in scene}) == 1
-        places = set()
-        for e in scene:
-            question, answer = e["messages"][0]["content"][1]["text"], e["messages"][1]["content"][0]["text"]
-            if "pinza" in question or "gripper" in question:
-                asked["gripper"] += 1
-                assert vqa.read_location(answer) == (round(world.gripper_x * 100), round(world.gripper_y * 100))
-            else:
-                asked["block"] += 1
-                places.add(vqa.read_location(answer))
-        blocks = {(round(o.x * 100), round(o.y * 100)) for o in world.objects if o.kind == BLOCK}
-        assert len(places) <= 1 and places <= blocks  # always the same one of the scene's blocks
-    assert asked["block"] and asked["gripper"]
+        standing = {o.name for o in world.objects if o.kind == BLOCK and not o.held and o.resting_on == TABLE}
+        cut = vqa.blocks_on_table(world, 3, rng)
+        names = {o.name for o in cut.objects}
+        assert names <= standing and len(names) == min(3, len(standing))
+        assert all(o.kind == BLOCK for o in cut.objects)  # no bowl or plate
+        assert cut.gripper == world.gripper and cut.gripper_open == world.gripper_open
+        seen_cut |= len(standing) > 3
+        assert len(vqa.blocks_on_table(world, 1, rng).objects) == min(1, len(standing))
+    assert seen_cut  # some scenes had more than three standing blocks to drop
+
+
+def test_location_examples_ask_where_a_kept_block_or_the_gripper_is_with_the_image_in_memory():
+    from PIL import Image
+
+    from vlm2vla_ros.sim.world import Workspace
+
+    examples = vqa.location_examples(range(40), blocks=3, image_size=64)
+    assert len(examples) == 40 and {e["stage"] for e in examples} == {"location"}
+    ws = Workspace()
+    asked = {"block": set(), "gripper": set()}
+    for e in examples:
+        (image,) = e["images"]
+        assert isinstance(image, Image.Image) and image.size == (64, 64)
+        seed = int(e["id"].rsplit("-", 1)[1])
+        question, answer = e["messages"][0]["content"][1]["text"], e["messages"][1]["content"][0]["text"]
+        if "pinza" in question or "gripper" in question:
+            asked["gripper"].add(seed)
+            x, y, z = (int(v) for v in re.findall(r"-?\d+", answer))
+            assert 100 * ws.x_min - 1 <= x <= 100 * ws.x_max + 1 and 100 * ws.y_min - 1 <= y <= 100 * ws.y_max + 1
+            assert 1 <= z <= 26
+        else:
+            asked["block"].add(seed)
+            laid_out = [make_scene(seed, kind)[0] for kind in TASK_KINDS]
+            places = {(round(o.x * 100), round(o.y * 100)) for w in laid_out for o in w.objects if o.kind == BLOCK}
+            assert vqa.read_location(answer) in places  # a block where the scene laid it out
+    assert len(asked["block"]) > len(asked["gripper"]) > 0
+    again = vqa.location_examples(range(40), blocks=3, image_size=64)
+    assert [e["messages"] for e in again] == [e["messages"] for e in examples]  # reproducible per seed
+    assert (np.asarray(again[0]["images"][0]) == np.asarray(examples[0]["images"][0])).all()
 
 
 def test_translation_pairs_are_the_tasks_own_phrases():

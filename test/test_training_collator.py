@@ -52,6 +52,25 @@ def test_labels_are_exactly_the_answer_and_end_of_turn(processor, tmp_path):
         assert batch["attention_mask"][row][positions[-1] + 1 :].sum() <= 1  # only the template's final newline
 
 
+def test_images_in_memory_give_the_same_batch_as_their_files(processor, tmp_path):
+    """A training stream of fresh scenes passes PIL images instead of writing files."""
+    import torch
+
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    on_disk = examples(tmp_path)
+    in_memory = [{**e, "images": [Image.open(path) for path in e["images"]]} for e in on_disk]
+    collator = AnswerOnlyCollator(processor)
+    expected = collator(on_disk)
+    for got in (collator(in_memory), collator.pretokenize(in_memory).batch(range(4))):
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), key
+    # the same image object in two examples is processed once, like the same file
+    shared = Image.open(on_disk[0]["images"][0])
+    assert collator.pretokenize([{**e, "images": [shared]} for e in on_disk[:2]]).pixels.shape[0] == 1
+
+
 def test_an_example_without_an_answer_is_an_error(processor, tmp_path):
     from vlm2vla_ros.training import AnswerOnlyCollator
 

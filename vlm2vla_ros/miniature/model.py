@@ -2,8 +2,9 @@
 full-weight training loop used to pretrain it and to fine-tune the action-token baseline.
 
 The loop uses the training module's AnswerOnlyCollator (the engine's chat template, loss on
-the answer only), tokenising every example and image once up front, and plain AdamW with
-linear warm-up and decay; every weight is trained, or every weight but the vision tower's.
+the answer only) and plain AdamW with linear warm-up and decay; every weight is trained, or
+every weight but the vision tower's. train_full revisits a fixed set of examples, tokenised
+once up front; train_stream takes new examples for every step.
 """
 
 from __future__ import annotations
@@ -148,6 +149,67 @@ def train_full(
         raise ValueError("no training examples")
     torch.manual_seed(seed)
     prepared = AnswerOnlyCollator(processor, max_length=max_length).pretokenize(examples)
+    lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
+    stream = batch_stream(len(examples), batch_size, random.Random(seed), lengths)
+    steps_done, seconds, losses = _optimise(
+        model, lambda step: prepared.batch(next(stream)), steps, learning_rate, warmup_steps, log, log_every,
+        vision_lr_scale, train_vision_tower,
+    )
+    return FullTrainResult(steps_done, seconds, losses, len(examples))
+
+
+def train_stream(
+    model: Any,
+    processor: Any,
+    draw: Callable[[int], Sequence[dict[str, Any]]],
+    steps: int,
+    learning_rate: float,
+    seed: int,
+    warmup_steps: int = 0,
+    max_length: int = 512,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 50,
+    train_vision_tower: bool = True,
+) -> FullTrainResult:
+    """train_full's optimisation on examples made fresh for every step: draw(step) gives that
+    step's batch (tokenised as train_full's are, which is faster than the collator's processor
+    call and gives the same tensors). Nothing is seen twice, so the training loss is a held-out
+    loss (a fixed set of scenes is memorised instead: docs/miniature.md, finding 8)."""
+    import torch
+
+    torch.manual_seed(seed)
+    collator = AnswerOnlyCollator(processor, max_length=max_length)
+    drawn = 0
+
+    def batch(step: int) -> dict[str, Any]:
+        nonlocal drawn
+        examples = draw(step)
+        if not examples:
+            raise ValueError(f"draw({step}) gave no training examples")
+        drawn += len(examples)
+        return collator.pretokenize(examples).batch(range(len(examples)))
+
+    steps_done, seconds, losses = _optimise(
+        model, batch, steps, learning_rate, warmup_steps, log, log_every, 1.0, train_vision_tower
+    )
+    return FullTrainResult(steps_done, seconds, losses, drawn)
+
+
+def _optimise(
+    model: Any,
+    batch: Callable[[int], dict[str, Any]],
+    steps: int,
+    learning_rate: float,
+    warmup_steps: int,
+    log: Callable[[str], None] | None,
+    log_every: int,
+    vision_lr_scale: float,
+    train_vision_tower: bool,
+) -> tuple[int, float, list[float]]:
+    """AdamW with linear warm-up and decay, gradients clipped to norm 1, on batch(step) for each
+    step; returns (steps, seconds, losses). Leaves every weight trainable and the model in eval mode."""
+    import torch
+
     model.train()
     model.config.use_cache = False
     for name, parameter in model.named_parameters():
@@ -166,13 +228,10 @@ def train_full(
         return max(0.0, (steps - step) / max(1, steps - warmup_steps))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-    lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
-    stream = batch_stream(len(examples), batch_size, random.Random(seed), lengths)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        batch = prepared.batch(next(stream))
-        loss = model(**batch).loss
+        loss = model(**batch(step)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clipped, 1.0)
         optimiser.step()
@@ -185,7 +244,7 @@ def train_full(
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     model.eval()
-    return FullTrainResult(steps, time.perf_counter() - start, losses, len(examples))
+    return steps, time.perf_counter() - start, losses
 
 
 def load_model(model_dir: Path) -> tuple[Any, Any]:

@@ -22,7 +22,6 @@ Examples are chat conversations in the training collator's format.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import re
@@ -430,33 +429,51 @@ class ImageWriter:
         return str(path)
 
 
-def _qa_example(example_id: str, qa: QA, image: str) -> dict[str, Any]:
-    """A question about one image as a training example in the collator's format."""
+def _qa_example(example_id: str, qa: QA, image: Any) -> dict[str, Any]:
+    """A question about one image (a file path or a PIL image) as a training example in the collator's format."""
     return {"id": example_id, "stage": qa.kind, "messages": _messages(qa.question, qa.answer, 1), "images": [image],
             "meta": {"lang": qa.lang}}
 
 
-def single_block_examples(
-    seeds: Sequence[int], image_dir: Path, image_size: int = 224, questions_per_scene: int = 3
-) -> list[dict[str, Any]]:
-    """Location questions about scenes cut down to one of their blocks (set on the table) and the
-    gripper where sample_state left it. With one block, saying where it is needs no binding of
-    the asked colour to one of several objects; a language model learns to read positions from
-    the image tokens here in a few hundred steps, and far more slowly in full scenes
-    (docs/miniature.md, finding 7)."""
-    writer = ImageWriter(image_dir, image_size)
+def blocks_on_table(world: SimWorld, count: int, rng: random.Random) -> SimWorld:
+    """The scene cut down to at most `count` of its blocks standing on the table (none held,
+    nothing stacked on them, no bowl or plate), the gripper where it was."""
+    standing = [o for o in world.objects if o.kind == BLOCK and not o.held and o.resting_on == TABLE]
+    kept = rng.sample(standing, min(count, len(standing)))
+    return SimWorld(kept, gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
+                    gripper_open=world.gripper_open, workspace=world.workspace)
+
+
+def location_examples(seeds: Sequence[int], blocks: int, image_size: int = 224) -> list[dict[str, Any]]:
+    """One location question per seed (about a block or the gripper, either language): the
+    seed's laid-out scene of a random task kind cut down by blocks_on_table, the gripper moved
+    anywhere in the workspace and open or closed as sample_state's random states are, the
+    image kept in memory. A seed make_scene cannot lay out gives no example.
+
+    A training stream of these, with new scenes in every batch and the vision tower frozen,
+    taught a throwaway model to read positions (one block) and then to bind the asked colour to
+    one of several blocks (three), which fixed scenes or a trained tower did not; inside the
+    whole experiment it has not yet (docs/miniature.md, findings 8 and 9). No expert runs, so
+    a batch costs little beside its training step."""
+    from PIL import Image
+
+    from vlm2vla_ros.sim.render import render
+
     examples: list[dict[str, Any]] = []
     for seed in seeds:
-        rng = random.Random(f"vlm2vla-mini-one-block:{seed}")
-        world, _ = sample_state(seed)
-        block = rng.choice([o for o in world.objects if o.kind == BLOCK])
-        block = dataclasses.replace(block, z=0.0, held=False, resting_on=TABLE)
-        one = SimWorld([block], gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
-                       gripper_open=world.gripper_open, workspace=world.workspace)
-        image = writer.write(one)
-        for _ in range(questions_per_scene):
-            qa = location_qa(one, rng.choice([block, None]), rng.choice(LANGS))
-            examples.append(_qa_example(f"one-block-{seed}-{len(examples)}", qa, image))
+        rng = random.Random(f"vlm2vla-mini-location:{seed}")
+        try:
+            scene, _ = make_scene(seed, rng.choice(TASK_KINDS))
+        except RuntimeError:
+            continue
+        world = blocks_on_table(scene, blocks, rng)
+        ws = world.workspace
+        world.move_gripper(rng.uniform(ws.x_min, ws.x_max) - world.gripper_x, rng.uniform(ws.y_min, ws.y_max) - world.gripper_y,
+                           rng.uniform(0.02, 0.25) - world.gripper_z)
+        world.gripper_open = rng.random() >= 0.3  # set, not closed on a block: every kept block stays on the table
+        qa = location_qa(world, rng.choice([*world.objects, None]), rng.choice(LANGS))
+        image = Image.fromarray(render(world, image_size, image_size))
+        examples.append(_qa_example(f"location-{blocks}-{seed}", qa, image))
     return examples
 
 

@@ -10,6 +10,7 @@ end-of-turn: what the model must write at run time, and when to stop.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,22 +91,28 @@ class AnswerOnlyCollator:
                 raise ValueError(f"example {example.get('id', '?')} does not end with the assistant's answer")
         fulls = tokenizer([render(e["messages"], False) for e in examples], add_special_tokens=False)["input_ids"]
         prompts = tokenizer([render(e["messages"], True) for e in examples], add_special_tokens=False)["input_ids"]
-        paths: dict[str, int] = {}
+        index: dict[Any, int] = {}  # a file by its path, an image in memory by its identity
+        sources: list[Any] = []
         rows = []
         for example, ids, prompt_ids in zip(examples, fulls, prompts):
             start, stop = self._answer_span(prompt_ids, ids)
             if len(ids) > self.max_length:
                 self.stats.truncated += 1
                 ids, stop = ids[: self.max_length], min(stop, self.max_length)
-            images = tuple(paths.setdefault(str(p), len(paths)) for p in example.get("images", []))
-            rows.append(_TokenizedRow(torch.tensor(ids), start, stop, images))
+            images = []
+            for image in example.get("images", []):
+                key = str(image) if isinstance(image, (str, os.PathLike)) else id(image)
+                if key not in index:
+                    index[key] = len(sources)
+                    sources.append(image)
+                images.append(index[key])
+            rows.append(_TokenizedRow(torch.tensor(ids), start, stop, tuple(images)))
         pixels = None
-        if paths:
-            ordered = list(paths)
+        if sources:
             pixels = torch.cat(
                 [
-                    processor.image_processor(load_images(ordered[i : i + 256]), return_tensors="pt")["pixel_values"]
-                    for i in range(0, len(ordered), 256)
+                    processor.image_processor(load_images(sources[i : i + 256]), return_tensors="pt")["pixel_values"]
+                    for i in range(0, len(sources), 256)
                 ]
             )
         # Gemma-3 marks the image's soft tokens (the tokenizer's image_token), not <start_of_image>.
@@ -169,11 +176,16 @@ class PretokenizedExamples:
         return batch
 
 
-def load_images(paths: Sequence[str]) -> list[Any]:
+def load_images(paths: Sequence[Any]) -> list[Any]:
+    """RGB images from file paths; a PIL image already in memory (a training stream that renders
+    fresh scenes for every batch writes no files) is taken as it is."""
     from PIL import Image
 
     images = []
     for path in paths:
+        if isinstance(path, Image.Image):
+            images.append(path.convert("RGB"))
+            continue
         try:
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))

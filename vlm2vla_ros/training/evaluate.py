@@ -104,20 +104,26 @@ def summarise_offline(rows: Sequence[dict[str, Any]]) -> OfflineMetrics:
     return metrics
 
 
+def _sim_robot(world: Any) -> tuple[Any, Any]:
+    """(SimBackend, ChunkExecutor) on a world, with the robot's own limits."""
+    from vlm2vla_ros.robot.config import RobotConfig
+    from vlm2vla_ros.robot.executor import ChunkExecutor
+    from vlm2vla_ros.sim.backend import SimBackend
+
+    backend = SimBackend(world)
+    robot = RobotConfig()
+    return backend, ChunkExecutor(backend, robot.embodiment, robot.safety)
+
+
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en"
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle)."""
     from vlm2vla_ros.policy import PolicyError
-    from vlm2vla_ros.robot.config import RobotConfig
-    from vlm2vla_ros.robot.executor import ChunkExecutor
-    from vlm2vla_ros.sim.backend import SimBackend
     from vlm2vla_ros.sim.scene import make_scene
 
     world, task = make_scene(seed, task_kind)
-    backend = SimBackend(world)
-    robot = RobotConfig()
-    executor = ChunkExecutor(backend, robot.embodiment, robot.safety)
+    backend, executor = _sim_robot(world)
     instruction = task.instruction(lang)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "cycles": 0, "ended": ""}
     try:
@@ -143,6 +149,39 @@ def closed_loop_episode(
     finally:
         backend.close()
     record["success"] = bool(task.check_success(backend.world))
+    return record
+
+
+def reach_episode(engine: Any, seed: int, cycles: int = 2, image_size: int = 224) -> dict[str, Any]:
+    """The chunk stage alone on a pick-up scene: given the right first subtask ("move above the
+    red block") instead of its own list, `cycles` plan + chunk cycles run in the simulator, and
+    the gripper's horizontal distance to the named block is measured before and after each
+    (cm; a grasp needs GRASP_TOLERANCE_XY_M). Shows whether chunks follow the block's place,
+    which closed-loop success cannot separate from wrong subtask lists or a wrong verifier."""
+    from vlm2vla_ros.policy import PolicyError
+    from vlm2vla_ros.sim.scene import make_scene
+
+    world, task = make_scene(seed, "pick_up")
+    backend, executor = _sim_robot(world)
+    instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
+
+    def distance_cm() -> float:
+        now = backend.world
+        block = next(o for o in now.objects if o.name == task.pick)
+        return 100 * math.hypot(now.gripper_x - block.x, now.gripper_y - block.y)
+
+    record: dict[str, Any] = {"seed": seed, "subtask": subtask, "distance_cm": [distance_cm()], "ended": "done"}
+    try:
+        for _ in range(cycles):
+            report = executor.execute(engine.cycle(backend.render(image_size, image_size), instruction, subtask).chunk)
+            record["distance_cm"].append(distance_cm())
+            if report.status != "done":
+                record["ended"] = f"executor {report.status}: {report.reason}"
+                break
+    except PolicyError as exc:
+        record["ended"] = f"policy error: {exc}"
+    finally:
+        backend.close()
     return record
 
 
