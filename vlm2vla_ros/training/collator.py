@@ -176,13 +176,13 @@ class PretokenizedExamples:
         return batch
 
 
-def load_images(paths: Sequence[Any]) -> list[Any]:
+def load_images(sources: Sequence[Any]) -> list[Any]:
     """RGB images from file paths; a PIL image already in memory (a training stream that renders
     fresh scenes for every batch writes no files) is taken as it is."""
     from PIL import Image
 
     images = []
-    for path in paths:
+    for path in sources:
         if isinstance(path, Image.Image):
             images.append(path.convert("RGB"))
             continue

@@ -6,6 +6,8 @@
 - Closed loop: the engine drives the simulator through the robot's own ChunkExecutor (the
   same safety checks and cm -> joint mapping as on the Stretch) on seeded scenes per task
   kind; success is the simulator's check, never the model's claim.
+- Reaching: on a pick-up scene, given the right first subtask, how near the chunks take the
+  gripper to the named block (the chunk stage alone, without subtask lists or a verifier).
 - VQA retention: the same weights answer a VQA JSONL with the adapter on and off
   (peft's disable_adapter), so forgetting is measured directly.
 """
