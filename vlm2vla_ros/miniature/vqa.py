@@ -328,6 +328,21 @@ def expert_states(seed: int, task_kind: str) -> tuple[SimWorld, Task, Episode]:
     return world, task, episode
 
 
+RANDOM_GRIPPER_CLOSED = 0.3
+"""Share of random gripper poses (move_gripper_anywhere) that close the gripper."""
+
+
+def move_gripper_anywhere(world: SimWorld, rng: random.Random) -> None:
+    """The gripper to a random point of the workspace, 2-25 cm above the table (what it holds
+    moves with it); the random states of sample_state and of location_examples."""
+    ws = world.workspace
+    world.move_gripper(
+        rng.uniform(ws.x_min, ws.x_max) - world.gripper_x,
+        rng.uniform(ws.y_min, ws.y_max) - world.gripper_y,
+        rng.uniform(0.02, 0.25) - world.gripper_z,
+    )
+
+
 def sample_state(seed: int) -> tuple[SimWorld, Task]:
     """A scene in one of three conditions: as laid out, mid-demonstration, or the gripper moved at random."""
     rng = random.Random(f"vlm2vla-mini-state:{seed}")
@@ -337,13 +352,8 @@ def sample_state(seed: int) -> tuple[SimWorld, Task]:
     if mode < 0.55 and episode.steps:
         replay(world, episode, 0, rng.randrange(len(episode.steps) + 1))
     elif mode < 0.85:
-        ws = world.workspace
-        world.move_gripper(
-            rng.uniform(ws.x_min, ws.x_max) - world.gripper_x,
-            rng.uniform(ws.y_min, ws.y_max) - world.gripper_y,
-            rng.uniform(0.02, 0.25) - world.gripper_z,
-        )
-        if rng.random() < 0.3:
+        move_gripper_anywhere(world, rng)
+        if rng.random() < RANDOM_GRIPPER_CLOSED:
             world.set_gripper(False)
     return world, task
 
@@ -467,10 +477,9 @@ def location_examples(seeds: Sequence[int], blocks: int, image_size: int = 224) 
         except RuntimeError:
             continue
         world = blocks_on_table(scene, blocks, rng)
-        ws = world.workspace
-        world.move_gripper(rng.uniform(ws.x_min, ws.x_max) - world.gripper_x, rng.uniform(ws.y_min, ws.y_max) - world.gripper_y,
-                           rng.uniform(0.02, 0.25) - world.gripper_z)
-        world.gripper_open = rng.random() >= 0.3  # set, not closed on a block: every kept block stays on the table
+        move_gripper_anywhere(world, rng)
+        # set, not closed on a block: every kept block stays on the table
+        world.gripper_open = rng.random() >= RANDOM_GRIPPER_CLOSED
         qa = location_qa(world, rng.choice([*world.objects, None]), rng.choice(LANGS))
         image = Image.fromarray(render(world, image_size, image_size))
         examples.append(_qa_example(f"location-{blocks}-{seed}", qa, image))
