@@ -84,13 +84,35 @@ def test_stale_and_out_of_order_events_are_ignored():
     assert not run.verdict(1, True)
     assert not run.chunk_sent(2)  # cycles go one by one
     assert run.chunk_sent(1)
-    assert not run.verdict(1, True)  # not executed yet
     assert not run.executed(2, "done")  # another cycle
     assert run.executed(1, "done")
     assert not run.executed(1, "done")  # a duplicate report
+    assert not run.verdict(2, True)  # a cycle not yet run
     assert run.verdict(1, True)
     assert not run.verdict(1, True)  # a duplicate verdict does not advance twice
     assert run.index == 1
+
+
+def test_a_verdict_heard_before_the_executors_report_is_applied_with_the_report():
+    # the verifier judges after the executor reports, but the two topics come from different
+    # processes and may reach the policy in either order
+    run = running(("a", "b"))
+    assert run.chunk_sent(1)
+    assert not run.verdict(1, True, "held")  # nothing changes until the report comes
+    assert run.phase == "executing" and run.index == 0 and not run.needs_chunk
+    assert not run.verdict(2, True)  # only the current cycle's verdict is held
+    assert run.executed(1, "done")
+    assert run.index == 1 and run.needs_chunk and run.history[-1]["verdict"] == "advance"
+    assert not run.verdict(1, True)  # the same verdict arriving again does not advance twice
+    # the last subtask's verdict first: the report ends the task
+    assert run.chunk_sent(2) and not run.verdict(2, True) and run.executed(2, "done")
+    assert run.state == topics.SUCCEEDED and not run.needs_chunk
+    # a held retry counts as a retry, and a failed execution drops the held verdict
+    run = running(("a",), retries=3)
+    assert run.chunk_sent(1) and not run.verdict(1, False) and run.executed(1, "done")
+    assert run.retries == [1] and run.needs_chunk
+    assert run.chunk_sent(2) and not run.verdict(2, True) and run.executed(2, "aborted", "e-stop")
+    assert run.state == topics.FAILED and run.held_verdict is None and run.index == 0
 
 
 def test_preempted_and_failed_runs_take_no_more_events():

@@ -101,6 +101,7 @@ class TaskRun:
     parse_failures: int = 0
     message: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    held_verdict: tuple[int, bool, str] | None = None  # a verdict heard before the executor's report
 
     def __post_init__(self) -> None:
         if self.max_retries_per_subtask < 0:
@@ -113,6 +114,11 @@ class TaskRun:
     @property
     def done(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def needs_chunk(self) -> bool:
+        """True when the policy should generate the next cycle's plan and chunk."""
+        return self.state == RUNNING and self.phase == GENERATING
 
     @property
     def subtask(self) -> str:
@@ -168,13 +174,24 @@ class TaskRun:
         if self.state != RUNNING or self.phase != EXECUTING or cycle != self.cycle:
             return False
         self.history.append({"cycle": cycle, "subtask_index": self.index, "execution": status})
+        held, self.held_verdict = self.held_verdict, None
         if status in EXECUTED_OK:
             self.phase = VERIFYING
+            if held is not None and held[0] == cycle:
+                self.verdict(*held)
             return True
         return self.fail(f"executor {status} cycle {cycle}: {reason or 'no reason given'}")
 
     def verdict(self, cycle: int, advance: bool, reason: str = "") -> bool:
-        """The verifier's verdict on a cycle; moves to the next cycle, subtask or the end."""
+        """The verifier's verdict on a cycle; moves to the next cycle, subtask or the end.
+
+        Topics from different processes keep no order between them: the verifier judges after
+        the executor's report, yet its verdict can reach the policy first. Such a verdict is
+        held and applied when the report comes (`executed`), instead of being lost and leaving
+        the task waiting for ever."""
+        if self.state == RUNNING and self.phase == EXECUTING and cycle == self.cycle:
+            self.held_verdict = (cycle, advance, reason)
+            return False
         if self.state != RUNNING or self.phase != VERIFYING or cycle != self.cycle:
             return False
         self.history[-1]["verdict"] = "advance" if advance else "retry"

@@ -188,6 +188,8 @@ class PolicyNode(Node):
                 after = d.get("after_stamp_ns") or 0
                 self._min_stamp_ns = max(self._min_stamp_ns, after if isinstance(after, int) else 0)
                 self._publish_status(run)
+                if run.needs_chunk:  # a verdict heard before this report was applied
+                    self._submit(self._generate_cycle, run)
 
     def _on_verdict(self, msg: String) -> None:
         try:
@@ -201,7 +203,7 @@ class PolicyNode(Node):
             if not run.verdict(d["cycle"], d["verdict"] == "advance", str(d.get("reason", ""))):
                 return
             self._publish_status(run)
-            if run.state == topics.RUNNING:
+            if run.needs_chunk:
                 self._submit(self._generate_cycle, run)
 
     # ---- model work (worker thread) ------------------------------------------------------

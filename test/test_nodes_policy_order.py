@@ -1,0 +1,96 @@
+"""The policy node over real DDS when the verifier's verdict reaches it before the executor's
+report on the same cycle (the two come from different processes, so DDS keeps no order between
+them): the task must go on, not wait for ever. A test node plays camera, executor and verifier."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from vlm2vla_ros import topics  # noqa: E402
+from vlm2vla_ros.nodes.common import qos_for  # noqa: E402
+from vlm2vla_ros.nodes.images import to_msg  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+class ScriptedEngine:
+    """Two subtasks, one step forward per cycle."""
+
+    def subtasks(self, image, task):
+        from vlm2vla_ros.policy.types import SubtaskResult
+
+        return SubtaskResult(["move forward", "open the gripper"], "1. move forward\n2. open the gripper", {}, {})
+
+    def cycle(self, image, task, subtask):
+        from vlm2vla_ros.action_language.types import ActionChunk, ActionStep
+        from vlm2vla_ros.policy.types import CycleResult
+
+        return CycleResult("move forward", ActionChunk((ActionStep(1.0, 0.0, 0.0, 1),)), "move forward",
+                           "[[1, 0, 0, 1]]", {}, {})
+
+
+def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
+    from vlm2vla_ros.nodes.policy_node import PolicyNode
+
+    rclpy.init()
+    policy = PolicyNode(engine=ScriptedEngine())
+    probe = rclpy.create_node("order_probe")
+    chunks, statuses = [], []
+    probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
+                              qos_for(topics.POLICY_CHUNK))
+    probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
+                              qos_for(topics.POLICY_STATUS))
+    pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+            for t in (topics.IMAGE, topics.TASK, topics.VERDICT, topics.EXECUTOR_EVENT)}
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(policy)
+    executor.add_node(probe)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+
+    def frame():
+        pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
+
+    def wait(pred, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"no {what}; chunks {chunks}; statuses {statuses[-3:]}"
+            frame()
+            time.sleep(0.05)
+
+    try:
+        wait(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription")
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", "order-1")))
+        for cycle in (1, 2):
+            wait(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}")
+            assert chunks[-1]["cycle"] == cycle and chunks[-1]["task_id"] == "order-1"
+            pubs[topics.VERDICT.name].publish(String(data=topics.encode(
+                task_id="order-1", cycle=cycle, verdict="advance", reason="verifier heard first")))
+            time.sleep(0.3)  # the verdict is in; the report comes after it
+            assert not any(s["state"] == topics.SUCCEEDED for s in statuses)
+            after = probe.get_clock().now().nanoseconds
+            pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+                event="done", task_id="order-1", cycle=cycle, steps_executed=1, after_stamp_ns=after)))
+        wait(lambda: any(s["task_id"] == "order-1" and s["state"] == topics.SUCCEEDED for s in statuses), "success")
+        assert len(chunks) == 2  # one chunk per subtask, none sent again
+    finally:
+        stop.set()
+        spinner.join(5)
+        executor.shutdown(2)
+        policy.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown()
