@@ -102,3 +102,32 @@ def test_train_stream_takes_new_examples_for_every_step(examples_and_model_dir):
     assert any("language_model" in n for n in changed) and not any("vision_tower" in n for n in changed)
     with pytest.raises(ValueError, match="no training examples"):
         train_stream(model, processor, lambda step: [], steps=1, learning_rate=1e-2, seed=0)
+
+
+def test_train_full_mixes_new_examples_into_every_batch(examples_and_model_dir):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.model import load_model, train_full
+
+    examples, model_dir = examples_and_model_dir
+    model, processor = load_model(model_dir)
+    asked, sizes = [], []
+
+    def draw(step):
+        asked.append(step)
+        return vqa.location_examples([500 + step], blocks=1, image_size=64)
+
+    forward = model.forward
+
+    def counting_forward(**batch):
+        sizes.append((batch["input_ids"].shape[0], batch["pixel_values"].shape[0]))
+        return forward(**batch)
+
+    model.forward = counting_forward
+    result = train_full(model, processor, examples, steps=3, batch_size=3, learning_rate=1e-2, seed=0,
+                        train_vision_tower=False, fresh=(1, draw))
+    assert asked == [0, 1, 2] and result.steps == 3 and result.examples == len(examples) + 3
+    assert sizes == [(3, 3)] * 3  # two of the fixed set and one new example, one image each
+    with pytest.raises(ValueError, match="fresh examples per batch"):
+        train_full(model, processor, examples, steps=1, batch_size=3, learning_rate=1e-2, seed=0, fresh=(3, draw))
+    with pytest.raises(ValueError, match="no training examples"):
+        train_full(model, processor, examples, steps=1, batch_size=3, learning_rate=1e-2, seed=0, fresh=(1, lambda s: []))

@@ -98,6 +98,27 @@ def test_pretokenized_batches_equal_the_collators(processor, tmp_path):
             assert torch.equal(got[key], value), key
 
 
+def test_a_fixed_set_and_fresh_examples_batch_together_as_the_collator_would(processor, tmp_path):
+    """Rows of a pre-tokenised set followed by every row of another (examples made for one
+    step, images in memory): the collator's batch of the same examples, images in row order."""
+    import torch
+
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    fixed = examples(tmp_path)
+    fresh = [dict(fixed[2], images=[Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (90, 30)]),
+             dict(fixed[0], images=[Image.fromarray(np.full((32, 32, 3), 60, np.uint8))])]
+    collator = AnswerOnlyCollator(processor)
+    prepared, extra = collator.pretokenize(fixed), collator.pretokenize(fresh)
+    for order in ([3, 0], [1], [2, 1, 0]):
+        expected = collator([fixed[i] for i in order] + fresh)
+        got = prepared.batch(order, extra)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), key
+    assert got["pixel_values"].shape[0] == 4 + 3  # a, b, a, a, then the fresh examples' three
+
+
 def test_pretokenize_refuses_an_example_without_an_answer(processor, tmp_path):
     from vlm2vla_ros.training import AnswerOnlyCollator
 

@@ -138,24 +138,44 @@ def train_full(
     vision_lr_scale: float = 1.0,
     train_vision_tower: bool = True,
     group_by_length: bool = False,
+    fresh: tuple[int, Callable[[int], Sequence[dict[str, Any]]]] | None = None,
 ) -> FullTrainResult:
     """Train the weights of `model` for `steps` optimiser steps over shuffled epochs of examples:
     every weight, or all but the vision tower's when train_vision_tower is False (the image
     projection and the language model still train, at vision_lr_scale for the projection).
-    group_by_length batches examples of near-equal length (batch_stream)."""
+    group_by_length batches examples of near-equal length (batch_stream).
+
+    fresh = (count, draw): each batch holds count examples made new for the step by draw(step)
+    and batch_size - count from examples. Position reading learned on new scenes fades under
+    fixed examples alone, and stays when a quarter of every batch is new (finding 10)."""
     import torch
 
     if not examples:
         raise ValueError("no training examples")
+    count, draw = fresh if fresh is not None else (0, None)
+    if not 0 <= count < batch_size:
+        raise ValueError(f"fresh examples per batch must be in [0, {batch_size}), got {count}")
     torch.manual_seed(seed)
-    prepared = AnswerOnlyCollator(processor, max_length=max_length).pretokenize(examples)
+    collator = AnswerOnlyCollator(processor, max_length=max_length)
+    prepared = collator.pretokenize(examples)
     lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
-    stream = batch_stream(len(examples), batch_size, random.Random(seed), lengths)
+    stream = batch_stream(len(examples), batch_size - count, random.Random(seed), lengths)
+    drawn = 0
+
+    def batch(step: int) -> dict[str, Any]:
+        nonlocal drawn
+        if draw is None or count == 0:
+            return prepared.batch(next(stream))
+        new = draw(step)
+        if not new:
+            raise ValueError(f"draw({step}) gave no training examples")
+        drawn += len(new)
+        return prepared.batch(next(stream), collator.pretokenize(new))
+
     steps_done, seconds, losses = _optimise(
-        model, lambda step: prepared.batch(next(stream)), steps, learning_rate, warmup_steps, log, log_every,
-        vision_lr_scale, train_vision_tower,
+        model, batch, steps, learning_rate, warmup_steps, log, log_every, vision_lr_scale, train_vision_tower
     )
-    return FullTrainResult(steps_done, seconds, losses, len(examples))
+    return FullTrainResult(steps_done, seconds, losses, len(examples) + drawn)
 
 
 def train_stream(

@@ -156,10 +156,12 @@ class PretokenizedExamples:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, indices: Sequence[int]) -> dict[str, Any]:
+    def batch(self, indices: Sequence[int], extra: PretokenizedExamples | None = None) -> dict[str, Any]:
+        """The rows at indices, then every row of extra with its own images: a fixed training set
+        and examples made fresh for this step in one batch."""
         import torch
 
-        rows = [self.rows[i] for i in indices]
+        rows = [self.rows[i] for i in indices] + (list(extra.rows) if extra is not None else [])
         width = max(len(r.ids) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -169,9 +171,13 @@ class PretokenizedExamples:
             attention[k, : len(row.ids)] = 1
             labels[k, row.answer_start : row.answer_stop] = row.ids[row.answer_start : row.answer_stop]
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-        images = [i for r in rows for i in r.images]
-        if images:
-            batch["pixel_values"] = self.pixels[images]
+        own = [i for r in rows[: len(indices)] for i in r.images]
+        pixels = [self.pixels[own]] if own else []
+        if extra is not None:
+            theirs = [i for r in extra.rows for i in r.images]
+            pixels += [extra.pixels[theirs]] if theirs else []
+        if pixels:  # images in the order of their rows, as the model fills the image tokens
+            batch["pixel_values"] = torch.cat(pixels)
             batch["token_type_ids"] = (input_ids == self.image_token_id).long()
         return batch
 
