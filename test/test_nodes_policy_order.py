@@ -1,6 +1,7 @@
-"""The policy node over real DDS when the verifier's verdict reaches it before the executor's
-report on the same cycle (the two come from different processes, so DDS keeps no order between
-them): the task must go on, not wait for ever. A test node plays camera, executor and verifier."""
+"""Messages of one cycle that come from different processes keep no order between them over DDS.
+Over real DDS: the policy node hearing the verifier's verdict before the executor's report, and
+the verifier node hearing the executor's report before the policy's chunk. Either way the task
+must go on, not wait for ever. A test node plays the other nodes."""
 
 from __future__ import annotations
 
@@ -92,5 +93,57 @@ def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
         spinner.join(5)
         executor.shutdown(2)
         policy.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown()
+
+
+def test_the_verifier_judges_a_report_heard_before_its_chunk():
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
+
+    rclpy.init()
+    verifier = VerifierNode(parameter_overrides=[Parameter("backend", value="count")])  # advance after one chunk
+    probe = rclpy.create_node("order_probe")
+    verdicts = []
+    probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                              qos_for(topics.VERDICT))
+    chunk_pub = probe.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
+    event_pub = probe.create_publisher(String, topics.EXECUTOR_EVENT.name, qos_for(topics.EXECUTOR_EVENT))
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(verifier)
+    executor.add_node(probe)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+
+    def wait(pred, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"no {what}; verdicts {verdicts}"
+            time.sleep(0.05)
+
+    try:
+        wait(lambda: chunk_pub.get_subscription_count() > 0 and event_pub.get_subscription_count() > 0, "subscriptions")
+        event_pub.publish(String(data=topics.encode(event="done", task_id="order-2", cycle=1, steps_executed=1)))
+        time.sleep(0.5)
+        assert verdicts == []  # nothing to judge without the chunk's subtask
+        chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=1, subtask_index=0, subtask="grasp it",
+                                                    next_subtask="lift it", steps=[[1.0, 0.0, 0.0, 1]])))
+        wait(lambda: verdicts, "verdict")
+        (verdict,) = verdicts
+        assert (verdict["task_id"], verdict["cycle"], verdict["subtask"], verdict["verdict"]) == (
+            "order-2", 1, "grasp it", "advance")
+        # a chunk whose cycle is not a number is ignored, and the node goes on
+        chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle="two", subtask_index=1)))
+        event_pub.publish(String(data=topics.encode(event="done", task_id="order-2", cycle=2, steps_executed=1)))
+        chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=2, subtask_index=1, subtask="lift it")))
+        wait(lambda: len(verdicts) == 2, "second verdict")
+        assert verdicts[1]["cycle"] == 2 and verdicts[1]["subtask"] == "lift it"
+    finally:
+        stop.set()
+        spinner.join(5)
+        executor.shutdown(2)
+        verifier.destroy_node()
         probe.destroy_node()
         rclpy.shutdown()

@@ -60,6 +60,8 @@ class VerifierNode(Node):
         self._frames: collections.OrderedDict[int, Image] = collections.OrderedDict()
         self._frames_lock = threading.Lock()
         self._chunks: dict[tuple[str, int], dict[str, Any]] = {}
+        self._early_reports: dict[tuple[str, int], dict[str, Any]] = {}  # executor reports heard before their chunk
+        self._order_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
         self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=group)
         self.create_subscription(String, topics.POLICY_CHUNK.name, self._on_chunk, qos_for(topics.POLICY_CHUNK), callback_group=group)
@@ -102,21 +104,40 @@ class VerifierNode(Node):
             d = decode(msg.data, ("task_id", "cycle", "subtask_index"))
         except PayloadError:
             return
-        self._chunks[(str(d["task_id"]), int(d["cycle"]))] = d
-        while len(self._chunks) > 100:
-            self._chunks.pop(next(iter(self._chunks)))
+        key = _cycle_key(d)
+        if key is None:
+            return
+        with self._order_lock:
+            self._chunks[key] = d
+            _keep_last(self._chunks, 100)
+            report = self._early_reports.pop(key, None)
+        if report is not None:
+            self._judge_later(report, d)
 
     def _on_event(self, msg: String) -> None:
+        """Judge an executed cycle. Its chunk (from the policy) and this report (from the
+        executor) come from different processes in no guaranteed order: a report heard first
+        waits for its chunk instead of being dropped, which would leave the task waiting."""
         try:
             d = decode(msg.data, ("event", "task_id", "cycle"))
         except PayloadError:
             return
         if d["event"] not in EXECUTED_OK:
             return
-        chunk = self._chunks.get((d["task_id"], d["cycle"]))
-        if chunk is None:
-            self.get_logger().warning(f"executed cycle {d['cycle']} of task {d['task_id']} has no known chunk; not judged")
+        key = _cycle_key(d)
+        if key is None:
             return
+        with self._order_lock:
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                self._early_reports[key] = d
+                _keep_last(self._early_reports, 100)
+        if chunk is None:
+            self.get_logger().info(f"executed cycle {d['cycle']} of task {d['task_id']}: judged when its chunk arrives")
+            return
+        self._judge_later(d, chunk)
+
+    def _judge_later(self, d: dict[str, Any], chunk: dict[str, Any]) -> None:
         ctx = VerifyContext(
             task_id=d["task_id"],
             cycle=d["cycle"],
@@ -199,6 +220,20 @@ class VerifierNode(Node):
         if self._owns_engine and hasattr(self.engine, "close"):
             self.engine.close()
         super().destroy_node()
+
+
+def _cycle_key(d: dict[str, Any]) -> tuple[str, int] | None:
+    """(task id, cycle) of a chunk or an executor report; None when the cycle is not a number."""
+    try:
+        return str(d["task_id"]), int(d["cycle"])
+    except (TypeError, ValueError):
+        return None
+
+
+def _keep_last(items: dict[Any, Any], limit: int) -> None:
+    """Drop the oldest entries beyond limit (dicts keep insertion order)."""
+    while len(items) > limit:
+        items.pop(next(iter(items)))
 
 
 def main(args: list | None = None) -> int:
