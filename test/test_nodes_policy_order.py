@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -25,6 +26,38 @@ from vlm2vla_ros.nodes.common import qos_for  # noqa: E402
 from vlm2vla_ros.nodes.images import to_msg  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+@contextmanager
+def spinning(make_node):
+    """rclpy up, the node under test and a probe node spinning in a background thread; yields
+    the probe, and tears everything down after."""
+    rclpy.init()
+    node = make_node()
+    probe = rclpy.create_node("order_probe")
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    executor.add_node(probe)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        yield probe
+    finally:
+        stop.set()
+        spinner.join(5)
+        executor.shutdown(2)
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown()
+
+
+def wait_until(pred, what, seen, tick=lambda: None, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"no {what}; seen: {seen}"
+        tick()
+        time.sleep(0.05)
 
 
 class ScriptedEngine:
@@ -46,38 +79,23 @@ class ScriptedEngine:
 def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
     from vlm2vla_ros.nodes.policy_node import PolicyNode
 
-    rclpy.init()
-    policy = PolicyNode(engine=ScriptedEngine())
-    probe = rclpy.create_node("order_probe")
     chunks, statuses = [], []
-    probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
-                              qos_for(topics.POLICY_CHUNK))
-    probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
-                              qos_for(topics.POLICY_STATUS))
-    pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-            for t in (topics.IMAGE, topics.TASK, topics.VERDICT, topics.EXECUTOR_EVENT)}
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(policy)
-    executor.add_node(probe)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    spinner.start()
+    with spinning(lambda: PolicyNode(engine=ScriptedEngine())) as probe:
+        probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_CHUNK))
+        probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_STATUS))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.TASK, topics.VERDICT, topics.EXECUTOR_EVENT)}
 
-    def frame():
-        pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
+        def frame():
+            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
 
-    def wait(pred, what, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, f"no {what}; chunks {chunks}; statuses {statuses[-3:]}"
-            frame()
-            time.sleep(0.05)
-
-    try:
-        wait(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription")
+        seen = {"chunks": chunks, "statuses": statuses}
+        wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", "order-1")))
         for cycle in (1, 2):
-            wait(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}")
+            wait_until(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}", seen, frame)
             assert chunks[-1]["cycle"] == cycle and chunks[-1]["task_id"] == "order-1"
             pubs[topics.VERDICT.name].publish(String(data=topics.encode(
                 task_id="order-1", cycle=cycle, verdict="advance", reason="verifier heard first")))
@@ -86,15 +104,9 @@ def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
             after = probe.get_clock().now().nanoseconds
             pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
                 event="done", task_id="order-1", cycle=cycle, steps_executed=1, after_stamp_ns=after)))
-        wait(lambda: any(s["task_id"] == "order-1" and s["state"] == topics.SUCCEEDED for s in statuses), "success")
+        wait_until(lambda: any(s["task_id"] == "order-1" and s["state"] == topics.SUCCEEDED for s in statuses),
+                   "success", seen, frame)
         assert len(chunks) == 2  # one chunk per subtask, none sent again
-    finally:
-        stop.set()
-        spinner.join(5)
-        executor.shutdown(2)
-        policy.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown()
 
 
 def test_the_verifier_judges_a_report_heard_before_its_chunk():
@@ -102,35 +114,21 @@ def test_the_verifier_judges_a_report_heard_before_its_chunk():
 
     from vlm2vla_ros.nodes.verifier_node import VerifierNode
 
-    rclpy.init()
-    verifier = VerifierNode(parameter_overrides=[Parameter("backend", value="count")])  # advance after one chunk
-    probe = rclpy.create_node("order_probe")
     verdicts = []
-    probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
-                              qos_for(topics.VERDICT))
-    chunk_pub = probe.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
-    event_pub = probe.create_publisher(String, topics.EXECUTOR_EVENT.name, qos_for(topics.EXECUTOR_EVENT))
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(verifier)
-    executor.add_node(probe)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    spinner.start()
-
-    def wait(pred, what, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, f"no {what}; verdicts {verdicts}"
-            time.sleep(0.05)
-
-    try:
-        wait(lambda: chunk_pub.get_subscription_count() > 0 and event_pub.get_subscription_count() > 0, "subscriptions")
+    count_backend = [Parameter("backend", value="count")]  # advance after one chunk
+    with spinning(lambda: VerifierNode(parameter_overrides=count_backend)) as probe:
+        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                                  qos_for(topics.VERDICT))
+        chunk_pub = probe.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
+        event_pub = probe.create_publisher(String, topics.EXECUTOR_EVENT.name, qos_for(topics.EXECUTOR_EVENT))
+        wait_until(lambda: chunk_pub.get_subscription_count() > 0 and event_pub.get_subscription_count() > 0,
+                   "subscriptions", verdicts)
         event_pub.publish(String(data=topics.encode(event="done", task_id="order-2", cycle=1, steps_executed=1)))
         time.sleep(0.5)
         assert verdicts == []  # nothing to judge without the chunk's subtask
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=1, subtask_index=0, subtask="grasp it",
                                                     next_subtask="lift it", steps=[[1.0, 0.0, 0.0, 1]])))
-        wait(lambda: verdicts, "verdict")
+        wait_until(lambda: verdicts, "verdict", verdicts)
         (verdict,) = verdicts
         assert (verdict["task_id"], verdict["cycle"], verdict["subtask"], verdict["verdict"]) == (
             "order-2", 1, "grasp it", "advance")
@@ -138,12 +136,5 @@ def test_the_verifier_judges_a_report_heard_before_its_chunk():
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle="two", subtask_index=1)))
         event_pub.publish(String(data=topics.encode(event="done", task_id="order-2", cycle=2, steps_executed=1)))
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=2, subtask_index=1, subtask="lift it")))
-        wait(lambda: len(verdicts) == 2, "second verdict")
+        wait_until(lambda: len(verdicts) == 2, "second verdict", verdicts)
         assert verdicts[1]["cycle"] == 2 and verdicts[1]["subtask"] == "lift it"
-    finally:
-        stop.set()
-        spinner.join(5)
-        executor.shutdown(2)
-        verifier.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown()
