@@ -67,10 +67,11 @@ def test_report_and_metrics(run):
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)
     ]
-    assert "location questions about new scenes of 3 block(s)" in report and "vision tower frozen" in report
+    asked = "questions of kinds location, relative, direction about new scenes"
+    assert f"{asked} of 3 block(s)" in report and "vision tower frozen" in report
     # and location_mix 1: one example of every batch of the first kinds and the mixture is new
     assert (metrics["pretrain_first"]["new_location_examples"], metrics["pretrain"]["new_location_examples"]) == (2, 3)
-    assert "1 of every 4 examples were location questions about new scenes of 1 block(s)" in report
+    assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
     assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {

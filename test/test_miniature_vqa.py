@@ -143,6 +143,31 @@ def test_location_examples_ask_where_a_kept_block_or_the_gripper_is_with_the_ima
     assert (np.asarray(again[0]["images"][0]) == np.asarray(examples[0]["images"][0])).all()
 
 
+def test_location_examples_also_ask_where_the_block_is_from_the_gripper():
+    examples = vqa.location_examples(range(60), blocks=1, image_size=64, kinds=vqa.GROUNDING_KINDS)
+    assert {e["stage"] for e in examples} == set(vqa.GROUNDING_KINDS)
+    for e in examples:
+        question, answer = e["messages"][0]["content"][1]["text"], e["messages"][1]["content"][0]["text"]
+        if e["stage"] == "location":
+            continue
+        seed = int(e["id"].rsplit("-", 1)[1])
+        rng = random.Random(f"vlm2vla-mini-location:{seed}")  # the example's own draws, replayed
+        world = vqa.blocks_on_table(make_scene(seed, rng.choice(TASK_KINDS))[0], 1, rng)
+        vqa.move_gripper_anywhere(world, rng)
+        (block,) = world.objects
+        delta = [100 * (block.x - world.gripper_x), 100 * (block.y - world.gripper_y), 100 * (block.top - world.gripper_z)]
+        if e["stage"] == "relative":
+            assert [float(v) for v in re.findall(r"-?\d+\.\d", answer)] == pytest.approx(delta, abs=0.051)
+        else:  # the plans' direction words, in English whatever the draw
+            assert question.startswith("Which way would the gripper move to reach")
+            words = {"forward": delta[0] > 0, "back": delta[0] < 0, "left": delta[1] > 0, "right": delta[1] < 0,
+                     "up": delta[2] > 0, "down": delta[2] < 0}
+            named = [w for w in words if re.search(rf"\b{w}\b", answer)]
+            assert named and all(words[w] for w in named), (answer, delta)  # no direction the wrong way
+    with pytest.raises(ValueError, match="location_examples asks"):
+        vqa.location_examples(range(2), blocks=1, kinds=("colour",))
+
+
 def test_translation_pairs_are_the_tasks_own_phrases():
     world, task = make_scene(3, "put_in")
     for seed in range(30):

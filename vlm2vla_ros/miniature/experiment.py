@@ -89,6 +89,10 @@ class ExperimentConfig:
     location phase faded to the mean position under 600 mixture steps in a throwaway run, and
     stayed with 8 of 32 (finding 10)."""
     location_mix_blocks: int = 1
+    location_kinds: tuple[str, ...] = ("location",)
+    """What the location phases and the mix ask (vqa.GROUNDING_KINDS): where things are, and
+    where a block is from the gripper in numbers (relative) or in direction words (direction),
+    which is what a motion plan says."""
     first_kinds: tuple[str, ...] = ("colour", "exists", "count", "location")
     """Trained alone first, then kept at a high weight: reading the image starts within a few
     hundred steps on a few question kinds, and not when the steps are spread over the mixture."""
@@ -157,6 +161,7 @@ class ExperimentConfig:
             pretrain_freeze_tower=True,
             location_phases=((1, 2), (3, 2)),
             location_mix=1,
+            location_kinds=("location", "relative", "direction"),
             first_steps=2,
             pretrain_steps=3,
             pretrain_batch=4,
@@ -222,12 +227,16 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
     return seeds
 
 
-def location_draw(first_seed: int, blocks: int, batch: int, image_size: int) -> Callable[[int], list[dict[str, Any]]]:
+def location_draw(
+    first_seed: int, blocks: int, batch: int, image_size: int, kinds: Sequence[str] = ("location",)
+) -> Callable[[int], list[dict[str, Any]]]:
     """train_stream's draw for a location phase: step k gets the scenes of seeds
     first_seed + k * batch onwards, so no scene comes twice and a run is reproducible."""
     from .vqa import location_examples
 
-    return lambda step: location_examples(range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size)
+    return lambda step: location_examples(
+        range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size, kinds
+    )
 
 
 def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentConfig) -> Any:
@@ -428,7 +437,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         nonlocal next_seed
         fresh = None
         if c.location_mix:
-            fresh = (c.location_mix, location_draw(next_seed, c.location_mix_blocks, c.location_mix, c.image_size))
+            draw = location_draw(next_seed, c.location_mix_blocks, c.location_mix, c.image_size, c.location_kinds)
+            fresh = (c.location_mix, draw)
             next_seed += steps * c.location_mix
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
                           warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
@@ -438,7 +448,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     metrics["pretrain_location"] = []
     for blocks, steps in c.location_phases:
         with run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
-            draw = location_draw(next_seed, blocks, c.pretrain_batch, c.image_size)
+            draw = location_draw(next_seed, blocks, c.pretrain_batch, c.image_size, c.location_kinds)
             phase = train_stream(model, processor, draw, steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
                                  log=log, log_every=max(1, steps // 5), train_vision_tower=train_tower)
             next_seed += steps * c.pretrain_batch
@@ -657,11 +667,13 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     location = m.get("pretrain_location", [])
     tower = "the vision tower frozen after its own pretraining" if c.get("pretrain_freeze_tower") else "every weight"
     grouped = ", examples of near-equal length together" if c.get("pretrain_group_by_length") else ""
-    mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were location questions about new "
+    kinds = list(c.get("location_kinds", ["location"]))
+    asked = "location questions" if kinds == ["location"] else f"questions of kinds {', '.join(kinds)}"
+    mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
     lines += [
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
-        + "".join(f"{p['steps']} steps of location questions about new scenes of {p['blocks']} block(s) every batch "
+        + "".join(f"{p['steps']} steps of {asked} about new scenes of {p['blocks']} block(s) every batch "
                   f"({p['examples']} scenes), then " for p in location)
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "

@@ -454,8 +454,16 @@ def blocks_on_table(world: SimWorld, count: int, rng: random.Random) -> SimWorld
                     gripper_open=world.gripper_open, workspace=world.workspace)
 
 
-def location_examples(seeds: Sequence[int], blocks: int, image_size: int = 224) -> list[dict[str, Any]]:
-    """One location question per seed (about a block or the gripper, either language): the
+GROUNDING_KINDS = ("location", "relative", "direction")
+"""Question kinds location_examples can ask: where a block or the gripper is, and where a block
+is from the gripper, in numbers or in the plans' direction words."""
+
+
+def location_examples(
+    seeds: Sequence[int], blocks: int, image_size: int = 224, kinds: Sequence[str] = ("location",)
+) -> list[dict[str, Any]]:
+    """One question per seed of one of `kinds` (GROUNDING_KINDS; location by default: about a
+    block or the gripper, either language; direction is asked in English): the
     seed's laid-out scene of a random task kind cut down by blocks_on_table, the gripper moved
     anywhere in the workspace and open or closed as sample_state's random states are, the
     image kept in memory. A seed make_scene cannot lay out gives no example.
@@ -469,6 +477,9 @@ def location_examples(seeds: Sequence[int], blocks: int, image_size: int = 224) 
 
     from vlm2vla_ros.sim.render import render
 
+    unknown = set(kinds) - set(GROUNDING_KINDS)
+    if not kinds or unknown:
+        raise ValueError(f"location_examples asks {GROUNDING_KINDS}, got {tuple(kinds)}")
     examples: list[dict[str, Any]] = []
     for seed in seeds:
         rng = random.Random(f"vlm2vla-mini-location:{seed}")
@@ -480,7 +491,13 @@ def location_examples(seeds: Sequence[int], blocks: int, image_size: int = 224) 
         move_gripper_anywhere(world, rng)
         # set, not closed on a block: every kept block stays on the table
         world.gripper_open = rng.random() >= RANDOM_GRIPPER_CLOSED
-        qa = location_qa(world, rng.choice([*world.objects, None]), rng.choice(LANGS))
+        kind = kinds[0] if len(kinds) == 1 else rng.choice(kinds)
+        if kind == "location" or not world.objects:  # no block left: where the gripper is
+            obj = rng.choice([*world.objects, None])
+            qa = location_qa(world, obj, rng.choice(LANGS))
+        else:
+            lang = rng.choice(LANGS)
+            qa = question(world, kind, "en" if kind == "direction" else lang, rng)
         image = Image.fromarray(render(world, image_size, image_size))
         examples.append(_qa_example(f"location-{blocks}-{seed}", qa, image))
     return examples
