@@ -78,7 +78,10 @@ def test_location_answers_read_back():
     assert vqa.read_location(qa.answer) == (20, -10)
     assert vqa.read_location(vqa.location_answer(None, world)) == (30, 10)
     assert vqa.read_location("it is at x 7y-3, I think") == (7, -3)
-    for garbage in ("", "x 27.0, 9.1, 9.1, 1]", "1. move above the red block", "y 3 x 4"):
+    assert vqa.read_location("x -123 y 45 z 9") == (-123, 45)
+    # runaway numbers (a broken model's) are no location, not a 2-billion-cm error
+    for garbage in ("", "x 27.0, 9.1, 9.1, 1]", "1. move above the red block", "y 3 x 4", "x 2047777778 y 5",
+                    "x 12 y -20477"):
         assert vqa.read_location(garbage) is None
 
 

@@ -146,11 +146,13 @@ def location_answer(obj: SimObject | None, world: SimWorld) -> str:
     return f"x {_cm(obj.x)} y {_cm(obj.y)}"
 
 
-_LOCATION = re.compile(r"x\s*(-?\d+)\s*y\s*(-?\d+)")
+_LOCATION = re.compile(r"x\s*(-?\d{1,3})\s*y\s*(-?\d{1,3})(?!\d)")
 
 
 def read_location(text: str) -> tuple[int, int] | None:
-    """(x, y) in cm from the first "x 32 y -5" in a location answer; None when there is none."""
+    """(x, y) in cm from the first "x 32 y -5" in a location answer; None when there is none.
+    Whole centimetres of at most three digits (the workspace spans well under a metre): a
+    runaway number is no location, and would otherwise swamp a mean error."""
     match = _LOCATION.search(text)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
