@@ -113,6 +113,31 @@ def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle
     halfway = reach_episode(_ReachEngine(50000, gain=0.5), 50000, cycles=1, image_size=32)
     assert halfway["distance_cm"][0] == start and abs(halfway["distance_cm"][1] - start / 2) < 0.3
 
+    alone = reach_episode(_ReachEngine(50000), 50000, cycles=1, image_size=32, alone=True)
+    assert alone["alone"] and alone["distance_cm"] == oracle["distance_cm"][:2]  # the same block, the same place
+
     failed_engine = _ReachEngine(50000, fail=True)
     failed = reach_episode(failed_engine, 50000, cycles=2, image_size=32)
     assert failed["distance_cm"] == [start] and failed["ended"] == "policy error: garbage chunk" and failed_engine.calls == 1
+
+
+def test_named_only_keeps_the_tasks_objects_and_the_gripper():
+    from vlm2vla_ros.sim.scene import make_scene
+    from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld
+    from vlm2vla_ros.training.evaluate import named_only
+
+    for kind, seed in (("pick_up", 50000), ("put_in", 50001)):
+        world, task = make_scene(seed, kind)
+        alone = named_only(world, task)
+        assert sorted(o.name for o in alone.objects) == sorted(task.targets) and len(world.objects) > len(task.targets)
+        assert alone.gripper == world.gripper and alone.gripper_open == world.gripper_open
+        assert alone.object(task.targets[0]).x == world.object(task.targets[0]).x
+    # a named block standing on one the task does not name cannot be left alone
+    from vlm2vla_ros.sim.tasks import Referent, Task
+
+    low = SimObject("blue block", BLOCK, "blue", (30, 80, 230), "cube", 0.30, 0.0, 0.0, 0.045, 0.04)
+    high = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", 0.30, 0.0, 0.04, 0.045, 0.04, resting_on="blue block")
+    stacked = SimWorld([low, high], gripper_x=0.2, gripper_y=0.0, gripper_z=0.2, gripper_open=True)
+    pick_red = Task("pick_up", (Referent("red block", BLOCK, "red"),), pick="red block")
+    with pytest.raises(ValueError, match="rest on objects the task does not name"):
+        named_only(stacked, pick_red)

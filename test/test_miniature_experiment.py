@@ -63,6 +63,9 @@ def test_report_and_metrics(run):
         assert [a["cycles"] for a in reach["after"]] == [0, 1, 2]
         assert reach["after"][0]["mean_cm"] == episode["distance_cm"][0] > 0
     assert "## Reaching the named block" in report
+    assert set(metrics["reach"]) == {"vlm2vla", "baseline", "vlm2vla_alone", "baseline_alone"}
+    assert all(e["alone"] for e in metrics["reach"]["vlm2vla_alone"]["episodes"])
+    assert "| VLM2VLA, the named block alone |" in report
     # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)

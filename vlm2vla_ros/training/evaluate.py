@@ -154,16 +154,37 @@ def closed_loop_episode(
     return record
 
 
-def reach_episode(engine: Any, seed: int, cycles: int = 2, image_size: int = 224) -> dict[str, Any]:
+def named_only(world: Any, task: Any) -> Any:
+    """The world with only the objects the task names (the gripper as it was): a scene where
+    acting needs no choosing of the named block among others. Refused when a kept object rests
+    on one that would go."""
+    from vlm2vla_ros.sim.world import TABLE, SimWorld
+
+    kept = [o for o in world.objects if o.name in task.targets]
+    names = {o.name for o in kept}
+    floating = [o.name for o in kept if o.resting_on not in (TABLE, *names)]
+    if floating:
+        raise ValueError(f"cannot leave {floating} alone: they rest on objects the task does not name")
+    return SimWorld(kept, gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
+                    gripper_open=world.gripper_open, workspace=world.workspace)
+
+
+def reach_episode(
+    engine: Any, seed: int, cycles: int = 2, image_size: int = 224, alone: bool = False
+) -> dict[str, Any]:
     """The chunk stage alone on a pick-up scene: given the right first subtask ("move above the
     red block") instead of its own list, `cycles` plan + chunk cycles run in the simulator, and
     the gripper's horizontal distance to the named block is measured before and after each
     (cm; a grasp needs GRASP_TOLERANCE_XY_M). Shows whether chunks follow the block's place,
-    which closed-loop success cannot separate from wrong subtask lists or a wrong verifier."""
+    which closed-loop success cannot separate from wrong subtask lists or a wrong verifier.
+    alone: the named block is the scene's only object (`named_only`), so following it needs
+    reading its place but not picking it out of several."""
     from vlm2vla_ros.policy import PolicyError
     from vlm2vla_ros.sim.scene import make_scene
 
     world, task = make_scene(seed, "pick_up")
+    if alone:
+        world = named_only(world, task)
     backend, executor = _sim_robot(world)
     instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
 
@@ -172,7 +193,7 @@ def reach_episode(engine: Any, seed: int, cycles: int = 2, image_size: int = 224
         block = next(o for o in now.objects if o.name == task.pick)
         return 100 * math.hypot(now.gripper_x - block.x, now.gripper_y - block.y)
 
-    record: dict[str, Any] = {"seed": seed, "subtask": subtask, "distance_cm": [distance_cm()], "ended": "done"}
+    record: dict[str, Any] = {"seed": seed, "subtask": subtask, "alone": alone, "distance_cm": [distance_cm()], "ended": "done"}
     try:
         for _ in range(cycles):
             report = executor.execute(engine.cycle(backend.render(image_size, image_size), instruction, subtask).chunk)
