@@ -136,6 +136,19 @@ def test_bad_world_definitions_are_refused():
         SimWorld([block()]).object("green block")
 
 
+def test_keeping_cuts_a_world_down_to_copies_of_some_objects():
+    world = SimWorld([block(), block("blue block", x=0.20), bowl()], gripper_x=0.22, gripper_z=0.12, gripper_open=False)
+    cut = world.keeping([world.object("blue block")])
+    assert [o.name for o in cut.objects] == ["blue block"]
+    assert (cut.gripper, cut.gripper_open, cut.workspace, cut.held_offset) == (
+        world.gripper, world.gripper_open, world.workspace, world.held_offset)
+    cut.set_gripper(True)
+    grasp(cut, "blue block")
+    cut.move_gripper(0, 0, 0.05)
+    assert cut.object("blue block").held and cut.object("blue block").z > 0.04
+    assert world.object("blue block").z == 0.0 and not world.object("blue block").held  # the source is untouched
+
+
 def test_copy_is_independent_and_observation_is_json():
     world = SimWorld([block()], gripper_z=0.12)
     snapshot = world.copy()

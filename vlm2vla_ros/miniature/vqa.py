@@ -452,8 +452,7 @@ def blocks_on_table(world: SimWorld, count: int, rng: random.Random) -> SimWorld
     nothing stacked on them, no bowl or plate), the gripper where it was."""
     standing = [o for o in world.objects if o.kind == BLOCK and not o.held and o.resting_on == TABLE]
     kept = rng.sample(standing, min(count, len(standing)))
-    return SimWorld(kept, gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
-                    gripper_open=world.gripper_open, workspace=world.workspace)
+    return world.keeping(kept)
 
 
 GROUNDING_KINDS = ("location", "relative", "direction")

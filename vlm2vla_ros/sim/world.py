@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BLOCK = "block"
@@ -239,6 +240,13 @@ class SimWorld:
 
     def copy(self) -> SimWorld:
         return copy.deepcopy(self)
+
+    def keeping(self, objects: Sequence[SimObject]) -> SimWorld:
+        """A world of its own with copies of only these objects, and the gripper and workspace as
+        they are here: a scene cut down for training or evaluation."""
+        return SimWorld(copy.deepcopy(list(objects)), gripper_x=self.gripper_x, gripper_y=self.gripper_y,
+                        gripper_z=self.gripper_z, gripper_open=self.gripper_open, workspace=self.workspace,
+                        held_offset=self.held_offset)
 
     def observation(self) -> dict:
         """The state as plain JSON-ready data (logs, VQA generation, tests)."""

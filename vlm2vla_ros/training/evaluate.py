@@ -158,15 +158,14 @@ def named_only(world: Any, task: Any) -> Any:
     """The world with only the objects the task names (the gripper as it was): a scene where
     acting needs no choosing of the named block among others. Refused when a kept object rests
     on one that would go."""
-    from vlm2vla_ros.sim.world import TABLE, SimWorld
+    from vlm2vla_ros.sim.world import TABLE
 
     kept = [o for o in world.objects if o.name in task.targets]
     names = {o.name for o in kept}
     floating = [o.name for o in kept if o.resting_on not in (TABLE, *names)]
     if floating:
         raise ValueError(f"cannot leave {floating} alone: they rest on objects the task does not name")
-    return SimWorld(kept, gripper_x=world.gripper_x, gripper_y=world.gripper_y, gripper_z=world.gripper_z,
-                    gripper_open=world.gripper_open, workspace=world.workspace)
+    return world.keeping(kept)
 
 
 def reach_episode(
