@@ -160,22 +160,31 @@ def train_full(
     prepared = collator.pretokenize(examples)
     lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
     stream = batch_stream(len(examples), batch_size - count, random.Random(seed), lengths)
-    drawn = 0
+    new = _Drawn(collator, draw) if draw is not None and count else None
 
     def batch(step: int) -> dict[str, Any]:
-        nonlocal drawn
-        if draw is None or count == 0:
-            return prepared.batch(next(stream))
-        new = draw(step)
-        if not new:
-            raise ValueError(f"draw({step}) gave no training examples")
-        drawn += len(new)
-        return prepared.batch(next(stream), collator.pretokenize(new))
+        return prepared.batch(next(stream), new(step) if new is not None else None)
 
     steps_done, seconds, losses = _optimise(
         model, batch, steps, learning_rate, warmup_steps, log, log_every, vision_lr_scale, train_vision_tower
     )
-    return FullTrainResult(steps_done, seconds, losses, len(examples) + drawn)
+    return FullTrainResult(steps_done, seconds, losses, len(examples) + (new.examples if new is not None else 0))
+
+
+class _Drawn:
+    """Examples made for each step by draw(step), tokenised as a fixed set's are (which is faster
+    than the collator's processor call and gives the same tensors) and counted; an empty draw is
+    an error."""
+
+    def __init__(self, collator: AnswerOnlyCollator, draw: Callable[[int], Sequence[dict[str, Any]]]) -> None:
+        self.collator, self.draw, self.examples = collator, draw, 0
+
+    def __call__(self, step: int) -> Any:
+        examples = self.draw(step)
+        if not examples:
+            raise ValueError(f"draw({step}) gave no training examples")
+        self.examples += len(examples)
+        return self.collator.pretokenize(examples)
 
 
 def train_stream(
@@ -192,27 +201,21 @@ def train_stream(
     train_vision_tower: bool = True,
 ) -> FullTrainResult:
     """train_full's optimisation on examples made fresh for every step: draw(step) gives that
-    step's batch (tokenised as train_full's are, which is faster than the collator's processor
-    call and gives the same tensors). Nothing is seen twice, so the training loss is a held-out
+    step's batch (_Drawn). Nothing is seen twice, so the training loss is a held-out
     loss (a fixed set of scenes is memorised instead: docs/miniature.md, finding 8)."""
     import torch
 
     torch.manual_seed(seed)
-    collator = AnswerOnlyCollator(processor, max_length=max_length)
-    drawn = 0
+    new = _Drawn(AnswerOnlyCollator(processor, max_length=max_length), draw)
 
     def batch(step: int) -> dict[str, Any]:
-        nonlocal drawn
-        examples = draw(step)
-        if not examples:
-            raise ValueError(f"draw({step}) gave no training examples")
-        drawn += len(examples)
-        return collator.pretokenize(examples).batch(range(len(examples)))
+        examples = new(step)
+        return examples.batch(range(len(examples)))
 
     steps_done, seconds, losses = _optimise(
         model, batch, steps, learning_rate, warmup_steps, log, log_every, 1.0, train_vision_tower
     )
-    return FullTrainResult(steps_done, seconds, losses, drawn)
+    return FullTrainResult(steps_done, seconds, losses, new.examples)
 
 
 def _optimise(
