@@ -121,6 +121,57 @@ def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle
     assert failed["distance_cm"] == [start] and failed["ended"] == "policy error: garbage chunk" and failed_engine.calls == 1
 
 
+class _ReplayEngine:
+    """The expert's solution of the scene with only the named objects, replayed subtask by
+    subtask (merged as the dataset builder merges), and a verifier that always advances."""
+
+    def __init__(self, kind, seed):
+        from vlm2vla_ros.action_language.trajectory import merge_trajectory
+        from vlm2vla_ros.sim.expert import ScriptedExpert
+        from vlm2vla_ros.sim.scene import make_scene
+        from vlm2vla_ros.training.evaluate import named_only
+
+        world, task = make_scene(seed, kind)
+        episode = ScriptedExpert().run(named_only(world, task), task, seed)
+        assert episode.success
+        starts = [*episode.subtask_starts(), len(episode.steps)]
+        deltas, grip = episode.deltas_cm(), episode.gripper_states()
+        self.subtask_list = episode.subtasks
+        self.chunks = {name: ActionChunk(tuple(merge_trajectory(deltas[a:b], grip[a:b])))
+                       for name, a, b in zip(self.subtask_list, starts, starts[1:])}
+        self.images = []
+
+    def subtasks(self, image, task):
+        from vlm2vla_ros.policy.types import SubtaskResult
+
+        self.images.append(image)
+        return SubtaskResult(list(self.subtask_list), "", {}, {})
+
+    def cycle(self, image, instruction, subtask):
+        from vlm2vla_ros.policy.types import CycleResult
+
+        return CycleResult("move", self.chunks[subtask], "move", "", {}, {})
+
+    def verify(self, before, after, subtask, next_subtask):
+        from vlm2vla_ros.policy.types import VerifyResult
+
+        return VerifyResult(True, "yes", {})
+
+
+def test_closed_loop_with_the_named_objects_alone_runs_the_whole_chain():
+    from vlm2vla_ros.training.evaluate import closed_loop_episode
+
+    for kind, seed in (("pick_up", 50000), ("put_in", 50001)):
+        replay = _ReplayEngine(kind, seed)
+        alone = closed_loop_episode(replay, kind, seed, max_cycles=10, image_size=32, alone=True)
+        assert alone["alone"] and alone["success"], alone
+        assert alone["subtasks_done"] == len(replay.subtask_list) == alone["cycles"]
+        whole = closed_loop_episode(replay, kind, seed, max_cycles=10, image_size=32)
+        assert not whole["alone"]
+        # the camera saw the other objects only in the whole scene
+        assert not (replay.images[0] == replay.images[1]).all()
+
+
 def test_named_only_keeps_the_tasks_objects_and_the_gripper():
     from vlm2vla_ros.sim.scene import make_scene
     from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld

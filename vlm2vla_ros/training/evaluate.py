@@ -118,16 +118,22 @@ def _sim_robot(world: Any) -> tuple[Any, Any]:
 
 
 def closed_loop_episode(
-    engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en"
+    engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
+    alone: bool = False,
 ) -> dict[str, Any]:
-    """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle)."""
+    """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
+    alone: only the objects the task names stay (`named_only`), so success needs no choosing
+    of the named block among others."""
     from vlm2vla_ros.policy import PolicyError
     from vlm2vla_ros.sim.scene import make_scene
 
     world, task = make_scene(seed, task_kind)
+    if alone:
+        world = named_only(world, task)
     backend, executor = _sim_robot(world)
     instruction = task.instruction(lang)
-    record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "cycles": 0, "ended": ""}
+    record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
+                              "cycles": 0, "ended": ""}
     try:
         subtasks = engine.subtasks(backend.render(image_size, image_size), instruction).subtasks
         record["subtasks"] = subtasks
