@@ -121,55 +121,81 @@ def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle
     assert failed["distance_cm"] == [start] and failed["ended"] == "policy error: garbage chunk" and failed_engine.calls == 1
 
 
-class _ReplayEngine:
-    """The expert's solution of the scene with only the named objects, replayed subtask by
-    subtask (merged as the dataset builder merges), and a verifier that always advances."""
+class _Seeing:
+    """Records the images of subtasks() and hands every stage on to an engine."""
 
-    def __init__(self, kind, seed):
-        from vlm2vla_ros.action_language.trajectory import merge_trajectory
-        from vlm2vla_ros.sim.expert import ScriptedExpert
-        from vlm2vla_ros.sim.scene import make_scene
-        from vlm2vla_ros.training.evaluate import named_only
-
-        world, task = make_scene(seed, kind)
-        episode = ScriptedExpert().run(named_only(world, task), task, seed)
-        assert episode.success
-        starts = [*episode.subtask_starts(), len(episode.steps)]
-        deltas, grip = episode.deltas_cm(), episode.gripper_states()
-        self.subtask_list = episode.subtasks
-        self.chunks = {name: ActionChunk(tuple(merge_trajectory(deltas[a:b], grip[a:b])))
-                       for name, a, b in zip(self.subtask_list, starts, starts[1:])}
-        self.images = []
+    def __init__(self, engine):
+        self.engine, self.images = engine, []
 
     def subtasks(self, image, task):
-        from vlm2vla_ros.policy.types import SubtaskResult
-
         self.images.append(image)
-        return SubtaskResult(list(self.subtask_list), "", {}, {})
+        return self.engine.subtasks(image, task)
 
-    def cycle(self, image, instruction, subtask):
-        from vlm2vla_ros.policy.types import CycleResult
+    def cycle(self, image, task, subtask):
+        return self.engine.cycle(image, task, subtask)
 
-        return CycleResult("move", self.chunks[subtask], "move", "", {}, {})
-
-    def verify(self, before, after, subtask, next_subtask):
-        from vlm2vla_ros.policy.types import VerifyResult
-
-        return VerifyResult(True, "yes", {})
+    def verify(self, *args):
+        return self.engine.verify(*args)
 
 
 def test_closed_loop_with_the_named_objects_alone_runs_the_whole_chain():
-    from vlm2vla_ros.training.evaluate import closed_loop_episode
+    from vlm2vla_ros.training.evaluate import ExpertReplay, closed_loop_episode
 
     for kind, seed in (("pick_up", 50000), ("put_in", 50001)):
-        replay = _ReplayEngine(kind, seed)
+        replay = _Seeing(ExpertReplay(kind, seed, alone=True))
         alone = closed_loop_episode(replay, kind, seed, max_cycles=10, image_size=32, alone=True)
         assert alone["alone"] and alone["success"], alone
-        assert alone["subtasks_done"] == len(replay.subtask_list) == alone["cycles"]
+        assert alone["subtasks_done"] == len(replay.engine.subtask_list) == alone["cycles"]
         whole = closed_loop_episode(replay, kind, seed, max_cycles=10, image_size=32)
         assert not whole["alone"]
         # the camera saw the other objects only in the whole scene
         assert not (replay.images[0] == replay.images[1]).all()
+
+
+class _Stage:
+    """One stage's answers, fixed: a subtask list, a chunk, a verdict; counts its calls."""
+
+    def __init__(self, subtasks=(), chunk_steps=(), advance=True):
+        self.list, self.steps, self.advance, self.calls = list(subtasks), chunk_steps, advance, []
+
+    def subtasks(self, image, task):
+        from vlm2vla_ros.policy.types import SubtaskResult
+
+        self.calls.append("subtasks")
+        return SubtaskResult(self.list, "", {}, {})
+
+    def cycle(self, image, task, subtask):
+        from vlm2vla_ros.policy.types import CycleResult
+
+        self.calls.append("cycle")
+        return CycleResult("", chunk(*self.steps), "", "", {}, {})
+
+    def verify(self, *args):
+        from vlm2vla_ros.policy.types import VerifyResult
+
+        self.calls.append("verify")
+        return VerifyResult(self.advance, "", {})
+
+
+def test_a_stage_mix_takes_each_stage_from_its_own_engine():
+    from vlm2vla_ros.policy import PolicyError
+    from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
+
+    # the expert's subtasks and chunks, a verifier that never advances: the first subtask forever
+    expert, judge = ExpertReplay("pick_up", 50000, alone=True), _Stage(advance=False)
+    stuck = closed_loop_episode(StageMix(expert, expert, judge), "pick_up", 50000, max_cycles=3, image_size=32, alone=True)
+    assert stuck["ended"] == "cycle limit" and stuck["subtasks_done"] == 0 and not stuck["success"]
+    assert judge.calls == ["verify"] * 3
+    # the expert's subtasks, chunks from an engine that does not move: never picked up
+    still = _Stage(chunk_steps=[(0.0, 0.0, 0.0, 1)])
+    idle = closed_loop_episode(StageMix(expert, still, expert), "pick_up", 50000, max_cycles=6, image_size=32, alone=True)
+    assert idle["ended"] == "all subtasks done" and not idle["success"] and still.calls == ["cycle"] * 3
+    # a subtask the expert never did has no chunk: a clear policy error, not a guess
+    wrong = _Stage(subtasks=["move above the moon"])
+    lost = closed_loop_episode(StageMix(wrong, expert, expert), "pick_up", 50000, max_cycles=3, image_size=32, alone=True)
+    assert lost["ended"] == "policy error: the expert has no chunk for 'move above the moon'"
+    with pytest.raises(PolicyError, match="no chunk"):
+        expert.cycle(None, "", "lift the moon")
 
 
 def test_named_only_keeps_the_tasks_objects_and_the_gripper():

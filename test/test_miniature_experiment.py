@@ -66,13 +66,21 @@ def test_report_and_metrics(run):
     assert set(metrics["reach"]) == {"vlm2vla", "baseline", "vlm2vla_alone", "baseline_alone"}
     assert all(e["alone"] for e in metrics["reach"]["vlm2vla_alone"]["episodes"])
     assert "| VLM2VLA, the named block alone |" in report
-    for model in ("vlm2vla", "baseline"):  # the closed loop again, pick-up with the named block alone, last
-        alone = metrics["closed_loop_alone"][model]
-        assert set(alone["success_rate"]) == {"en"} and set(alone["success_rate"]["en"]) == {"pick_up"}
-        (episode,) = alone["episodes"]
-        assert episode["alone"] and episode["seed"] == metrics["reach"][model]["episodes"][0]["seed"]
-    assert "| pick_up, the named objects alone | en | 1 |" in report
-    assert list(metrics["timings_s"])[-1] == "evaluation: closed loop, the named objects alone"
+    # which link fails, last: pick-up with the named block alone, stages from the expert's replay
+    chain = metrics["chain"]
+    assert chain["kinds"] == ["pick_up"]
+    (judged,) = chain["expert_verifier"]["episodes"]
+    assert judged["alone"] and judged["cycles"] >= 1 and judged["subtasks"][0].startswith("move above the")
+    for model in ("vlm2vla", "baseline"):
+        for run in ("own", "expert_subtasks"):
+            (episode,) = chain[model][run]["episodes"]
+            assert episode["alone"] and episode["seed"] == metrics["reach"][model]["episodes"][0]["seed"]
+            assert set(chain[model][run]["success_rate"]) == {"en"}
+        assert chain[model]["expert_subtasks"]["episodes"][0]["subtasks"][0].startswith("move above the")
+        assert 0.0 <= chain[model]["lists_right"]["pick_up"] <= 1.0
+    assert "## Which link fails" in report
+    assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
+    assert list(metrics["timings_s"])[-1] == "evaluation: which link fails (the named objects alone)"
     # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)

@@ -39,7 +39,7 @@ from typing import Any
 from vlm2vla_ros.action_language import MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
-from vlm2vla_ros.training.evaluate import jsonable, write_vqa
+from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
 
@@ -142,8 +142,8 @@ class ExperimentConfig:
     cycles_per_subtask: int = 2
     chunk_temperature: float = 0.5
     alone_kinds: tuple[str, ...] = ("pick_up",)
-    """Task kinds also run in the closed loop with only the objects the task names (English; last,
-    after reaching): success without choosing the named block among others."""
+    """Task kinds run again in the closed loop (English, last) with only the objects the task names,
+    and with stages from the scripted expert's replay, to see which link fails (chain_scores)."""
 
     @classmethod
     def full(cls, seed: int = 0) -> ExperimentConfig:
@@ -256,33 +256,26 @@ def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentC
     )
 
 
-class SplitVerifier:
-    """A policy engine whose verify() is another engine's (the baseline's verifier is the base)."""
+def max_cycles(config: ExperimentConfig, kind: str, seed: int) -> int:
+    """A closed-loop episode's cycle limit: cycles_per_subtask for each of the task's subtasks, plus two."""
+    from vlm2vla_ros.sim.scene import make_scene
 
-    def __init__(self, policy: Any, verifier: Any) -> None:
-        self.policy, self.verifier = policy, verifier
+    return config.cycles_per_subtask * len(make_scene(seed, kind)[1].plan) + 2
 
-    def subtasks(self, image: Any, task: str) -> Any:
-        return self.policy.subtasks(image, task)
 
-    def cycle(self, image: Any, task: str, subtask: str) -> Any:
-        return self.policy.cycle(image, task, subtask)
-
-    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
-        return self.verifier.verify(before, after, subtask, next_subtask)
+def every_scene(engine: Any) -> Callable[[str, int], Any]:
+    """closed_loop's engine_for when one engine runs every scene."""
+    return lambda kind, seed: engine
 
 
 def closed_loop(
-    engine: Any, config: ExperimentConfig, log: Callable[[str], None], name: str, alone: bool = False
+    engine_for: Callable[[str, int], Any], config: ExperimentConfig, log: Callable[[str], None], name: str,
+    alone: bool = False,
 ) -> dict[str, Any]:
-    """Success per (language, kind) on held-out seeds; the episode records included. alone: the
-    alone_kinds in English, with only the objects each task names left in its scene."""
-    from vlm2vla_ros.sim.scene import make_scene
+    """Success per (language, kind) on held-out seeds, each scene run by engine_for(kind, seed);
+    the episode records included. alone: the alone_kinds in English, with only the objects each
+    task names left in its scene."""
     from vlm2vla_ros.training.evaluate import closed_loop_episode
-
-    def max_cycles(kind: str, seed: int) -> int:
-        """cycles_per_subtask for each of the task's subtasks, plus two."""
-        return config.cycles_per_subtask * len(make_scene(seed, kind)[1].plan) + 2
 
     def kinds_for(lang: str) -> tuple[str, ...]:
         if alone:
@@ -296,7 +289,8 @@ def closed_loop(
         for kind in kinds_for(lang):
             t0 = time.perf_counter()
             episodes = [
-                closed_loop_episode(engine, kind, seed, max_cycles(kind, seed), config.image_size, lang, alone) | {"lang": lang}
+                closed_loop_episode(engine_for(kind, seed), kind, seed, max_cycles(config, kind, seed), config.image_size,
+                                    lang, alone) | {"lang": lang}
                 for seed in eval_seeds(config, kind)
             ]
             records += episodes
@@ -306,6 +300,39 @@ def closed_loop(
                 f"({time.perf_counter() - t0:.0f} s)"
             )
     return {"success_rate": rates, "episodes": records}
+
+
+def chain_scores(
+    policies: dict[str, Any], verifier: Any, config: ExperimentConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Which link of the chain fails, in the closed loop with only the objects each task names
+    (alone_kinds, English): stages taken from the scripted expert's own solution of each scene.
+    "expert_verifier": the expert's subtasks and chunks, the policies' shared verifier judging.
+    Per policy: "own", the policy alone; "expert_subtasks", the expert's subtask list with the
+    policy's plans, chunks and verifier; "lists_right", the share of its own lists (in "own")
+    that equal the expert's. Episode records included."""
+    from vlm2vla_ros.sim.scene import make_scene
+    from vlm2vla_ros.training.evaluate import ExpertReplay
+
+    def expert_judged(kind: str, seed: int) -> Any:
+        replay = ExpertReplay(kind, seed, alone=True)
+        return StageMix(replay, replay, verifier)
+
+    def expert_subtasks(policy: Any) -> Callable[[str, int], Any]:
+        return lambda kind, seed: StageMix(ExpertReplay(kind, seed, alone=True), policy, policy)
+
+    out: dict[str, Any] = {"kinds": list(config.alone_kinds),
+                           "expert_verifier": closed_loop(expert_judged, config, log, "expert + verifier", alone=True)}
+    for name, policy in policies.items():
+        own = closed_loop(every_scene(policy), config, log, f"{name} alone", alone=True)
+        right = {kind: [e.get("subtasks") == make_scene(e["seed"], kind)[1].subtasks("en")
+                        for e in own["episodes"] if e["task_kind"] == kind] for kind in config.alone_kinds}
+        out[name] = {
+            "own": own,
+            "expert_subtasks": closed_loop(expert_subtasks(policy), config, log, f"expert subtasks + {name}", alone=True),
+            "lists_right": {kind: sum(flags) / len(flags) for kind, flags in right.items()},
+        }
+    return out
 
 
 def answer_sides(adapter_off: bool) -> tuple[tuple[str, bool], ...]:
@@ -554,9 +581,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         log(f"  VQA accuracy: base (adapter off) {acc['base']['accuracy']:.3f}, VLM2VLA {acc['vlm2vla']['accuracy']:.3f}, "
             f"baseline {acc['baseline']['accuracy']:.3f}; adapter off = base: {acc['adapter_off_answers_equal_base']}")
     with run.stage("evaluation: closed loop (VLM2VLA)"):
-        metrics["closed_loop_vlm2vla"] = closed_loop(vlm2vla, c, log, "VLM2VLA")
+        metrics["closed_loop_vlm2vla"] = closed_loop(every_scene(vlm2vla), c, log, "VLM2VLA")
     with run.stage("evaluation: closed loop (baseline)"):
-        metrics["closed_loop_baseline"] = closed_loop(SplitVerifier(baseline, base_engine), c, log, "baseline")
+        baseline_policy = StageMix(baseline, baseline, base_engine)  # the base judges, as for VLM2VLA
+        metrics["closed_loop_baseline"] = closed_loop(every_scene(baseline_policy), c, log, "baseline")
     with run.stage("evaluation: grounding (where things are)"):
         # after the closed loop, so that adding it left every earlier number unchanged
         grounding_dir = out / "grounding_eval"
@@ -584,11 +612,9 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         for name in metrics["reach"]:
             log(f"  reach {name}: " + ", ".join(f"after {a['cycles']} cycle(s) {a['mean_cm']:.1f} cm, "
                                                 f"{a['within_tolerance']:.2f} within" for a in metrics["reach"][name]["after"]))
-    with run.stage("evaluation: closed loop, the named objects alone"):
+    with run.stage("evaluation: which link fails (the named objects alone)"):
         # last, so that adding it left every earlier number unchanged
-        metrics["closed_loop_alone"] = {"vlm2vla": closed_loop(vlm2vla, c, log, "VLM2VLA alone", alone=True),
-                                        "baseline": closed_loop(SplitVerifier(baseline, base_engine), c, log,
-                                                                "baseline alone", alone=True)}
+        metrics["chain"] = chain_scores({"vlm2vla": vlm2vla, "baseline": baseline_policy}, base_engine, c, log)
     for engine in (vlm2vla, base_engine, baseline):
         engine.close()
 
@@ -678,19 +704,13 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         for kind, rate in rates.items():
             n = sum(1 for e in cl_v["episodes"] if e["lang"] == lang and e["task_kind"] == kind)
             lines.append(f"| {kind} | {lang} | {n} | {_pct(rate)} | {_pct(cl_b['success_rate'][lang][kind])} |")
-    if "closed_loop_alone" in m:
-        alone_v, alone_b = m["closed_loop_alone"]["vlm2vla"], m["closed_loop_alone"]["baseline"]
-        for kind, rate in alone_v["success_rate"]["en"].items():
-            n = sum(1 for e in alone_v["episodes"] if e["task_kind"] == kind)
-            lines.append(f"| {kind}, the named objects alone | en | {n} | {_pct(rate)} | "
-                         f"{_pct(alone_b['success_rate']['en'][kind])} |")
-        lines += ["", "\"The named objects alone\": the same scenes with every object the task does not name "
-                  "taken away (run last), so success needs no choosing of the named block among others."]
     lines += ["", "![closed-loop success](miniature_success.png)", ""]
     if "grounding" in m:
         lines += grounding_lines(m["grounding"])
     if "reach" in m:
         lines += reach_lines(m["reach"])
+    if "chain" in m:
+        lines += chain_lines(m["chain"])
     lines += ["## Training", ""]
     location = m.get("pretrain_location", [])
     tower = "the vision tower frozen after its own pretraining" if c.get("pretrain_freeze_tower") else "every weight"
@@ -781,6 +801,34 @@ def reach_lines(r: dict[str, Any]) -> list[str]:
     if "vlm2vla_alone" in r:
         lines += ["", "\"The named block alone\": the same scenes with every other object taken away, so following the block "
                   "needs reading its place but not picking it out of several."]
+    return lines + [""]
+
+
+def chain_lines(ch: dict[str, Any]) -> list[str]:
+    """The report's section on which link of the chain fails (chain_scores)."""
+    v, b, judged = ch["vlm2vla"], ch["baseline"], ch["expert_verifier"]["success_rate"]["en"]
+    lines = [
+        "## Which link fails: the named objects alone (held-out scenes)",
+        "",
+        "The closed loop's English scenes of these kinds with every object the task does not name taken away, so no "
+        "block has to be picked out of several. Run again with stages taken from the scripted expert's own solution of "
+        "each scene (privileged: it knows the world). The verifier is the base with the adapter off for both models.",
+        "",
+        "| task kind | episodes | run | VLM2VLA | baseline |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in ch["kinds"]:
+        n = sum(1 for e in ch["expert_verifier"]["episodes"] if e["task_kind"] == kind)
+        lines += [
+            f"| {kind} | {n} | the model's own subtask lists equal to the expert's | {_pct(v['lists_right'][kind])} | "
+            f"{_pct(b['lists_right'][kind])} |",
+            f"| {kind} | {n} | success: the expert's subtasks and chunks, the verifier judging | {_pct(judged[kind])} | "
+            f"{_pct(judged[kind])} |",
+            f"| {kind} | {n} | success: the expert's subtasks, the model's plans and chunks, the verifier judging | "
+            f"{_pct(v['expert_subtasks']['success_rate']['en'][kind])} | {_pct(b['expert_subtasks']['success_rate']['en'][kind])} |",
+            f"| {kind} | {n} | success: the model alone (its subtasks, plans and chunks, the verifier judging) | "
+            f"{_pct(v['own']['success_rate']['en'][kind])} | {_pct(b['own']['success_rate']['en'][kind])} |",
+        ]
     return lines + [""]
 
 

@@ -8,6 +8,8 @@
   kind; success is the simulator's check, never the model's claim.
 - Reaching: on a pick-up scene, given the right first subtask, how near the chunks take the
   gripper to the named block (the chunk stage alone, without subtask lists or a verifier).
+- Which link fails: `StageMix` builds a policy from stages of others, `ExpertReplay` stands in
+  for any stage with the scripted expert's own solution of the scene.
 - VQA retention: the same weights answer a VQA JSONL with the adapter on and off
   (peft's disable_adapter), so forgetting is measured directly.
 """
@@ -158,6 +160,66 @@ def closed_loop_episode(
         backend.close()
     record["success"] = bool(task.check_success(backend.world))
     return record
+
+
+class ExpertReplay:
+    """The scripted expert's solution of one seeded scene as a policy engine: its subtask list,
+    the chunk it executed for each subtask (merged as the dataset builder merges), and a verifier
+    that always advances. Privileged (it knows the world), so only a stand-in for one stage at a
+    time in `StageMix`, to see which link of the chain fails."""
+
+    def __init__(self, task_kind: str, seed: int, alone: bool = False) -> None:
+        from vlm2vla_ros.action_language.trajectory import merge_trajectory
+        from vlm2vla_ros.sim.expert import ScriptedExpert
+        from vlm2vla_ros.sim.scene import make_scene
+
+        world, task = make_scene(seed, task_kind)
+        episode = ScriptedExpert().run(named_only(world, task) if alone else world, task, seed)
+        if not episode.success:
+            raise ValueError(f"the expert failed {task_kind} seed {seed}: nothing to replay")
+        starts = [*episode.subtask_starts(), len(episode.steps)]
+        deltas, gripper = episode.deltas_cm(), episode.gripper_states()
+        self.subtask_list = task.subtasks("en")
+        self.chunks = {
+            name: ActionChunk(tuple(merge_trajectory(deltas[a:b], gripper[a:b])))
+            for name, a, b in zip(self.subtask_list, starts, starts[1:])
+        }
+
+    def subtasks(self, image: Any, task: str) -> Any:
+        from vlm2vla_ros.policy.types import SubtaskResult
+
+        return SubtaskResult(list(self.subtask_list), "; ".join(self.subtask_list), {}, {})
+
+    def cycle(self, image: Any, task: str, subtask: str) -> Any:
+        from vlm2vla_ros.policy import PolicyError
+        from vlm2vla_ros.policy.types import CycleResult
+
+        if subtask not in self.chunks:
+            raise PolicyError(f"the expert has no chunk for {subtask!r}")
+        return CycleResult("expert", self.chunks[subtask], "expert", "", {}, {})
+
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
+        from vlm2vla_ros.policy.types import VerifyResult
+
+        return VerifyResult(True, "expert: advance", {})
+
+
+class StageMix:
+    """A policy engine made of the stages of others: subtask lists from one, plan + chunk cycles
+    from another, verification from a third (the action-token baseline has no verifier of its
+    own; ExpertReplay in one place shows what the others can do)."""
+
+    def __init__(self, subtasks: Any, cycles: Any, verifier: Any) -> None:
+        self.subtasks_from, self.cycles_from, self.verifier = subtasks, cycles, verifier
+
+    def subtasks(self, image: Any, task: str) -> Any:
+        return self.subtasks_from.subtasks(image, task)
+
+    def cycle(self, image: Any, task: str, subtask: str) -> Any:
+        return self.cycles_from.cycle(image, task, subtask)
+
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
+        return self.verifier.verify(before, after, subtask, next_subtask)
 
 
 def named_only(world: Any, task: Any) -> Any:
