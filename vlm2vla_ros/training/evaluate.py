@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vlm2vla_ros.action_language import ActionChunk
+from vlm2vla_ros.action_language import ActionChunk, ActionStep
 
 AXES = ("dx", "dy", "dz")
 DIRECTION_DEADBAND_CM = 0.5
@@ -174,16 +174,22 @@ class ExpertReplay:
         from vlm2vla_ros.sim.scene import make_scene
 
         world, task = make_scene(seed, task_kind)
-        episode = ScriptedExpert().run(named_only(world, task) if alone else world, task, seed)
+        if alone:
+            world = named_only(world, task)
+        held = int(world.gripper_open)
+        episode = ScriptedExpert().run(world, task, seed)
         if not episode.success:
             raise ValueError(f"the expert failed {task_kind} seed {seed}: nothing to replay")
-        starts = [*episode.subtask_starts(), len(episode.steps)]
-        deltas, gripper = episode.deltas_cm(), episode.gripper_states()
         self.subtask_list = task.subtasks("en")
-        self.chunks = {
-            name: ActionChunk(tuple(merge_trajectory(deltas[a:b], gripper[a:b])))
-            for name, a, b in zip(self.subtask_list, starts, starts[1:])
-        }
+        self.chunks: dict[str, ActionChunk] = {}
+        for index, name in enumerate(self.subtask_list):
+            steps = [s for s in episode.steps if s.subtask_index == index]
+            if steps:
+                held = steps[-1].gripper
+                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps]))
+            else:  # done before it began (the gripper was already there): a still step
+                moves = (ActionStep(0.0, 0.0, 0.0, held),)
+            self.chunks[name] = ActionChunk(moves)
 
     def subtasks(self, image: Any, task: str) -> Any:
         from vlm2vla_ros.policy.types import SubtaskResult
