@@ -178,14 +178,20 @@ class _Stage:
 
 
 def test_a_stage_mix_takes_each_stage_from_its_own_engine():
+    from vlm2vla_ros.miniature.vqa import subtask_done
     from vlm2vla_ros.policy import PolicyError
     from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
 
     # the expert's subtasks and chunks, a verifier that never advances: the first subtask forever
     expert, judge = ExpertReplay("pick_up", 50000, alone=True), _Stage(advance=False)
-    stuck = closed_loop_episode(StageMix(expert, expert, judge), "pick_up", 50000, max_cycles=3, image_size=32, alone=True)
+    seen = []
+    stuck = closed_loop_episode(StageMix(expert, expert, judge), "pick_up", 50000, max_cycles=3, image_size=32, alone=True,
+                                on_verdict=lambda world, task, index, advance: seen.append(
+                                    (index, advance, subtask_done(world, task.plan[index]))))
     assert stuck["ended"] == "cycle limit" and stuck["subtasks_done"] == 0 and not stuck["success"]
     assert judge.calls == ["verify"] * 3
+    # each verdict comes with the world it judged: above the block after the first move, past it after the next
+    assert seen == [(0, False, True), (0, False, False), (0, False, False)]
     # the expert's subtasks, chunks from an engine that does not move: never picked up
     still = _Stage(chunk_steps=[(0.0, 0.0, 0.0, 1)])
     idle = closed_loop_episode(StageMix(expert, still, expert), "pick_up", 50000, max_cycles=6, image_size=32, alone=True)

@@ -79,6 +79,13 @@ def test_report_and_metrics(run):
         assert chain[model]["expert_subtasks"]["episodes"][0]["subtasks"][0].startswith("move above the")
         assert 0.0 <= chain[model]["lists_right"]["pick_up"] <= 1.0
     assert "## Which link fails" in report
+    # every verdict of the runs with the expert's subtasks is counted against the simulator
+    assert sum(chain["expert_verifier"]["verdicts"].values()) == judged["cycles"]
+    for model in ("vlm2vla", "baseline"):
+        (episode,) = chain[model]["expert_subtasks"]["episodes"]
+        counted = sum(chain[model]["expert_subtasks"]["verdicts"].values())
+        assert counted == episode["cycles"] - (not episode["ended"].startswith(("all subtasks", "cycle limit")))
+    assert "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |" in report
     assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
     assert list(metrics["timings_s"])[-1] == "evaluation: which link fails (the named objects alone)"
     # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step

@@ -270,11 +270,11 @@ def every_scene(engine: Any) -> Callable[[str, int], Any]:
 
 def closed_loop(
     engine_for: Callable[[str, int], Any], config: ExperimentConfig, log: Callable[[str], None], name: str,
-    alone: bool = False,
+    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None,
 ) -> dict[str, Any]:
     """Success per (language, kind) on held-out seeds, each scene run by engine_for(kind, seed);
     the episode records included. alone: the alone_kinds in English, with only the objects each
-    task names left in its scene."""
+    task names left in its scene. on_verdict: closed_loop_episode's."""
     from vlm2vla_ros.training.evaluate import closed_loop_episode
 
     def kinds_for(lang: str) -> tuple[str, ...]:
@@ -290,7 +290,7 @@ def closed_loop(
             t0 = time.perf_counter()
             episodes = [
                 closed_loop_episode(engine_for(kind, seed), kind, seed, max_cycles(config, kind, seed), config.image_size,
-                                    lang, alone) | {"lang": lang}
+                                    lang, alone, on_verdict) | {"lang": lang}
                 for seed in eval_seeds(config, kind)
             ]
             records += episodes
@@ -302,6 +302,10 @@ def closed_loop(
     return {"success_rate": rates, "episodes": records}
 
 
+VERDICTS = ("advanced_done", "advanced_not_done", "retried_done", "retried_not_done")
+"""The verifier's verdicts in chain_scores, against the simulator's view of the subtask."""
+
+
 def chain_scores(
     policies: dict[str, Any], verifier: Any, config: ExperimentConfig, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -310,9 +314,21 @@ def chain_scores(
     "expert_verifier": the expert's subtasks and chunks, the policies' shared verifier judging.
     Per policy: "own", the policy alone; "expert_subtasks", the expert's subtask list with the
     policy's plans, chunks and verifier; "lists_right", the share of its own lists (in "own")
-    that equal the expert's. Episode records included."""
+    that equal the expert's. With the expert's subtasks, "verdicts" counts the verifier's
+    verdicts against the simulator's view of the subtask (vqa.subtask_done). Episode records
+    included."""
     from vlm2vla_ros.sim.scene import make_scene
     from vlm2vla_ros.training.evaluate import ExpertReplay
+
+    from .vqa import subtask_done
+
+    def verdicts() -> tuple[dict[str, int], Callable[[Any, Any, int, bool], None]]:
+        counts = dict.fromkeys(VERDICTS, 0)
+
+        def count(world: Any, task: Any, index: int, advance: bool) -> None:
+            done = subtask_done(world, task.plan[index])
+            counts[f"{'advanced' if advance else 'retried'}_{'done' if done else 'not_done'}"] += 1
+        return counts, count
 
     def expert_judged(kind: str, seed: int) -> Any:
         replay = ExpertReplay(kind, seed, alone=True)
@@ -321,15 +337,19 @@ def chain_scores(
     def expert_subtasks(policy: Any) -> Callable[[str, int], Any]:
         return lambda kind, seed: StageMix(ExpertReplay(kind, seed, alone=True), policy, policy)
 
+    counts, count = verdicts()
     out: dict[str, Any] = {"kinds": list(config.alone_kinds),
-                           "expert_verifier": closed_loop(expert_judged, config, log, "expert + verifier", alone=True)}
+                           "expert_verifier": closed_loop(expert_judged, config, log, "expert + verifier", True, count)
+                           | {"verdicts": counts}}
     for name, policy in policies.items():
         own = closed_loop(every_scene(policy), config, log, f"{name} alone", alone=True)
         right = {kind: [e.get("subtasks") == make_scene(e["seed"], kind)[1].subtasks("en")
                         for e in own["episodes"] if e["task_kind"] == kind] for kind in config.alone_kinds}
+        counts, count = verdicts()
         out[name] = {
             "own": own,
-            "expert_subtasks": closed_loop(expert_subtasks(policy), config, log, f"expert subtasks + {name}", alone=True),
+            "expert_subtasks": closed_loop(expert_subtasks(policy), config, log, f"expert subtasks + {name}", True, count)
+            | {"verdicts": counts},
             "lists_right": {kind: sum(flags) / len(flags) for kind, flags in right.items()},
         }
     return out
@@ -829,6 +849,19 @@ def chain_lines(ch: dict[str, Any]) -> list[str]:
             f"| {kind} | {n} | success: the model alone (its subtasks, plans and chunks, the verifier judging) | "
             f"{_pct(v['own']['success_rate']['en'][kind])} | {_pct(b['own']['success_rate']['en'][kind])} |",
         ]
+    from .vqa import ABOVE_BLOCK_M
+
+    lines += [
+        "",
+        "The verifier's verdicts in the runs with the expert's subtasks, against the simulator's view of each subtask "
+        f"(for \"move above\": the gripper within {100 * ABOVE_BLOCK_M:.1f} cm of the block horizontally and above its top):",
+        "",
+        "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |",
+        "|---|---|---|---|---|",
+    ]
+    for label, counts in (("the expert", ch["expert_verifier"]["verdicts"]), ("VLM2VLA", v["expert_subtasks"]["verdicts"]),
+                          ("baseline", b["expert_subtasks"]["verdicts"])):
+        lines.append(f"| {label} | " + " | ".join(str(counts[k]) for k in VERDICTS) + " |")
     return lines + [""]
 
 

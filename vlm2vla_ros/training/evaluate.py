@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,11 +121,12 @@ def _sim_robot(world: Any) -> tuple[Any, Any]:
 
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
-    alone: bool = False,
+    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None,
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
-    of the named block among others."""
+    of the named block among others. on_verdict(world, task, subtask index, advance) sees each
+    verdict with the world it judged, to score the verifier against the simulator."""
     from vlm2vla_ros.policy import PolicyError
     from vlm2vla_ros.sim.scene import make_scene
 
@@ -150,7 +151,10 @@ def closed_loop_episode(
                 break
             after = backend.render(image_size, image_size)
             following = subtasks[index + 1] if index + 1 < len(subtasks) else ""
-            if engine.verify(before, after, subtasks[index], following).advance:
+            advance = engine.verify(before, after, subtasks[index], following).advance
+            if on_verdict is not None:
+                on_verdict(backend.world, task, index, advance)
+            if advance:
                 index += 1
         record["subtasks_done"] = index
         record["ended"] = record["ended"] or ("all subtasks done" if index >= len(subtasks) else "cycle limit")
