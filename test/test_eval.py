@@ -204,6 +204,22 @@ def test_a_stage_mix_takes_each_stage_from_its_own_engine():
         expert.cycle(None, "", "lift the moon")
 
 
+def test_a_scene_the_expert_cannot_solve_is_a_failed_episode_not_a_crash(monkeypatch):
+    from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
+    from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
+
+    monkeypatch.setattr(ScriptedExpert, "run", lambda self, world, task, seed, image_size=None: Episode(task, seed))
+    expert = ExpertReplay("pick_up", 50000, alone=True)
+    judge = _Stage()
+    record = closed_loop_episode(StageMix(expert, expert, judge), "pick_up", 50000, max_cycles=3, image_size=32)
+    assert record["ended"] == "policy error: the expert could not solve pick_up seed 50000"
+    assert not record["success"] and judge.calls == []
+    # its subtasks from another engine: the cycle refuses the same way
+    lists = _Stage(subtasks=["move above the red block"])
+    record = closed_loop_episode(StageMix(lists, expert, judge), "pick_up", 50000, max_cycles=3, image_size=32)
+    assert record["ended"] == "policy error: the expert could not solve pick_up seed 50000" and record["cycles"] == 1
+
+
 def test_named_only_keeps_the_tasks_objects_and_the_gripper():
     from vlm2vla_ros.sim.scene import make_scene
     from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld

@@ -170,7 +170,8 @@ class ExpertReplay:
     """The scripted expert's solution of one seeded scene as a policy engine: its subtask list,
     the chunk it executed for each subtask (merged as the dataset builder merges), and a verifier
     that always advances. Privileged (it knows the world), so only a stand-in for one stage at a
-    time in `StageMix`, to see which link of the chain fails."""
+    time in `StageMix`, to see which link of the chain fails. A scene the expert cannot solve
+    raises PolicyError when asked, so an evaluation records that episode as failed and goes on."""
 
     def __init__(self, task_kind: str, seed: int, alone: bool = False) -> None:
         from vlm2vla_ros.action_language.trajectory import merge_trajectory
@@ -182,8 +183,7 @@ class ExpertReplay:
             world = named_only(world, task)
         held = int(world.gripper_open)
         episode = ScriptedExpert().run(world, task, seed)
-        if not episode.success:
-            raise ValueError(f"the expert failed {task_kind} seed {seed}: nothing to replay")
+        self.failure = "" if episode.success else f"the expert could not solve {task_kind} seed {seed}"
         self.subtask_list = task.subtasks("en")
         self.chunks: dict[str, ActionChunk] = {}
         for index, name in enumerate(self.subtask_list):
@@ -196,14 +196,19 @@ class ExpertReplay:
             self.chunks[name] = ActionChunk(moves)
 
     def subtasks(self, image: Any, task: str) -> Any:
+        from vlm2vla_ros.policy import PolicyError
         from vlm2vla_ros.policy.types import SubtaskResult
 
+        if self.failure:
+            raise PolicyError(self.failure)
         return SubtaskResult(list(self.subtask_list), "; ".join(self.subtask_list), {}, {})
 
     def cycle(self, image: Any, task: str, subtask: str) -> Any:
         from vlm2vla_ros.policy import PolicyError
         from vlm2vla_ros.policy.types import CycleResult
 
+        if self.failure:
+            raise PolicyError(self.failure)
         if subtask not in self.chunks:
             raise PolicyError(f"the expert has no chunk for {subtask!r}")
         return CycleResult("expert", self.chunks[subtask], "expert", "", {}, {})
