@@ -317,10 +317,16 @@ def chain_scores(
     that equal the expert's. With the expert's subtasks, "verdicts" counts the verifier's
     verdicts against the simulator's view of the subtask (vqa.subtask_done). Episode records
     included."""
-    from vlm2vla_ros.sim.scene import make_scene
+    from functools import cache
+
     from vlm2vla_ros.training.evaluate import ExpertReplay
 
     from .vqa import subtask_done
+
+    @cache
+    def replay(kind: str, seed: int) -> ExpertReplay:
+        """The expert's solution of a scene, run once for every use below (it is only read)."""
+        return ExpertReplay(kind, seed, alone=True)
 
     def verdicts() -> tuple[dict[str, int], Callable[[Any, Any, int, bool], None]]:
         counts = dict.fromkeys(VERDICTS, 0)
@@ -331,11 +337,10 @@ def chain_scores(
         return counts, count
 
     def expert_judged(kind: str, seed: int) -> Any:
-        replay = ExpertReplay(kind, seed, alone=True)
-        return StageMix(replay, replay, verifier)
+        return StageMix(replay(kind, seed), replay(kind, seed), verifier)
 
     def expert_subtasks(policy: Any) -> Callable[[str, int], Any]:
-        return lambda kind, seed: StageMix(ExpertReplay(kind, seed, alone=True), policy, policy)
+        return lambda kind, seed: StageMix(replay(kind, seed), policy, policy)
 
     counts, count = verdicts()
     out: dict[str, Any] = {"kinds": list(config.alone_kinds),
@@ -343,7 +348,7 @@ def chain_scores(
                            | {"verdicts": counts}}
     for name, policy in policies.items():
         own = closed_loop(every_scene(policy), config, log, f"{name} alone", alone=True)
-        right = {kind: [e.get("subtasks") == make_scene(e["seed"], kind)[1].subtasks("en")
+        right = {kind: [e.get("subtasks") == replay(kind, e["seed"]).subtask_list
                         for e in own["episodes"] if e["task_kind"] == kind] for kind in config.alone_kinds}
         counts, count = verdicts()
         out[name] = {

@@ -119,6 +119,14 @@ def _sim_robot(world: Any) -> tuple[Any, Any]:
     return backend, ChunkExecutor(backend, robot.embodiment, robot.safety)
 
 
+def _scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
+    """make_scene's (world, task), cut down to the objects the task names when alone."""
+    from vlm2vla_ros.sim.scene import make_scene
+
+    world, task = make_scene(seed, task_kind)
+    return (named_only(world, task) if alone else world), task
+
+
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None,
@@ -128,11 +136,8 @@ def closed_loop_episode(
     of the named block among others. on_verdict(world, task, subtask index, advance) sees each
     verdict with the world it judged, to score the verifier against the simulator."""
     from vlm2vla_ros.policy import PolicyError
-    from vlm2vla_ros.sim.scene import make_scene
 
-    world, task = make_scene(seed, task_kind)
-    if alone:
-        world = named_only(world, task)
+    world, task = _scene(task_kind, seed, alone)
     backend, executor = _sim_robot(world)
     instruction = task.instruction(lang)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
@@ -176,11 +181,8 @@ class ExpertReplay:
     def __init__(self, task_kind: str, seed: int, alone: bool = False) -> None:
         from vlm2vla_ros.action_language.trajectory import merge_trajectory
         from vlm2vla_ros.sim.expert import ScriptedExpert
-        from vlm2vla_ros.sim.scene import make_scene
 
-        world, task = make_scene(seed, task_kind)
-        if alone:
-            world = named_only(world, task)
+        world, task = _scene(task_kind, seed, alone)
         held = int(world.gripper_open)
         episode = ScriptedExpert().run(world, task, seed)
         self.failure = "" if episode.success else f"the expert could not solve {task_kind} seed {seed}"
@@ -262,11 +264,8 @@ def reach_episode(
     alone: the named block is the scene's only object (`named_only`), so following it needs
     reading its place but not picking it out of several."""
     from vlm2vla_ros.policy import PolicyError
-    from vlm2vla_ros.sim.scene import make_scene
 
-    world, task = make_scene(seed, "pick_up")
-    if alone:
-        world = named_only(world, task)
+    world, task = _scene("pick_up", seed, alone)
     backend, executor = _sim_robot(world)
     instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
 
