@@ -225,6 +225,18 @@ def test_pretraining_examples_are_collator_ready(tmp_path):
     assert [e["messages"] for e in again] == [e["messages"] for e in examples]
 
 
+def test_pretraining_verify_prompts_are_the_engines(tmp_path):
+    """The base learns to verify from the prompt the policy engine sends, last subtask included."""
+    from vlm2vla_ros.policy import prompts
+
+    examples = vqa.pretraining_examples([], range(2), tmp_path / "img", image_size=64)
+    texts = [e["messages"][0]["content"][-1]["text"] for e in examples if e["stage"] == "verify"]
+    last = [t for t in texts if prompts.NO_NEXT_SUBTASK in t]
+    assert texts and last and len(last) < len(texts)
+    assert all(f"Next subtask: {prompts.NO_NEXT_SUBTASK}\n" in t for t in last)
+    assert not any("Next subtask: none\n" in t for t in texts)
+
+
 def test_eval_set_is_readable_by_vlm2vla_eval(tmp_path):
     from vlm2vla_ros.training.evaluate import read_vqa
 

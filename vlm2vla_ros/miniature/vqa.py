@@ -535,7 +535,7 @@ def pretraining_examples(
         for before, after, task, index, done in verify_cases(seed, kind, rng):
             lang = rng.choice(LANGS)
             subtasks = task.subtasks(lang)
-            following = subtasks[index + 1] if index + 1 < len(subtasks) else "none"
+            following = subtasks[index + 1] if index + 1 < len(subtasks) else ""  # the engine's words for "last"
             messages = prompts.verify_messages(subtasks[index], following)
             examples.append(
                 {
