@@ -188,6 +188,10 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def merge(self) -> MergeConfig:
+        """The merge thresholds of the action data, for the dataset and the expert's replay alike."""
+        return MergeConfig(axis_cm=self.merge_axis_cm, total_cm=self.merge_total_cm)
+
 
 @dataclass
 class Run:
@@ -326,7 +330,7 @@ def chain_scores(
     @cache
     def replay(kind: str, seed: int) -> ExpertReplay:
         """The expert's solution of a scene, run once for every use below (it is only read)."""
-        return ExpertReplay(kind, seed, alone=True)
+        return ExpertReplay(kind, seed, alone=True, merge=config.merge())
 
     def verdicts() -> tuple[dict[str, int], Callable[[Any, Any, int, bool], None]]:
         counts = dict.fromkeys(VERDICTS, 0)
@@ -537,7 +541,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("action data (expert, English only)"):
         exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size)
         build_config = BuildConfig(
-            merge=MergeConfig(axis_cm=c.merge_axis_cm, total_cm=c.merge_total_cm),
+            merge=c.merge(),
             verify_examples=False, direction_examples=False, val_fraction=0.05,
         )
         report = data.build_action_dataset(out / "episodes", out / "dataset", build_config)

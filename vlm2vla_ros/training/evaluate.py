@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vlm2vla_ros.action_language import ActionChunk, ActionStep
+from vlm2vla_ros.action_language import ActionChunk, ActionStep, MergeConfig
 
 AXES = ("dx", "dy", "dz")
 DIRECTION_DEADBAND_CM = 0.5
@@ -173,12 +173,13 @@ def closed_loop_episode(
 
 class ExpertReplay:
     """The scripted expert's solution of one seeded scene as a policy engine: its subtask list,
-    the chunk it executed for each subtask (merged as the dataset builder merges), and a verifier
+    the chunk it executed for each subtask (merged with `merge`, the thresholds the dataset
+    builder used for the policy's training data; the paper's by default), and a verifier
     that always advances. Privileged (it knows the world), so only a stand-in for one stage at a
     time in `StageMix`, to see which link of the chain fails. A scene the expert cannot solve
     raises PolicyError when asked, so an evaluation records that episode as failed and goes on."""
 
-    def __init__(self, task_kind: str, seed: int, alone: bool = False) -> None:
+    def __init__(self, task_kind: str, seed: int, alone: bool = False, merge: MergeConfig | None = None) -> None:
         from vlm2vla_ros.action_language.trajectory import merge_trajectory
         from vlm2vla_ros.sim.expert import ScriptedExpert
 
@@ -192,7 +193,7 @@ class ExpertReplay:
             steps = [s for s in episode.steps if s.subtask_index == index]
             if steps:
                 held = steps[-1].gripper
-                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps]))
+                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], merge or MergeConfig()))
             else:  # done before it began (the gripper was already there): a still step
                 moves = (ActionStep(0.0, 0.0, 0.0, held),)
             self.chunks[name] = ActionChunk(moves)
