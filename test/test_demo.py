@@ -25,6 +25,7 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
     from vlm2vla_ros import topics
     from vlm2vla_ros.nodes.policy_node import shipped_model
     from vlm2vla_ros.recording import read_bag
+    from vlm2vla_ros.sim.views import read_model_view
 
     out = tmp_path / "demo"
     r = _run_demo(out, "--max-cycles", "3", "--timeout", "120")
@@ -35,6 +36,7 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
         assert key in s
     base, adapter = shipped_model()
     assert (s["model"], s["adapter"]) == (str(base), str(adapter))
+    assert s["camera_view"] == read_model_view(base)  # the simulated camera shows what the model was trained on
     assert s["task"] == s["scene"]["instruction"] and s["success_source"].startswith("simulator check_success")
     assert isinstance(s["success"], bool)
     # The adapter writes the action language: a subtask list and chunks that parse.

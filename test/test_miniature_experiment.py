@@ -31,6 +31,7 @@ def test_report_and_metrics(run):
     report = (out / "report.md").read_text()
     for section in ("## VQA accuracy", "## Closed-loop success", "## Grounding", "## Training", "## Stage times"):
         assert section in report
+    assert "- camera: centred on the gripper in every stage (`view=gripper`" in report
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 1000
         assert plot in report
@@ -116,6 +117,10 @@ def test_shipped_checkpoint_loads_in_the_policy_engine(run):
     _, ship = run
     assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert (ship / "base" / "config.json").is_file()
+    # every stage is drawn centred on the gripper (the default); the shipped base says so for the demo's camera
+    from vlm2vla_ros.sim.views import read_model_view
+
+    assert read_model_view(ship / "base") == "gripper"
     engine = load_policy(PolicyConfig(model_path=str(ship / "base"), adapter_path=str(ship / "adapter"), device="cpu"))
     world, task = make_scene(1, "pick_up")
     frame = render(world, 64, 64)

@@ -14,7 +14,7 @@ from vlm2vla_ros.miniature.vision import (  # noqa: E402
     image_independent_share,
     scene_summary,
 )
-from vlm2vla_ros.sim.render import _View  # noqa: E402
+from vlm2vla_ros.sim.render import Projection  # noqa: E402
 from vlm2vla_ros.sim.world import BLOCK, BOWL, SimObject, SimWorld  # noqa: E402
 
 
@@ -41,12 +41,31 @@ def test_block_heat_peaks_where_the_block_is_seen():
     maps = heat_maps(world, grid, size)
     channel = maps[:, :, CHANNELS.index("block:red")]
     row, col = divmod(int(channel.argmax()), grid)
-    u, v = _View(size, size).pt(red.x, red.y, red.top)
+    u, v = Projection(size, size).pt(red.x, red.y, red.top)
     assert (row, col) == (int(v / size * grid), int(u / size * grid))
     assert channel.max() > 0.5
     assert maps[:, :, CHANNELS.index("block:blue")].max() == 0.0
     background = maps[:, :, -1]
     assert background.min() >= 0.0 and background[row, col] < 0.5
+
+
+def test_gripper_view_heat_follows_the_gripper():
+    # In the gripper view the fingertips' heat is in the middle patch wherever the gripper is,
+    # and a block 10 cm to its left is in the same place of the image at two gripper places.
+    def world(gx, gy):
+        red = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", gx, gy + 0.10, 0.0, 0.045, 0.04)
+        return SimWorld([red], gripper_x=gx, gripper_y=gy, gripper_z=0.04, gripper_open=True)
+
+    grid, size = 8, 224
+    peaks = []
+    for gx, gy in ((0.15, -0.15), (0.40, 0.12)):
+        maps = heat_maps(world(gx, gy), grid, size, "gripper")
+        tip = divmod(int(maps[:, :, CHANNELS.index("gripper")].argmax()), grid)
+        assert tip in {(3, 3), (3, 4), (4, 3), (4, 4)}
+        peaks.append(divmod(int(maps[:, :, CHANNELS.index("block:red")].argmax()), grid))
+    assert peaks[0] == peaks[1]
+    assert peaks[0][1] < 3  # left of the middle
+    assert not (heat_maps(world(0.15, -0.15), grid, size) == heat_maps(world(0.15, -0.15), grid, size, "gripper")).all()
 
 
 def test_scene_summary_places_every_object_and_the_gripper():
@@ -67,3 +86,14 @@ def test_scene_summary_places_every_object_and_the_gripper():
     assert entry("plate")["present"] == 0.0
     gripper = dict(zip(GRIPPER_FIELDS, summary[-len(GRIPPER_FIELDS) :].tolist()))
     assert gripper == pytest.approx({"x": 0.0, "y": 0.0, "z": 0.0, "open": 0.0, "holding": 0.0})
+
+
+def test_gripper_view_summary_is_from_the_gripper():
+    red = SimObject("red block", BLOCK, "red", (220, 30, 30), "cube", 0.35, -0.05, 0.0, 0.045, 0.04)
+    world = SimWorld([red], gripper_x=0.20, gripper_y=0.10, gripper_z=0.10, gripper_open=True)
+    summary = scene_summary(world, "gripper")
+    k = SUMMARY_OBJECTS.index("block:red") * len(SUMMARY_FIELDS)
+    red_fields = dict(zip(SUMMARY_FIELDS, summary[k : k + len(SUMMARY_FIELDS)].tolist()))
+    assert red_fields == pytest.approx({"present": 1.0, "x": 1.0, "y": -1.0, "top": (0.04 - 0.10) / SUMMARY_SCALE})
+    # the gripper's own fields stay on the table's scale, as in the table view
+    assert summary[-len(GRIPPER_FIELDS) :].tolist() == pytest.approx(scene_summary(world)[-len(GRIPPER_FIELDS) :].tolist())

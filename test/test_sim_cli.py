@@ -23,6 +23,9 @@ def test_render_writes_the_image(tmp_path, capsys):
     image = cv2.imread(str(out))
     assert image.shape == (96, 96, 3)
     assert "stack the " in capsys.readouterr().out
+    gripper = tmp_path / "gripper.png"
+    assert main(["render", "--seed", "3", "--out", str(gripper), "--size", "96", "--task-kind", "stack", "--view", "gripper"]) == 0
+    assert not (cv2.imread(str(gripper)) == image).all()
 
 
 def test_expert_json_report(capsys):

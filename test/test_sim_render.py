@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vlm2vla_ros.sim.render import annotate, render
+from vlm2vla_ros.sim.render import Projection, annotate, render
 from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.world import BLOCK, SimObject, SimWorld
 
@@ -37,6 +37,30 @@ def test_bad_sizes_are_refused(bad):
     world, _ = make_scene(0)
     with pytest.raises(ValueError, match="image width must be an integer"):
         render(world, bad, 224)
+
+
+def test_gripper_view_keeps_the_fingertips_in_the_middle():
+    world = red_world(gripper_x=0.30, gripper_y=0.0, gripper_z=0.10)
+    offsets = []
+    for move in ((0.0, 0.0, 0.0), (-0.12, 0.15, 0.05), (0.2, -0.25, -0.08)):
+        world.move_gripper(*move)
+        assert Projection.of(world, 64, 64, "gripper").pt(*world.gripper) == pytest.approx((32.0, 32.0))
+        img = render(world, 224, 224, "gripper")
+        assert np.array_equal(img, render(world, 224, 224, "gripper"))
+        # the red block is drawn where the projection puts it, its place from the gripper
+        v, u = np.argwhere(colour_mask(img, RED)).mean(axis=0)
+        block = world.object("red block")
+        bu, bv = Projection.of(world, 224, 224, "gripper").pt(block.x, block.y, block.top)
+        assert abs(u - bu) < 8 and abs(v - bv) < 12
+        offsets.append((u - 112, v - 112))
+    # the table view draws the gripper where it is on the table, not in the middle
+    assert Projection.of(world, 64, 64).pt(*world.gripper) != pytest.approx((32.0, 32.0), abs=2)
+    assert offsets[1][0] > offsets[0][0] + 20  # gripper moved left (+y): the block is further right of it
+
+
+def test_unknown_view_is_refused():
+    with pytest.raises(ValueError, match="camera view must be one of"):
+        render(make_scene(0)[0], 64, 64, "overhead")
 
 
 def test_held_block_is_drawn_with_the_gripper():

@@ -25,6 +25,7 @@ from vlm2vla_ros.data.labeller import AnnotationLabeller
 from vlm2vla_ros.data.sim_source import write_expert_episode
 from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
 from vlm2vla_ros.sim.scene import make_scene
+from vlm2vla_ros.sim.views import TABLE_VIEW
 
 from .vqa import scene_exists
 
@@ -38,7 +39,7 @@ class ExportResult:
     failed: list[str] = field(default_factory=list)
 
 
-def demonstration(kind: str, seed: int, variant: int, image_size: int) -> Episode:
+def demonstration(kind: str, seed: int, variant: int, image_size: int, view: str = TABLE_VIEW) -> Episode:
     """The expert solving scene (kind, seed); variant > 0 starts the gripper elsewhere."""
     world, task = make_scene(seed, kind)
     expert_seed = seed
@@ -53,13 +54,19 @@ def demonstration(kind: str, seed: int, variant: int, image_size: int) -> Episod
             target = (rng.uniform(ws.x_min, ws.x_max), rng.uniform(ws.y_min, ws.y_max), rng.uniform(0.06, 0.25))
         world.move_gripper(target[0] - world.gripper_x, target[1] - world.gripper_y, target[2] - world.gripper_z)
         expert_seed = seed + 1_000_003 * variant
-    return ScriptedExpert().run(world, task, expert_seed, image_size)
+    return ScriptedExpert().run(world, task, expert_seed, image_size, view)
 
 
 def export_episodes(
-    root: Path, kinds: Sequence[str], seeds: Sequence[int], augment: int = 1, image_size: int = 224
+    root: Path,
+    kinds: Sequence[str],
+    seeds: Sequence[int],
+    augment: int = 1,
+    image_size: int = 224,
+    view: str = TABLE_VIEW,
 ) -> ExportResult:
-    """Write one episode per (kind, seed, variant) under root (English instructions)."""
+    """Write one episode per (kind, seed, variant) under root (English instructions), its frames
+    in the camera view the policy will see."""
     result = ExportResult()
     for kind in kinds:
         for seed in seeds:
@@ -68,7 +75,7 @@ def export_episodes(
                 continue
             for variant in range(augment + 1):
                 episode_id = f"mini-{kind}-{seed:05d}-v{variant}"
-                episode = demonstration(kind, seed, variant, image_size)
+                episode = demonstration(kind, seed, variant, image_size, view)
                 if not episode.success or not episode.steps:
                     result.failed.append(episode_id)
                     continue

@@ -39,6 +39,7 @@ from typing import Any
 from vlm2vla_ros.action_language import MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
+from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
@@ -54,6 +55,11 @@ class ExperimentConfig:
     spec: BaseSpec = BaseSpec()
     image_size: int = 224
     """Rendered frames (the demo's camera size); the processor resizes them to spec.image_size."""
+    view: str = "gripper"
+    """The simulated camera's view in every stage (sim.views.VIEWS): centred on the gripper, where
+    a block's place from the gripper is its place in the image (finding 12), or the whole table
+    (the documented runs before finding 13). Written into the base model folder
+    (sim.views.VIEW_FILE), so the demo's camera shows the policy what it was trained on."""
     tokenizer_scenes: int = 300
     # 1. pretraining: the vision tower alone (heat maps, scene summary), then every weight on questions
     vision_steps: int = 1500
@@ -185,6 +191,9 @@ class ExperimentConfig:
             cycles_per_subtask=1,
         )
 
+    def __post_init__(self) -> None:
+        check_view(self.view)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -236,14 +245,15 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
 
 
 def location_draw(
-    first_seed: int, blocks: int, batch: int, image_size: int, kinds: Sequence[str] = ("location",)
+    first_seed: int, blocks: int, batch: int, image_size: int, kinds: Sequence[str] = ("location",),
+    view: str = "table",
 ) -> Callable[[int], list[dict[str, Any]]]:
     """train_stream's draw for a location phase: step k gets the scenes of seeds
     first_seed + k * batch onwards, so no scene comes twice and a run is reproducible."""
     from .vqa import location_examples
 
     return lambda step: location_examples(
-        range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size, kinds
+        range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size, kinds, view
     )
 
 
@@ -294,7 +304,7 @@ def closed_loop(
             t0 = time.perf_counter()
             episodes = [
                 closed_loop_episode(engine_for(kind, seed), kind, seed, max_cycles(config, kind, seed), config.image_size,
-                                    lang, alone, on_verdict) | {"lang": lang}
+                                    lang, alone, on_verdict, config.view) | {"lang": lang}
                 for seed in eval_seeds(config, kind)
             ]
             records += episodes
@@ -396,7 +406,7 @@ def reach_scores(engine: Any, config: ExperimentConfig, alone: bool = False) -> 
     from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
     from vlm2vla_ros.training.evaluate import reach_episode
 
-    records = [reach_episode(engine, seed, config.reach_cycles, config.image_size, alone)
+    records = [reach_episode(engine, seed, config.reach_cycles, config.image_size, alone, config.view)
                for seed in eval_seeds(config, "pick_up")]
     tolerance = 100 * GRASP_TOLERANCE_XY_M
     after = []
@@ -480,9 +490,11 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         initial = build_base(out / "base_init", c.spec, c.seed, corpus)
     with run.stage("pretraining data"):
         pretrain_examples = vqa.pretraining_examples(
-            range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size
+            range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size,
+            view=c.view,
         )
-        vqa_items = vqa.eval_set(range(900000, 900000 + c.vqa_scenes), out / "vqa_eval", c.image_size, c.vqa_per_scene)
+        vqa_items = vqa.eval_set(range(900000, 900000 + c.vqa_scenes), out / "vqa_eval", c.image_size, c.vqa_per_scene,
+                                 c.view)
         counts: dict[str, int] = {}
         for e in pretrain_examples:
             counts[e["stage"]] = counts.get(e["stage"], 0) + 1
@@ -494,7 +506,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         worlds = [vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes)]
         vision_losses = pretrain_vision(
             model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed, c.image_size,
-            centring_weight=c.vision_centring, summary_weight=c.vision_summary, log=log, log_every=max(1, c.vision_steps // 5),
+            centring_weight=c.vision_centring, summary_weight=c.vision_summary, view=c.view, log=log,
+            log_every=max(1, c.vision_steps // 5),
         )
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     train_tower = not c.pretrain_freeze_tower
@@ -506,7 +519,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         nonlocal next_seed
         fresh = None
         if c.location_mix:
-            draw = location_draw(next_seed, c.location_mix_blocks, c.location_mix, c.image_size, c.location_kinds)
+            draw = location_draw(next_seed, c.location_mix_blocks, c.location_mix, c.image_size, c.location_kinds, c.view)
             fresh = (c.location_mix, draw)
             next_seed += steps * c.location_mix
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
@@ -517,7 +530,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     metrics["pretrain_location"] = []
     for blocks, steps in c.location_phases:
         with run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
-            draw = location_draw(next_seed, blocks, c.pretrain_batch, c.image_size, c.location_kinds)
+            draw = location_draw(next_seed, blocks, c.pretrain_batch, c.image_size, c.location_kinds, c.view)
             phase = train_stream(model, processor, draw, steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
                                  log=log, log_every=max(1, steps // 5), train_vision_tower=train_tower)
             next_seed += steps * c.pretrain_batch
@@ -533,13 +546,15 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         mixture = pretrain_examples + first * c.first_kinds_repeat
         pre = pretrain(mixture, c.pretrain_steps, c.pretrain_steps // 10)
         base_dir = save_model(model, processor, out / "base")
+        write_model_view(base_dir, c.view)
         shutil.rmtree(initial)
         metrics["pretrain"] = {"steps": pre.steps, "new_location_examples": pre.examples - len(mixture),
                                "seconds": round(pre.seconds, 1), "losses": pre.losses}
         del model
 
     with run.stage("action data (expert, English only)"):
-        exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size)
+        exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
+                                        c.view)
         build_config = BuildConfig(
             merge=c.merge(),
             verify_examples=False, direction_examples=False, val_fraction=0.05,
@@ -617,7 +632,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("evaluation: grounding (where things are)"):
         # after the closed loop, so that adding it left every earlier number unchanged
         grounding_dir = out / "grounding_eval"
-        places = vqa.grounding_set(range(910000, 910000 + c.grounding_scenes), grounding_dir, c.image_size)
+        places = vqa.grounding_set(range(910000, 910000 + c.grounding_scenes), grounding_dir, c.image_size, c.view)
         g_vlm2vla = grounding_scores(vlm2vla, places, grounding_dir / "grounding.jsonl")
         g_baseline = grounding_scores(baseline, places, grounding_dir / "grounding.jsonl", adapter_off=False)
         metrics["grounding"] = {
@@ -748,7 +763,10 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     asked = "location questions" if kinds == ["location"] else f"questions of kinds {', '.join(kinds)}"
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
+    view = c.get("view", "table")
     lines += [
+        f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
+        f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
         + "".join(f"{p['steps']} steps of {asked} about new scenes of {p['blocks']} block(s) every batch "
                   f"({p['examples']} scenes), then " for p in location)

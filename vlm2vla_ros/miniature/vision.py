@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from vlm2vla_ros.sim.render import _View, render
+from vlm2vla_ros.sim.render import Projection, render
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS, CONTAINER_COLOURS
+from vlm2vla_ros.sim.views import GRIPPER_VIEW, TABLE_VIEW
 from vlm2vla_ros.sim.world import BLOCK, BLOCK_SHAPES, BOWL, PLATE, SimWorld
 
 _BLOCK_COLOURS = sorted(BLOCK_COLOURS)
@@ -61,14 +62,14 @@ GRIPPER_FIELDS = ("x", "y", "z", "open", "holding")
 SUMMARY_SIZE = len(SUMMARY_OBJECTS) * len(SUMMARY_FIELDS) + len(GRIPPER_FIELDS)
 
 
-def heat_maps(world: SimWorld, grid: int, image_size: int) -> np.ndarray:
+def heat_maps(world: SimWorld, grid: int, image_size: int, view: str = TABLE_VIEW) -> np.ndarray:
     """(grid, grid, len(CHANNELS)) soft targets in [0, 1] for a world rendered at image_size."""
-    view = _View(image_size, image_size)
+    camera = Projection.of(world, image_size, image_size, view)
     maps = np.zeros((grid, grid, len(CHANNELS)), dtype=np.float32)
     centres = (np.arange(grid) + 0.5) / grid
 
     def heat(x: float, y: float, z: float) -> np.ndarray:
-        u, v = view.pt(x, y, z)
+        u, v = camera.pt(x, y, z)
         du = (centres[None, :] - u / image_size) * grid
         dv = (centres[:, None] - v / image_size) * grid
         return np.exp(-(du**2 + dv**2) / (2 * SIGMA_PATCHES**2))
@@ -99,22 +100,24 @@ def heat_maps(world: SimWorld, grid: int, image_size: int) -> np.ndarray:
     return maps
 
 
-def scene_summary(world: SimWorld) -> np.ndarray:
+def scene_summary(world: SimWorld, view: str = TABLE_VIEW) -> np.ndarray:
     """(SUMMARY_SIZE,) the world state every patch token is trained to carry: per block colour,
     bowl and plate (present, x, y, top; zeros when absent), then the gripper (x, y, z, open,
-    holding), positions scaled by SUMMARY_SCALE around the table's middle."""
+    holding), positions scaled by SUMMARY_SCALE around the table's middle. In the gripper view
+    the objects' positions are from the gripper's fingertips, as the image shows them."""
     summary = np.zeros(SUMMARY_SIZE, dtype=np.float32)
     width = len(SUMMARY_FIELDS)
+    gx, gy, gz = world.gripper
+    x0, y0, z0 = (gx, gy, gz) if view == GRIPPER_VIEW else (SUMMARY_X0, SUMMARY_Y0, SUMMARY_Z0)
     for obj in world.objects:
         key = f"block:{obj.colour}" if obj.kind == BLOCK else obj.kind
         k = SUMMARY_OBJECTS.index(key) * width
         summary[k : k + width] = (
             1.0,
-            (obj.x - SUMMARY_X0) / SUMMARY_SCALE,
-            (obj.y - SUMMARY_Y0) / SUMMARY_SCALE,
-            (obj.top - SUMMARY_Z0) / SUMMARY_SCALE,
+            (obj.x - x0) / SUMMARY_SCALE,
+            (obj.y - y0) / SUMMARY_SCALE,
+            (obj.top - z0) / SUMMARY_SCALE,
         )
-    gx, gy, gz = world.gripper
     summary[-len(GRIPPER_FIELDS) :] = (
         (gx - SUMMARY_X0) / SUMMARY_SCALE,
         (gy - SUMMARY_Y0) / SUMMARY_SCALE,
@@ -142,6 +145,7 @@ def pretrain_vision(
     image_size: int,
     centring_weight: float = 1.0,
     summary_weight: float = 1.0,
+    view: str = TABLE_VIEW,
     log: Callable[[str], None] | None = None,
     log_every: int = 50,
 ) -> list[float]:
@@ -154,11 +158,11 @@ def pretrain_vision(
     tower = model.model.vision_tower
     config = tower.config
     grid = config.image_size // config.patch_size
-    pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size)) for w in worlds], return_tensors="pt")[
+    pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size, view)) for w in worlds], return_tensors="pt")[
         "pixel_values"
     ]
-    targets = torch.from_numpy(np.stack([heat_maps(w, grid, image_size) for w in worlds])).reshape(len(worlds), grid * grid, -1)
-    summaries = torch.from_numpy(np.stack([scene_summary(w) for w in worlds]))
+    targets = torch.from_numpy(np.stack([heat_maps(w, grid, image_size, view) for w in worlds])).reshape(len(worlds), grid * grid, -1)
+    summaries = torch.from_numpy(np.stack([scene_summary(w, view) for w in worlds]))
     torch.manual_seed(seed)
     head = torch.nn.Linear(config.hidden_size, len(CHANNELS), bias=False)
     summary_head = torch.nn.Linear(config.hidden_size, SUMMARY_SIZE)

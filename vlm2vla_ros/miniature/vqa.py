@@ -47,6 +47,7 @@ from vlm2vla_ros.sim.tasks import (
     noun_phrase,
     placement_done,
 )
+from vlm2vla_ros.sim.views import TABLE_VIEW, check_view
 from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
 from vlm2vla_ros.training.evaluate import write_vqa
 
@@ -422,11 +423,12 @@ def _messages(text: str, answer: str, images: int) -> list[dict[str, Any]]:
 
 
 class ImageWriter:
-    """Renders worlds to PNG files under a folder, numbered in order."""
+    """Renders worlds to PNG files under a folder, numbered in order, in one camera view."""
 
-    def __init__(self, folder: Path, size: int) -> None:
+    def __init__(self, folder: Path, size: int, view: str = TABLE_VIEW) -> None:
         self.folder = folder
         self.size = size
+        self.view = check_view(view)
         self.count = 0
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -437,7 +439,7 @@ class ImageWriter:
 
         path = self.folder / f"{self.count:06d}.png"
         self.count += 1
-        Image.fromarray(render(world, self.size, self.size)).save(path, compress_level=1)
+        Image.fromarray(render(world, self.size, self.size, self.view)).save(path, compress_level=1)
         return str(path)
 
 
@@ -461,7 +463,11 @@ is from the gripper, in numbers or in the plans' direction words."""
 
 
 def location_examples(
-    seeds: Sequence[int], blocks: int, image_size: int = 224, kinds: Sequence[str] = ("location",)
+    seeds: Sequence[int],
+    blocks: int,
+    image_size: int = 224,
+    kinds: Sequence[str] = ("location",),
+    view: str = TABLE_VIEW,
 ) -> list[dict[str, Any]]:
     """One question per seed of one of `kinds` (GROUNDING_KINDS; location by default: about a
     block or the gripper, either language; direction is asked in English): the
@@ -499,7 +505,7 @@ def location_examples(
         else:
             lang = rng.choice(LANGS)
             qa = question(world, kind, "en" if kind == "direction" else lang, rng)
-        image = Image.fromarray(render(world, image_size, image_size))
+        image = Image.fromarray(render(world, image_size, image_size, view))
         examples.append(_qa_example(f"location-{blocks}-{seed}", qa, image))
     return examples
 
@@ -510,10 +516,11 @@ def pretraining_examples(
     image_dir: Path,
     image_size: int = 224,
     questions_per_scene: int = 8,
+    view: str = TABLE_VIEW,
 ) -> list[dict[str, Any]]:
     """The base model's training set: per scene seed, questions (both languages), a caption and
     a translation; per verify seed, subtask-completion questions around a demonstration."""
-    writer = ImageWriter(image_dir, image_size)
+    writer = ImageWriter(image_dir, image_size, view)
     examples: list[dict[str, Any]] = []
     for seed in seeds:
         rng = random.Random(f"vlm2vla-mini-qa:{seed}")
@@ -550,22 +557,24 @@ def pretraining_examples(
 
 
 def _held_out_scenes(
-    seeds: Sequence[int], out_dir: Path, image_size: int, name: str
+    seeds: Sequence[int], out_dir: Path, image_size: int, name: str, view: str
 ) -> Iterator[tuple[random.Random, SimWorld, str]]:
     """Per seed of an evaluation set: its own random generator, the scene and the scene's image
     (written under out_dir/images, its path relative to out_dir as vlm2vla-eval's files hold it)."""
-    writer = ImageWriter(out_dir / "images", image_size)
+    writer = ImageWriter(out_dir / "images", image_size, view)
     for seed in seeds:
         rng = random.Random(f"vlm2vla-mini-{name}:{seed}")
         world, _ = sample_state(seed)
         yield rng, world, Path(writer.write(world)).relative_to(out_dir).as_posix()
 
 
-def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_scene: int = 4) -> list[dict[str, str]]:
+def eval_set(
+    seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_scene: int = 4, view: str = TABLE_VIEW
+) -> list[dict[str, str]]:
     """Held-out scored questions (EVAL_KINDS, both languages), written as out_dir/vqa.jsonl in
     vlm2vla-eval's format (image paths relative to the file) plus kind and lang; returns the items."""
     items: list[dict[str, str]] = []
-    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "eval"):
+    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "eval", view):
         for _ in range(per_scene):
             qa = question(world, rng.choice(EVAL_KINDS), rng.choice(LANGS), rng)
             if qa is not None:
@@ -574,7 +583,9 @@ def eval_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, per_sce
     return items
 
 
-def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) -> list[dict[str, str]]:
+def grounding_set(
+    seeds: Sequence[int], out_dir: Path, image_size: int = 224, view: str = TABLE_VIEW
+) -> list[dict[str, str]]:
     """Held-out location questions, per scene one about a block picked at random (target
     "block") and one about the gripper (target "gripper"), written as out_dir/grounding.jsonl
     in vlm2vla-eval's format (image paths relative to the file) plus target and lang, as
@@ -582,7 +593,7 @@ def grounding_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224) ->
     Picking needs the block's place to within the grasp tolerance; the gripper needs no
     binding of a name to one of several objects, so the two show which part fails."""
     items: list[dict[str, str]] = []
-    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "grounding"):
+    for rng, world, image in _held_out_scenes(seeds, out_dir, image_size, "grounding", view):
         blocks = [o for o in world.objects if o.kind == BLOCK]
         for target, obj in (("block", rng.choice(blocks) if blocks else None), ("gripper", None)):
             if target == "block" and obj is None:

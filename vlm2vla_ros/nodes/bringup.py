@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,17 @@ class Graph:
             self.backend.close()
 
 
+def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
+    """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
+    folder; the whole table when it does not say), for a simulated camera that shows the same."""
+    from ..sim.views import read_model_view
+    from .policy_node import resolve_shipped
+
+    p = params.get("policy_node", {})
+    model, _ = resolve_shipped(str(p.get("model_path", "")), str(p.get("adapter_path", "")))
+    return read_model_view(os.path.expanduser(model)) if model else "table"
+
+
 def build_graph(
     params_file: str | None = None,
     half: str = "all",
@@ -127,7 +139,9 @@ def build_graph(
                 from ..sim.scene import make_scene
 
                 world, _task = make_scene(sim_seed, sim_task_kind)
-                backend = SimBackend(world, time_scale=float(params.get("executor_node", {}).get("sim_time_scale", 0.0)))
+                executor_params = params.get("executor_node", {})
+                backend = SimBackend(world, time_scale=float(executor_params.get("sim_time_scale", 0.0)),
+                                     view=str(executor_params.get("sim_view", "")) or policy_model_view(params))
                 graph._owns_backend = True
             graph.backend = backend
             graph.add(ExecutorNode(backend=backend, **kw("executor_node")))

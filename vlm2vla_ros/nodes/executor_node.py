@@ -24,6 +24,7 @@ from std_msgs.msg import Bool, Header, String
 
 from .. import topics
 from ..rollout import ChunkOrder, parse_chunk_payload
+from ..sim.views import TABLE_VIEW, check_view
 from ..topics import PayloadError, decode
 from .common import config_path, load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
 
@@ -46,10 +47,13 @@ class ExecutorNodeConfig:
     sim_seed: int = 0  # backend sim without a shared world: scene of this seed ...
     sim_task_kind: str = ""  # ... and task kind ('' = drawn from the seed)
     sim_time_scale: float = 0.0  # >0: sim moves take this fraction of their real duration
+    sim_view: str = ""  # the sim camera: table | gripper | '' = the policy model's own (else table)
 
     def __post_init__(self) -> None:
         if self.backend not in ("sim", "stretch_body"):
             raise ValueError(f"executor backend must be 'sim' or 'stretch_body', got {self.backend!r}")
+        if self.sim_view:
+            check_view(self.sim_view)
         for name in ("watchdog_timeout_s", "after_image_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"executor {name} must be > 0, got {getattr(self, name)}")
@@ -115,7 +119,7 @@ class ExecutorNode(Node):
             from ..sim.scene import make_scene
 
             world, _task = make_scene(c.sim_seed, c.sim_task_kind or None)
-            return make_backend("sim", robot_cfg, world=world, time_scale=c.sim_time_scale)
+            return make_backend("sim", robot_cfg, world=world, time_scale=c.sim_time_scale, view=c.sim_view or TABLE_VIEW)
         return make_backend("stretch_body", robot_cfg)
 
     # ---- inputs --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlm2vla_ros.robot.interface import BackendError, JointDelta, JointState, RobotStatus
+from vlm2vla_ros.sim.views import TABLE_VIEW, check_view
 from vlm2vla_ros.sim.world import SimWorld
 
 
@@ -41,9 +42,13 @@ class SimBackend:
 
     name = "sim"
 
-    def __init__(self, world: SimWorld, geometry: SimGeometry | None = None, time_scale: float = 0.0) -> None:
+    def __init__(
+        self, world: SimWorld, geometry: SimGeometry | None = None, time_scale: float = 0.0, view: str = TABLE_VIEW
+    ) -> None:
         if not (math.isfinite(time_scale) and time_scale >= 0):
             raise ValueError(f"time_scale must be a finite number >= 0, got {time_scale!r}.")
+        self.view = check_view(view)
+        """The head camera's view (sim.render.VIEWS): the whole table, or following the gripper."""
         self.geometry = geometry or SimGeometry()
         self.time_scale = time_scale
         self._lock = threading.RLock()
@@ -138,7 +143,7 @@ class SimBackend:
     def render(self, width: int = 224, height: int = 224) -> np.ndarray:
         from vlm2vla_ros.sim.render import render  # cv2 is only needed when rendering
 
-        return render(self.world, width, height)
+        return render(self.world, width, height, self.view)
 
     def _pct_for(self, open_: bool) -> float:
         return self.geometry.open_pct if open_ else self.geometry.closed_pct

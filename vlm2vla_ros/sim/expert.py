@@ -18,6 +18,7 @@ import numpy as np
 
 from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.tasks import GRASP, LIFT, LIFT_GRIPPER, MOVE_ABOVE, PLACE, Subtask, Task
+from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import BOWL, BOWL_WALL_M, SimObject, SimWorld
 
 
@@ -85,13 +86,15 @@ class ScriptedExpert:
     def __init__(self, config: ExpertConfig | None = None) -> None:
         self.config = config or ExpertConfig()
 
-    def run(self, world: SimWorld, task: Task, seed: int, image_size: int | None = None) -> Episode:
-        """Solve `task` in `world` (mutated in place); render images when image_size is given."""
+    def run(
+        self, world: SimWorld, task: Task, seed: int, image_size: int | None = None, view: str = TABLE_VIEW
+    ) -> Episode:
+        """Solve `task` in `world` (mutated in place); render images in `view` when image_size is given."""
         if image_size is not None:
             from vlm2vla_ros.sim.render import render  # cv2 is only needed when rendering
 
             def look() -> np.ndarray | None:
-                return render(world, image_size, image_size)
+                return render(world, image_size, image_size, view)
         else:
 
             def look() -> np.ndarray | None:

@@ -6,7 +6,14 @@ up the image by OBLIQUE times its z. Circles stay circles and squares stay squar
 are easy to tell apart; an object's height shows as its darker front side. The gripper is a
 dark two-finger marker on a grey arm entering from the bottom edge (the arm extends along +x);
 its height shows as the gap to its shadow, open vs closed as the gap between the fingers.
-Pure function of the world: the same world gives the same pixels.
+Pure function of the world and the view: the same world gives the same pixels.
+
+Two views, at the same scale (0.5 cm of table per pixel at 128 px, 1 cm at 64):
+- "table": the whole table, fixed, as a head camera looking down at it sees it;
+- "gripper": the head turned to keep the fingertips in the middle of the image (Stretch's
+  "look at the gripper" pose, made to track it). Where a block is from the gripper is then
+  where it is in the image, the one reading a grasp needs (docs/miniature.md, finding 12);
+  objects more than about half the view's width from the gripper are out of it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import unicodedata
 import cv2
 import numpy as np
 
+from vlm2vla_ros.sim.views import GRIPPER_VIEW, TABLE_VIEW, check_view
 from vlm2vla_ros.sim.world import BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
 
 OBLIQUE = 0.5  # image rise per metre of height, relative to a metre of depth
@@ -39,16 +47,26 @@ _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _ONE = 1 << _SHIFT
 
 
-class _View:
-    """Task-frame metres to image pixels."""
+class Projection:
+    """Task-frame metres to image pixels; `centre` is the (x, y, z) point drawn in the middle
+    of the image, None for the whole-table view."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, centre: tuple[float, float, float] | None = None) -> None:
         depth = VIEW_X[1] - VIEW_X[0] + OBLIQUE * VIEW_Z
         self.scale = min(width / (2 * VIEW_Y), height / depth)
         self.cu = width / 2.0
         self.cv = height / 2.0
         self.mid = (VIEW_X[0] + VIEW_X[1] + OBLIQUE * VIEW_Z) / 2.0
+        if centre is not None:
+            cx, cy, cz = centre
+            self.cu += cy * self.scale
+            self.mid = cx + OBLIQUE * cz
         self.line = max(1, round(min(width, height) / 300))
+
+    @classmethod
+    def of(cls, world: SimWorld, width: int, height: int, view: str = TABLE_VIEW) -> Projection:
+        """The projection `render` uses for this world and view."""
+        return cls(width, height, world.gripper if check_view(view) == GRIPPER_VIEW else None)
 
     def pt(self, x: float, y: float, z: float) -> tuple[float, float]:
         return self.cu - y * self.scale, self.cv + (self.mid - x - OBLIQUE * z) * self.scale
@@ -89,7 +107,7 @@ def _footprint(obj: SimObject, radius: float | None = None) -> list[tuple[float,
     return [(obj.x + r * math.cos(a), obj.y + r * math.sin(a)) for a in angles]
 
 
-def _prism(img, view: _View, foot_bottom, foot_top, z0: float, z1: float, rgb, line: int) -> None:
+def _prism(img, view: Projection, foot_bottom, foot_top, z0: float, z1: float, rgb, line: int) -> None:
     """A solid standing on foot_bottom at z0 with top face foot_top at z1."""
     bottom = [view.pt(x, y, z0) for x, y in foot_bottom]
     top = [view.pt(x, y, z1) for x, y in foot_top]
@@ -99,7 +117,7 @@ def _prism(img, view: _View, foot_bottom, foot_top, z0: float, z1: float, rgb, l
     _outline(img, top, _shade(rgb, 0.45), line)
 
 
-def _draw_object(img: np.ndarray, view: _View, obj: SimObject) -> None:
+def _draw_object(img: np.ndarray, view: Projection, obj: SimObject) -> None:
     line = view.line
     foot = _footprint(obj)
     if obj.kind == BOWL:
@@ -123,7 +141,7 @@ def _root_x(world: SimWorld, obj: SimObject) -> float:
     return obj.x
 
 
-def _draw_gripper(img: np.ndarray, view: _View, world: SimWorld) -> None:
+def _draw_gripper(img: np.ndarray, view: Projection, world: SimWorld) -> None:
     gx, gy, gz = world.gripper
     held = world.held
     floor, _ = world.support_below(gx, gy, exclude=held.name if held else None)
@@ -188,8 +206,8 @@ def _draw_gripper(img: np.ndarray, view: _View, world: SimWorld) -> None:
     _fill(img, palm, GRIPPER_RGB)
 
 
-def render(world: SimWorld, width: int = 224, height: int = 224) -> np.ndarray:
-    """The scene as an HxWx3 uint8 RGB image."""
+def render(world: SimWorld, width: int = 224, height: int = 224, view: str = TABLE_VIEW) -> np.ndarray:
+    """The scene as an HxWx3 uint8 RGB image, in one of sim.views.VIEWS."""
     for name, side in (("width", width), ("height", height)):
         if (
             isinstance(side, bool)
@@ -199,7 +217,7 @@ def render(world: SimWorld, width: int = 224, height: int = 224) -> np.ndarray:
             raise ValueError(
                 f"image {name} must be an integer from {MIN_SIDE} to {MAX_SIDE} pixels, got {side!r}."
             )
-    view = _View(int(width), int(height))
+    view = Projection.of(world, int(width), int(height), view)
     img = np.empty((int(height), int(width), 3), dtype=np.uint8)
     img[:] = FLOOR_RGB
     x0, x1 = TABLE_X

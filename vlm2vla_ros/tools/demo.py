@@ -171,6 +171,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ..nodes.policy_node import resolve_shipped
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
+    from ..sim.views import read_model_view
 
     t_start = time.monotonic()
     # Resolved here, so a missing shipped checkpoint fails before anything starts.
@@ -182,7 +183,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(bag)  # a previous demo's bag in the same --out
     world, scene_task = make_scene(args.seed, args.task_kind or None)
     instruction = (args.task or scene_task.instruction()).strip()
-    backend = SimBackend(world)
+    backend = SimBackend(world, view=read_model_view(model))  # the camera the model was trained with
     print(f"scene seed {args.seed} ({scene_task.kind}): {scene_task.instruction()}", flush=True)
     print(f"model: {model}{f' + adapter {adapter}' if adapter else ''}; loading ...", flush=True)
     overrides = {
@@ -233,6 +234,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "scene": {"seed": args.seed, "kind": scene_task.kind, "instruction": scene_task.instruction()},
         "model": model,
         "adapter": adapter,
+        "camera_view": backend.view,
         "policy_state": status.get("state", "no status"),
         "policy_message": status.get("message", "" if sent.is_set() else "the task was never delivered"),
         "subtasks": status.get("subtasks", []),

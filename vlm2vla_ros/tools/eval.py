@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from vlm2vla_ros.data.builder import read_examples
     from vlm2vla_ros.policy import PolicyConfig, PolicyError, load_policy
+    from vlm2vla_ros.sim.views import read_model_view
     from vlm2vla_ros.training import evaluate
 
     if not (args.data or args.sim_kinds or args.vqa):
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sim_kinds:
             seeds = list(range(args.sim_first_seed, args.sim_first_seed + args.sim_seeds))
             rates, records = evaluate.closed_loop_eval(
-                engine, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True
+                engine, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True,
+                view=read_model_view(config.model_path),  # the camera the model was trained with
             )
             results["closed_loop"] = {"success_rate": rates, "episodes": records}
         if args.vqa:

@@ -12,6 +12,7 @@ OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="micro run with tiny sizes and step counts (tests)")
     ap.add_argument("--ship-to", default="", help="copy the VLM2VLA base + adapter here (e.g. models/vlm2vla-mini)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--view", default="", choices=("", "table", "gripper"),
+                    help="the simulated camera's view in every stage (default: the documented run's, gripper)")
     return ap.parse_args(argv)
 
 
@@ -41,6 +44,8 @@ def main(argv: list | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ExperimentConfig.quick(args.seed) if args.quick else ExperimentConfig.full(args.seed)
+    if args.view:
+        config = dataclasses.replace(config, view=args.view)
     out = Path(args.out).expanduser()
     try:
         metrics = run_experiment(out, config, log=lambda line: print(line, flush=True))

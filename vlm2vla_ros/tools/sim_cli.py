@@ -14,6 +14,7 @@ from pathlib import Path
 from vlm2vla_ros.sim.expert import run_expert
 from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.tasks import TASK_KIND_HELP, TASK_KINDS
+from vlm2vla_ros.sim.views import TABLE_VIEW, VIEWS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     render_p.add_argument(
         "--annotate", action="store_true", help="write the instruction and subtasks on the image"
     )
+    render_p.add_argument(
+        "--view", choices=VIEWS, default=TABLE_VIEW, help="the whole table, or centred on the gripper"
+    )
 
     expert_p = sub.add_parser(
         "expert",
@@ -86,7 +90,7 @@ def _render(args: argparse.Namespace) -> int:
     from vlm2vla_ros.sim.render import annotate, render
 
     world, task = make_scene(args.seed, args.task_kind)
-    image = render(world, args.size, args.size)
+    image = render(world, args.size, args.size, args.view)
     if args.annotate:
         image = annotate(image, [task.instruction(), *task.subtasks()])
     args.out.parent.mkdir(parents=True, exist_ok=True)

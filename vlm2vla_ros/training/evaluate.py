@@ -108,13 +108,13 @@ def summarise_offline(rows: Sequence[dict[str, Any]]) -> OfflineMetrics:
     return metrics
 
 
-def _sim_robot(world: Any) -> tuple[Any, Any]:
-    """(SimBackend, ChunkExecutor) on a world, with the robot's own limits."""
+def _sim_robot(world: Any, view: str = "table") -> tuple[Any, Any]:
+    """(SimBackend, ChunkExecutor) on a world, with the robot's own limits; the camera in `view`."""
     from vlm2vla_ros.robot.config import RobotConfig
     from vlm2vla_ros.robot.executor import ChunkExecutor
     from vlm2vla_ros.sim.backend import SimBackend
 
-    backend = SimBackend(world)
+    backend = SimBackend(world, view=view)
     robot = RobotConfig()
     return backend, ChunkExecutor(backend, robot.embodiment, robot.safety)
 
@@ -129,16 +129,17 @@ def _scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
 
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
-    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None,
+    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = "table",
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
     of the named block among others. on_verdict(world, task, subtask index, advance) sees each
-    verdict with the world it judged, to score the verifier against the simulator."""
+    verdict with the world it judged, to score the verifier against the simulator. view: the
+    camera's (sim.views.VIEWS), which must be the one the policy was trained on."""
     from vlm2vla_ros.policy import PolicyError
 
     world, task = _scene(task_kind, seed, alone)
-    backend, executor = _sim_robot(world)
+    backend, executor = _sim_robot(world, view)
     instruction = task.instruction(lang)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
                               "cycles": 0, "ended": ""}
@@ -255,7 +256,7 @@ def named_only(world: Any, task: Any) -> Any:
 
 
 def reach_episode(
-    engine: Any, seed: int, cycles: int = 2, image_size: int = 224, alone: bool = False
+    engine: Any, seed: int, cycles: int = 2, image_size: int = 224, alone: bool = False, view: str = "table"
 ) -> dict[str, Any]:
     """The chunk stage alone on a pick-up scene: given the right first subtask ("move above the
     red block") instead of its own list, `cycles` plan + chunk cycles run in the simulator, and
@@ -267,7 +268,7 @@ def reach_episode(
     from vlm2vla_ros.policy import PolicyError
 
     world, task = _scene("pick_up", seed, alone)
-    backend, executor = _sim_robot(world)
+    backend, executor = _sim_robot(world, view)
     instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
 
     def distance_cm() -> float:
@@ -291,14 +292,15 @@ def reach_episode(
 
 
 def closed_loop_eval(
-    engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False
+    engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False,
+    view: str = "table",
 ) -> tuple:
-    """({kind: success rate}, episode records)."""
+    """({kind: success rate}, episode records); the camera in `view`, the policy's own."""
     from tqdm import tqdm
 
     jobs = [(kind, seed) for kind in task_kinds for seed in seeds]
     records = [
-        closed_loop_episode(engine, kind, seed, max_cycles, image_size)
+        closed_loop_episode(engine, kind, seed, max_cycles, image_size, view=view)
         for kind, seed in tqdm(jobs, desc="closed loop", disable=not progress)
     ]
     rates = {kind: float(np.mean([r["success"] for r in records if r["task_kind"] == kind])) for kind in task_kinds}

@@ -1,0 +1,57 @@
+"""The simulated camera's views: a model folder says which one it was trained on, the sim backend
+renders in it, and the node graph's simulated camera takes the policy model's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vlm2vla_ros.sim.backend import SimBackend
+from vlm2vla_ros.sim.render import render
+from vlm2vla_ros.sim.scene import make_scene
+from vlm2vla_ros.sim.views import VIEW_FILE, read_model_view, write_model_view
+
+
+def test_a_model_folder_without_the_file_was_trained_on_the_table_view(tmp_path):
+    assert read_model_view(tmp_path) == "table"
+    assert read_model_view(tmp_path / "no such folder") == "table"
+
+
+def test_the_written_view_is_read_back(tmp_path):
+    write_model_view(tmp_path, "gripper")
+    assert read_model_view(tmp_path) == "gripper"
+    with pytest.raises(ValueError, match="camera view must be one of"):
+        write_model_view(tmp_path, "ceiling")
+    assert read_model_view(tmp_path) == "gripper"  # the refused view wrote nothing
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"views": "table"}', '{"view": "ceiling"}'])
+def test_a_broken_view_file_is_a_clear_error(tmp_path, text):
+    (tmp_path / VIEW_FILE).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="view"):
+        read_model_view(tmp_path)
+
+
+def test_the_backend_renders_in_its_view():
+    world, _ = make_scene(5, "pick_up")
+    table, gripper = SimBackend(world), SimBackend(world, view="gripper")
+    assert table.view == "table"
+    assert np.array_equal(table.render(64, 64), render(world, 64, 64))
+    assert np.array_equal(gripper.render(64, 64), render(world, 64, 64, "gripper"))
+    assert not np.array_equal(gripper.render(64, 64), table.render(64, 64))
+    with pytest.raises(ValueError, match="camera view must be one of"):
+        SimBackend(world, view="ceiling")
+
+
+def test_the_graph_takes_the_policy_models_view_unless_the_executor_names_one(tmp_path):
+    pytest.importorskip("rclpy")
+    from vlm2vla_ros.nodes.bringup import policy_model_view
+    from vlm2vla_ros.nodes.executor_node import ExecutorNodeConfig
+
+    write_model_view(tmp_path, "gripper")
+    assert policy_model_view({"policy_node": {"model_path": str(tmp_path)}}) == "gripper"
+    assert policy_model_view({"policy_node": {"model_path": "tiny"}}) == "table"
+    assert policy_model_view({}) == "table"
+    assert ExecutorNodeConfig(sim_view="gripper").sim_view == "gripper"
+    with pytest.raises(ValueError, match="camera view must be one of"):
+        ExecutorNodeConfig(sim_view="ceiling")
