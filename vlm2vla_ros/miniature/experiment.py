@@ -39,7 +39,7 @@ from typing import Any
 from vlm2vla_ros.action_language import MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
-from vlm2vla_ros.sim.views import check_view, write_model_view
+from vlm2vla_ros.sim.views import TABLE_VIEW, check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
@@ -246,7 +246,7 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
 
 def location_draw(
     first_seed: int, blocks: int, batch: int, image_size: int, kinds: Sequence[str] = ("location",),
-    view: str = "table",
+    view: str = TABLE_VIEW,
 ) -> Callable[[int], list[dict[str, Any]]]:
     """train_stream's draw for a location phase: step k gets the scenes of seeds
     first_seed + k * batch onwards, so no scene comes twice and a run is reproducible."""

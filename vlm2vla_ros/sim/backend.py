@@ -48,7 +48,7 @@ class SimBackend:
         if not (math.isfinite(time_scale) and time_scale >= 0):
             raise ValueError(f"time_scale must be a finite number >= 0, got {time_scale!r}.")
         self.view = check_view(view)
-        """The head camera's view (sim.render.VIEWS): the whole table, or following the gripper."""
+        """The head camera's view (sim.views.VIEWS): the whole table, or following the gripper."""
         self.geometry = geometry or SimGeometry()
         self.time_scale = time_scale
         self._lock = threading.RLock()

@@ -217,29 +217,29 @@ def render(world: SimWorld, width: int = 224, height: int = 224, view: str = TAB
             raise ValueError(
                 f"image {name} must be an integer from {MIN_SIDE} to {MAX_SIDE} pixels, got {side!r}."
             )
-    view = Projection.of(world, int(width), int(height), view)
+    camera = Projection.of(world, int(width), int(height), view)
     img = np.empty((int(height), int(width), 3), dtype=np.uint8)
     img[:] = FLOOR_RGB
     x0, x1 = TABLE_X
     edge = [
-        view.pt(x0, TABLE_Y, 0.0),
-        view.pt(x0, -TABLE_Y, 0.0),
-        view.pt(x0, -TABLE_Y, -0.04),
-        view.pt(x0, TABLE_Y, -0.04),
+        camera.pt(x0, TABLE_Y, 0.0),
+        camera.pt(x0, -TABLE_Y, 0.0),
+        camera.pt(x0, -TABLE_Y, -0.04),
+        camera.pt(x0, TABLE_Y, -0.04),
     ]
     _fill(img, edge, TABLE_EDGE_RGB)
     top = [
-        view.pt(x1, TABLE_Y, 0.0),
-        view.pt(x1, -TABLE_Y, 0.0),
-        view.pt(x0, -TABLE_Y, 0.0),
-        view.pt(x0, TABLE_Y, 0.0),
+        camera.pt(x1, TABLE_Y, 0.0),
+        camera.pt(x1, -TABLE_Y, 0.0),
+        camera.pt(x0, -TABLE_Y, 0.0),
+        camera.pt(x0, TABLE_Y, 0.0),
     ]
     _fill(img, top, TABLE_RGB)
 
     resting = [o for o in world.objects if not o.held]
     for obj in sorted(resting, key=lambda o: (-_root_x(world, o), o.z, o.name)):
-        _draw_object(img, view, obj)
-    _draw_gripper(img, view, world)
+        _draw_object(img, camera, obj)
+    _draw_gripper(img, camera, world)
     return img
 
 
