@@ -90,12 +90,12 @@ class Graph:
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
-    from ..sim.views import read_model_view
+    from ..sim.views import TABLE_VIEW, read_model_view
     from .policy_node import resolve_shipped
 
     p = params.get("policy_node", {})
     model, _ = resolve_shipped(str(p.get("model_path", "")), str(p.get("adapter_path", "")))
-    return read_model_view(os.path.expanduser(model)) if model else "table"
+    return read_model_view(os.path.expanduser(model)) if model else TABLE_VIEW
 
 
 def build_graph(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vlm2vla_ros.action_language import ActionChunk, ActionStep, MergeConfig
+from vlm2vla_ros.sim.views import TABLE_VIEW
 
 AXES = ("dx", "dy", "dz")
 DIRECTION_DEADBAND_CM = 0.5
@@ -108,7 +109,7 @@ def summarise_offline(rows: Sequence[dict[str, Any]]) -> OfflineMetrics:
     return metrics
 
 
-def _sim_robot(world: Any, view: str = "table") -> tuple[Any, Any]:
+def _sim_robot(world: Any, view: str = TABLE_VIEW) -> tuple[Any, Any]:
     """(SimBackend, ChunkExecutor) on a world, with the robot's own limits; the camera in `view`."""
     from vlm2vla_ros.robot.config import RobotConfig
     from vlm2vla_ros.robot.executor import ChunkExecutor
@@ -129,7 +130,7 @@ def _scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
 
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
-    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = "table",
+    alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = TABLE_VIEW,
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
@@ -256,7 +257,7 @@ def named_only(world: Any, task: Any) -> Any:
 
 
 def reach_episode(
-    engine: Any, seed: int, cycles: int = 2, image_size: int = 224, alone: bool = False, view: str = "table"
+    engine: Any, seed: int, cycles: int = 2, image_size: int = 224, alone: bool = False, view: str = TABLE_VIEW
 ) -> dict[str, Any]:
     """The chunk stage alone on a pick-up scene: given the right first subtask ("move above the
     red block") instead of its own list, `cycles` plan + chunk cycles run in the simulator, and
@@ -293,7 +294,7 @@ def reach_episode(
 
 def closed_loop_eval(
     engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False,
-    view: str = "table",
+    view: str = TABLE_VIEW,
 ) -> tuple:
     """({kind: success rate}, episode records); the camera in `view`, the policy's own."""
     from tqdm import tqdm
