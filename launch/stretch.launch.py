@@ -49,13 +49,13 @@ def _default_config():
     return os.path.join(get_package_share_directory(PACKAGE), "config", "vlm2vla.yaml")
 
 
-def _model_view(config, model):
-    from vlm2vla_ros.nodes.bringup import load_params, policy_model_view
+def _sim_view(config, model):
+    from vlm2vla_ros.nodes.bringup import load_params, sim_camera_view
 
     params = load_params(config)
     if model:
         params.setdefault("policy_node", {})["model_path"] = model
-    return policy_model_view(params)
+    return sim_camera_view(params)
 
 
 def _nodes(context):
@@ -75,7 +75,7 @@ def _nodes(context):
         if sim:
             executor_params.update(backend="sim", sim_camera=True)
             if half == "all":  # the simulated camera shows the policy the view its model was trained on
-                executor_params["sim_view"] = _model_view(config, arg["model"])
+                executor_params["sim_view"] = _sim_view(config, arg["model"])
         else:
             actions.append(Node(package=PACKAGE, executable="camera_node", name="camera_node",
                                 parameters=[config], output="screen"))

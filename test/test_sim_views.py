@@ -45,13 +45,17 @@ def test_the_backend_renders_in_its_view():
 
 def test_the_graph_takes_the_policy_models_view_unless_the_executor_names_one(tmp_path):
     pytest.importorskip("rclpy")
-    from vlm2vla_ros.nodes.bringup import policy_model_view
+    from vlm2vla_ros.nodes.bringup import policy_model_view, sim_camera_view
     from vlm2vla_ros.nodes.executor_node import ExecutorNodeConfig
 
     write_model_view(tmp_path, "gripper")
     assert policy_model_view({"policy_node": {"model_path": str(tmp_path)}}) == "gripper"
     assert policy_model_view({"policy_node": {"model_path": "tiny"}}) == "table"
     assert policy_model_view({}) == "table"
+    model = {"policy_node": {"model_path": str(tmp_path)}}
+    assert sim_camera_view(model) == "gripper"
+    assert sim_camera_view({**model, "executor_node": {"sim_view": "table"}}) == "table"  # named by the executor
+    assert sim_camera_view({**model, "executor_node": {"sim_view": ""}}) == "gripper"
     assert ExecutorNodeConfig(sim_view="gripper").sim_view == "gripper"
     with pytest.raises(ValueError, match="camera view must be one of"):
         ExecutorNodeConfig(sim_view="ceiling")

@@ -98,6 +98,11 @@ def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     return read_model_view(os.path.expanduser(model)) if model else TABLE_VIEW
 
 
+def sim_camera_view(params: dict[str, dict[str, Any]]) -> str:
+    """The simulated camera's view: the executor's sim_view when set, else the policy model's own."""
+    return str(params.get("executor_node", {}).get("sim_view", "")) or policy_model_view(params)
+
+
 def build_graph(
     params_file: str | None = None,
     half: str = "all",
@@ -139,9 +144,8 @@ def build_graph(
                 from ..sim.scene import make_scene
 
                 world, _task = make_scene(sim_seed, sim_task_kind)
-                executor_params = params.get("executor_node", {})
-                backend = SimBackend(world, time_scale=float(executor_params.get("sim_time_scale", 0.0)),
-                                     view=str(executor_params.get("sim_view", "")) or policy_model_view(params))
+                time_scale = float(params.get("executor_node", {}).get("sim_time_scale", 0.0))
+                backend = SimBackend(world, time_scale=time_scale, view=sim_camera_view(params))
                 graph._owns_backend = True
             graph.backend = backend
             graph.add(ExecutorNode(backend=backend, **kw("executor_node")))
