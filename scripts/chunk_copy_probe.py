@@ -61,15 +61,17 @@ def copy_base(base: Path, out: Path, steps: int, image: str) -> dict:
     from PIL import Image
 
     from vlm2vla_ros.miniature.model import load_model, save_model, train_full
-    from vlm2vla_ros.miniature.vqa import _messages
-    from vlm2vla_ros.policy import PolicyConfig, StageSampling, load_policy
+    from vlm2vla_ros.policy import PolicyConfig, StageSampling, load_policy, prompts
     from vlm2vla_ros.policy.types import GenerationRequest
+
+    def messages(text: str) -> list:
+        return prompts.with_answer(prompts.question_messages("Repeat: " + text, 1), text)
 
     rng = random.Random(0)
     examples = []
     for i in range(6000):
         text = number_list(rng)
-        examples.append({"id": f"copy-{i}", "stage": "copy", "messages": _messages("Repeat: " + text, text, 1),
+        examples.append({"id": f"copy-{i}", "stage": "copy", "messages": messages(text),
                          "images": [image], "meta": {}})
     model, processor = load_model(base)
     trained = train_full(model, processor, examples, steps, 32, 1e-3, 0, warmup_steps=20, log=print,
@@ -82,7 +84,7 @@ def copy_base(base: Path, out: Path, steps: int, image: str) -> dict:
     exact = 0
     for _ in range(20):
         text = number_list(rng)
-        request = GenerationRequest(messages=_messages("Repeat: " + text, text, 1)[:-1], images=(pixels,),
+        request = GenerationRequest(messages=messages(text)[:-1], images=(pixels,),
                                     sampling=StageSampling(temperature=0.0), max_new_tokens=80)
         exact += engine.backend.generate(request).text.strip() == text
     engine.close()
