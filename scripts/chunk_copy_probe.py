@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Finding 14 of docs/miniature.md: can the chunk stage write numbers it is given in its prompt?
 
-Trains the documented run's LoRA (r=16, lr 2e-3, batch 8) on the experiment's action data with
+Trains the documented run's LoRA (ExperimentConfig.lora_train) on the experiment's action data with
 three chunk requests: the engine's own ("plain"), plus the expert's summed move ("move"), plus
 the expert's chunk itself ("chunk", so the answer is a copy). Each adapter then writes the first
 "move above" chunk of held-out expert demonstrations, the expert's plan given, greedy under the
@@ -17,6 +17,7 @@ About 25 minutes on 2 CPU cores. Prints one line per (base, request) and writes 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -104,16 +105,16 @@ def hinted_dataset(plain: Path, out: Path, request: str) -> Path:
     return out
 
 
-def score(base: Path, adapter: Path, held_out: Path, request: str) -> dict:
+def score(base: Path, adapter: Path, held_out: Path, request: str, config) -> dict:
     from PIL import Image
 
-    from vlm2vla_ros.action_language import ActionLimits, chunk_regex, parse_action_chunk
-    from vlm2vla_ros.policy import PolicyConfig, StageSampling, load_policy
+    from vlm2vla_ros.action_language import chunk_regex, parse_action_chunk
+    from vlm2vla_ros.miniature.experiment import policy_config
+    from vlm2vla_ros.policy import StageSampling, load_policy
     from vlm2vla_ros.policy.types import GenerationRequest
 
-    limits = ActionLimits()
-    engine = load_policy(PolicyConfig(model_path=str(base), adapter_path=str(adapter), device="cpu", dtype="float32", seed=0,
-                                      chunk=StageSampling(temperature=0.0)))
+    engine = load_policy(policy_config(base, adapter, config))
+    limits = engine.config.limits
     rows = []
     for split in ("train", "val"):
         for line in (held_out / f"{split}.jsonl").read_text().splitlines():
@@ -146,34 +147,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="a new or empty folder")
     parser.add_argument("--base", type=Path, default=REPO / "models" / "vlm2vla-mini" / "base")
     parser.add_argument("--copy-steps", type=int, default=0, help="also train a copy base for this many steps")
-    parser.add_argument("--lora-steps", type=int, default=600)
-    parser.add_argument("--train-seeds", type=int, default=30)
+    parser.add_argument("--lora-steps", type=int, default=None, help="default: the documented run's")
+    parser.add_argument("--train-seeds", type=int, default=None, help="default: the documented run's")
     parser.add_argument("--held-out-seeds", type=int, default=20)
     args = parser.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"{args.out} exists and is not empty")
 
-    from vlm2vla_ros.action_language import MergeConfig
-    from vlm2vla_ros.data.builder import BuildConfig
     from vlm2vla_ros.miniature import data
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig
     from vlm2vla_ros.miniature.vqa import ImageWriter, sample_state
-    from vlm2vla_ros.sim.tasks import TASK_KINDS
     from vlm2vla_ros.sim.views import read_model_view
-    from vlm2vla_ros.training.config import TrainConfig
     from vlm2vla_ros.training.trainer import train
 
     out = args.out
     view = read_model_view(args.base)
-    build = BuildConfig(merge=MergeConfig(axis_cm=9.0, total_cm=10.0), verify_examples=False, direction_examples=False,
-                        val_fraction=0.05)
-    data.export_episodes(out / "episodes", TASK_KINDS, range(args.train_seeds), 1, 224, view)
-    data.build_action_dataset(out / "episodes", out / "dataset", build)
-    first = 50000
-    data.export_episodes(out / "held_out_episodes", ("pick_up", "put_in"), range(first, first + args.held_out_seeds), 0, 224, view)
-    data.build_action_dataset(out / "held_out_episodes", out / "held_out", build)
+    documented = ExperimentConfig()
+    config = dataclasses.replace(
+        documented, view=view, chunk_temperature=0.0,
+        finetune_steps=args.lora_steps or documented.finetune_steps, action_seeds=args.train_seeds or documented.action_seeds,
+    )
+    data.export_episodes(out / "episodes", config.action_kinds, range(config.action_seeds), config.action_augment,
+                         config.image_size, view)
+    data.build_action_dataset(out / "episodes", out / "dataset", config.action_build())
+    first = config.eval_first_seed
+    data.export_episodes(out / "held_out_episodes", ("pick_up", "put_in"), range(first, first + args.held_out_seeds), 0,
+                         config.image_size, view)
+    data.build_action_dataset(out / "held_out_episodes", out / "held_out", config.action_build())
 
     bases = {"shipped": args.base}
-    results: dict = {"view": view, "lora_steps": args.lora_steps}
+    results: dict = {"view": view, "lora_steps": config.finetune_steps}
     if args.copy_steps:
         image = ImageWriter(out / "copy_image", 64, view).write(sample_state(0)[0])
         results["copy_training"] = copy_base(args.base, out / "copy_base", args.copy_steps, image)
@@ -183,12 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         for request in REQUESTS:
             dataset = hinted_dataset(out / "dataset", out / f"dataset_{request}", request)
             adapter = out / f"adapter_{name}_{request}"
-            train(TrainConfig(model_path=str(base), dataset_dir=str(dataset), output_dir=str(adapter), stages=data.ACTION_STAGES,
-                              lora_r=16, lora_alpha=32, learning_rate=2e-3, lr_scheduler="linear", warmup_ratio=0.05,
-                              max_steps=args.lora_steps, batch_size=8, grad_accum=1, gradient_checkpointing=False,
-                              logging_steps=max(1, args.lora_steps // 10), save_steps=args.lora_steps * 10, seed=0,
-                              device="cpu", max_length=512))
-            scored = score(base, adapter, out / "held_out", request)
+            train(config.lora_train(base, dataset, adapter))
+            scored = score(base, adapter, out / "held_out", request, config)
             results[f"{name}/{request}"] = scored
             x, y, z = scored["mean_abs_error_cm"]
             print(f"{name} base, {request} request: mean error {x} / {y} / {z} cm, "

@@ -201,6 +201,25 @@ class ExperimentConfig:
         """The merge thresholds of the action data, for the dataset and the expert's replay alike."""
         return MergeConfig(axis_cm=self.merge_axis_cm, total_cm=self.merge_total_cm)
 
+    def action_build(self) -> BuildConfig:
+        """How the expert's episodes become action examples (the adapter's stages only)."""
+        return BuildConfig(merge=self.merge(), verify_examples=False, direction_examples=False, val_fraction=0.05)
+
+    def lora_train(self, base_dir: Path, dataset_dir: Path, output_dir: Path) -> Any:
+        """VLM2VLA's LoRA fine-tuning of base_dir on dataset_dir (training.config.TrainConfig)."""
+        from vlm2vla_ros.training.config import TrainConfig
+
+        from .data import ACTION_STAGES
+
+        return TrainConfig(
+            model_path=str(base_dir), dataset_dir=str(dataset_dir), output_dir=str(output_dir),
+            stages=ACTION_STAGES, stage_repeats=dict(self.stage_repeats), lora_r=self.lora_rank,
+            lora_alpha=2 * self.lora_rank, learning_rate=self.lora_lr, lr_scheduler="linear", warmup_ratio=0.05,
+            max_steps=self.finetune_steps, batch_size=self.finetune_batch, grad_accum=1, gradient_checkpointing=False,
+            logging_steps=max(1, self.finetune_steps // 20), save_steps=max(self.finetune_steps, 1) * 10,
+            seed=self.seed, device="cpu", max_length=512,
+        )
+
 
 @dataclass
 class Run:
@@ -468,7 +487,6 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     from transformers import set_seed
 
     from vlm2vla_ros.policy import PolicyEngine, load_policy
-    from vlm2vla_ros.training.config import TrainConfig
     from vlm2vla_ros.training.trainer import train as train_lora
 
     from . import action_tokens, data, vqa
@@ -555,26 +573,14 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("action data (expert, English only)"):
         exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
                                         c.view)
-        build_config = BuildConfig(
-            merge=c.merge(),
-            verify_examples=False, direction_examples=False, val_fraction=0.05,
-        )
-        report = data.build_action_dataset(out / "episodes", out / "dataset", build_config)
+        report = data.build_action_dataset(out / "episodes", out / "dataset", c.action_build())
         train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", data.ACTION_STAGES), dict(c.stage_repeats))
         metrics["action_data"] = {
             "episodes": len(exported.written), "failed": exported.failed, "counts": report.counts,
             "train_examples": len(train_examples),
         }
     with run.stage("VLM2VLA: LoRA fine-tuning"):
-        train_config = TrainConfig(
-            model_path=str(base_dir), dataset_dir=str(out / "dataset"), output_dir=str(out / "adapter"),
-            stages=data.ACTION_STAGES, stage_repeats=dict(c.stage_repeats), lora_r=c.lora_rank, lora_alpha=2 * c.lora_rank,
-            learning_rate=c.lora_lr, lr_scheduler="linear", warmup_ratio=0.05,
-            max_steps=c.finetune_steps, batch_size=c.finetune_batch, grad_accum=1, gradient_checkpointing=False,
-            logging_steps=max(1, c.finetune_steps // 20), save_steps=max(c.finetune_steps, 1) * 10,
-            seed=c.seed, device="cpu", max_length=512,
-        )
-        lora = train_lora(train_config)
+        lora = train_lora(c.lora_train(base_dir, out / "dataset", out / "adapter"))
         shutil.rmtree(out / "adapter" / "checkpoints", ignore_errors=True)
         lora_log = json.loads((out / "adapter" / "train_log.json").read_text())
         metrics["vlm2vla_train"] = {
