@@ -25,7 +25,7 @@ import yaml
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from .common import Shutdown, config_path, drain, spin_until
+from .common import Shutdown, config_path, drain, spin_until, stop_executor
 
 HALVES = ("all", "robot", "compute")
 DEFAULT_CONFIG = "vlm2vla.yaml"
@@ -172,8 +172,7 @@ def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Sh
     shutdown.urgent.append(graph.stop_robot)
     shutdown.install()
     try:
-        executor = spin_until(graph.nodes, shutdown, done)
-        executor.shutdown(timeout_sec=1.0)
+        stop_executor(spin_until(graph.nodes, shutdown, done))
         if graph.recorder is not None:
             drain(graph.recorder)  # what was delivered before the signal belongs in the bag
     finally:

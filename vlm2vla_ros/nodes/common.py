@@ -158,6 +158,26 @@ def spin_until(
     return executor
 
 
+def stop_executor(executor: MultiThreadedExecutor, timeout_sec: float = 1.0) -> None:
+    """Let the callbacks the executor already handed to its threads finish (up to timeout_sec),
+    then shut it down; a callback's exception is raised, as spin_once would have raised it.
+
+    rclpy's shutdown destroys the executor's guard condition without waiting for callbacks
+    still queued in its thread pool (rclpy 9 does not wait even for running ones): such a
+    callback then fails on the destroyed guard, and rclpy prints "The following exception was
+    never retrieved" at exit. The queued callbacks are only reachable through the executor's
+    list of handed-off tasks (`_futures`, in Humble as in later releases).
+    """
+    pending = list(getattr(executor, "_futures", ()))
+    deadline = time.monotonic() + timeout_sec
+    while any(not task.done() for task in pending) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    executor.shutdown(timeout_sec=max(0.0, deadline - time.monotonic()))
+    for task in pending:
+        if task.done() and task.exception() is not None:
+            raise task.exception()
+
+
 def drain(node: Node, limit_s: float = 2.0) -> int:
     """Run the callbacks `node` has waiting now (messages DDS already delivered), then return.
 
@@ -204,8 +224,7 @@ def run_node_main(
         nodes = list(make_nodes())
         shutdown.urgent.extend(urgent(nodes))
         shutdown.install()
-        executor = spin_until(nodes, shutdown)
-        executor.shutdown(timeout_sec=1.0)
+        stop_executor(spin_until(nodes, shutdown))
     except (ValueError, RuntimeError, OSError) as exc:
         # Configuration and start-up errors: one clear line, non-zero exit.
         print(f"error: {exc}", flush=True)
