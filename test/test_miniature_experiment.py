@@ -88,7 +88,18 @@ def test_report_and_metrics(run):
         assert counted == episode["cycles"] - (not episode["ended"].startswith(("all subtasks", "cycle limit")))
     assert "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |" in report
     assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
-    assert list(metrics["timings_s"])[-1] == "evaluation: which link fails (the named objects alone)"
+    assert list(metrics["timings_s"])[-2:] == ["evaluation: which link fails (the named objects alone)",
+                                               "evaluation: copying (held-out texts)"]
+    # copying: --quick's two steps of copying alone (batch 4, new examples each) come first, one copy
+    # example per scene joins the mixture, and three held-out requests are scored for every model
+    copying = metrics["pretrain_copy"]
+    assert (copying["steps"], copying["examples"], len(copying["losses"])) == (2, 8, 2)
+    assert list(metrics["timings_s"])[3] == "pretraining the VLM (vision tower frozen): copying alone, new examples every batch"
+    assert metrics["pretrain_data"]["per_kind"]["copy"] == 20  # --quick: 20 scenes
+    assert metrics["copy"]["examples"] == 3 and len(metrics["copy"]["rows"]) == 3
+    for model in ("base", "vlm2vla", "baseline"):
+        assert 0.0 <= metrics["copy"][model]["exact"] <= 1.0
+    assert "### Copying" in report and "2 steps of copying alone (8 new" in report
     # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)
@@ -96,7 +107,7 @@ def test_report_and_metrics(run):
     asked = "questions of kinds location, relative, direction about new scenes"
     assert f"{asked} of 3 block(s)" in report and "vision tower frozen" in report
     # and location_mix 1: one example of every batch of the first kinds and the mixture is new
-    assert (metrics["pretrain_first"]["new_location_examples"], metrics["pretrain"]["new_location_examples"]) == (2, 3)
+    assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (2, 3)
     assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
@@ -152,3 +163,30 @@ def test_location_errors_score_answers_against_the_references():
     assert location_errors(rows[2:], "m", 1.5)["mean_abs_cm"] == [None, None]
     with pytest.raises(ValueError, match="locations"):
         location_errors([{"answer": "yes", "m": "x 1 y 1"}], "m", 1.5)
+
+
+def test_copy_scores_count_exact_repeats_per_content(tmp_path):
+    from types import SimpleNamespace
+
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.experiment import copy_scores
+
+    items = vqa.copy_set(range(8), tmp_path, image_size=32)
+    answers = {i["question"]: i["answer"] for i in items}
+    wrong = {items[0]["question"], items[1]["question"]}  # two answers off by a character or a space
+
+    class Backend:
+        def generate(self, request):
+            question = request.messages[0]["content"][-1]["text"]
+            text = answers[question]
+            if question in wrong:
+                text = text[:-1] if question == items[0]["question"] else text.replace(" ", "  ", 1)
+            if not request.use_adapter:
+                text = "no"  # the base side repeats nothing
+            return SimpleNamespace(text=text + "\n")
+
+    scores = copy_scores(SimpleNamespace(backend=Backend()), items, tmp_path / "copy.jsonl")
+    assert scores["examples"] == 8 and scores["adapter"]["exact"] == pytest.approx(6 / 8) and scores["base"]["exact"] == 0
+    for content in {i["content"] for i in items}:
+        share = [i["question"] not in wrong for i in items if i["content"] == content]
+        assert scores["adapter"][f"content:{content}"] == pytest.approx(sum(share) / len(share))

@@ -262,3 +262,57 @@ def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError):
         vqa.question(world_two_blocks(), "smell", "en", random.Random(0))
     assert PLATE  # imported for completeness of the world's kinds
+
+
+def test_copy_examples_ask_to_repeat_numbers_or_a_text_of_the_scene():
+    from vlm2vla_ros.action_language import parse_action_chunk
+
+    examples = vqa.copy_examples(range(40), image_size=32)
+    assert len(examples) == 40 and {e["meta"]["content"] for e in examples} == set(vqa.COPY_CONTENTS)
+    assert {e["meta"]["lang"] for e in examples} == {"en", "es"}
+    for e, seed in zip(examples, range(40)):
+        request = e["messages"][0]["content"][-1]["text"]
+        answer = e["messages"][1]["content"][-1]["text"]
+        prefix = vqa.COPY_REQUESTS[e["meta"]["lang"]]
+        assert e["stage"] == "copy" and request == prefix + answer  # the answer is the text asked to be repeated
+        assert np.asarray(e["images"][0]).shape == (32, 32, 3)
+        if e["meta"]["content"] == "numbers":
+            if answer.startswith("[["):  # a chunk: the action language's own text, within its limits
+                assert 1 <= len(parse_action_chunk(answer)) <= 4
+            else:
+                assert re.fullmatch(r"\[-?\d+\.\d, -?\d+\.\d, -?\d+\.\d\]", answer) and "-0.0" not in answer
+        else:
+            world, task = None, None
+            rng = random.Random(f"vlm2vla-mini-copy:{seed}")
+            world, task = make_scene(seed, rng.choice(TASK_KINDS))
+            texts = {vqa.caption(world, lang) for lang in vqa.LANGS}
+            texts |= {task.instruction(lang) for lang in vqa.LANGS}
+            texts |= {format_subtasks(task.subtasks(lang)) for lang in vqa.LANGS}
+            assert answer in texts
+    again = vqa.copy_examples(range(40), image_size=32)
+    assert [e["messages"] for e in again] == [e["messages"] for e in examples]
+    with pytest.raises(ValueError, match="copy content"):
+        vqa.copy_text(*make_scene(0)[:2], "poem", random.Random(0))
+
+
+def test_copies_in_the_pretraining_mixture_leave_the_other_examples_as_they_were(tmp_path):
+    plain = vqa.pretraining_examples(range(5), [], tmp_path / "a", image_size=32, questions_per_scene=3)
+    with_copies = vqa.pretraining_examples(range(5), [], tmp_path / "b", image_size=32, questions_per_scene=3,
+                                           copies_per_scene=2)
+    copies = [e for e in with_copies if e["stage"] == "copy"]
+    assert not any(e["stage"] == "copy" for e in plain) and len(copies) == 10
+    assert [e["messages"] for e in with_copies if e["stage"] != "copy"] == [e["messages"] for e in plain]
+    for e in copies:  # with the scene's own image file
+        request, answer = e["messages"][0]["content"][-1]["text"], e["messages"][1]["content"][-1]["text"]
+        assert request in {prefix + answer for prefix in vqa.COPY_REQUESTS.values()}
+        assert (tmp_path / "b").joinpath(e["images"][0]).is_file()
+
+
+def test_copy_set_is_readable_by_vlm2vla_eval(tmp_path):
+    from vlm2vla_ros.training.evaluate import read_vqa
+
+    items = vqa.copy_set(range(6), tmp_path, image_size=32)
+    read = read_vqa(tmp_path / "copy.jsonl")
+    assert [r["answer"] for r in read] == [i["answer"] for i in items]
+    assert all(r["question"].endswith(r["answer"]) for r in read)
+    assert {i["content"] for i in items} <= set(vqa.COPY_CONTENTS)

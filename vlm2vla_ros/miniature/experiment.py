@@ -100,6 +100,19 @@ class ExperimentConfig:
     """What the location phases and the mix ask (vqa.GROUNDING_KINDS): where things are, and
     where a block is from the gripper in numbers (relative) or in direction words (direction),
     which is what a motion plan says."""
+    copy_steps: int = 0
+    """Steps of copying alone ("Repeat: <text>", vqa.copy_examples, new examples every batch)
+    before the first kinds. A language model pretrained on the internet repeats numbers and
+    words from its context; ours, whose answers never repeat their question, did not, and its
+    adapter could not write even a chunk given in its prompt (finding 14)."""
+    copies_per_scene: int = 0
+    """Copy examples per pretraining scene in the mixture (vqa.pretraining_examples), so that the
+    copying learned first is kept. Fixed examples, batched by length with the rest: new ones in
+    every batch (about 69 tokens against the mixture's 47) would pad every batch."""
+    copy_first_seed: int = 3_000_000
+    copy_eval: int = 40
+    """Held-out copy examples (seeds from 930000) answered greedily by each model, after every
+    other evaluation; scored by exact equality."""
     first_kinds: tuple[str, ...] = ("colour", "exists", "count", "location")
     """Trained alone first, then kept at a high weight: reading the image starts within a few
     hundred steps on a few question kinds, and not when the steps are spread over the mixture."""
@@ -172,6 +185,9 @@ class ExperimentConfig:
             location_phases=((1, 2), (3, 2)),
             location_mix=1,
             location_kinds=("location", "relative", "direction"),
+            copy_steps=2,
+            copies_per_scene=1,
+            copy_eval=3,
             first_steps=2,
             pretrain_steps=3,
             pretrain_batch=4,
@@ -274,6 +290,13 @@ def location_draw(
     return lambda step: location_examples(
         range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size, kinds, view
     )
+
+
+def copy_draw(first_seed: int, batch: int, image_size: int, view: str = TABLE_VIEW) -> Callable[[int], list[dict[str, Any]]]:
+    """location_draw's twin for copy examples (vqa.copy_examples)."""
+    from .vqa import copy_examples
+
+    return lambda step: copy_examples(range(first_seed + step * batch, first_seed + (step + 1) * batch), image_size, view)
 
 
 def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentConfig) -> Any:
@@ -417,6 +440,25 @@ def vqa_scores(engine: Any, items: Sequence[dict[str, str]], vqa_file: Path, ada
     return out
 
 
+def copy_scores(engine: Any, items: Sequence[dict[str, str]], copy_file: Path, adapter_off: bool = True) -> dict[str, Any]:
+    """The share of held-out copy examples (vqa.copy_set) answered by exactly the text asked to
+    be repeated, overall and per content (numbers, text), for the engine as loaded ("adapter")
+    and, with adapter_off, the base ("base"); the answers included."""
+    from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
+
+    sides = answer_sides(adapter_off)
+    longest = max(len(item["answer"]) for item in items)
+    rows = vqa_answers(engine, read_vqa(copy_file), sides, max_new_tokens=longest)  # at least a token a character
+    out: dict[str, Any] = {"examples": len(rows)}
+    for side, _ in sides:
+        exact = [r[side].strip() == r["answer"] for r in rows]
+        by_content = {f"content:{k}": [ok for ok, i in zip(exact, items) if i["content"] == k]
+                      for k in sorted({i["content"] for i in items})}
+        out[side] = {"exact": sum(exact) / len(exact), **{k: sum(v) / len(v) for k, v in by_content.items()}}
+    out["rows"] = rows
+    return out
+
+
 def reach_scores(engine: Any, config: ExperimentConfig, alone: bool = False) -> dict[str, Any]:
     """reach_episode on the held-out pick-up seeds (with the named block alone when `alone`):
     per cycle count (0 = the start), the mean horizontal distance from the gripper to the named
@@ -509,7 +551,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("pretraining data"):
         pretrain_examples = vqa.pretraining_examples(
             range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size,
-            view=c.view,
+            view=c.view, copies_per_scene=c.copies_per_scene,
         )
         vqa_items = vqa.eval_set(range(900000, 900000 + c.vqa_scenes), out / "vqa_eval", c.image_size, c.vqa_per_scene,
                                  c.view)
@@ -545,6 +587,13 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                           vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
                           group_by_length=c.pretrain_group_by_length, fresh=fresh)
 
+    if c.copy_steps:
+        with run.stage(f"pretraining the VLM ({weights}): copying alone, new examples every batch"):
+            draw = copy_draw(c.copy_first_seed, c.pretrain_batch, c.image_size, c.view)
+            phase = train_stream(model, processor, draw, c.copy_steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
+                                 log=log, log_every=max(1, c.copy_steps // 5), train_vision_tower=train_tower)
+            metrics["pretrain_copy"] = {"steps": phase.steps, "examples": phase.examples,
+                                        "seconds": round(phase.seconds, 1), "losses": phase.losses}
     metrics["pretrain_location"] = []
     for blocks, steps in c.location_phases:
         with run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
@@ -558,7 +607,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]
         curriculum = pretrain(first, c.first_steps, c.first_steps // 5)
         metrics["pretrain_first"] = {"kinds": list(c.first_kinds), "examples": len(first), "steps": curriculum.steps,
-                                     "new_location_examples": curriculum.examples - len(first),
+                                     "new_examples": curriculum.examples - len(first),
                                      "seconds": round(curriculum.seconds, 1), "losses": curriculum.losses}
     with run.stage(f"pretraining the VLM ({weights})"):
         mixture = pretrain_examples + first * c.first_kinds_repeat
@@ -566,7 +615,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         base_dir = save_model(model, processor, out / "base")
         write_model_view(base_dir, c.view)
         shutil.rmtree(initial)
-        metrics["pretrain"] = {"steps": pre.steps, "new_location_examples": pre.examples - len(mixture),
+        metrics["pretrain"] = {"steps": pre.steps, "new_examples": pre.examples - len(mixture),
                                "seconds": round(pre.seconds, 1), "losses": pre.losses}
         del model
 
@@ -665,6 +714,16 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage("evaluation: which link fails (the named objects alone)"):
         # last, so that adding it left every earlier number unchanged
         metrics["chain"] = chain_scores({"vlm2vla": vlm2vla, "baseline": baseline_policy}, base_engine, c, log)
+    if c.copy_eval:
+        with run.stage("evaluation: copying (held-out texts)"):
+            # last, so that adding it left every earlier number unchanged
+            copy_items = vqa.copy_set(range(930000, 930000 + c.copy_eval), out / "copy_eval", c.image_size, c.view)
+            copy_file = out / "copy_eval" / "copy.jsonl"
+            metrics["copy"] = {**copy_scores(vlm2vla, copy_items, copy_file),
+                               "baseline": copy_scores(baseline, copy_items, copy_file, adapter_off=False)["adapter"]}
+            metrics["copy"]["vlm2vla"] = metrics["copy"].pop("adapter")
+            for name in ("base", "vlm2vla", "baseline"):
+                log(f"  copying {name}: {metrics['copy'][name]['exact']:.2f} exact")
     for engine in (vlm2vla, base_engine, baseline):
         engine.close()
 
@@ -761,6 +820,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         lines += reach_lines(m["reach"])
     if "chain" in m:
         lines += chain_lines(m["chain"])
+    if "copy" in m:
+        lines += copy_lines(m["copy"])
     lines += ["## Training", ""]
     location = m.get("pretrain_location", [])
     tower = "the vision tower frozen after its own pretraining" if c.get("pretrain_freeze_tower") else "every weight"
@@ -769,17 +830,21 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     asked = "location questions" if kinds == ["location"] else f"questions of kinds {', '.join(kinds)}"
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
+    copying = m.get("pretrain_copy")
+    copy_phase = (f"{copying['steps']} steps of copying alone ({copying['examples']} new \"Repeat: ...\" examples), then "
+                  if copying else "")
     view = c.get("view", "table")
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
+        + copy_phase
         + "".join(f"{p['steps']} steps of {asked} about new scenes of {p['blocks']} block(s) every batch "
                   f"({p['examples']} scenes), then " for p in location)
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
         f"{m['pretrain_data']['examples']} generated examples with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
-        f"({sum(p['seconds'] for p in location) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
+        f"({sum(p['seconds'] for p in [*location, *([copying] if copying else [])]) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'});",
         f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
@@ -801,6 +866,24 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
+
+
+def copy_lines(cp: dict[str, Any]) -> list[str]:
+    """The report's section on copying (copy_scores per model)."""
+    contents = sorted(k for k in cp["base"] if k.startswith("content:"))
+    lines = [
+        "### Copying: \"Repeat: ...\" (held-out texts)",
+        "",
+        f"{cp['examples']} requests to repeat a text word for word: numbers as the action language writes them (a chunk, "
+        "or a [dx, dy, dz] vector) or a caption, instruction or subtask list, in English or Spanish. "
+        "Correct when the answer is the text exactly.",
+        "",
+        "| model | exact | " + " | ".join(k.split(":", 1)[1] for k in contents) + " |",
+        "|---|---|" + "---|" * len(contents),
+    ]
+    for name, label in (("base", "base"), ("vlm2vla", "VLM2VLA"), ("baseline", "baseline")):
+        lines.append(f"| {label} | {_pct(cp[name]['exact'])} | " + " | ".join(_pct(cp[name].get(k)) for k in contents) + " |")
+    return [*lines, ""]
 
 
 def grounding_lines(g: dict[str, Any]) -> list[str]:
@@ -940,6 +1023,7 @@ def plot(out: Path, m: dict[str, Any]) -> None:
     # Training losses.
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     phases = [(f"location, {p['blocks']} block(s), new scenes", p["losses"]) for p in m.get("pretrain_location", [])]
+    phases += [("copying alone", m["pretrain_copy"]["losses"])] if "pretrain_copy" in m else []
     phases += [(", ".join(m["pretrain_first"]["kinds"]), m["pretrain_first"]["losses"]), ("whole mixture", m["pretrain"]["losses"])]
     done = 0
     for label, losses in phases:

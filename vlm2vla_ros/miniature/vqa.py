@@ -12,7 +12,10 @@ would know about these scenes, in English and Spanish, and nothing about robot a
   VLM knows both languages; the robot data only ever shows English instructions);
 - subtask completion (`verify`): the policy engine's own verify prompt (images before and
   after, the subtask, the next one) answered by the simulator's state, so the base model can
-  be the verifier with the adapter switched off, as an external VLM is in the paper.
+  be the verifier with the adapter switched off, as an external VLM is in the paper;
+- copying (`copy`): "Repeat: <text>" answered by the text, numbers or words, which a language
+  model pretrained on the internet can do and ours, trained on answers that never repeat their
+  question, could not (docs/miniature.md, finding 14).
 
 Scenes come from make_scene; states are the scene as laid out, a replayed moment of the
 scripted expert's demonstration (a block in the gripper, half-way moves), or the gripper
@@ -30,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm2vla_ros.action_language import ActionStep, format_subtasks, verbalise_moves
+from vlm2vla_ros.action_language import (
+    ActionChunk,
+    ActionStep,
+    format_action_chunk,
+    format_subtasks,
+    verbalise_moves,
+)
 from vlm2vla_ros.policy import prompts
 from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS, make_scene
@@ -517,9 +526,12 @@ def pretraining_examples(
     image_size: int = 224,
     questions_per_scene: int = 8,
     view: str = TABLE_VIEW,
+    copies_per_scene: int = 0,
 ) -> list[dict[str, Any]]:
-    """The base model's training set: per scene seed, questions (both languages), a caption and
-    a translation; per verify seed, subtask-completion questions around a demonstration."""
+    """The base model's training set: per scene seed, questions (both languages), a caption, a
+    translation and copies_per_scene copy examples (copy_qa, drawn from their own random stream,
+    so the rest is the same with or without them); per verify seed, subtask-completion
+    questions around a demonstration."""
     writer = ImageWriter(image_dir, image_size, view)
     examples: list[dict[str, Any]] = []
     for seed in seeds:
@@ -534,6 +546,8 @@ def pretraining_examples(
         lang = rng.choice(LANGS)
         items.append(QA("Describe the scene." if lang == "en" else "Describe la escena.", caption(world, lang), "caption", lang))
         items.append(translation(task, world, rng))
+        copy_rng = random.Random(f"vlm2vla-mini-copy:{seed}")
+        items += [copy_qa(world, task, copy_rng) for _ in range(copies_per_scene)]
         for qa in items:
             examples.append(_qa_example(f"qa-{seed}-{len(examples)}", qa, image))
     for seed in verify_seeds:
@@ -554,6 +568,87 @@ def pretraining_examples(
                 }
             )
     return examples
+
+
+COPY_REQUESTS = {"en": "Repeat: ", "es": "Repite: "}
+COPY_CONTENTS = ("numbers", "text")
+"""What copy examples repeat: numbers as the action language writes them, or a text of the scene."""
+
+
+def copy_text(world: SimWorld, task: Task, content: str, rng: random.Random) -> str:
+    """Something to repeat word for word. Numbers: a chunk of 1-4 random steps within the action
+    limits (the chunk formatter's text) or a [dx, dy, dz] vector in cm as relative answers write
+    it; text: the scene's caption, instruction or numbered subtask list, in either language."""
+    if content == "numbers":
+        if rng.random() < 0.5:
+            steps = tuple(
+                ActionStep(*(round(rng.uniform(-10.0, 10.0), 1) for _ in range(3)), rng.randint(0, 1))
+                for _ in range(rng.randint(1, 4))
+            )
+            return format_action_chunk(ActionChunk(steps))
+        return "[" + ", ".join(_dm(rng.uniform(-0.4, 0.4)) for _ in range(3)) + "]"
+    if content != "text":
+        raise ValueError(f"copy content must be one of {COPY_CONTENTS}, got {content!r}")
+    lang = rng.choice(LANGS)
+    choice = rng.random()
+    if choice < 1 / 3:
+        return caption(world, lang)
+    if choice < 2 / 3:
+        return task.instruction(lang)
+    return format_subtasks(task.subtasks(lang))
+
+
+def copy_qa(world: SimWorld, task: Task, rng: random.Random) -> QA:
+    """Either language's request to repeat numbers or a text (copy_text, in equal shares)."""
+    text = copy_text(world, task, rng.choice(COPY_CONTENTS), rng)
+    lang = rng.choice(LANGS)
+    return QA(COPY_REQUESTS[lang] + text, text, "copy", lang)
+
+
+def copy_content(text: str) -> str:
+    """Which of COPY_CONTENTS a copy_text is (numbers start with a bracket)."""
+    return "numbers" if text.startswith("[") else "text"
+
+
+def copy_examples(seeds: Sequence[int], image_size: int = 224, view: str = TABLE_VIEW) -> list[dict[str, Any]]:
+    """One "Repeat: <text>" example per seed (either language's request, numbers or text in
+    equal shares, copy_text), the answer the text itself, with the seed's laid-out scene as its
+    image (kept in memory; the answer does not depend on it). A seed make_scene cannot lay out
+    gives no example. Trained alone from a new language model, 400 steps of 32 new examples
+    taught exact copying (docs/miniature.md, finding 15)."""
+    from PIL import Image
+
+    from vlm2vla_ros.sim.render import render
+
+    examples: list[dict[str, Any]] = []
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-copy:{seed}")
+        try:
+            world, task = make_scene(seed, rng.choice(TASK_KINDS))
+        except RuntimeError:
+            continue
+        qa = copy_qa(world, task, rng)
+        example = _qa_example(f"copy-{seed}", qa, Image.fromarray(render(world, image_size, image_size, view)))
+        example["meta"]["content"] = copy_content(qa.answer)
+        examples.append(example)
+    return examples
+
+
+def copy_set(seeds: Sequence[int], out_dir: Path, image_size: int = 224, view: str = TABLE_VIEW) -> list[dict[str, str]]:
+    """Held-out copy examples, written as out_dir/copy.jsonl in vlm2vla-eval's format (images
+    under out_dir/images) plus content and lang; returns the items."""
+    writer_dir = out_dir / "images"
+    writer_dir.mkdir(parents=True, exist_ok=True)
+    items: list[dict[str, str]] = []
+    for example in copy_examples(seeds, image_size, view):
+        path = writer_dir / f"{example['id']}.png"
+        example["images"][0].save(path, compress_level=1)
+        question = example["messages"][0]["content"][-1]["text"]
+        answer = example["messages"][1]["content"][-1]["text"]
+        items.append({"image": path.relative_to(out_dir).as_posix(), "question": question, "answer": answer,
+                      "content": example["meta"]["content"], "lang": example["meta"]["lang"]})
+    write_vqa(out_dir / "copy.jsonl", items)
+    return items
 
 
 def _held_out_scenes(
