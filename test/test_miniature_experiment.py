@@ -99,7 +99,8 @@ def test_report_and_metrics(run):
     assert metrics["copy"]["examples"] == 3 and len(metrics["copy"]["rows"]) == 3
     for model in ("base", "vlm2vla", "baseline"):
         assert 0.0 <= metrics["copy"][model]["exact"] <= 1.0
-    assert "### Copying" in report and "2 steps of copying alone (8 new" in report
+    assert "## Copying" in report and "2 steps of copying alone (8 new" in report
+    assert "(20 of them copy examples, 1 a scene)" in report
     # --quick: batch 4, phases ((1, 2), (3, 2)); every phase draws new scenes for every step
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)

@@ -123,3 +123,23 @@ def test_subtask_grammar_bounds() -> None:
     assert not re.fullmatch(regex, "2. Grasp")
     longest = "\n".join(f"{n}. {'x' * 5}" for n in (1, 2, 3))
     assert re.fullmatch(regex, longest) and len(longest) == prompts.subtasks_max_chars(3, 5)
+
+
+def test_every_simulated_tasks_subtask_list_fits_the_decoders_grammar() -> None:
+    """The constrained decoder must be able to write the list the expert's data teaches, for the
+    longest task (a two-part multi-step task has ten subtasks), in both languages."""
+    from vlm2vla_ros.action_language import MAX_SUBTASKS, format_subtasks
+    from vlm2vla_ros.sim.scene import make_scene
+    from vlm2vla_ros.sim.tasks import TASK_KINDS
+
+    regex = prompts.subtasks_regex()
+    longest = 0
+    for kind in TASK_KINDS:
+        for seed in range(20):
+            _, task = make_scene(seed, kind)
+            for lang in ("en", "es"):
+                text = format_subtasks(task.subtasks(lang))
+                longest = max(longest, len(task.subtasks(lang)))
+                assert re.fullmatch(regex, text), (kind, seed, lang, text)
+                assert len(text) <= prompts.subtasks_max_chars()
+    assert longest == 10 and prompts.SUBTASK_LIST_MAX_ITEMS == MAX_SUBTASKS

@@ -834,6 +834,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     asked = "location questions" if kinds == ["location"] else f"questions of kinds {', '.join(kinds)}"
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
+    copies = m["pretrain_data"]["per_kind"].get("copy", 0)
+    in_mixture = f" ({copies} of them copy examples, {c.get('copies_per_scene')} a scene)" if copies else ""
     copying = m.get("pretrain_copy")
     copy_phase = (f"{copying['steps']} steps of copying alone ({copying['examples']} new \"Repeat: ...\" examples), then "
                   if copying else "")
@@ -847,7 +849,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
                   f"({p['examples']} scenes), then " for p in location)
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
-        f"{m['pretrain_data']['examples']} generated examples with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
+        f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
         f"({sum(p['seconds'] for p in [*location, *([copying] if copying else [])]) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'});",
@@ -876,7 +878,7 @@ def copy_lines(cp: dict[str, Any]) -> list[str]:
     """The report's section on copying (copy_scores per model)."""
     contents = sorted(k for k in cp["base"] if k.startswith("content:"))
     lines = [
-        "### Copying: \"Repeat: ...\" (held-out texts)",
+        "## Copying: \"Repeat: ...\" (held-out texts)",
         "",
         f"{cp['examples']} requests to repeat a text word for word: numbers as the action language writes them (a chunk, "
         "or a [dx, dy, dz] vector) or a caption, instruction or subtask list, in English or Spanish. "

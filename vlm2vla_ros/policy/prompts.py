@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vlm2vla_ros.action_language import ActionChunk, ActionLimits, format_action_chunk, format_subtasks
+from vlm2vla_ros.action_language import (
+    MAX_SUBTASKS,
+    ActionChunk,
+    ActionLimits,
+    format_action_chunk,
+    format_subtasks,
+)
 
 Message = dict[str, Any]
 
@@ -28,7 +34,9 @@ NO_NEXT_SUBTASK = "none, this is the last subtask"
 """What the verify prompt says after the last subtask."""
 """The verifier's answer format: exactly one of the two words."""
 
-SUBTASK_LIST_MAX_ITEMS = 8
+SUBTASK_LIST_MAX_ITEMS = MAX_SUBTASKS
+"""The decoder allows as many subtasks as the action language does (a two-part multi-step task
+has ten; a cap of eight here made every such list wrong)."""
 SUBTASK_MAX_CHARS = 80
 # Characters str.splitlines() breaks on may not appear inside a subtask.
 _SUBTASK_CHAR = "[^\\n\\r\\x0b\\x0c\\x1c-\\x1e\\x85\\u2028\\u2029]"
