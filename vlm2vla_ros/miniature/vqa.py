@@ -466,6 +466,18 @@ def blocks_on_table(world: SimWorld, count: int, rng: random.Random) -> SimWorld
     return world.keeping(kept)
 
 
+def _laid_out(seeds: Sequence[int], stream: str) -> Iterator[tuple[int, random.Random, SimWorld, Task]]:
+    """(seed, its random stream, world, task) per seed that make_scene lays out, with a task kind
+    drawn from that stream; a seed it cannot lay out is skipped."""
+    for seed in seeds:
+        rng = random.Random(f"vlm2vla-mini-{stream}:{seed}")
+        try:
+            world, task = make_scene(seed, rng.choice(TASK_KINDS))
+        except RuntimeError:
+            continue
+        yield seed, rng, world, task
+
+
 GROUNDING_KINDS = ("location", "relative", "direction")
 """Question kinds location_examples can ask: where a block or the gripper is, and where a block
 is from the gripper, in numbers or in the plans' direction words."""
@@ -497,12 +509,7 @@ def location_examples(
     if not kinds or unknown:
         raise ValueError(f"location_examples asks {GROUNDING_KINDS}, got {tuple(kinds)}")
     examples: list[dict[str, Any]] = []
-    for seed in seeds:
-        rng = random.Random(f"vlm2vla-mini-location:{seed}")
-        try:
-            scene, _ = make_scene(seed, rng.choice(TASK_KINDS))
-        except RuntimeError:
-            continue
+    for seed, rng, scene, _ in _laid_out(seeds, "location"):
         world = blocks_on_table(scene, blocks, rng)
         move_gripper_anywhere(world, rng)
         # set, not closed on a block: every kept block stays on the table
@@ -614,19 +621,14 @@ def copy_examples(seeds: Sequence[int], image_size: int = 224, view: str = TABLE
     """One "Repeat: <text>" example per seed (either language's request, numbers or text in
     equal shares, copy_text), the answer the text itself, with the seed's laid-out scene as its
     image (kept in memory; the answer does not depend on it). A seed make_scene cannot lay out
-    gives no example. Trained alone from a new language model, 400 steps of 32 new examples
-    taught exact copying (docs/miniature.md, finding 15)."""
+    gives no example. Trained alone, a new language model copied exactly after 800 steps of 32
+    new examples (docs/miniature.md, finding 15)."""
     from PIL import Image
 
     from vlm2vla_ros.sim.render import render
 
     examples: list[dict[str, Any]] = []
-    for seed in seeds:
-        rng = random.Random(f"vlm2vla-mini-copy:{seed}")
-        try:
-            world, task = make_scene(seed, rng.choice(TASK_KINDS))
-        except RuntimeError:
-            continue
+    for seed, rng, world, task in _laid_out(seeds, "copy"):
         qa = copy_qa(world, task, rng)
         example = _qa_example(f"copy-{seed}", qa, Image.fromarray(render(world, image_size, image_size, view)))
         example["meta"]["content"] = copy_content(qa.answer)
