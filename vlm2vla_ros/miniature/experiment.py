@@ -114,6 +114,7 @@ class ExperimentConfig:
     copying learned first is kept. Fixed examples, batched by length with the rest: new ones in
     every batch (about 69 tokens against the mixture's 47) would pad every batch."""
     copy_first_seed: int = 3_000_000
+    """The copy phase's step k draws the examples of seeds copy_first_seed + k * pretrain_batch on."""
     copy_eval: int = 40
     """Held-out copy examples (seeds from 930000) answered greedily by each model, after every
     other evaluation; scored by exact equality."""
