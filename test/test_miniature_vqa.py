@@ -282,7 +282,6 @@ def test_copy_examples_ask_to_repeat_numbers_or_a_text_of_the_scene():
             else:
                 assert re.fullmatch(r"\[-?\d+\.\d, -?\d+\.\d, -?\d+\.\d\]", answer) and "-0.0" not in answer
         else:
-            world, task = None, None
             rng = random.Random(f"vlm2vla-mini-copy:{seed}")
             world, task = make_scene(seed, rng.choice(TASK_KINDS))
             texts = {vqa.caption(world, lang) for lang in vqa.LANGS}

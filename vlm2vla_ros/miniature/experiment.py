@@ -724,9 +724,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             # last, so that adding it left every earlier number unchanged
             copy_items = vqa.copy_set(range(930000, 930000 + c.copy_eval), out / "copy_eval", c.image_size, c.view)
             copy_file = out / "copy_eval" / "copy.jsonl"
-            metrics["copy"] = {**copy_scores(vlm2vla, copy_items, copy_file),
-                               "baseline": copy_scores(baseline, copy_items, copy_file, adapter_off=False)["adapter"]}
-            metrics["copy"]["vlm2vla"] = metrics["copy"].pop("adapter")
+            c_vlm2vla = copy_scores(vlm2vla, copy_items, copy_file)
+            c_baseline = copy_scores(baseline, copy_items, copy_file, adapter_off=False)
+            metrics["copy"] = {"examples": c_vlm2vla["examples"], "base": c_vlm2vla["base"], "vlm2vla": c_vlm2vla["adapter"],
+                               "baseline": c_baseline["adapter"], "rows": c_vlm2vla["rows"]}
             for name in ("base", "vlm2vla", "baseline"):
                 log(f"  copying {name}: {metrics['copy'][name]['exact']:.2f} exact")
     for engine in (vlm2vla, base_engine, baseline):
@@ -851,7 +852,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
         f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
-        f"({sum(p['seconds'] for p in [*location, *([copying] if copying else [])]) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
+        f"({sum(p['seconds'] for p in location) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'});",
         f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
