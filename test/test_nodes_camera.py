@@ -95,3 +95,52 @@ def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
     finally:
         if owns:
             rclpy.shutdown()
+
+
+@pytest.mark.ros
+def test_stop_publishing_waits_for_a_tick_under_way():
+    """A tick that was reading a frame when stop_publishing was called publishes it before
+    stop_publishing returns, and nothing is published after (the watchdog tests rely on it)."""
+    rclpy = pytest.importorskip("rclpy")
+    import threading
+
+    from vlm2vla_ros.frames import FrameSource
+    from vlm2vla_ros.nodes.camera_node import CameraNode
+
+    class SlowSource(FrameSource):
+        name = "slow"
+
+        def __init__(self):
+            self.reading, self.release = threading.Event(), threading.Event()
+
+        def read(self):
+            self.reading.set()
+            self.release.wait(5)
+            return np.zeros((8, 8, 3), np.uint8)
+
+    owns = not rclpy.ok()
+    if owns:
+        rclpy.init()
+    try:
+        source = SlowSource()
+        cam = CameraNode(source=source)
+        tick = threading.Thread(target=cam._tick)  # as the executor's thread would run it
+        tick.start()
+        assert source.reading.wait(5)
+        stopper = threading.Thread(target=cam.stop_publishing)
+        stopper.start()
+        stopper.join(0.3)
+        assert stopper.is_alive(), "stop_publishing returned while a frame was still being read"
+        source.release.set()
+        stopper.join(5)
+        tick.join(5)
+        assert cam.frames == 1 and cam.timer.is_canceled()
+        cam._tick()  # a tick the executor had already queued
+        assert cam.frames == 1
+        cam.resume_publishing()
+        cam._tick()
+        assert cam.frames == 2 and not cam.timer.is_canceled()
+        cam.destroy_node()
+    finally:
+        if owns:
+            rclpy.shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import threading
 import time
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from background_spin import background_spin  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 
 from vlm2vla_ros import topics  # noqa: E402
@@ -94,20 +93,12 @@ def rig():
         overrides={"executor_node": {"heartbeat_timeout_s": 0.0, "watchdog_timeout_s": 0.6}, "camera_node": {"rate_hz": 10.0}},
     )
     r = Rig(g, rclpy.create_node("fault_probe"))
-    executor = r.executor = MultiThreadedExecutor(num_threads=4)
-    for node in [*g.nodes, r.node]:
-        executor.add_node(node)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    spinner.start()
-    deadline = time.monotonic() + 10
-    while r.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # a few frames so the watchdog is satisfied
-    yield r
-    stop.set()
-    spinner.join(5)
-    executor.shutdown(2)
+    with background_spin([*g.nodes, r.node]) as r.executor:
+        deadline = time.monotonic() + 10
+        while r.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few frames so the watchdog is satisfied
+        yield r
     g.close()
     r.node.destroy_node()
     rclpy.shutdown()
@@ -174,6 +165,7 @@ def test_camera_silence_trips_the_watchdog(rig):
     tid = rig.start_chunk("wd-1")
     time.sleep(0.3)
     camera.stop_publishing()
+    frames_at_stop = camera.frames
     try:
         ev = rig.wait_event(tid, ("aborted", "failed", "done"))
         assert ev["event"] == "aborted" and "watchdog: no camera frame" in ev["reason"]
@@ -181,6 +173,7 @@ def test_camera_silence_trips_the_watchdog(rig):
         # with no camera, a new chunk never starts moving (sent as soon as the abort is reported)
         rig.send_chunk("wd-2", steps=[[1.0, 0.0, 0.0, 1]])
         ev = rig.wait_event("wd-2", ("aborted", "done", "rejected", "failed"))
+        assert camera.frames == frames_at_stop, "the camera published after stop_publishing returned"
         assert ev["event"] == "rejected" and ev["steps_executed"] == 0 and "not started: watchdog" in ev["reason"]
     finally:  # later tests in this module need the camera
         camera.resume_publishing()

@@ -15,7 +15,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from background_spin import background_spin  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from vlm2vla_ros import topics  # noqa: E402
@@ -71,17 +71,9 @@ def graph(tmp_path_factory):
         },
     )
     probe = Probe(rclpy.create_node("probe"))
-    executor = MultiThreadedExecutor(num_threads=4)
-    for node in [*g.nodes, probe.node]:
-        executor.add_node(node)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    spinner.start()
-    probe.wait_for(lambda: probe.task_pub.get_subscription_count() > 0, 10)
-    yield g, probe, bag
-    stop.set()
-    spinner.join(5)
-    executor.shutdown(2)
+    with background_spin([*g.nodes, probe.node]):
+        probe.wait_for(lambda: probe.task_pub.get_subscription_count() > 0, 10)
+        yield g, probe, bag
     g.close()
     probe.node.destroy_node()
     rclpy.shutdown()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from contextlib import contextmanager
 
@@ -17,7 +16,7 @@ import pytest
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from background_spin import background_spin  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -35,18 +34,10 @@ def spinning(make_node):
     rclpy.init()
     node = make_node()
     probe = rclpy.create_node("order_probe")
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.add_node(probe)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    spinner.start()
     try:
-        yield probe
+        with background_spin([node, probe]):
+            yield probe
     finally:
-        stop.set()
-        spinner.join(5)
-        executor.shutdown(2)
         node.destroy_node()
         probe.destroy_node()
         rclpy.shutdown()

@@ -42,6 +42,7 @@ def test_callbacks_handed_to_threads_finish_before_shutdown():
 
     for name in "abcd":
         node.create_timer(0.001, slow(name), callback_group=group)
+    gc.collect()  # garbage from earlier tests must not print into the stderr captured below
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):

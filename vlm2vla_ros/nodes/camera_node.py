@@ -7,6 +7,7 @@ stamped with the time of capture and `frame_id`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +53,17 @@ class CameraNode(Node):
         self.pub = self.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
         self.frames = 0
         self._ended = False
+        self._paused = False
+        self._tick_lock = threading.Lock()  # stop_publishing waits for a tick under way
         self.timer = self.create_timer(1.0 / c.rate_hz, self._tick)
         self.get_logger().info(f"publishing {self.source.name} on {topics.IMAGE.name} at {c.rate_hz} Hz")
 
     def _tick(self) -> None:
+        with self._tick_lock:
+            if not self._paused:
+                self._publish_frame()
+
+    def _publish_frame(self) -> None:
         try:
             frame = self.source.read()
         except FrameSourceError as exc:
@@ -73,11 +81,18 @@ class CameraNode(Node):
         self.frames += 1
 
     def stop_publishing(self) -> None:
-        """Stop the frame timer (tests use this to starve the watchdogs)."""
-        self.timer.cancel()
+        """Publish no frame after this returns (tests use it to starve the watchdogs).
+
+        Cancelling the timer alone is not enough: a tick already taken by the executor (or
+        waiting in its thread pool) would still publish one frame, late."""
+        with self._tick_lock:
+            self._paused = True
+            self.timer.cancel()
 
     def resume_publishing(self) -> None:
-        self.timer.reset()
+        with self._tick_lock:
+            self._paused = False
+            self.timer.reset()
 
     def destroy_node(self) -> None:
         try:
