@@ -94,7 +94,7 @@ def test_report_and_metrics(run):
     # example per scene joins the mixture, and three held-out requests are scored for every model
     copying = metrics["pretrain_copy"]
     assert (copying["steps"], copying["examples"], len(copying["losses"])) == (2, 8, 2)
-    assert list(metrics["timings_s"])[3] == "pretraining the VLM (vision tower frozen): copying alone, new examples every batch"
+    assert list(metrics["timings_s"])[4] == "pretraining the VLM (vision tower frozen): copying alone, new examples every batch"
     assert metrics["pretrain_data"]["per_kind"]["copy"] == 20  # --quick: 20 scenes
     assert metrics["copy"]["examples"] == 3 and len(metrics["copy"]["rows"]) == 3
     for model in ("base", "vlm2vla", "baseline"):
@@ -105,11 +105,18 @@ def test_report_and_metrics(run):
     assert [(p["blocks"], p["steps"], p["examples"], len(p["losses"])) for p in metrics["pretrain_location"]] == [
         (1, 2, 8, 2), (3, 2, 8, 2)
     ]
-    asked = "questions of kinds location, relative, direction about new scenes"
+    asked = "questions of kinds location, relative, direction (the gripper near the block) about new scenes"
     assert f"{asked} of 3 block(s)" in report and "vision tower frozen" in report
     # and location_mix 1: one example of every batch of the first kinds and the mixture is new
     assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (2, 3)
     assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
+    # --quick: the vision tower's reading phase, two steps of two new near scenes, after its own pretraining
+    assert list(metrics["timings_s"])[2:4] == [
+        "pretraining the vision tower (heat maps, scene summary)",
+        "pretraining the vision tower: where a lone block is from the gripper, new scenes every batch",
+    ]
+    assert metrics["vision_reading"]["steps"] == 2 and len(metrics["vision_reading"]["losses"]) == 2
+    assert "- vision tower: after its own pretraining, 2 steps of reading where a lone block is from the gripper" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
     assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {

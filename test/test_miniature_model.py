@@ -61,6 +61,17 @@ def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def _recorded(make):
+    """(the steps asked, a draw that records its step and returns make(step))."""
+    asked = []
+
+    def draw(step):
+        asked.append(step)
+        return make(step)
+
+    return asked, draw
+
+
 @pytest.mark.parametrize("train_tower", [False, True])
 def test_train_full_freezes_only_the_vision_tower_when_asked(examples_and_model_dir, train_tower):
     from vlm2vla_ros.miniature.model import load_model, train_full
@@ -89,11 +100,7 @@ def test_train_stream_takes_new_examples_for_every_step(examples_and_model_dir):
     _, model_dir = examples_and_model_dir
     model, processor = load_model(model_dir)
     before = _snapshot(model)
-    asked = []
-
-    def draw(step):
-        asked.append(step)
-        return vqa.location_examples(range(10 * step, 10 * step + 3), blocks=2, image_size=64)
+    asked, draw = _recorded(lambda step: vqa.location_examples(range(10 * step, 10 * step + 3), blocks=2, image_size=64))
 
     result = train_stream(model, processor, draw, steps=3, learning_rate=1e-2, seed=0, train_vision_tower=False)
     assert asked == [0, 1, 2] and result.steps == 3 and result.examples == 9
@@ -131,3 +138,25 @@ def test_train_full_mixes_new_examples_into_every_batch(examples_and_model_dir):
         train_full(model, processor, examples, steps=1, batch_size=3, learning_rate=1e-2, seed=0, fresh=(3, draw))
     with pytest.raises(ValueError, match="no training examples"):
         train_full(model, processor, examples, steps=1, batch_size=3, learning_rate=1e-2, seed=0, fresh=(1, lambda s: []))
+
+
+def test_train_reading_trains_the_tower_and_projection_on_new_scenes_and_leaves_the_language_model(examples_and_model_dir):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.model import load_model
+    from vlm2vla_ros.miniature.vision import block_from_gripper_cm, train_reading
+
+    _, model_dir = examples_and_model_dir
+    model, processor = load_model(model_dir)
+    before = _snapshot(model)
+    asked, draw = _recorded(lambda step: vqa.near_scenes(range(10 * step, 10 * step + 4)))
+
+    losses = train_reading(model, processor, draw, steps=3, learning_rate=1e-2, seed=0, image_size=64, view="gripper")
+    assert asked == [0, 1, 2] and len(losses) == 3 and all(loss > 0 for loss in losses)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any("vision_tower" in n for n in changed) and any("multi_modal_projector" in n for n in changed)
+    assert not any("language_model" in n for n in changed)
+    assert not model.model.vision_tower.training
+    world = vqa.near_scenes([3])[0]
+    (block,) = world.objects
+    assert block_from_gripper_cm(world) == pytest.approx(
+        [100 * (block.x - world.gripper_x), 100 * (block.y - world.gripper_y), 100 * (block.top - world.gripper_z)], abs=1e-4)

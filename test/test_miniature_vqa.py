@@ -171,6 +171,31 @@ def test_location_examples_also_ask_where_the_block_is_from_the_gripper():
         vqa.location_examples(range(2), blocks=1, kinds=("colour",))
 
 
+def test_near_scenes_put_the_gripper_above_a_lone_block():
+    worlds = vqa.near_scenes(range(40))
+    assert len(worlds) >= 30  # a few seeds make_scene cannot lay out
+    for world in worlds:
+        (block,) = world.objects
+        assert block.kind == BLOCK and block.resting_on == TABLE and not block.held
+        # the block is inside the workspace, so clamping the gripper's move only brings it nearer
+        assert np.hypot(block.x - world.gripper_x, block.y - world.gripper_y) <= vqa.NEAR_RADIUS_M + 1e-9
+        assert vqa.NEAR_HEIGHT_M[0] - 1e-9 <= world.gripper_z - block.top <= vqa.NEAR_HEIGHT_M[1] + 1e-9
+    assert len({round(w.gripper_x - w.objects[0].x, 3) for w in worlds}) > 20  # spread, not one pose
+    assert [w.gripper for w in vqa.near_scenes(range(40))] == [w.gripper for w in worlds]  # seeded
+
+
+def test_near_location_examples_ask_about_the_block_by_the_gripper():
+    examples = vqa.location_examples(range(40), blocks=1, image_size=64, kinds=("relative",), near=True)
+    for e in examples:
+        answer = e["messages"][1]["content"][0]["text"]
+        dx, dy, dz = (float(v) for v in re.findall(r"-?\d+\.\d", answer))
+        assert np.hypot(dx, dy) <= 100 * vqa.NEAR_RADIUS_M + 0.1
+        assert -100 * vqa.NEAR_HEIGHT_M[1] - 0.1 <= dz <= -100 * vqa.NEAR_HEIGHT_M[0] + 0.1
+    far = vqa.location_examples(range(40), blocks=1, image_size=64, kinds=("relative",))
+    spread = [np.hypot(*(float(v) for v in re.findall(r"-?\d+\.\d", e["messages"][1]["content"][0]["text"])[:2])) for e in far]
+    assert max(spread) > 100 * vqa.NEAR_RADIUS_M  # anywhere in the workspace without `near`
+
+
 def test_translation_pairs_are_the_tasks_own_phrases():
     world, task = make_scene(3, "put_in")
     for seed in range(30):

@@ -128,6 +128,65 @@ def scene_summary(world: SimWorld, view: str = TABLE_VIEW) -> np.ndarray:
     return summary
 
 
+def block_from_gripper_cm(world: SimWorld) -> np.ndarray:
+    """(3,) where the top of the world's one block is from the gripper's fingertips, in cm."""
+    (block,) = world.objects
+    gx, gy, gz = world.gripper
+    return np.array([block.x - gx, block.y - gy, block.top - gz], dtype=np.float32) * 100
+
+
+def train_reading(
+    model: Any,
+    processor: Any,
+    draw: Callable[[int], Sequence[SimWorld]],
+    steps: int,
+    learning_rate: float,
+    seed: int,
+    image_size: int,
+    view: str,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 100,
+) -> list[float]:
+    """Train the tower and the image projection, with a temporary linear head on all the image
+    tokens the language model gets, to give where a lone block is from the gripper
+    (block_from_gripper_cm) on draw(step)'s new one-block scenes; returns the losses (mean
+    squared error in units of 10 cm).
+
+    The heat maps and the scene summary spread the tower over everything; after them the tokens
+    placed a lone block to 2.9 cm (17% within a grasp's 1.5 cm, by a ridge probe), and a language
+    model trained to read them answered no better than 4 cm. 1,000 steps of this on 64 new
+    scenes each brought the probe to 0.9 cm (71%), and 400 steps of relative questions then had
+    the language model answer within 1.5 cm in most scenes (docs/miniature.md, finding 17)."""
+    import torch
+    from PIL import Image
+
+    inner = model.model
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(model.config.mm_tokens_per_image * model.config.text_config.hidden_size, 3)
+    params = list(inner.vision_tower.parameters()) + list(inner.multi_modal_projector.parameters()) + list(head.parameters())
+    optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    losses: list[float] = []
+    inner.vision_tower.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        worlds = draw(step)
+        pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size, view)) for w in worlds],
+                                           return_tensors="pt")["pixel_values"]
+        target = torch.from_numpy(np.stack([block_from_gripper_cm(w) for w in worlds])) / 10
+        tokens = inner.get_image_features(pixels).pooler_output.flatten(1)
+        loss = torch.nn.functional.mse_loss(head(tokens), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % log_every == 0:
+            recent = losses[-log_every:]
+            log(f"reading step {step + 1}/{steps}: loss {sum(recent) / len(recent):.4f} ({time.perf_counter() - start:.0f} s)")
+    inner.vision_tower.eval()
+    return losses
+
+
 def image_independent_share(features: Any) -> Any:
     """The part of (batch, tokens, hidden) features that is the same for every image: the
     squared batch mean of each token over the tokens' mean squared norm (0 to 1)."""

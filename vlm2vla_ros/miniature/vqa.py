@@ -355,6 +355,23 @@ def move_gripper_anywhere(world: SimWorld, rng: random.Random) -> None:
     )
 
 
+NEAR_RADIUS_M = 0.15
+NEAR_HEIGHT_M = (0.02, 0.08)
+"""place_gripper_near's range: up to NEAR_RADIUS_M from the block sideways, this high above its
+top; where the chunks of "move above" must read the block's place (finding 12's scenes)."""
+
+
+def place_gripper_near(world: SimWorld, block: SimObject, rng: random.Random) -> None:
+    """The gripper to a random point near `block`: 0-15 cm from it sideways, 2-8 cm above its
+    top (moves are clamped to the workspace, so read the place back from the world)."""
+    radius, angle = rng.uniform(0.0, NEAR_RADIUS_M), rng.uniform(0.0, 2 * math.pi)
+    world.move_gripper(
+        block.x + radius * math.cos(angle) - world.gripper_x,
+        block.y + radius * math.sin(angle) - world.gripper_y,
+        block.top + rng.uniform(*NEAR_HEIGHT_M) - world.gripper_z,
+    )
+
+
 def sample_state(seed: int) -> tuple[SimWorld, Task]:
     """A scene in one of three conditions: as laid out, mid-demonstration, or the gripper moved at random."""
     rng = random.Random(f"vlm2vla-mini-state:{seed}")
@@ -478,6 +495,19 @@ def _laid_out(seeds: Sequence[int], stream: str) -> Iterator[tuple[int, random.R
         yield seed, rng, world, task
 
 
+def near_scenes(seeds: Sequence[int]) -> list[SimWorld]:
+    """Per seed make_scene lays out: its scene cut down to one block on the table, the gripper
+    near it (place_gripper_near), open or closed; the vision tower's reading phase trains on these."""
+    worlds = []
+    for _, rng, scene, _ in _laid_out(seeds, "near"):
+        world = blocks_on_table(scene, 1, rng)
+        if world.objects:
+            place_gripper_near(world, world.objects[0], rng)
+            world.gripper_open = rng.random() >= RANDOM_GRIPPER_CLOSED
+            worlds.append(world)
+    return worlds
+
+
 GROUNDING_KINDS = ("location", "relative", "direction")
 """Question kinds location_examples can ask: where a block or the gripper is, and where a block
 is from the gripper, in numbers or in the plans' direction words."""
@@ -489,12 +519,14 @@ def location_examples(
     image_size: int = 224,
     kinds: Sequence[str] = ("location",),
     view: str = TABLE_VIEW,
+    near: bool = False,
 ) -> list[dict[str, Any]]:
     """One question per seed of one of `kinds` (GROUNDING_KINDS; location by default: about a
     block or the gripper, either language; direction is asked in English): the
     seed's laid-out scene of a random task kind cut down by blocks_on_table, the gripper moved
-    anywhere in the workspace and open or closed as sample_state's random states are, the
-    image kept in memory. A seed make_scene cannot lay out gives no example.
+    anywhere in the workspace (with `near`, near one of the blocks: place_gripper_near) and open
+    or closed as sample_state's random states are, the image kept in memory. A seed make_scene
+    cannot lay out gives no example.
 
     A training stream of these, with new scenes in every batch and the vision tower frozen,
     taught a throwaway model to read positions (one block) and then to bind the asked colour to
@@ -511,7 +543,10 @@ def location_examples(
     examples: list[dict[str, Any]] = []
     for seed, rng, scene, _ in _laid_out(seeds, "location"):
         world = blocks_on_table(scene, blocks, rng)
-        move_gripper_anywhere(world, rng)
+        if near and world.objects:
+            place_gripper_near(world, rng.choice(world.objects), rng)
+        else:
+            move_gripper_anywhere(world, rng)
         # set, not closed on a block: every kept block stays on the table
         world.gripper_open = rng.random() >= RANDOM_GRIPPER_CLOSED
         kind = kinds[0] if len(kinds) == 1 else rng.choice(kinds)
