@@ -76,7 +76,8 @@ class ExperimentConfig:
     projection and a temporary head trained to give where a lone block is from the gripper, on
     reading_batch new scenes with the gripper near the block every step (vision.train_reading,
     vqa.near_scenes). The heat maps and summary leave that reading 2.9 cm off; this phase takes
-    it to about 1 cm (finding 17)."""
+    it to about 1 cm. The VLM pretraining wears it away again unless the tower is frozen
+    (pretrain_freeze_tower), which left a verifier that retries everything (finding 17)."""
     reading_batch: int = 64
     reading_lr: float = 3e-4
     reading_first_seed: int = 4_000_000

@@ -154,9 +154,9 @@ def train_reading(
 
     The heat maps and the scene summary spread the tower over everything; after them the tokens
     placed a lone block to 2.9 cm (17% within a grasp's 1.5 cm, by a ridge probe), and a language
-    model trained to read them answered no better than 4 cm. 1,000 steps of this on 64 new
-    scenes each brought the probe to 0.9 cm (71%), and 400 steps of relative questions then had
-    the language model answer within 1.5 cm in most scenes (docs/miniature.md, finding 17)."""
+    model trained to read them answered about 5 cm off. 1,000 steps of this on 64 new scenes each
+    brought the probe to 0.9 cm (71%), and 400 steps of relative questions then had the language
+    model answer within 1.5 cm in most scenes (docs/miniature.md, finding 17)."""
     import torch
     from PIL import Image
 
