@@ -77,8 +77,10 @@ class Watch:
 def processes(tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     procs = {
+        # 3 s of heartbeat timeout (5 s by default): the test's kill is still caught mid-chunk, and a
+        # 1.5 s gap in a live policy's 10 Hz heartbeat was seen once with three processes on 2 cores.
         "executor_node": start_node("executor_node", "backend:=sim", "sim_camera:=true", "sim_seed:=2",
-                                    "sim_time_scale:=2.0", "heartbeat_timeout_s:=1.5", log_dir=logs),
+                                    "sim_time_scale:=2.0", "heartbeat_timeout_s:=3.0", log_dir=logs),
         "verifier_node": start_node("verifier_node", "backend:=count", log_dir=logs),
         "policy_node": start_node("policy_node", "model_path:=tiny", "heartbeat_hz:=10.0", "max_cycles:=8", log_dir=logs),
     }
