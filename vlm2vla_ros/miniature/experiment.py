@@ -41,7 +41,7 @@ from typing import Any
 from vlm2vla_ros.action_language import MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
-from vlm2vla_ros.sim.views import TABLE_VIEW, check_view, write_model_view
+from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
@@ -300,24 +300,11 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
     return seeds
 
 
-def location_draw(
-    first_seed: int, blocks: int, batch: int, image_size: int, kinds: Sequence[str] = ("location",),
-    view: str = TABLE_VIEW, near: bool = False,
-) -> Callable[[int], list[dict[str, Any]]]:
-    """train_stream's draw for a location phase: step k gets the scenes of seeds
-    first_seed + k * batch onwards, so no scene comes twice and a run is reproducible."""
-    from .vqa import location_examples
-
-    return lambda step: location_examples(
-        range(first_seed + step * batch, first_seed + (step + 1) * batch), blocks, image_size, kinds, view, near
-    )
-
-
-def copy_draw(first_seed: int, batch: int, image_size: int, view: str = TABLE_VIEW) -> Callable[[int], list[dict[str, Any]]]:
-    """location_draw's twin for copy examples (vqa.copy_examples)."""
-    from .vqa import copy_examples
-
-    return lambda step: copy_examples(range(first_seed + step * batch, first_seed + (step + 1) * batch), image_size, view)
+def draw_new_seeds(first_seed: int, batch: int, make: Callable[[range], Any]) -> Callable[[int], Any]:
+    """train_stream's draw (or train_reading's) for a phase on new examples: step k gets
+    make(the seeds first_seed + k * batch onwards), so no seed comes twice and a run is
+    reproducible."""
+    return lambda step: make(range(first_seed + step * batch, first_seed + (step + 1) * batch))
 
 
 def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentConfig) -> Any:
@@ -593,10 +580,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     if c.reading_steps:
         with run.stage("pretraining the vision tower: where a lone block is from the gripper, new scenes every batch"):
-            def near(step: int) -> list[Any]:
-                first = c.reading_first_seed + step * c.reading_batch
-                return vqa.near_scenes(range(first, first + c.reading_batch))
-
+            near = draw_new_seeds(c.reading_first_seed, c.reading_batch, vqa.near_scenes)
             reading_losses = train_reading(model, processor, near, c.reading_steps, c.reading_lr, c.seed, c.image_size, c.view,
                                            log=log, log_every=max(1, c.reading_steps // 5))
             metrics["vision_reading"] = {"steps": c.reading_steps, "losses": reading_losses}
@@ -609,8 +593,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         nonlocal next_seed
         fresh = None
         if c.location_mix:
-            draw = location_draw(next_seed, c.location_mix_blocks, c.location_mix, c.image_size, c.location_kinds, c.view,
-                                 c.location_near)
+            draw = draw_new_seeds(next_seed, c.location_mix, lambda seeds: vqa.location_examples(
+                seeds, c.location_mix_blocks, c.image_size, c.location_kinds, c.view, c.location_near))
             fresh = (c.location_mix, draw)
             next_seed += steps * c.location_mix
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
@@ -620,7 +604,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     if c.copy_steps:
         with run.stage(f"pretraining the VLM ({weights}): copying alone, new examples every batch"):
-            draw = copy_draw(c.copy_first_seed, c.pretrain_batch, c.image_size, c.view)
+            draw = draw_new_seeds(c.copy_first_seed, c.pretrain_batch, lambda seeds: vqa.copy_examples(seeds, c.image_size, c.view))
             phase = train_stream(model, processor, draw, c.copy_steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
                                  log=log, log_every=max(1, c.copy_steps // 5), train_vision_tower=train_tower)
             metrics["pretrain_copy"] = {"steps": phase.steps, "examples": phase.examples,
@@ -628,7 +612,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     metrics["pretrain_location"] = []
     for blocks, steps in c.location_phases:
         with run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
-            draw = location_draw(next_seed, blocks, c.pretrain_batch, c.image_size, c.location_kinds, c.view, c.location_near)
+            draw = draw_new_seeds(next_seed, c.pretrain_batch, lambda seeds, blocks=blocks: vqa.location_examples(
+                seeds, blocks, c.image_size, c.location_kinds, c.view, c.location_near))
             phase = train_stream(model, processor, draw, steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
                                  log=log, log_every=max(1, steps // 5), train_vision_tower=train_tower)
             next_seed += steps * c.pretrain_batch
@@ -1060,8 +1045,8 @@ def plot(out: Path, m: dict[str, Any]) -> None:
 
     # Training losses.
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    phases = [(f"location, {p['blocks']} block(s), new scenes", p["losses"]) for p in m.get("pretrain_location", [])]
-    phases += [("copying alone", m["pretrain_copy"]["losses"])] if "pretrain_copy" in m else []
+    phases = [("copying alone", m["pretrain_copy"]["losses"])] if "pretrain_copy" in m else []  # in training order
+    phases += [(f"location, {p['blocks']} block(s), new scenes", p["losses"]) for p in m.get("pretrain_location", [])]
     phases += [(", ".join(m["pretrain_first"]["kinds"]), m["pretrain_first"]["losses"]), ("whole mixture", m["pretrain"]["losses"])]
     done = 0
     for label, losses in phases:
