@@ -128,6 +128,14 @@ def scene_summary(world: SimWorld, view: str = TABLE_VIEW) -> np.ndarray:
     return summary
 
 
+def pixel_values(processor: Any, worlds: Sequence[SimWorld], image_size: int, view: str) -> Any:
+    """The processor's pixel tensor of the worlds drawn at image_size in `view`."""
+    from PIL import Image
+
+    images = [Image.fromarray(render(w, image_size, image_size, view)) for w in worlds]
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+
 def block_from_gripper_cm(world: SimWorld) -> np.ndarray:
     """(3,) where the top of the world's one block is from the gripper's fingertips, in cm."""
     (block,) = world.objects
@@ -158,7 +166,6 @@ def train_reading(
     brought the probe to 0.9 cm (71%), and 400 steps of relative questions then had the language
     model answer within 1.5 cm in most scenes (docs/miniature.md, finding 17)."""
     import torch
-    from PIL import Image
 
     inner = model.model
     torch.manual_seed(seed)
@@ -170,8 +177,7 @@ def train_reading(
     start = time.perf_counter()
     for step in range(steps):
         worlds = draw(step)
-        pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size, view)) for w in worlds],
-                                           return_tensors="pt")["pixel_values"]
+        pixels = pixel_values(processor, worlds, image_size, view)
         target = torch.from_numpy(np.stack([block_from_gripper_cm(w) for w in worlds])) / 10
         tokens = inner.get_image_features(pixels).pooler_output.flatten(1)
         loss = torch.nn.functional.mse_loss(head(tokens), target)
@@ -212,14 +218,11 @@ def pretrain_vision(
     error, plus `summary_weight` times the scene-summary error of every token, plus
     `centring_weight` times the image-independent share of the tokens)."""
     import torch
-    from PIL import Image
 
     tower = model.model.vision_tower
     config = tower.config
     grid = config.image_size // config.patch_size
-    pixels = processor.image_processor([Image.fromarray(render(w, image_size, image_size, view)) for w in worlds], return_tensors="pt")[
-        "pixel_values"
-    ]
+    pixels = pixel_values(processor, worlds, image_size, view)
     targets = torch.from_numpy(np.stack([heat_maps(w, grid, image_size, view) for w in worlds])).reshape(len(worlds), grid * grid, -1)
     summaries = torch.from_numpy(np.stack([scene_summary(w, view) for w in worlds]))
     torch.manual_seed(seed)
