@@ -117,6 +117,13 @@ def test_report_and_metrics(run):
     ]
     assert metrics["vision_reading"]["steps"] == 2 and len(metrics["vision_reading"]["losses"]) == 2
     assert "- vision tower: after its own pretraining, 2 steps of reading where a lone block is from the gripper" in report
+    # --quick: chunks of one merged move each, and two pick-ups from starts near the block among the episodes
+    assert metrics["action_data"]["reach_demos"] == 2
+    examples = [json.loads(line) for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert all(len(e["meta"]["chunk"]) == 1 for e in examples if e["stage"] == "chunk")
+    assert any(e["episode_id"].startswith("mini-reach-") for e in examples)
+    assert "(2 of them pick-ups from gripper starts near the block, on new scenes)" in report
+    assert "chunks of 1 merged move(s), each from its own image" in report
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
     assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {

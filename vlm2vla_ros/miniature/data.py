@@ -8,7 +8,14 @@ the expert corrects from there (the verifier says retry and the subtask is asked
 
 Episodes carry frames only where the builder uses them (the first step of each subtask and
 the final frame), which keeps the export fast; the builder cuts chunks at frames, so every
-subtask is one chunk unless it needs more than limits.max_steps merged moves.
+subtask is one chunk unless it needs more than limits.max_steps merged moves. With `merge`
+given, the expert runs without a camera and its frames are drawn afterwards at every merged
+move's first step (`move_starts`, `with_frames`): the builder can then cut chunks of one move,
+each from the image the move was taken from (a closed loop of single moves).
+
+`reach_demonstration` is the expert picking up a block from a gripper start drawn near it,
+on a new scene per seed: many more first moves than the task demonstrations give, each from
+its own image (finding 18).
 """
 
 from __future__ import annotations
@@ -19,13 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlm2vla_ros.action_language.trajectory import MergeConfig, merge_segments
 from vlm2vla_ros.data.builder import BuildConfig, BuildReport, build_dataset
 from vlm2vla_ros.data.episode import load_episodes
 from vlm2vla_ros.data.labeller import AnnotationLabeller
 from vlm2vla_ros.data.sim_source import write_expert_episode
 from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
 from vlm2vla_ros.sim.scene import make_scene
+from vlm2vla_ros.sim.tasks import Task
 from vlm2vla_ros.sim.views import TABLE_VIEW
+from vlm2vla_ros.sim.world import SimWorld
 
 from .vqa import scene_exists
 
@@ -39,8 +49,11 @@ class ExportResult:
     failed: list[str] = field(default_factory=list)
 
 
-def demonstration(kind: str, seed: int, variant: int, image_size: int, view: str = TABLE_VIEW) -> Episode:
-    """The expert solving scene (kind, seed); variant > 0 starts the gripper elsewhere."""
+def demonstration(
+    kind: str, seed: int, variant: int, image_size: int, view: str = TABLE_VIEW, merge: MergeConfig | None = None
+) -> Episode:
+    """The expert solving scene (kind, seed); variant > 0 starts the gripper elsewhere. With
+    `merge`, frames only at every merged move's first step (see the module's docstring)."""
     world, task = make_scene(seed, kind)
     expert_seed = seed
     if variant > 0:
@@ -54,7 +67,74 @@ def demonstration(kind: str, seed: int, variant: int, image_size: int, view: str
             target = (rng.uniform(ws.x_min, ws.x_max), rng.uniform(ws.y_min, ws.y_max), rng.uniform(0.06, 0.25))
         world.move_gripper(target[0] - world.gripper_x, target[1] - world.gripper_y, target[2] - world.gripper_z)
         expert_seed = seed + 1_000_003 * variant
-    return ScriptedExpert().run(world, task, expert_seed, image_size, view)
+    return _solve(world, task, expert_seed, image_size, view, merge)
+
+
+REACH_RADIUS_M = 0.20
+"""A reach demonstration's gripper starts up to this far from the block sideways (a scene's own
+start is 17 cm from it on average in the held-out pick-ups)."""
+REACH_HEIGHT_M = (0.03, 0.13)
+"""... and this far above the block's top."""
+
+
+def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
+    """Pick-up scene `seed` as a reach demonstration starts: half the scenes cut down to the named
+    block, half the gripper starts moved to a random point near it (REACH_RADIUS_M sideways,
+    REACH_HEIGHT_M above its top). None when make_scene cannot lay the scene out."""
+    from vlm2vla_ros.training.evaluate import named_only
+
+    if not scene_exists(seed, "pick_up"):
+        return None
+    world, task = make_scene(seed, "pick_up")
+    rng = random.Random(f"vlm2vla-mini-reach:{seed}")
+    if rng.random() < 0.5:
+        world = named_only(world, task)
+    if rng.random() < 0.5:
+        block = world.object(task.pick)
+        radius, angle = rng.uniform(0.0, REACH_RADIUS_M), rng.uniform(0.0, 2 * math.pi)
+        world.move_gripper(block.x + radius * math.cos(angle) - world.gripper_x,
+                           block.y + radius * math.sin(angle) - world.gripper_y,
+                           block.top + rng.uniform(*REACH_HEIGHT_M) - world.gripper_z)
+    return world, task
+
+
+def reach_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig) -> Episode | None:
+    """The expert picking up the named block from reach_start(seed), with frames at every merged
+    move's first step; None when the scene cannot be laid out."""
+    start = reach_start(seed)
+    return None if start is None else _solve(*start, seed, image_size, view, merge)
+
+
+def _solve(world: SimWorld, task: Task, seed: int, image_size: int, view: str, merge: MergeConfig | None) -> Episode:
+    if merge is None:
+        return ScriptedExpert().run(world, task, seed, image_size, view)
+    start = world.copy()
+    episode = ScriptedExpert().run(world, task, seed, None, view)
+    return with_frames(start, episode, move_starts(episode, merge), image_size, view)
+
+
+def move_starts(episode: Episode, merge: MergeConfig) -> list[int]:
+    """The first step of every merged move, counted per subtask as the dataset builder counts
+    them: where it can cut a chunk of one move."""
+    bounds = [*episode.subtask_starts(), len(episode.steps)]
+    deltas, grippers = episode.deltas_cm(), episode.gripper_states()
+    return [a + segment.start for a, b in zip(bounds, bounds[1:])
+            for segment in merge_segments(deltas[a:b], grippers[a:b], merge)]
+
+
+def with_frames(start: SimWorld, episode: Episode, steps: Sequence[int], image_size: int, view: str) -> Episode:
+    """The episode with the images of `steps` and the final one, drawn by replaying its moves
+    from a copy of `start` (the world it began in); the simulator is deterministic, so these are
+    the images the expert would have seen."""
+    from vlm2vla_ros.sim.render import render
+
+    world, wanted = start.copy(), set(steps)
+    for index, step in enumerate(episode.steps):
+        step.image = render(world, image_size, image_size, view) if index in wanted else None
+        world.move_gripper(*(v / 100.0 for v in step.delta_cm))
+        world.set_gripper(bool(step.gripper))
+    episode.final_image = render(world, image_size, image_size, view)
+    return episode
 
 
 def export_episodes(
@@ -64,9 +144,10 @@ def export_episodes(
     augment: int = 1,
     image_size: int = 224,
     view: str = TABLE_VIEW,
+    merge: MergeConfig | None = None,
 ) -> ExportResult:
     """Write one episode per (kind, seed, variant) under root (English instructions), its frames
-    in the camera view the policy will see."""
+    in the camera view the policy will see (with `merge`, at every merged move's first step)."""
     result = ExportResult()
     for kind in kinds:
         for seed in seeds:
@@ -75,14 +156,32 @@ def export_episodes(
                 continue
             for variant in range(augment + 1):
                 episode_id = f"mini-{kind}-{seed:05d}-v{variant}"
-                episode = demonstration(kind, seed, variant, image_size, view)
-                if not episode.success or not episode.steps:
-                    result.failed.append(episode_id)
-                    continue
+                episode = demonstration(kind, seed, variant, image_size, view, merge)
                 meta = {"task_kind": kind, "seed": seed, "variant": variant, "lang": "en"}
-                write_expert_episode(root, episode_id, episode, "en", "sim-expert-miniature", meta, key_frames_only=True)
-                result.written.append(episode_id)
+                _write(root, episode_id, episode, meta, result, key_frames_only=merge is None)
     return result
+
+
+def export_reach_demonstrations(
+    root: Path, seeds: Sequence[int], image_size: int, view: str, merge: MergeConfig
+) -> ExportResult:
+    """Write reach_demonstration(seed) for each seed make_scene can lay out under root (no seeds:
+    nothing)."""
+    result = ExportResult()
+    for seed in seeds:
+        episode = reach_demonstration(seed, image_size, view, merge)
+        if episode is not None:
+            _write(root, f"mini-reach-{seed:07d}", episode, {"task_kind": "pick_up", "seed": seed, "reach": True, "lang": "en"},
+                   result, key_frames_only=False)
+    return result
+
+
+def _write(root: Path, episode_id: str, episode: Episode, meta: dict, result: ExportResult, key_frames_only: bool) -> None:
+    if not episode.success or not episode.steps:
+        result.failed.append(episode_id)
+        return
+    write_expert_episode(root, episode_id, episode, "en", "sim-expert-miniature", meta, key_frames_only=key_frames_only)
+    result.written.append(episode_id)
 
 
 def build_action_dataset(episode_root: Path, out_dir: Path, config: BuildConfig | None = None) -> BuildReport:

@@ -8,7 +8,8 @@ Stages (each timed; the wall time of the run is reported):
    off by default: the tower frozen, and first phases of location questions on new scenes in
    every batch);
 2. action data: scripted-expert demonstrations with English instructions only, through the
-   project's dataset builder (stages subtasks, plan, chunk);
+   project's dataset builder (stages subtasks, plan, chunk; settings, off by default: chunks of
+   one move each, and pick-ups from starts near the block on new scenes);
 3. VLM2VLA: LoRA (r=16, alpha=32, every linear layer of the language model, nothing in the
    vision tower) with the project's trainer; the base weights are untouched;
 4. baseline: the same base, chunks written as reserved action tokens, every weight trained
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlm2vla_ros.action_language import MergeConfig
+from vlm2vla_ros.action_language import ActionLimits, MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.sim.views import check_view, write_model_view
@@ -148,6 +149,14 @@ class ExperimentConfig:
     action_augment: int = 1
     merge_axis_cm: float = 9.0
     merge_total_cm: float = 10.0
+    chunk_moves: int = 0
+    """Merged moves per chunk: 0 puts a subtask's moves in one chunk (up to the action language's
+    limit), 1 cuts a chunk at every move, each written from the image it was taken from, so the
+    policy moves once per look (finding 18; off by default)."""
+    reach_demos: int = 0
+    """Pick-up demonstrations on new scenes from gripper starts near the block, seeds from
+    reach_first_seed (data.reach_demonstration; needs chunk_moves; finding 18)."""
+    reach_first_seed: int = 5_000_000
     # 3. VLM2VLA (LoRA) and 4. baseline (full fine-tuning), same steps and batch
     finetune_steps: int = 600
     finetune_batch: int = 8
@@ -216,6 +225,8 @@ class ExperimentConfig:
             action_kinds=("pick_up", "put_in"),
             action_seeds=2,
             action_augment=0,
+            chunk_moves=1,
+            reach_demos=2,
             finetune_steps=2,
             finetune_batch=2,
             vqa_scenes=4,
@@ -230,6 +241,10 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         check_view(self.view)
+        if self.chunk_moves < 0:
+            raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
+        if self.reach_demos and not self.chunk_moves:
+            raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,7 +255,14 @@ class ExperimentConfig:
 
     def action_build(self) -> BuildConfig:
         """How the expert's episodes become action examples (the adapter's stages only)."""
-        return BuildConfig(merge=self.merge(), verify_examples=False, direction_examples=False, val_fraction=0.05)
+        limits = ActionLimits(max_steps=self.chunk_moves) if self.chunk_moves else ActionLimits()
+        return BuildConfig(merge=self.merge(), limits=limits, verify_examples=False, direction_examples=False,
+                           val_fraction=0.05)
+
+    def frames_at_moves(self) -> MergeConfig | None:
+        """The merge rule to place the expert's frames by, when chunks are cut at moves (else None:
+        frames where subtasks start)."""
+        return self.merge() if self.chunk_moves else None
 
     def lora_train(self, base_dir: Path, dataset_dir: Path, output_dir: Path) -> Any:
         """VLM2VLA's LoRA fine-tuning of base_dir on dataset_dir (training.config.TrainConfig)."""
@@ -637,11 +659,14 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     with run.stage("action data (expert, English only)"):
         exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
-                                        c.view)
+                                        c.view, c.frames_at_moves())
+        reach = data.export_reach_demonstrations(out / "episodes", range(c.reach_first_seed, c.reach_first_seed + c.reach_demos),
+                                                 c.image_size, c.view, c.merge())
         report = data.build_action_dataset(out / "episodes", out / "dataset", c.action_build())
         train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", data.ACTION_STAGES), dict(c.stage_repeats))
         metrics["action_data"] = {
-            "episodes": len(exported.written), "failed": exported.failed, "counts": report.counts,
+            "episodes": len(exported.written) + len(reach.written), "reach_demos": len(reach.written),
+            "failed": exported.failed + reach.failed, "counts": report.counts,
             "train_examples": len(train_examples),
         }
     with run.stage("VLM2VLA: LoRA fine-tuning"):
@@ -868,8 +893,12 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
         f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
         f"({sum(p['seconds'] for p in location) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
-        f"- action data: {m['action_data']['episodes']} expert episodes, {m['action_data']['train_examples']} training examples "
-        f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'});",
+        f"- action data: {m['action_data']['episodes']} expert episodes"
+        + (f" ({m['action_data']['reach_demos']} of them pick-ups from gripper starts near the block, on new scenes)"
+           if m["action_data"].get("reach_demos") else "")
+        + f", {m['action_data']['train_examples']} training examples "
+        f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'}"
+        + (f"; chunks of {c['chunk_moves']} merged move(s), each from its own image" if c.get("chunk_moves") else "") + ");",
         f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
         f"{m['vlm2vla_train']['steps']} steps "
         f"(batch {c['finetune_batch']}, lr {c['lora_lr']}) in {m['vlm2vla_train']['seconds']:.0f} s;",

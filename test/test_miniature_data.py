@@ -1,0 +1,101 @@
+"""The miniature's action data: frames drawn at every merged move, one-move chunks, reach
+demonstrations (finding 18)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+
+from vlm2vla_ros.action_language import ActionLimits, MergeConfig
+from vlm2vla_ros.data.builder import BuildConfig
+from vlm2vla_ros.miniature import data
+from vlm2vla_ros.miniature.experiment import ExperimentConfig
+from vlm2vla_ros.sim.views import GRIPPER_VIEW
+
+MERGE = MergeConfig(axis_cm=9.0, total_cm=10.0)
+SIZE = 48
+
+
+def test_frames_at_moves_are_the_images_the_expert_saw():
+    """Replaying a camera-less run draws, at every merged move's first step, the image the
+    expert's own camera gave there, and nothing elsewhere."""
+    seen = data.demonstration("pick_up", 3, 1, SIZE, GRIPPER_VIEW)
+    drawn = data.demonstration("pick_up", 3, 1, SIZE, GRIPPER_VIEW, MERGE)
+    assert [s.delta_cm for s in drawn.steps] == [s.delta_cm for s in seen.steps]
+    starts = data.move_starts(drawn, MERGE)
+    assert starts[0] == 0 and set(drawn.subtask_starts()) <= set(starts)
+    assert len(starts) < len(drawn.steps) / 3  # merged moves are several expert steps each
+    for index, step in enumerate(drawn.steps):
+        if index in starts:
+            np.testing.assert_array_equal(step.image, seen.steps[index].image)
+        else:
+            assert step.image is None
+    np.testing.assert_array_equal(drawn.final_image, seen.final_image)
+
+
+def test_one_move_chunks_each_from_its_own_image(tmp_path):
+    """With frames at every move and limits of one move a chunk, the builder cuts every move
+    of the task into a chunk of its own and drops none."""
+    result = data.export_episodes(tmp_path / "episodes", ("pick_up",), range(2), 0, SIZE, GRIPPER_VIEW, MERGE)
+    assert len(result.written) == 2 and not result.failed
+    config = BuildConfig(merge=MERGE, limits=ActionLimits(max_steps=1), verify_examples=False, direction_examples=False,
+                         val_fraction=0.0)
+    report = data.build_action_dataset(tmp_path / "episodes", tmp_path / "dataset", config)
+    assert report.notes.get("moves_dropped_no_frame", 0) == 0
+    chunks = [json.loads(line) for line in (tmp_path / "dataset" / "train.jsonl").read_text().splitlines()]
+    chunks = [r for r in chunks if r["stage"] == "chunk"]
+    assert all(len(r["meta"]["chunk"]) == 1 for r in chunks)
+    per_episode = {}
+    for r in chunks:
+        per_episode.setdefault(r["episode_id"], []).append(r)
+    moves = {f"mini-pick_up-{seed:05d}-v0": data.move_starts(data.demonstration("pick_up", seed, 0, SIZE, GRIPPER_VIEW, MERGE), MERGE)
+             for seed in range(2)}
+    assert sum(map(len, moves.values())) == len(chunks) + report.notes.get("chunks_without_motion", 0)
+    assert max(len(rows) for rows in per_episode.values()) > 3  # some subtask took more than one move
+    for rows in per_episode.values():
+        images = [r["images"][0] for r in rows]
+        assert len(set(images)) == len(images)  # each move from the image it was taken from
+
+
+def test_reach_starts_near_the_block_or_as_laid_out():
+    starts = [data.reach_start(seed) for seed in range(5_000_000, 5_000_040)]
+    starts = [s for s in starts if s is not None]
+    assert len(starts) >= 30
+    alone = moved = 0
+    for world, task in starts:
+        block = world.object(task.pick)
+        names = {o.name for o in world.objects}
+        alone += names == set(task.targets)
+        away = math.hypot(world.gripper_x - block.x, world.gripper_y - block.y)
+        above = world.gripper_z - block.top
+        moved += away <= data.REACH_RADIUS_M + 1e-9 and data.REACH_HEIGHT_M[0] - 1e-9 <= above <= data.REACH_HEIGHT_M[1] + 1e-9
+    assert 0.25 < alone / len(starts) < 0.75
+    assert 0.25 < moved / len(starts) <= 0.9  # laid-out starts are sometimes near the block too
+    # a seed gives the same start every time
+    again = data.reach_start(5_000_001)
+    first = data.reach_start(5_000_001)
+    assert again is not None and first is not None and again[0].gripper == first[0].gripper
+
+
+def test_reach_demonstrations_are_pick_ups_with_frames_at_moves(tmp_path):
+    result = data.export_reach_demonstrations(tmp_path, range(5_000_000, 5_000_004), SIZE, GRIPPER_VIEW, MERGE)
+    assert len(result.written) + len(result.failed) <= 4 and len(result.written) >= 3
+    episode = data.reach_demonstration(5_000_000, SIZE, GRIPPER_VIEW, MERGE)
+    assert episode is not None and episode.success and episode.task.kind == "pick_up"
+    framed = [i for i, s in enumerate(episode.steps) if s.image is not None]
+    assert framed == data.move_starts(episode, MERGE)
+    assert not data.export_reach_demonstrations(tmp_path / "none", range(0), SIZE, GRIPPER_VIEW, MERGE).written
+
+
+def test_one_move_chunks_are_a_setting_reach_demonstrations_need():
+    default = ExperimentConfig.full(0)
+    assert default.frames_at_moves() is None and default.action_build().limits == ActionLimits()
+    moves = ExperimentConfig(chunk_moves=1, reach_demos=10)
+    assert moves.action_build().limits.max_steps == 1 and moves.frames_at_moves() == moves.merge()
+    with pytest.raises(ValueError, match="reach_demos needs chunk_moves"):
+        ExperimentConfig(reach_demos=10)
+    with pytest.raises(ValueError, match="chunk_moves"):
+        ExperimentConfig(chunk_moves=-1)
