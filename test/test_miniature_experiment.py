@@ -108,8 +108,10 @@ def test_report_and_metrics(run):
     asked = "questions of kinds location, relative, direction (the gripper near the block) about new scenes"
     assert f"{asked} of 3 block(s)" in report and "vision tower frozen" in report
     # and location_mix 1: one example of every batch of the first kinds and the mixture is new
-    assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (2, 3)
+    # and verify_mix 1: one more example of every such batch is a new "move above" completion case
+    assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (4, 6)
     assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
+    assert '1 of every 4 examples were "move above" completion cases about new scenes' in report
     # --quick: the vision tower's reading phase, two steps of two new near scenes, after its own pretraining
     assert list(metrics["timings_s"])[2:4] == [
         "pretraining the vision tower (heat maps, scene summary)",

@@ -340,3 +340,48 @@ def test_copy_set_is_readable_by_vlm2vla_eval(tmp_path):
     assert [r["answer"] for r in read] == [i["answer"] for i in items]
     assert all(r["question"].endswith(r["answer"]) for r in read)
     assert {i["content"] for i in items} <= set(vqa.COPY_CONTENTS)
+
+
+def test_move_above_cases_judge_the_first_subtask_from_two_images():
+    """Finding 18's verify mix: before far from the block, after over it or a miss, half each,
+    labelled by subtask_done, in the engine's verify prompt; the same for the same seeds."""
+    from vlm2vla_ros.policy import prompts
+
+    seeds = range(6_000_000, 6_000_060)
+    cases = vqa.move_above_cases(seeds, image_size=32)
+    assert len(cases) >= 50
+    verdicts = [c["messages"][-1]["content"][0]["text"] for c in cases]
+    assert set(verdicts) == {prompts.verify_answer(True), prompts.verify_answer(False)}
+    assert 0.3 < verdicts.count(prompts.verify_answer(True)) / len(verdicts) < 0.7
+    for case in cases:
+        assert case["stage"] == "verify" and len(case["images"]) == 2
+        assert case["images"][0].size == (32, 32)
+    for case, (_, _, _, task, lang) in zip(cases, vqa.move_above_worlds(seeds)):
+        question = case["messages"][0]["content"][-1]["text"]
+        assert f"Subtask the robot was working on: {task.subtasks(lang)[0]}\n" in question
+    again = vqa.move_above_cases(range(6_000_000, 6_000_005), image_size=32)
+    assert [c["messages"] for c in again] == [c["messages"] for c in cases[: len(again)]]
+    np.testing.assert_array_equal(np.asarray(again[0]["images"][1]), np.asarray(cases[0]["images"][1]))
+
+
+
+def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
+    import math
+
+    done = 0
+    worlds = list(vqa.move_above_worlds(range(6_000_000, 6_000_060)))
+    for _, before, after, task, lang in worlds:
+        sub = task.plan[0]
+        assert sub.action == MOVE_ABOVE and lang in vqa.LANGS
+        block_before, block_after = before.object(str(sub.obj)), after.object(str(sub.obj))
+        assert {o.name for o in before.objects} == {o.name for o in after.objects}
+        away = math.hypot(before.gripper_x - block_before.x, before.gripper_y - block_before.y)
+        assert vqa.MOVE_ABOVE_BEFORE_M[0] - 1e-6 <= away <= vqa.MOVE_ABOVE_BEFORE_M[1] + 1e-6
+        off = math.hypot(after.gripper_x - block_after.x, after.gripper_y - block_after.y)
+        assert off <= vqa.MOVE_ABOVE_MISS_M + 1e-6
+        for world, block in ((before, block_before), (after, block_after)):
+            assert vqa.NEAR_HEIGHT_M[0] - 1e-6 <= world.gripper_z - block.top <= vqa.NEAR_HEIGHT_M[1] + 1e-6
+        assert vqa.subtask_done(after, sub) == (off <= vqa.ABOVE_BLOCK_M)
+        done += off <= vqa.ABOVE_BLOCK_M
+    assert len(worlds) >= 50 and 0.3 < done / len(worlds) < 0.7
+    assert any(len(w[1].objects) == 1 for w in worlds) and any(len(w[1].objects) > 1 for w in worlds)

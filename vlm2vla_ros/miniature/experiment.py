@@ -109,6 +109,11 @@ class ExperimentConfig:
     mixture steps (13.1 cm) and kept with 8 of 32 new (3.2 cm; finding 10). Off in the
     documented run: with relative and direction questions too, VLM2VLA kept 62% of the base's VQA."""
     location_mix_blocks: int = 1
+    verify_mix: int = 0
+    """New "move above" completion cases (vqa.move_above_cases) in every batch of the first kinds
+    and the mixture, this many of pretrain_batch, seeds from verify_mix_first_seed (finding 18;
+    off by default)."""
+    verify_mix_first_seed: int = 6_000_000
     location_near: bool = False
     """The location phases and mix place the gripper near a block (vqa.place_gripper_near),
     where a chunk must read it, instead of anywhere in the workspace."""
@@ -227,6 +232,7 @@ class ExperimentConfig:
             action_augment=0,
             chunk_moves=1,
             reach_demos=2,
+            verify_mix=1,
             finetune_steps=2,
             finetune_batch=2,
             vqa_scenes=4,
@@ -609,16 +615,20 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     train_tower = not c.pretrain_freeze_tower
     weights = "all weights" if train_tower else "vision tower frozen"
 
-    next_seed = c.location_first_seed
+    next_seed, next_verify_seed = c.location_first_seed, c.verify_mix_first_seed
 
     def pretrain(examples: list[dict[str, Any]], steps: int, log_every: int) -> Any:
-        nonlocal next_seed
-        fresh = None
+        nonlocal next_seed, next_verify_seed
+        draws = []
         if c.location_mix:
-            draw = draw_new_seeds(next_seed, c.location_mix, lambda seeds: vqa.location_examples(
-                seeds, c.location_mix_blocks, c.image_size, c.location_kinds, c.view, c.location_near))
-            fresh = (c.location_mix, draw)
+            draws.append(draw_new_seeds(next_seed, c.location_mix, lambda seeds: vqa.location_examples(
+                seeds, c.location_mix_blocks, c.image_size, c.location_kinds, c.view, c.location_near)))
             next_seed += steps * c.location_mix
+        if c.verify_mix:
+            draws.append(draw_new_seeds(next_verify_seed, c.verify_mix,
+                                        lambda seeds: vqa.move_above_cases(seeds, c.image_size, c.view)))
+            next_verify_seed += steps * c.verify_mix
+        fresh = (c.location_mix + c.verify_mix, lambda step: [e for draw in draws for e in draw(step)]) if draws else None
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
                           warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
                           vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
@@ -874,6 +884,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         asked += " (the gripper near the block)"
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
+    if c.get("verify_mix"):
+        mix += (f"; in both, {c['verify_mix']} of every {c['pretrain_batch']} examples were \"move above\" completion cases "
+                "about new scenes")
     copies = m["pretrain_data"]["per_kind"].get("copy", 0)
     in_mixture = f" ({copies} of them copy examples, {c.get('copies_per_scene')} a scene)" if copies else ""
     copying = m.get("pretrain_copy")
