@@ -5,8 +5,8 @@ Stages (each timed; the wall time of the run is reported):
    project's text plus the English/Spanish scene corpus); its vision tower pretrained alone,
    then the language model taught to copy ("Repeat: <text>"), then every weight on generated
    VQA, grounding, captions, translations, subtask-completion questions and copying (settings,
-   off by default: the tower frozen, and first phases of location questions on new scenes in
-   every batch);
+   off by default: the tower frozen, first phases of location questions on new scenes in
+   every batch, and new "move above" completion cases in every batch);
 2. action data: scripted-expert demonstrations with English instructions only, through the
    project's dataset builder (stages subtasks, plan, chunk; settings, off by default: chunks of
    one move each, and pick-ups from starts near the block on new scenes);
