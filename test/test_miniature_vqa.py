@@ -364,7 +364,6 @@ def test_move_above_cases_judge_the_first_subtask_from_two_images():
     np.testing.assert_array_equal(np.asarray(again[0]["images"][1]), np.asarray(cases[0]["images"][1]))
 
 
-
 def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
     import math
 

@@ -37,7 +37,7 @@ from vlm2vla_ros.sim.tasks import Task
 from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import SimWorld
 
-from .vqa import scene_exists
+from .vqa import put_gripper_by, scene_exists
 
 ACTION_STAGES = ("subtasks", "plan", "chunk")
 """What the adapter learns. Verification is the base model's job (adapter off)."""
@@ -92,9 +92,7 @@ def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
     if rng.random() < 0.5:
         block = world.object(task.pick)
         radius, angle = rng.uniform(0.0, REACH_RADIUS_M), rng.uniform(0.0, 2 * math.pi)
-        world.move_gripper(block.x + radius * math.cos(angle) - world.gripper_x,
-                           block.y + radius * math.sin(angle) - world.gripper_y,
-                           block.top + rng.uniform(*REACH_HEIGHT_M) - world.gripper_z)
+        put_gripper_by(world, block, radius, angle, rng.uniform(*REACH_HEIGHT_M))
     return world, task
 
 

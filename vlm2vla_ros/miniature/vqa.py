@@ -365,10 +365,16 @@ def place_gripper_near(world: SimWorld, block: SimObject, rng: random.Random) ->
     """The gripper to a random point near `block`: 0-15 cm from it sideways, 2-8 cm above its
     top (moves are clamped to the workspace, so read the place back from the world)."""
     radius, angle = rng.uniform(0.0, NEAR_RADIUS_M), rng.uniform(0.0, 2 * math.pi)
+    put_gripper_by(world, block, radius, angle, rng.uniform(*NEAR_HEIGHT_M))
+
+
+def put_gripper_by(world: SimWorld, block: SimObject, distance_m: float, angle: float, height_m: float) -> None:
+    """The gripper to distance_m from `block` sideways in direction `angle` (radians), height_m
+    above its top (moves are clamped to the workspace, so read the place back from the world)."""
     world.move_gripper(
-        block.x + radius * math.cos(angle) - world.gripper_x,
-        block.y + radius * math.sin(angle) - world.gripper_y,
-        block.top + rng.uniform(*NEAR_HEIGHT_M) - world.gripper_z,
+        block.x + distance_m * math.cos(angle) - world.gripper_x,
+        block.y + distance_m * math.sin(angle) - world.gripper_y,
+        block.top + height_m - world.gripper_z,
     )
 
 
@@ -589,9 +595,7 @@ def _gripper_off(scene: SimWorld, block: SimObject, distance_m: float, rng: rand
     """A copy of scene with the gripper distance_m from block sideways, in a random direction,
     NEAR_HEIGHT_M above its top."""
     world, angle = scene.copy(), rng.uniform(0.0, 2 * math.pi)
-    world.move_gripper(block.x + distance_m * math.cos(angle) - world.gripper_x,
-                       block.y + distance_m * math.sin(angle) - world.gripper_y,
-                       block.top + rng.uniform(*NEAR_HEIGHT_M) - world.gripper_z)
+    put_gripper_by(world, block, distance_m, angle, rng.uniform(*NEAR_HEIGHT_M))
     return world
 
 
