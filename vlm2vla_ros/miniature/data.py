@@ -37,7 +37,7 @@ from vlm2vla_ros.sim.tasks import Task
 from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import SimWorld
 
-from .vqa import put_gripper_by, scene_exists
+from .vqa import put_gripper_by, replay, scene_exists
 
 ACTION_STAGES = ("subtasks", "plan", "chunk")
 """What the adapter learns. Verification is the base model's job (adapter off)."""
@@ -83,9 +83,10 @@ def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
     REACH_HEIGHT_M above its top). None when make_scene cannot lay the scene out."""
     from vlm2vla_ros.training.evaluate import named_only
 
-    if not scene_exists(seed, "pick_up"):
+    try:
+        world, task = make_scene(seed, "pick_up")
+    except RuntimeError:  # one of the few seeds it cannot lay out
         return None
-    world, task = make_scene(seed, "pick_up")
     rng = random.Random(f"vlm2vla-mini-reach:{seed}")
     if rng.random() < 0.5:
         world = named_only(world, task)
@@ -129,8 +130,7 @@ def with_frames(start: SimWorld, episode: Episode, steps: Sequence[int], image_s
     world, wanted = start.copy(), set(steps)
     for index, step in enumerate(episode.steps):
         step.image = render(world, image_size, image_size, view) if index in wanted else None
-        world.move_gripper(*(v / 100.0 for v in step.delta_cm))
-        world.set_gripper(bool(step.gripper))
+        replay(world, episode, index, index + 1)
     episode.final_image = render(world, image_size, image_size, view)
     return episode
 

@@ -610,18 +610,20 @@ def move_above_cases(seeds: Sequence[int], image_size: int = 224, view: str = TA
 
     from vlm2vla_ros.sim.render import render
 
-    examples: list[dict[str, Any]] = []
-    for seed, before, after, task, lang in move_above_worlds(seeds):
-        subtasks = task.subtasks(lang)
-        messages = prompts.verify_messages(subtasks[0], subtasks[1] if len(subtasks) > 1 else "")
-        examples.append({
-            "id": f"move-above-{seed}",
-            "stage": "verify",
-            "messages": prompts.with_answer(messages, prompts.verify_answer(subtask_done(after, task.plan[0]))),
-            "images": [Image.fromarray(render(world, image_size, image_size, view)) for world in (before, after)],
-            "meta": {"lang": lang},
-        })
-    return examples
+    return [
+        _verify_example(f"move-above-{seed}", task.subtasks(lang), 0, subtask_done(after, task.plan[0]),
+                        [Image.fromarray(render(world, image_size, image_size, view)) for world in (before, after)], lang)
+        for seed, before, after, task, lang in move_above_worlds(seeds)
+    ]
+
+
+def _verify_example(example_id: str, subtasks: Sequence[str], index: int, done: bool, images: list[Any], lang: str) -> dict[str, Any]:
+    """A subtask-completion example in the policy engine's own verify prompt: subtasks[index]
+    judged on the images before and after (file paths or PIL images)."""
+    following = subtasks[index + 1] if index + 1 < len(subtasks) else ""  # the engine's words for "last"
+    messages = prompts.verify_messages(subtasks[index], following)
+    return {"id": example_id, "stage": "verify", "messages": prompts.with_answer(messages, prompts.verify_answer(done)),
+            "images": images, "meta": {"lang": lang}}
 
 
 def pretraining_examples(
@@ -660,18 +662,8 @@ def pretraining_examples(
         kind = TASK_KINDS[seed % len(TASK_KINDS)]
         for before, after, task, index, done in verify_cases(seed, kind, rng):
             lang = rng.choice(LANGS)
-            subtasks = task.subtasks(lang)
-            following = subtasks[index + 1] if index + 1 < len(subtasks) else ""  # the engine's words for "last"
-            messages = prompts.verify_messages(subtasks[index], following)
-            examples.append(
-                {
-                    "id": f"verify-{seed}-{len(examples)}",
-                    "stage": "verify",
-                    "messages": prompts.with_answer(messages, prompts.verify_answer(done)),
-                    "images": [writer.write(before), writer.write(after)],
-                    "meta": {"lang": lang},
-                }
-            )
+            images = [writer.write(before), writer.write(after)]
+            examples.append(_verify_example(f"verify-{seed}-{len(examples)}", task.subtasks(lang), index, done, images, lang))
     return examples
 
 
