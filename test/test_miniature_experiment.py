@@ -126,6 +126,15 @@ def test_report_and_metrics(run):
     assert any(e["episode_id"].startswith("mini-reach-") for e in examples)
     assert "(2 of them pick-ups from gripper starts near the block, on new scenes)" in report
     assert "chunks of 1 merged move(s), each from its own image" in report
+    # --quick: rehearsal_scenes 3, the base's own examples of pretraining scenes 0-2 in both models' data
+    rehearsed = [e for e in examples if e["stage"] == "rehearsal"]
+    assert len(rehearsed) == metrics["action_data"]["rehearsal_examples"] > 0
+    assert {int(e["id"].split("-")[1]) for e in rehearsed} == {0, 1, 2}
+    assert all((out / "dataset" / e["images"][0]).is_file() for e in rehearsed)
+    assert {e["meta"]["kind"] for e in rehearsed} >= {"caption", "copy"}
+    assert f"{len(rehearsed)} of them the base's own pretraining examples of 3 scenes" in report
+    action_examples = sum(e["stage"] in ("subtasks", "plan", "chunk") for e in examples)
+    assert metrics["action_data"]["train_examples"] == action_examples + len(rehearsed)
     assert metrics["baseline_train"]["tokens_added"] == 125
     assert metrics["vlm2vla_train"]["steps"] == 2
     assert metrics["wall_time_s"] > 0 and set(metrics["timings_s"]) >= {

@@ -42,7 +42,10 @@ from vlm2vla_ros.policy.prompts import PromptTemplates
 from .episode import EpisodeRecord
 from .labeller import AnnotationLabeller, LabelError, Labeller, VerbaliserLabeller
 
-STAGES = ("subtasks", "plan", "chunk", "verify", "direction")
+REHEARSAL_STAGE = "rehearsal"
+"""A base model's own pretraining examples mixed into the fine-tuning data (the builder writes
+none; the miniature experiment adds them, docs/miniature.md finding 19)."""
+STAGES = ("subtasks", "plan", "chunk", "verify", "direction", REHEARSAL_STAGE)
 BUILD_FILE = "build.json"
 
 
