@@ -173,6 +173,37 @@ def test_refuses_a_non_empty_folder(tmp_path):
     assert main(["--out", str(tmp_path), "--quick"]) == 1
 
 
+def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig
+    from vlm2vla_ros.tools.experiment import main, with_settings
+
+    base = ExperimentConfig.full()
+    config = with_settings(base, [
+        "reach_demos=6000", "chunk_moves=1", "pretrain_freeze_tower=True", "pretrain_lr=1e-3", "lora_lr=1",
+        "location_phases=[[1, 400], [3, 2000]]", "location_kinds=('relative', 'direction')", " view = 'table' ",
+    ])
+    assert (config.reach_demos, config.chunk_moves, config.pretrain_freeze_tower, config.view) == (6000, 1, True, "table")
+    assert config.location_phases == ((1, 400), (3, 2000)) and config.location_kinds == ("relative", "direction")
+    assert config.lora_lr == 1.0 and isinstance(config.lora_lr, float)
+    assert with_settings(base, []) == base
+    for pairs, message in [
+        (["no_such_setting=1"], "KEY one of the experiment's settings"),
+        (["reach_demos"], "KEY=VALUE"),
+        (["spec=1"], "spec excepted"),
+        (["reach_demos=lots"], "not a Python literal"),
+        (["reach_demos=True"], "expected a int"),
+        (["pretrain_freeze_tower=1"], "expected a bool"),
+        (["location_kinds='relative'"], "expected a tuple"),
+        (["reach_demos=10"], "needs chunk_moves"),  # the config's own check, with chunk_moves 0
+    ]:
+        with pytest.raises(ValueError, match=message):
+            with_settings(base, pairs)
+    # the command refuses a bad setting before it creates or trains anything
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--quick", "--set", "reach_demos=lots"]) == 2
+    assert "reach_demos" in capsys.readouterr().err and not out.exists()
+
+
 def test_location_errors_score_answers_against_the_references():
     from vlm2vla_ros.miniature.experiment import location_errors
 

@@ -1,6 +1,7 @@
 """vlm2vla-experiment: the miniature VLM2VLA experiment, from scratch, on a CPU.
 
     vlm2vla-experiment --out runs/mini [--seed 0] [--quick] [--ship-to models/vlm2vla-mini]
+                       [--set reach_demos=6000 --set "location_kinds=('relative', 'direction')" ...]
 
 Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English and Spanish),
 fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token baseline (full
@@ -12,10 +13,12 @@ OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def parse_args(argv: list | None) -> argparse.Namespace:
@@ -27,7 +30,52 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--view", default="", choices=("", "table", "gripper"),
                     help="the simulated camera's view in every stage (default: the documented run's, gripper)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one ExperimentConfig setting, VALUE a Python literal (repeatable; "
+                         "the runs of docs/miniature.md's findings are written this way)")
     return ap.parse_args(argv)
+
+
+def _as_setting(key: str, value: Any, default: Any) -> Any:
+    """value checked against the type of the setting's default; lists become tuples."""
+
+    def tuples(v: Any) -> Any:
+        return tuple(tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple))
+        value = tuples(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"--set {key}: expected a {type(default).__name__}, got {value!r}")
+    return value
+
+
+def with_settings(config: Any, pairs: list[str]) -> Any:
+    """config with each "KEY=VALUE" of pairs applied (VALUE a Python literal); unknown keys, the
+    model's size (spec) and values of the wrong type are refused with the setting named."""
+    fields = {f.name for f in dataclasses.fields(config)} - {"spec"}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--set takes KEY=VALUE with KEY one of the experiment's settings "
+                             f"(ExperimentConfig, spec excepted), got {pair!r}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--set {key}: {text!r} is not a Python literal (quote strings: {key}='...')") from None
+        changes[key] = _as_setting(key, value, getattr(config, key))
+    return dataclasses.replace(config, **changes)
 
 
 def main(argv: list | None = None) -> int:
@@ -46,6 +94,11 @@ def main(argv: list | None = None) -> int:
     config = ExperimentConfig.quick(args.seed) if args.quick else ExperimentConfig.full(args.seed)
     if args.view:
         config = dataclasses.replace(config, view=args.view)
+    try:
+        config = with_settings(config, args.set)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out).expanduser()
     try:
         metrics = run_experiment(out, config, log=lambda line: print(line, flush=True))
