@@ -195,6 +195,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["pretrain_freeze_tower=1"], "expected a bool"),
         (["location_kinds='relative'"], "expected a tuple"),
         (["reach_demos=10"], "needs chunk_moves"),  # the config's own check, with chunk_moves 0
+        (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

@@ -260,6 +260,9 @@ class ExperimentConfig:
             raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
         if self.reach_demos and not self.chunk_moves:
             raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
+        if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:
+            raise ValueError(f"rehearsal_scenes rehearses pretraining scenes: 0 to pretrain_scenes ({self.pretrain_scenes}), "
+                             f"got {self.rehearsal_scenes}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
