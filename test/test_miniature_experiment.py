@@ -191,9 +191,9 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["reach_demos"], "KEY=VALUE"),
         (["spec=1"], "spec excepted"),
         (["reach_demos=lots"], "not a Python literal"),
-        (["reach_demos=True"], "expected a int"),
-        (["pretrain_freeze_tower=1"], "expected a bool"),
-        (["location_kinds='relative'"], "expected a tuple"),
+        (["reach_demos=True"], "of type int"),
+        (["pretrain_freeze_tower=1"], "of type bool"),
+        (["location_kinds='relative'"], "of type tuple"),
         (["reach_demos=10"], "needs chunk_moves"),  # the config's own check, with chunk_moves 0
         (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
     ]:

@@ -55,7 +55,7 @@ def _as_setting(key: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ValueError(f"--set {key}: expected a {type(default).__name__}, got {value!r}")
+        raise ValueError(f"--set {key}: expected a value of type {type(default).__name__}, got {value!r}")
     return value
 
 
