@@ -241,6 +241,9 @@ def test_pretraining_examples_are_collator_ready(tmp_path):
     assert {"caption", "translate", "verify"} <= stages
     langs = {e["meta"]["lang"] for e in examples}
     assert langs == {"en", "es"}
+    # every scene's example names its scene (a rehearsal picks by it); completion cases name none
+    assert {e["meta"].get("scene") for e in examples if e["stage"] != "verify"} == set(range(6))
+    assert all("scene" not in e["meta"] for e in examples if e["stage"] == "verify")
     for e in examples:
         assert e["messages"][-1]["role"] == "assistant" and e["messages"][-1]["content"][0]["text"]
         images = sum(1 for m in e["messages"] for c in m["content"] if c["type"] == "image")

@@ -347,13 +347,12 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
 
 
 def rehearsal_examples(pretrain_examples: Sequence[dict[str, Any]], scenes: int, dataset_dir: Path) -> list[dict[str, Any]]:
-    """The pretraining examples of scene seeds below `scenes` (vqa.pretraining_examples ids
-    "qa-<seed>-<n>"; the completion cases are left out) as dataset lines of REHEARSAL_STAGE,
-    their images relative to dataset_dir as the dataset's own are."""
+    """The pretraining examples of scene seeds below `scenes` (their meta's "scene"; the
+    completion cases have none and are left out) as dataset lines of REHEARSAL_STAGE, their
+    images relative to dataset_dir as the dataset's own are."""
     rows = []
     for example in pretrain_examples:
-        kind, seed, _ = example["id"].split("-", 2)
-        if kind == "qa" and int(seed) < scenes:
+        if example["meta"].get("scene", scenes) < scenes:
             rows.append({**example, "stage": REHEARSAL_STAGE, "episode_id": example["id"], "split": "train",
                          "meta": {**example.get("meta", {}), "kind": example["stage"]},
                          "images": [os.path.relpath(Path(p).resolve(), Path(dataset_dir).resolve()) for p in example["images"]]})

@@ -656,7 +656,9 @@ def pretraining_examples(
         copy_rng = random.Random(f"vlm2vla-mini-copy:{seed}")
         items += [copy_qa(world, task, copy_rng) for _ in range(copies_per_scene)]
         for qa in items:
-            examples.append(_qa_example(f"qa-{seed}-{len(examples)}", qa, image))
+            example = _qa_example(f"qa-{seed}-{len(examples)}", qa, image)
+            example["meta"]["scene"] = seed  # what a rehearsal picks its scenes by
+            examples.append(example)
     for seed in verify_seeds:
         rng = random.Random(f"vlm2vla-mini-verify:{seed}")
         kind = TASK_KINDS[seed % len(TASK_KINDS)]
