@@ -7,6 +7,7 @@ import gc
 import json
 import math
 import os
+import threading
 import time
 
 import pytest
@@ -14,7 +15,9 @@ import pytest
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 rclpy = pytest.importorskip("rclpy")
 
+import numpy as np  # noqa: E402
 from background_spin import background_spin  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 
 from vlm2vla_ros import topics  # noqa: E402
@@ -175,9 +178,8 @@ def test_camera_silence_trips_the_watchdog(rig):
         ev = rig.wait_event(tid, ("aborted", "failed", "done"))
         assert ev["event"] == "aborted" and "watchdog: no camera frame" in ev["reason"], ev
         assert ev["steps_executed"] < 8
-        # with no camera, a new chunk never starts moving. Sent a watchdog period after the abort:
-        # a frame captured before the stop can reach the executor's callback late on a loaded
-        # machine, and the watchdog counts a frame's age from its receipt.
+        # with no camera, a new chunk never starts moving. Sent a watchdog period after the abort,
+        # so that the last frame is too old by its receipt as well as by its capture stamp.
         time.sleep(1.0)
         rig.send_chunk("wd-2", steps=[[1.0, 0.0, 0.0, 1]])
         ev = rig.wait_event("wd-2", ("aborted", "done", "rejected", "failed"))
@@ -185,6 +187,81 @@ def test_camera_silence_trips_the_watchdog(rig):
         assert ev["event"] == "rejected" and ev["steps_executed"] == 0 and "not started: watchdog" in ev["reason"]
     finally:  # later tests in this module need the camera
         camera.resume_publishing()
+        time.sleep(0.5)
+
+
+def test_frames_captured_long_ago_do_not_count_as_fresh(rig):
+    """A frame that arrives now but was captured before the watchdog limit (a queue held it, or
+    a bag replays it) does not let a chunk start; the camera's own frames then do again."""
+    from rclpy.duration import Duration
+
+    from vlm2vla_ros.nodes.images import to_msg
+
+    camera = rig.graph.by_name["camera_node"]
+    old_pub = rig.node.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
+    camera.stop_publishing()
+    backend = rig.graph.backend
+    before = backend.world.gripper
+    try:
+        frame = np.zeros((8, 8, 3), np.uint8)
+        for _ in range(10):  # receipt stays fresh throughout; the capture stamps are 5 s old
+            old_pub.publish(to_msg(frame, (rig.node.get_clock().now() - Duration(seconds=5)).to_msg(), "camera"))
+            time.sleep(0.05)
+        rig.send_chunk("old-1", steps=[[1.0, 0.0, 0.0, 1]])
+        ev = rig.wait_event("old-1", ("aborted", "done", "rejected", "failed"))
+        assert ev["event"] == "rejected" and ev["steps_executed"] == 0, ev
+        assert "not started: watchdog: no camera frame" in ev["reason"] and "captured 5." in ev["reason"], ev
+        assert backend.world.gripper == before
+    finally:
+        camera.resume_publishing()
+        rig.node.destroy_publisher(old_pub)
+        time.sleep(0.5)
+    tid = rig.start_chunk("old-2", steps=[[1.0, 0.0, 0.0, 1]])
+    assert rig.wait_event(tid, ("done", "aborted"))["event"] == "done"
+
+
+def test_the_after_frame_is_one_captured_after_the_chunk_ended(rig):
+    """Frames that arrive 0.3 s after their capture (fresh enough for the watchdog): the frame the
+    verifier is given as "after" must still be one captured once the motion had ended, not the
+    first one received after it."""
+    from rclpy.duration import Duration
+
+    from vlm2vla_ros.nodes.images import to_msg
+
+    camera = rig.graph.by_name["camera_node"]
+    late_pub = rig.node.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
+    clock, backend, frame = rig.node.get_clock(), rig.graph.backend, np.zeros((8, 8, 3), np.uint8)
+    stop = threading.Event()
+
+    def late_frames():
+        while not stop.is_set():
+            late_pub.publish(to_msg(frame, (clock.now() - Duration(seconds=0.3)).to_msg(), "camera"))
+            time.sleep(0.03)
+
+    move_ends_ns = []
+    sim_move_by = backend.move_by
+
+    def timed_move_by(delta, timeout_s):  # the sim sleeps through a move; note when it ends
+        sim_move_by(delta, timeout_s)
+        move_ends_ns.append(clock.now().nanoseconds)
+
+    backend.move_by = timed_move_by
+    camera.stop_publishing()
+    feeder = threading.Thread(target=late_frames, daemon=True)
+    feeder.start()
+    try:
+        time.sleep(0.3)
+        tid = rig.start_chunk("after-1", steps=[[10.0, 0.0, 0.0, 1], [-10.0, 0.0, 0.0, 1]])  # forth and back
+        done = rig.wait_event(tid, ("done", "aborted", "failed"))
+        assert done["event"] == "done" and len(move_ends_ns) == 2, (done, move_ends_ns)
+        # the first frame received after the end was captured about 0.3 s before it
+        assert done["after_stamp_ns"] >= move_ends_ns[-1], (done["after_stamp_ns"] - move_ends_ns[-1]) / 1e9
+    finally:
+        del backend.move_by
+        stop.set()
+        feeder.join()
+        camera.resume_publishing()
+        rig.node.destroy_publisher(late_pub)
         time.sleep(0.5)
 
 

@@ -11,7 +11,14 @@ from vlm2vla_ros.action_language.types import ActionChunk, ActionStep
 from vlm2vla_ros.robot.config import RobotConfig
 from vlm2vla_ros.robot.embodiment import AxisMap, EmbodimentConfig, step_to_joint_delta
 from vlm2vla_ros.robot.interface import JointDelta, JointState, RobotStatus
-from vlm2vla_ros.robot.safety import PerJoint, SafeCommand, SafetyConfig, check_move, validate_chunk
+from vlm2vla_ros.robot.safety import (
+    PerJoint,
+    SafeCommand,
+    SafetyConfig,
+    camera_frame_problem,
+    check_move,
+    validate_chunk,
+)
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "stretch_re1.yaml"
 READY = RobotStatus(JointState(0.5, 0.2, 0.0, 0.0), homed=True, runstopped=False)
@@ -229,3 +236,22 @@ def test_check_move_catches_what_a_stale_plan_would_do():
     assert "not a finite" in check_move(JointState(0.5, 0.2, 0.0, 0.0), _cmd(base=math.nan), anchor, cfg)
     assert "gripper" in check_move(JointState(0.5, 0.2, 0.0, 0.0), _cmd(pct=math.nan), anchor, cfg)
     assert "measured position" in check_move(JointState(0.5, math.nan, 0.0, 0.0), _cmd(), anchor, cfg)
+
+
+def test_a_camera_frame_is_as_old_as_the_older_of_its_receipt_and_its_capture():
+    fresh = camera_frame_problem(0.1, 0.15, 2.0, "/camera/image_raw")
+    assert fresh == ""
+    assert camera_frame_problem(0.1, None, 2.0, "/cam") == ""  # unstamped: receipt alone
+    never = camera_frame_problem(None, None, 2.0, "/cam")
+    assert never.startswith("watchdog: no camera frame on /cam for ever")
+    silent = camera_frame_problem(2.5, 0.1, 2.0, "/cam")
+    assert "for 2.5 s (limit 2.0 s)" in silent
+    # received just now, captured long ago: a frame that waited in a queue, or a replayed bag
+    queued = camera_frame_problem(0.05, 3.2, 2.0, "/cam")
+    assert queued.startswith("watchdog: no camera frame on /cam captured in the last 2.0 s")
+    assert "captured 3.2 s ago" in queued
+    # stamped from a clock that runs ahead: the age cannot be trusted
+    ahead = camera_frame_problem(0.05, -4.0, 2.0, "/cam")
+    assert "4.0 s ahead of the executor's clock" in ahead and "watchdog_checks_stamp" in ahead
+    # small offsets either way (capture latency, clock jitter) are within the limit
+    assert camera_frame_problem(0.05, -1.9, 2.0, "/cam") == camera_frame_problem(1.9, 1.9, 2.0, "/cam") == ""

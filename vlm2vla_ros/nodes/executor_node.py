@@ -5,7 +5,9 @@ Subscribes /policy/action_chunk, /camera/image_raw (liveness + before/after stam
 /executor/event and /executor/status. All checking and motion is done by
 robot.executor.ChunkExecutor; this node only decides *when* to abort:
 - e-stop true on /executor/estop (acts at once, mid-chunk; chunks are refused until false);
-- watchdog: no image for `watchdog_timeout_s`, or no policy heartbeat for `heartbeat_timeout_s`;
+- watchdog: no image received, or none captured, in the last `watchdog_timeout_s` (the capture
+  stamp is read on the executor's clock, as on the robot), or no policy heartbeat for
+  `heartbeat_timeout_s`;
 - the chunk's task was pre-empted or ended; node shutdown, SIGINT or SIGTERM.
 With backend "sim" and `sim_camera: true` it also renders and publishes the simulated head
 camera, so the robot half of the graph can run the sim in one process without camera_node.
@@ -23,6 +25,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Header, String
 
 from .. import topics
+from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
 from ..topics import PayloadError, decode
@@ -37,6 +40,7 @@ class ExecutorNodeConfig:
     robot_config: str = ""  # embodiment + safety YAML; '' = the package's config/stretch_re1.yaml
     dry_run: bool = False  # plan and report every chunk, move nothing
     watchdog_timeout_s: float = 2.0  # no camera frame for this long while executing -> stop
+    watchdog_checks_stamp: bool = True  # a frame's age is also counted from its capture stamp (same clock)
     heartbeat_timeout_s: float = 5.0  # no policy heartbeat for this long while executing -> stop (0: off)
     after_image_timeout_s: float = 3.0  # wait this long for a frame taken after the chunk
     sim_camera: bool = False  # backend sim: also publish the rendered head camera
@@ -195,15 +199,23 @@ class ExecutorNode(Node):
         if self._shutting_down:
             return "the executor is shutting down"
         last = self._last_image
-        if last is None or now - last[1] > c.watchdog_timeout_s:
-            age = "ever" if last is None else f"{now - last[1]:.1f} s"
-            return f"watchdog: no camera frame on {topics.IMAGE.name} for {age} (limit {c.watchdog_timeout_s} s)"
+        problem = camera_frame_problem(
+            None if last is None else now - last[1], self._captured_age_s(last), c.watchdog_timeout_s, topics.IMAGE.name
+        )
+        if problem:
+            return problem
         if c.heartbeat_timeout_s > 0 and now - self._last_heartbeat > c.heartbeat_timeout_s:
             return (
                 f"watchdog: no policy heartbeat on {topics.POLICY_HEARTBEAT.name} for more than "
                 f"{c.heartbeat_timeout_s} s (is the policy process gone?)"
             )
         return ""
+
+    def _captured_age_s(self, last: tuple[int, float] | None) -> float | None:
+        """Seconds since the frame was captured, on this node's clock (None: unstamped or not checked)."""
+        if last is None or last[0] == 0 or not self.config.watchdog_checks_stamp:
+            return None
+        return (self.get_clock().now().nanoseconds - last[0]) / 1e9
 
     def _abort(self, reason: str) -> None:
         """Stop the running chunk now (from any thread); the report carries the reason."""
@@ -224,7 +236,7 @@ class ExecutorNode(Node):
                          before_stamp_ns=before[0] if before else 0, after_stamp_ns=0)
             return
         report = self.chunks.execute(order.chunk, self._should_abort)
-        after = self._wait_for_image_after(monotonic())
+        after = self._wait_for_image_after(monotonic(), self.get_clock().now().nanoseconds)
         reason = report.reason
         if report.status not in ("done", "dry_run") and self._abort_reason and self._abort_reason not in reason:
             reason = f"{reason} ({self._abort_reason})"
@@ -247,13 +259,16 @@ class ExecutorNode(Node):
         self._event(order, event, **fields)
         self._publish_status()
 
-    def _wait_for_image_after(self, t: float) -> int:
-        """Stamp of the first frame received after monotonic time t (0 if none in time)."""
+    def _wait_for_image_after(self, t: float, t_clock_ns: int) -> int:
+        """Stamp of the first frame received after monotonic time t and, when stamps are checked,
+        captured at or after t_clock_ns on this node's clock (0 if none in time): the verifier
+        must judge the scene the chunk left, not one captured while it was still moving."""
         deadline = t + self.config.after_image_timeout_s
+        by_stamp = self.config.watchdog_checks_stamp
         with self._image_cond:
             while True:
                 last = self._last_image
-                if last is not None and last[1] > t:
+                if last is not None and last[1] > t and (not by_stamp or last[0] == 0 or last[0] >= t_clock_ns):
                     return last[0]
                 remaining = deadline - monotonic()
                 if remaining <= 0 or self._shutting_down:

@@ -184,6 +184,32 @@ def _finite_joints(state: Any, what: str) -> str:
     return ""
 
 
+def camera_frame_problem(received_age_s: float | None, captured_age_s: float | None, limit_s: float, topic: str) -> str:
+    """'' when the last camera frame is recent enough to move on, else one sentence saying why not.
+
+    A frame is as old as the older of two ages: since the executor received it (the camera
+    stopped) and, when it carries a capture stamp, since it was captured (a frame that waited in
+    a callback queue, or one replayed from a bag). A stamp further in the future than the limit
+    means the camera's clock is not the executor's; an age that cannot be trusted is refused.
+    `received_age_s` None: no frame yet; `captured_age_s` None: the frame has no stamp.
+    """
+    if received_age_s is None or received_age_s > limit_s:
+        age = "ever" if received_age_s is None else f"{received_age_s:.1f} s"
+        return f"watchdog: no camera frame on {topic} for {age} (limit {limit_s} s)"
+    if captured_age_s is not None and captured_age_s > limit_s:
+        return (
+            f"watchdog: no camera frame on {topic} captured in the last {limit_s} s (the last one "
+            f"received was captured {captured_age_s:.1f} s ago)"
+        )
+    if captured_age_s is not None and captured_age_s < -limit_s:
+        return (
+            f"watchdog: the camera frames on {topic} are stamped {-captured_age_s:.1f} s ahead of the "
+            "executor's clock; the camera's clock must be the executor's (or set watchdog_checks_stamp "
+            "false to count a frame's age from its receipt only)"
+        )
+    return ""
+
+
 def status_problem(status: Any, cfg: SafetyConfig) -> str:
     """'' when the robot may move, else one sentence saying why not."""
     if not isinstance(status, RobotStatus):
