@@ -112,13 +112,16 @@ def test_report_and_metrics(run):
     assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (4, 6)
     assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
     assert '1 of every 4 examples were "move above" completion cases about new scenes' in report
-    # --quick: the vision tower's reading phase, two steps of two new near scenes, after its own pretraining
+    # --quick: the vision tower's reading phase by colour, two steps of two new near scenes of 1-3
+    # blocks, after its own pretraining
     assert list(metrics["timings_s"])[2:4] == [
         "pretraining the vision tower (heat maps, scene summary)",
-        "pretraining the vision tower: where a lone block is from the gripper, new scenes every batch",
+        "pretraining the vision tower: where each colour's block is from the gripper, new scenes every batch",
     ]
     assert metrics["vision_reading"]["steps"] == 2 and len(metrics["vision_reading"]["losses"]) == 2
-    assert "- vision tower: after its own pretraining, 2 steps of reading where a lone block is from the gripper" in report
+    assert metrics["vision_reading"]["blocks"] == 3
+    assert ("- vision tower: after its own pretraining, 2 steps of reading where each colour's block is, in scenes of "
+            "1-3 blocks, from the gripper") in report
     # --quick: chunks of one merged move each, and two pick-ups from starts near the block among the episodes
     assert metrics["action_data"]["reach_demos"] == 2
     examples = [json.loads(line) for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
@@ -196,6 +199,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["location_kinds='relative'"], "of type tuple"),
         (["reach_demos=10"], "needs chunk_moves"),  # the config's own check, with chunk_moves 0
         (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
+        (["reading_blocks=0"], "at least 1"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

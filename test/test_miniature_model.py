@@ -160,3 +160,31 @@ def test_train_reading_trains_the_tower_and_projection_on_new_scenes_and_leaves_
     (block,) = world.objects
     assert block_from_gripper_cm(world) == pytest.approx(
         [100 * (block.x - world.gripper_x), 100 * (block.y - world.gripper_y), 100 * (block.top - world.gripper_z)], abs=1e-4)
+
+
+def test_train_reading_by_colour_gives_every_present_colours_place(examples_and_model_dir):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.model import load_model
+    from vlm2vla_ros.miniature.vision import blocks_by_colour_cm, train_reading
+    from vlm2vla_ros.sim.scene import BLOCK_COLOURS
+
+    colours = sorted(BLOCK_COLOURS)
+    world = next(w for w in vqa.near_scenes(range(40), blocks=3) if len(w.objects) == 3)
+    places, present = blocks_by_colour_cm(world, colours)
+    assert places.shape == (len(colours), 3) and present.shape == (len(colours), 1)
+    assert sorted(colours[k] for k in present[:, 0].nonzero()[0]) == sorted(b.colour for b in world.objects)
+    for block in world.objects:
+        assert places[colours.index(block.colour)] == pytest.approx(
+            [100 * (block.x - world.gripper_x), 100 * (block.y - world.gripper_y), 100 * (block.top - world.gripper_z)],
+            abs=1e-4)
+    assert not places[present[:, 0] == 0].any()
+
+    _, model_dir = examples_and_model_dir
+    model, processor = load_model(model_dir)
+    before = _snapshot(model)
+    asked, draw = _recorded(lambda step: vqa.near_scenes(range(10 * step, 10 * step + 4), blocks=3))
+    losses = train_reading(model, processor, draw, steps=3, learning_rate=1e-2, seed=0, image_size=64, view="gripper",
+                           colours=colours)
+    assert asked == [0, 1, 2] and len(losses) == 3 and all(0 < loss < float("inf") for loss in losses)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any("vision_tower" in n for n in changed) and not any("language_model" in n for n in changed)

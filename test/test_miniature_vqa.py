@@ -184,6 +184,16 @@ def test_near_scenes_put_the_gripper_above_a_lone_block():
     assert [w.gripper for w in vqa.near_scenes(range(40))] == [w.gripper for w in worlds]  # seeded
 
 
+def test_near_scenes_of_up_to_three_blocks_put_the_gripper_near_one_of_them():
+    worlds = vqa.near_scenes(range(60), blocks=3)
+    assert {len(w.objects) for w in worlds} == {1, 2, 3}
+    for world in worlds:
+        assert all(b.kind == BLOCK and b.resting_on == TABLE and not b.held for b in world.objects)
+        assert len({b.colour for b in world.objects}) == len(world.objects)  # one block a colour
+        assert min(np.hypot(b.x - world.gripper_x, b.y - world.gripper_y) for b in world.objects) <= vqa.NEAR_RADIUS_M + 1e-9
+    assert [w.gripper for w in vqa.near_scenes(range(60), blocks=3)] == [w.gripper for w in worlds]  # seeded
+
+
 def test_near_location_examples_ask_about_the_block_by_the_gripper():
     examples = vqa.location_examples(range(40), blocks=1, image_size=64, kinds=("relative",), near=True)
     for e in examples:

@@ -41,6 +41,7 @@ from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
+from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
@@ -79,6 +80,10 @@ class ExperimentConfig:
     vqa.near_scenes). The heat maps and summary leave that reading 2.9 cm off; this phase takes
     it to about 1 cm. The VLM pretraining wears it away again unless the tower is frozen
     (pretrain_freeze_tower), which left a verifier that retries everything (finding 17)."""
+    reading_blocks: int = 1
+    """Blocks per reading scene: 1 reads the lone block; more draws one to this many per scene and
+    trains the head to give every present colour's place (vision.blocks_by_colour_cm), which the
+    lone reading leaves at about 5 cm and binding a colour to its block needs (finding 20)."""
     reading_batch: int = 64
     reading_lr: float = 3e-4
     reading_first_seed: int = 4_000_000
@@ -229,6 +234,7 @@ class ExperimentConfig:
             location_kinds=("location", "relative", "direction"),
             location_near=True,
             reading_steps=2,
+            reading_blocks=3,
             reading_batch=2,
             copy_steps=2,
             copies_per_scene=1,
@@ -262,6 +268,8 @@ class ExperimentConfig:
             raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
         if self.reach_demos and not self.chunk_moves:
             raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
+        if self.reading_blocks < 1:
+            raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:
             raise ValueError(f"rehearsal_scenes rehearses pretraining scenes: 0 to pretrain_scenes ({self.pretrain_scenes}), "
                              f"got {self.rehearsal_scenes}")
@@ -638,11 +646,13 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         )
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
     if c.reading_steps:
-        with run.stage("pretraining the vision tower: where a lone block is from the gripper, new scenes every batch"):
-            near = draw_new_seeds(c.reading_first_seed, c.reading_batch, vqa.near_scenes)
+        read = "a lone block" if c.reading_blocks == 1 else "each colour's block"
+        with run.stage(f"pretraining the vision tower: where {read} is from the gripper, new scenes every batch"):
+            near = draw_new_seeds(c.reading_first_seed, c.reading_batch, lambda seeds: vqa.near_scenes(seeds, c.reading_blocks))
             reading_losses = train_reading(model, processor, near, c.reading_steps, c.reading_lr, c.seed, c.image_size, c.view,
-                                           log=log, log_every=max(1, c.reading_steps // 5))
-            metrics["vision_reading"] = {"steps": c.reading_steps, "losses": reading_losses}
+                                           log=log, log_every=max(1, c.reading_steps // 5),
+                                           colours=sorted(BLOCK_COLOURS) if c.reading_blocks > 1 else ())
+            metrics["vision_reading"] = {"steps": c.reading_steps, "blocks": c.reading_blocks, "losses": reading_losses}
     train_tower = not c.pretrain_freeze_tower
     weights = "all weights" if train_tower else "vision tower frozen"
 
@@ -932,8 +942,10 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
-        *([f"- vision tower: after its own pretraining, {m['vision_reading']['steps']} steps of reading where a lone block "
-           f"is from the gripper, {c['reading_batch']} new scenes a step (lr {c['reading_lr']});"] if m.get("vision_reading") else []),
+        *([f"- vision tower: after its own pretraining, {m['vision_reading']['steps']} steps of reading "
+           + ("where a lone block is" if m["vision_reading"].get("blocks", 1) == 1
+              else f"where each colour's block is, in scenes of 1-{m['vision_reading']['blocks']} blocks,")
+           + f" from the gripper, {c['reading_batch']} new scenes a step (lr {c['reading_lr']});"] if m.get("vision_reading") else []),
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
         + copy_phase
         + "".join(f"{p['steps']} steps of {asked} about new scenes of {p['blocks']} block(s) every batch "

@@ -143,6 +143,19 @@ def block_from_gripper_cm(world: SimWorld) -> np.ndarray:
     return np.array([block.x - gx, block.y - gy, block.top - gz], dtype=np.float32) * 100
 
 
+def blocks_by_colour_cm(world: SimWorld, colours: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(len(colours), 3) where the top of each colour's block is from the gripper's fingertips, in
+    cm (zeros for a colour not in the world), and (len(colours), 1) 1 for the colours present."""
+    places = np.zeros((len(colours), 3), dtype=np.float32)
+    present = np.zeros((len(colours), 1), dtype=np.float32)
+    gx, gy, gz = world.gripper
+    for block in world.objects:
+        k = colours.index(block.colour)
+        places[k] = np.array([block.x - gx, block.y - gy, block.top - gz]) * 100
+        present[k] = 1
+    return places, present
+
+
 def train_reading(
     model: Any,
     processor: Any,
@@ -154,11 +167,14 @@ def train_reading(
     view: str,
     log: Callable[[str], None] | None = None,
     log_every: int = 100,
+    colours: Sequence[str] = (),
 ) -> list[float]:
     """Train the tower and the image projection, with a temporary linear head on all the image
     tokens the language model gets, to give where a lone block is from the gripper
     (block_from_gripper_cm) on draw(step)'s new one-block scenes; returns the losses (mean
-    squared error in units of 10 cm).
+    squared error in units of 10 cm). With `colours`, the head gives every colour's place
+    instead (blocks_by_colour_cm, the loss over the colours present), on scenes of any number of
+    blocks: a reading that says which block is where, as binding needs (finding 20).
 
     The heat maps and the scene summary spread the tower over everything; after them the tokens
     placed a lone block to 2.9 cm (17% within a grasp's 1.5 cm, by a ridge probe), and a language
@@ -169,7 +185,7 @@ def train_reading(
 
     inner = model.model
     torch.manual_seed(seed)
-    head = torch.nn.Linear(model.config.mm_tokens_per_image * model.config.text_config.hidden_size, 3)
+    head = torch.nn.Linear(model.config.mm_tokens_per_image * model.config.text_config.hidden_size, 3 * max(1, len(colours)))
     params = list(inner.vision_tower.parameters()) + list(inner.multi_modal_projector.parameters()) + list(head.parameters())
     optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     losses: list[float] = []
@@ -178,9 +194,14 @@ def train_reading(
     for step in range(steps):
         worlds = draw(step)
         pixels = pixel_values(processor, worlds, image_size, view)
-        target = torch.from_numpy(np.stack([block_from_gripper_cm(w) for w in worlds])) / 10
         tokens = inner.get_image_features(pixels).pooler_output.flatten(1)
-        loss = torch.nn.functional.mse_loss(head(tokens), target)
+        if colours:
+            places, present = zip(*(blocks_by_colour_cm(w, colours) for w in worlds))
+            target, mask = torch.from_numpy(np.stack(places)) / 10, torch.from_numpy(np.stack(present))
+            loss = ((head(tokens).view_as(target) - target).pow(2) * mask).sum() / (mask.sum() * 3)
+        else:
+            target = torch.from_numpy(np.stack([block_from_gripper_cm(w) for w in worlds])) / 10
+            loss = torch.nn.functional.mse_loss(head(tokens), target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

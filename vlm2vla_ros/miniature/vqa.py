@@ -501,14 +501,15 @@ def _laid_out(seeds: Sequence[int], stream: str) -> Iterator[tuple[int, random.R
         yield seed, rng, world, task
 
 
-def near_scenes(seeds: Sequence[int]) -> list[SimWorld]:
-    """Per seed make_scene lays out: its scene cut down to one block on the table, the gripper
-    near it (place_gripper_near), open or closed; the vision tower's reading phase trains on these."""
+def near_scenes(seeds: Sequence[int], blocks: int = 1) -> list[SimWorld]:
+    """Per seed make_scene lays out: its scene cut down to one block on the table (with blocks > 1,
+    to one up to that many, drawn per scene), the gripper near one of them (place_gripper_near),
+    open or closed; the vision tower's reading phase trains on these."""
     worlds = []
     for _, rng, scene, _ in _laid_out(seeds, "near"):
-        world = blocks_on_table(scene, 1, rng)
+        world = blocks_on_table(scene, 1 if blocks == 1 else rng.randint(1, blocks), rng)
         if world.objects:
-            place_gripper_near(world, world.objects[0], rng)
+            place_gripper_near(world, world.objects[0] if blocks == 1 else rng.choice(world.objects), rng)
             world.gripper_open = rng.random() >= RANDOM_GRIPPER_CLOSED
             worlds.append(world)
     return worlds
