@@ -87,6 +87,12 @@ def test_report_and_metrics(run):
         counted = sum(chain[model]["expert_subtasks"]["verdicts"].values())
         assert counted == episode["cycles"] - (not episode["ended"].startswith(("all subtasks", "cycle limit")))
     assert "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |" in report
+    # and again by subtask: the expert's replay judged on each of its three subtasks at least once
+    for run in (chain["expert_verifier"], chain["vlm2vla"]["expert_subtasks"], chain["baseline"]["expert_subtasks"]):
+        by_subtask = run["verdicts_by_subtask"]
+        assert {k: sum(c[k] for c in by_subtask.values()) for k in run["verdicts"]} == run["verdicts"]
+    assert set(chain["expert_verifier"]["verdicts_by_subtask"]) == {"move_above", "grasp", "lift"}
+    assert "| the expert: move above |" in report and "| the expert: lift |" in report
     assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
     assert list(metrics["timings_s"])[-2:] == ["evaluation: which link fails (the named objects alone)",
                                                "evaluation: copying (held-out texts)"]
@@ -108,10 +114,11 @@ def test_report_and_metrics(run):
     asked = "questions of kinds location, relative, direction (the gripper near the block) about new scenes"
     assert f"{asked} of 3 block(s)" in report and "vision tower frozen" in report
     # and location_mix 1: one example of every batch of the first kinds and the mixture is new
-    # and verify_mix 1: one more example of every such batch is a new "move above" completion case
+    # and verify_mix 1: one more example of every such batch is a new completion case, of "move
+    # above", "grasp" and "lift" in turn
     assert (metrics["pretrain_first"]["new_examples"], metrics["pretrain"]["new_examples"]) == (4, 6)
     assert f"1 of every 4 examples were {asked} of 1 block(s)" in report
-    assert '1 of every 4 examples were "move above" completion cases about new scenes' in report
+    assert '1 of every 4 examples were "move above" / "grasp" / "lift" completion cases about new scenes' in report
     # --quick: the vision tower's reading phase by colour, two steps of two new near scenes of 1-3
     # blocks, after its own pretraining
     assert list(metrics["timings_s"])[2:4] == [
@@ -189,6 +196,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
     assert config.location_phases == ((1, 400), (3, 2000)) and config.location_kinds == ("relative", "direction")
     assert config.lora_lr == 1.0 and isinstance(config.lora_lr, float)
     assert with_settings(base, []) == base
+    assert with_settings(base, ["verify_mix_subtasks=['grasp', 'lift']"]).verify_mix_subtasks == ("grasp", "lift")
     for pairs, message in [
         (["no_such_setting=1"], "KEY one of the experiment's settings"),
         (["reach_demos"], "KEY=VALUE"),
@@ -200,6 +208,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["reach_demos=10"], "needs chunk_moves"),  # the config's own check, with chunk_moves 0
         (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
         (["reading_blocks=0"], "at least 1"),
+        (["verify_mix_subtasks=('grasp', 'place')"], "completion cases exist for"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

@@ -369,7 +369,7 @@ def test_move_above_cases_judge_the_first_subtask_from_two_images():
     for case in cases:
         assert case["stage"] == "verify" and len(case["images"]) == 2
         assert case["images"][0].size == (32, 32)
-    for case, (_, _, _, task, lang) in zip(cases, vqa.move_above_worlds(seeds)):
+    for case, (_, _, _, task, _, lang) in zip(cases, vqa.move_above_worlds(seeds)):
         question = case["messages"][0]["content"][-1]["text"]
         assert f"Subtask the robot was working on: {task.subtasks(lang)[0]}\n" in question
     again = vqa.move_above_cases(range(6_000_000, 6_000_005), image_size=32)
@@ -382,7 +382,8 @@ def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
 
     done = 0
     worlds = list(vqa.move_above_worlds(range(6_000_000, 6_000_060)))
-    for _, before, after, task, lang in worlds:
+    for _, before, after, task, index, lang in worlds:
+        assert index == 0
         sub = task.plan[0]
         assert sub.action == MOVE_ABOVE and lang in vqa.LANGS
         block_before, block_after = before.object(str(sub.obj)), after.object(str(sub.obj))
@@ -397,3 +398,84 @@ def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
         done += off <= vqa.ABOVE_BLOCK_M
     assert len(worlds) >= 50 and 0.3 < done / len(worlds) < 0.7
     assert any(len(w[1].objects) == 1 for w in worlds) and any(len(w[1].objects) > 1 for w in worlds)
+
+
+def test_grasp_worlds_close_on_the_block_or_beside_it():
+    """The verifier's grasp cases: before, the gripper open over the block; after, lowered into its
+    height and closed (or left open); done exactly when the world says the block is held, which
+    it is within the grasp tolerance and never when the gripper stayed open."""
+    import math
+
+    from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
+
+    worlds = list(vqa.grasp_worlds(range(6_100_000, 6_100_080)))
+    held = left_open = closed_beside = 0
+    for _, before, after, task, index, lang in worlds:
+        sub = task.plan[index]
+        assert sub.action == GRASP and lang in vqa.LANGS
+        assert all(s.action != GRASP for s in task.plan[:index])
+        block = before.object(str(sub.obj))
+        assert before.gripper_open and before.held is None
+        assert math.hypot(before.gripper_x - block.x, before.gripper_y - block.y) <= vqa.ABOVE_BLOCK_M + 1e-6
+        assert before.gripper_z > block.top
+        after_block = after.object(str(sub.obj))
+        off = math.hypot(after.gripper_x - after_block.x, after.gripper_y - after_block.y)
+        assert off <= vqa.GRASP_MISS_M + 1e-6 and after.gripper_z < block.top
+        done = vqa.subtask_done(after, sub)
+        assert done == (after.held is not None and after.held.name == sub.obj)
+        if after.gripper_open:
+            assert not done
+            left_open += 1
+        elif off <= GRASP_TOLERANCE_XY_M - 1e-6:
+            assert done, "a close within the tolerance, in the block's height, holds it"
+            held += 1
+        else:
+            assert not done
+            closed_beside += 1
+    assert len(worlds) >= 70
+    assert held >= 15 and closed_beside >= 15 and left_open >= 8
+
+
+def test_lift_worlds_are_done_only_when_the_block_went_up():
+    worlds = list(vqa.lift_worlds(range(6_200_000, 6_200_080)))
+    done = empty = 0
+    for _, before, after, task, index, _ in worlds:
+        sub = task.plan[index]
+        assert sub.action == LIFT and not before.gripper_open
+        assert after.gripper_z >= before.gripper_z and after.gripper_x == before.gripper_x
+        if before.held is None:
+            empty += 1
+            assert not vqa.subtask_done(after, sub)
+            continue
+        assert before.held.name == sub.obj
+        lifted = after.object(str(sub.obj)).z >= vqa.LIFTED_M
+        assert vqa.subtask_done(after, sub) == lifted
+        done += lifted
+    assert len(worlds) >= 70 and empty >= 8 and 15 <= done <= len(worlds) - empty - 15
+
+
+def test_completion_cases_take_turns_by_seed_and_refuse_unknown_subtasks():
+    """The verify mix over several subtasks: seed % 3 picks move above / grasp / lift, each case
+    labelled by its own world; the move-above-only mix is move_above_cases itself."""
+    from vlm2vla_ros.policy import prompts
+
+    order = (MOVE_ABOVE, GRASP, LIFT)
+    seeds = range(6_300_000, 6_300_030)
+    cases = vqa.completion_cases(seeds, order, image_size=32)
+    names = {MOVE_ABOVE: "move-above", GRASP: "grasp", LIFT: "lift"}
+    expected = {}
+    for sub, make_worlds in vqa.COMPLETION_WORLDS.items():
+        for seed, _, after, task, index, lang in make_worlds([s for s in seeds if order[s % 3] == sub]):
+            expected[f"{names[sub]}-{seed}"] = (task.subtasks(lang)[index], vqa.subtask_done(after, task.plan[index]))
+    assert [c["id"] for c in cases] == sorted(expected, key=lambda i: int(i.rsplit("-", 1)[1]))
+    assert {c["id"].rsplit("-", 1)[0] for c in cases} == set(names.values())
+    for case in cases:
+        subtask, done = expected[case["id"]]
+        assert f"Subtask the robot was working on: {subtask}\n" in case["messages"][0]["content"][-1]["text"]
+        assert case["messages"][-1]["content"][0]["text"] == prompts.verify_answer(done)
+        assert len(case["images"]) == 2 and case["images"][0].size == (32, 32)
+    alone = vqa.completion_cases(range(6_000_000, 6_000_004), (MOVE_ABOVE,), image_size=32)
+    assert [c["messages"] for c in alone] == [c["messages"] for c in vqa.move_above_cases(range(6_000_000, 6_000_004), 32)]
+    for bad in ((), ("place",), (GRASP, "wave")):
+        with pytest.raises(ValueError, match="completion cases exist for"):
+            vqa.completion_cases(seeds, bad)

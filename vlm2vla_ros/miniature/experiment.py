@@ -47,6 +47,7 @@ from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
+from .vqa import COMPLETION_WORLDS
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 
@@ -118,6 +119,10 @@ class ExperimentConfig:
     """New "move above" completion cases (vqa.move_above_cases) in every batch of the first kinds
     and the mixture, this many of pretrain_batch, seeds from verify_mix_first_seed (finding 18;
     off by default)."""
+    verify_mix_subtasks: tuple[str, ...] = ("move_above",)
+    """Which subtasks the verify mix's cases judge, taking turns by seed (vqa.COMPLETION_WORLDS):
+    "grasp" (closed beside the block or left open) and "lift" (raised empty or not far enough)
+    are the misses the verifier passed in run K."""
     verify_mix_first_seed: int = 6_000_000
     location_near: bool = False
     """The location phases and mix place the gripper near a block (vqa.place_gripper_near),
@@ -249,6 +254,7 @@ class ExperimentConfig:
             chunk_moves=1,
             reach_demos=2,
             verify_mix=1,
+            verify_mix_subtasks=("move_above", "grasp", "lift"),
             rehearsal_scenes=3,
             finetune_steps=2,
             finetune_batch=2,
@@ -268,6 +274,9 @@ class ExperimentConfig:
             raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
         if self.reach_demos and not self.chunk_moves:
             raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
+        if not self.verify_mix_subtasks or not set(self.verify_mix_subtasks) <= set(COMPLETION_WORLDS):
+            raise ValueError(f"verify_mix_subtasks: completion cases exist for {list(COMPLETION_WORLDS)}, "
+                             f"got {list(self.verify_mix_subtasks)}")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:
@@ -446,8 +455,8 @@ def chain_scores(
     Per policy: "own", the policy alone; "expert_subtasks", the expert's subtask list with the
     policy's plans, chunks and verifier; "lists_right", the share of its own lists (in "own")
     that equal the expert's. With the expert's subtasks, "verdicts" counts the verifier's
-    verdicts against the simulator's view of the subtask (vqa.subtask_done). Episode records
-    included."""
+    verdicts against the simulator's view of the subtask (vqa.subtask_done), and
+    "verdicts_by_subtask" the same per subtask action. Episode records included."""
     from functools import cache
 
     from vlm2vla_ros.training.evaluate import ExpertReplay
@@ -459,12 +468,15 @@ def chain_scores(
         """The expert's solution of a scene, run once for every use below (it is only read)."""
         return ExpertReplay(kind, seed, alone=True, merge=config.merge())
 
-    def verdicts() -> tuple[dict[str, int], Callable[[Any, Any, int, bool], None]]:
-        counts = dict.fromkeys(VERDICTS, 0)
+    def verdicts() -> tuple[dict[str, Any], Callable[[Any, Any, int, bool], None]]:
+        """{"verdicts": counts, "verdicts_by_subtask": {action: counts}} and the closed loop's judge hook."""
+        counts: dict[str, Any] = {"verdicts": dict.fromkeys(VERDICTS, 0), "verdicts_by_subtask": {}}
 
         def count(world: Any, task: Any, index: int, advance: bool) -> None:
-            done = subtask_done(world, task.plan[index])
-            counts[f"{'advanced' if advance else 'retried'}_{'done' if done else 'not_done'}"] += 1
+            sub = task.plan[index]
+            verdict = f"{'advanced' if advance else 'retried'}_{'done' if subtask_done(world, sub) else 'not_done'}"
+            counts["verdicts"][verdict] += 1
+            counts["verdicts_by_subtask"].setdefault(sub.action, dict.fromkeys(VERDICTS, 0))[verdict] += 1
         return counts, count
 
     def expert_judged(kind: str, seed: int) -> Any:
@@ -476,7 +488,7 @@ def chain_scores(
     counts, count = verdicts()
     out: dict[str, Any] = {"kinds": list(config.alone_kinds),
                            "expert_verifier": closed_loop(expert_judged, config, log, "expert + verifier", True, count)
-                           | {"verdicts": counts}}
+                           | counts}
     for name, policy in policies.items():
         own = closed_loop(every_scene(policy), config, log, f"{name} alone", alone=True)
         right = {kind: [e.get("subtasks") == replay(kind, e["seed"]).subtask_list
@@ -485,7 +497,7 @@ def chain_scores(
         out[name] = {
             "own": own,
             "expert_subtasks": closed_loop(expert_subtasks(policy), config, log, f"expert subtasks + {name}", True, count)
-            | {"verdicts": counts},
+            | counts,
             "lists_right": {kind: sum(flags) / len(flags) for kind, flags in right.items()},
         }
     return out
@@ -667,7 +679,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             next_seed += steps * c.location_mix
         if c.verify_mix:
             draws.append(draw_new_seeds(next_verify_seed, c.verify_mix,
-                                        lambda seeds: vqa.move_above_cases(seeds, c.image_size, c.view)))
+                                        lambda seeds: vqa.completion_cases(seeds, c.verify_mix_subtasks, c.image_size, c.view)))
             next_verify_seed += steps * c.verify_mix
         fresh = (c.location_mix + c.verify_mix, lambda step: [e for draw in draws for e in draw(step)]) if draws else None
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
@@ -931,7 +943,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
     if c.get("verify_mix"):
-        mix += (f"; in both, {c['verify_mix']} of every {c['pretrain_batch']} examples were \"move above\" completion cases "
+        judged = " / ".join(f'"{name.replace("_", " ")}"' for name in c.get("verify_mix_subtasks", ["move_above"]))
+        mix += (f"; in both, {c['verify_mix']} of every {c['pretrain_batch']} examples were {judged} completion cases "
                 "about new scenes")
     copies = m["pretrain_data"]["per_kind"].get("copy", 0)
     in_mixture = f" ({copies} of them copy examples, {c.get('copies_per_scene')} a scene)" if copies else ""
@@ -1090,9 +1103,10 @@ def chain_lines(ch: dict[str, Any]) -> list[str]:
         "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |",
         "|---|---|---|---|---|",
     ]
-    for label, counts in (("the expert", ch["expert_verifier"]["verdicts"]), ("VLM2VLA", v["expert_subtasks"]["verdicts"]),
-                          ("baseline", b["expert_subtasks"]["verdicts"])):
-        lines.append(f"| {label} | " + " | ".join(str(counts[k]) for k in VERDICTS) + " |")
+    for label, run in (("the expert", ch["expert_verifier"]), ("VLM2VLA", v["expert_subtasks"]), ("baseline", b["expert_subtasks"])):
+        lines.append(f"| {label} | " + " | ".join(str(run["verdicts"][k]) for k in VERDICTS) + " |")
+        for action, counts in run.get("verdicts_by_subtask", {}).items():
+            lines.append(f"| {label}: {action.replace('_', ' ')} | " + " | ".join(str(counts[k]) for k in VERDICTS) + " |")
     return lines + [""]
 
 

@@ -57,7 +57,17 @@ from vlm2vla_ros.sim.tasks import (
     placement_done,
 )
 from vlm2vla_ros.sim.views import TABLE_VIEW, check_view
-from vlm2vla_ros.sim.world import BLOCK, BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
+from vlm2vla_ros.sim.world import (
+    BLOCK,
+    BOWL,
+    BOWL_WALL_M,
+    GRASP_MIN_DEPTH_M,
+    GRASP_TOLERANCE_XY_M,
+    PLATE,
+    TABLE,
+    SimObject,
+    SimWorld,
+)
 from vlm2vla_ros.training.evaluate import write_vqa
 
 LANGS = ("en", "es")
@@ -575,8 +585,8 @@ MOVE_ABOVE_MISS_M = 0.06
 else within ABOVE_BLOCK_M of it (done)."""
 
 
-def move_above_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, SimWorld, Task, str]]:
-    """(seed, before, after, task, language) per seed make_scene lays out, for the first subtask
+def move_above_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, SimWorld, Task, int, str]]:
+    """(seed, before, after, task, 0, language) per seed make_scene lays out, for the first subtask
     ("move above the ... block") of the seed's scene of a random task kind: before, the gripper
     MOVE_ABOVE_BEFORE_M from the block sideways; after, within ABOVE_BLOCK_M of it (done) or up
     to MOVE_ABOVE_MISS_M off (a miss), half each; 2-8 cm above its top both times
@@ -589,7 +599,75 @@ def move_above_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, Sim
         before = _gripper_off(scene, block, rng.uniform(*MOVE_ABOVE_BEFORE_M), rng)
         miss = rng.random() < 0.5
         off = rng.uniform(ABOVE_BLOCK_M, MOVE_ABOVE_MISS_M) if miss else rng.uniform(0.0, ABOVE_BLOCK_M)
-        yield seed, before, _gripper_off(scene, block, off, rng), task, rng.choice(LANGS)
+        yield seed, before, _gripper_off(scene, block, off, rng), task, 0, rng.choice(LANGS)
+
+
+GRASP_MISS_M = 0.04
+"""A grasp case's "after": the gripper lowered into the block's height up to this far from it
+sideways, then closed; within the world's grasp tolerance (1.5 cm) it holds the block."""
+GRASP_LEFT_OPEN = 0.25
+"""The share of grasp cases whose gripper is lowered but never closed."""
+LIFT_HEIGHT_M = (0.0, 0.12)
+"""A lift case's "after": the gripper raised by this much; done from LIFTED_M up, when it holds the block."""
+LIFT_EMPTY = 0.25
+"""The share of lift cases whose grasp closed on nothing: raised empty, never done."""
+
+
+def grasp_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, SimWorld, Task, int, str]]:
+    """(seed, before, after, task, subtask index, language) per seed make_scene lays out, for the
+    first grasp of the seed's scene of a random task kind: before, the gripper open over the
+    block (within ABOVE_BLOCK_M, NEAR_HEIGHT_M above its top); after, lowered into the block's
+    height up to GRASP_MISS_M off sideways (within the grasp tolerance half the time) and closed,
+    or left open (GRASP_LEFT_OPEN). The world's own rule decides whether it holds the block: the
+    grasps that close beside the block are the misses the policy's chunks leave (finding 19)."""
+    for seed, rng, scene, task, index, block in _first_of(seeds, "grasp", GRASP):
+        before = _gripper_off(scene, block, rng.uniform(0.0, ABOVE_BLOCK_M), rng)
+        after = _lowered_into(scene, block, rng)
+        if rng.random() >= GRASP_LEFT_OPEN:
+            after.set_gripper(False)
+        yield seed, before, after, task, index, rng.choice(LANGS)
+
+
+def lift_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, SimWorld, Task, int, str]]:
+    """(seed, before, after, task, subtask index, language) for the first lift of the seed's
+    scene: before, the gripper closed in the block's height, holding it (within the grasp
+    tolerance) or, LIFT_EMPTY of the time, beside it and empty; after, raised by LIFT_HEIGHT_M.
+    Done only when the block went up with it by LIFTED_M or more."""
+    for seed, rng, scene, task, index, block in _first_of(seeds, "lift", LIFT):
+        empty = rng.random() < LIFT_EMPTY
+        before = _lowered_into(scene, block, rng, (GRASP_TOLERANCE_XY_M, GRASP_MISS_M) if empty else (0.0, GRASP_TOLERANCE_XY_M))
+        before.set_gripper(False)
+        after = before.copy()
+        after.move_gripper(0.0, 0.0, rng.uniform(*LIFT_HEIGHT_M))
+        yield seed, before, after, task, index, rng.choice(LANGS)
+
+
+def _first_of(seeds: Sequence[int], stream: str, action: str) -> Iterator[tuple[int, random.Random, SimWorld, Task, int, SimObject]]:
+    """(seed, rng, scene, task, index, block) for the first subtask of `action` in each laid-out
+    scene's plan, half the time with its block alone when it stands on the table."""
+    for seed, rng, scene, task in _laid_out(seeds, stream):
+        index = next((i for i, sub in enumerate(task.plan) if sub.action == action), None)
+        if index is None:
+            continue
+        block = scene.object(str(task.plan[index].obj))
+        if rng.random() < 0.5 and block.resting_on == TABLE:
+            scene = scene.keeping([block])
+            block = scene.object(block.name)
+        yield seed, rng, scene, task, index, block
+
+
+def _lowered_into(scene: SimWorld, block: SimObject, rng: random.Random,
+                  off_m: tuple[float, float] | None = None) -> SimWorld:
+    """A copy of scene with the open gripper `off_m` (default: within the grasp tolerance or up to
+    GRASP_MISS_M, half each) from block sideways, its fingertips between the block's bottom and
+    GRASP_MIN_DEPTH_M below its top, where a close can grasp it."""
+    if off_m is None:
+        off_m = (0.0, GRASP_TOLERANCE_XY_M) if rng.random() < 0.5 else (GRASP_TOLERANCE_XY_M, GRASP_MISS_M)
+    world = scene.copy()
+    world.gripper_open = True
+    put_gripper_by(world, block, rng.uniform(*off_m), rng.uniform(0.0, 2 * math.pi),
+                   -rng.uniform(GRASP_MIN_DEPTH_M, block.top - block.z))
+    return world
 
 
 def _gripper_off(scene: SimWorld, block: SimObject, distance_m: float, rng: random.Random) -> SimWorld:
@@ -601,21 +679,38 @@ def _gripper_off(scene: SimWorld, block: SimObject, distance_m: float, rng: rand
 
 
 def move_above_cases(seeds: Sequence[int], image_size: int = 224, view: str = TABLE_VIEW) -> list[dict[str, Any]]:
-    """move_above_worlds as subtask-completion examples in the engine's own verify prompt,
-    labelled by subtask_done, images in memory.
+    """move_above_worlds as completion cases (completion_cases).
 
     The pretraining's own cases (verify_cases) left a base that judged "move above" by its name
     alone; 100 steps of these new cases taught run H's base to judge them from the images
     (docs/miniature.md, finding 18)."""
+    return completion_cases(seeds, (MOVE_ABOVE,), image_size, view)
+
+
+COMPLETION_WORLDS = {MOVE_ABOVE: move_above_worlds, GRASP: grasp_worlds, LIFT: lift_worlds}
+"""The subtasks with completion cases of their own: (seed, before, after, task, subtask index,
+language) per laid-out seed."""
+
+
+def completion_cases(seeds: Sequence[int], subtasks: Sequence[str], image_size: int = 224,
+                     view: str = TABLE_VIEW) -> list[dict[str, Any]]:
+    """Subtask-completion examples in the policy engine's own verify prompt, labelled by
+    subtask_done, images in memory, in the order of the seeds: each seed gives a case of
+    subtasks[seed % len(subtasks)] (COMPLETION_WORLDS' subtasks)."""
+    if not subtasks or not set(subtasks) <= set(COMPLETION_WORLDS):
+        raise ValueError(f"completion cases exist for {list(COMPLETION_WORLDS)}, got {list(subtasks)}")
     from PIL import Image
 
     from vlm2vla_ros.sim.render import render
 
-    return [
-        _verify_example(f"move-above-{seed}", task.subtasks(lang), 0, subtask_done(after, task.plan[0]),
-                        [Image.fromarray(render(world, image_size, image_size, view)) for world in (before, after)], lang)
-        for seed, before, after, task, lang in move_above_worlds(seeds)
-    ]
+    cases = []
+    for name in dict.fromkeys(subtasks):
+        mine = [seed for seed in seeds if subtasks[seed % len(subtasks)] == name]
+        for seed, before, after, task, index, lang in COMPLETION_WORLDS[name](mine):
+            images = [Image.fromarray(render(world, image_size, image_size, view)) for world in (before, after)]
+            cases.append((seed, _verify_example(f"{name.replace('_', '-')}-{seed}", task.subtasks(lang), index,
+                                                subtask_done(after, task.plan[index]), images, lang)))
+    return [case for _, case in sorted(cases, key=lambda c: c[0])]
 
 
 def _verify_example(example_id: str, subtasks: Sequence[str], index: int, done: bool, images: list[Any], lang: str) -> dict[str, Any]:
