@@ -474,6 +474,8 @@ def test_completion_cases_take_turns_by_seed_and_refuse_unknown_subtasks():
         assert f"Subtask the robot was working on: {subtask}\n" in case["messages"][0]["content"][-1]["text"]
         assert case["messages"][-1]["content"][0]["text"] == prompts.verify_answer(done)
         assert len(case["images"]) == 2 and case["images"][0].size == (32, 32)
+    doubled = vqa.completion_cases(range(6_300_000, 6_300_012), (MOVE_ABOVE, MOVE_ABOVE, GRASP, LIFT), image_size=32)
+    assert [c["id"].rsplit("-", 1)[0] for c in doubled] == ["move-above", "move-above", "grasp", "lift"] * 3
     alone = vqa.completion_cases(range(6_000_000, 6_000_004), (MOVE_ABOVE,), image_size=32)
     assert [c["messages"] for c in alone] == [c["messages"] for c in vqa.move_above_cases(range(6_000_000, 6_000_004), 32)]
     for bad in ((), ("place",), (GRASP, "wave")):

@@ -120,9 +120,9 @@ class ExperimentConfig:
     and the mixture, this many of pretrain_batch, seeds from verify_mix_first_seed (finding 18;
     off by default)."""
     verify_mix_subtasks: tuple[str, ...] = ("move_above",)
-    """Which subtasks the verify mix's cases judge, taking turns by seed (vqa.COMPLETION_WORLDS):
-    "grasp" (closed beside the block or left open) and "lift" (raised empty or not far enough)
-    are the misses the verifier passed in run K."""
+    """Which subtasks the verify mix's cases judge, taking turns by seed (vqa.COMPLETION_WORLDS;
+    a subtask named twice gets twice the cases): "grasp" (closed beside the block or left open)
+    and "lift" (raised empty or not far enough) are the misses the verifier passed in run K."""
     verify_mix_first_seed: int = 6_000_000
     location_near: bool = False
     """The location phases and mix place the gripper near a block (vqa.place_gripper_near),
@@ -943,7 +943,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
     if c.get("verify_mix"):
-        judged = " / ".join(f'"{name.replace("_", " ")}"' for name in c.get("verify_mix_subtasks", ["move_above"]))
+        judged = " / ".join(f'"{name.replace("_", " ")}"' for name in dict.fromkeys(c.get("verify_mix_subtasks", ["move_above"])))
         mix += (f"; in both, {c['verify_mix']} of every {c['pretrain_batch']} examples were {judged} completion cases "
                 "about new scenes")
     copies = m["pretrain_data"]["per_kind"].get("copy", 0)
