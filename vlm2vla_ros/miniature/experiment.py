@@ -116,9 +116,9 @@ class ExperimentConfig:
     documented run: with relative and direction questions too, VLM2VLA kept 62% of the base's VQA."""
     location_mix_blocks: int = 1
     verify_mix: int = 0
-    """New "move above" completion cases (vqa.move_above_cases) in every batch of the first kinds
-    and the mixture, this many of pretrain_batch, seeds from verify_mix_first_seed (finding 18;
-    off by default)."""
+    """New completion cases of verify_mix_subtasks (vqa.completion_cases) in every batch of the
+    first kinds and the mixture, this many of pretrain_batch, seeds from verify_mix_first_seed
+    (findings 18 and 21; off by default)."""
     verify_mix_subtasks: tuple[str, ...] = ("move_above",)
     """Which subtasks the verify mix's cases judge, taking turns by seed (vqa.COMPLETION_WORLDS;
     a subtask named twice gets twice the cases): "grasp" (closed beside the block or left open)
