@@ -47,7 +47,7 @@ from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .model import BaseSpec
-from .vqa import COMPLETION_WORLDS
+from .vqa import check_completion_subtasks
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 
@@ -274,9 +274,7 @@ class ExperimentConfig:
             raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
         if self.reach_demos and not self.chunk_moves:
             raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
-        if not self.verify_mix_subtasks or not set(self.verify_mix_subtasks) <= set(COMPLETION_WORLDS):
-            raise ValueError(f"verify_mix_subtasks: completion cases exist for {list(COMPLETION_WORLDS)}, "
-                             f"got {list(self.verify_mix_subtasks)}")
+        check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:

@@ -586,20 +586,16 @@ else within ABOVE_BLOCK_M of it (done)."""
 
 
 def move_above_worlds(seeds: Sequence[int]) -> Iterator[tuple[int, SimWorld, SimWorld, Task, int, str]]:
-    """(seed, before, after, task, 0, language) per seed make_scene lays out, for the first subtask
-    ("move above the ... block") of the seed's scene of a random task kind: before, the gripper
-    MOVE_ABOVE_BEFORE_M from the block sideways; after, within ABOVE_BLOCK_M of it (done) or up
-    to MOVE_ABOVE_MISS_M off (a miss), half each; 2-8 cm above its top both times
-    (NEAR_HEIGHT_M). Half the scenes keep that block alone when it stands on the table."""
-    for seed, rng, scene, task in _laid_out(seeds, "move-above"):
-        block = scene.object(str(task.plan[0].obj))
-        if rng.random() < 0.5 and block.resting_on == TABLE:
-            scene = scene.keeping([block])
-            block = scene.object(block.name)
+    """(seed, before, after, task, subtask index, language) per seed make_scene lays out, for the
+    first "move above" (every plan's first subtask) of the seed's scene of a random task kind:
+    before, the gripper MOVE_ABOVE_BEFORE_M from the block sideways; after, within ABOVE_BLOCK_M
+    of it (done) or up to MOVE_ABOVE_MISS_M off (a miss), half each; 2-8 cm above its top both
+    times (NEAR_HEIGHT_M). Half the scenes keep that block alone when it stands on the table."""
+    for seed, rng, scene, task, index, block in _first_of(seeds, "move-above", MOVE_ABOVE):
         before = _gripper_off(scene, block, rng.uniform(*MOVE_ABOVE_BEFORE_M), rng)
         miss = rng.random() < 0.5
         off = rng.uniform(ABOVE_BLOCK_M, MOVE_ABOVE_MISS_M) if miss else rng.uniform(0.0, ABOVE_BLOCK_M)
-        yield seed, before, _gripper_off(scene, block, off, rng), task, 0, rng.choice(LANGS)
+        yield seed, before, _gripper_off(scene, block, off, rng), task, index, rng.choice(LANGS)
 
 
 GRASP_MISS_M = 0.04
@@ -692,13 +688,18 @@ COMPLETION_WORLDS = {MOVE_ABOVE: move_above_worlds, GRASP: grasp_worlds, LIFT: l
 language) per laid-out seed."""
 
 
+def check_completion_subtasks(subtasks: Sequence[str], what: str = "subtasks") -> None:
+    """Refuse a list of subtasks that is empty or names one without completion cases."""
+    if not subtasks or not set(subtasks) <= set(COMPLETION_WORLDS):
+        raise ValueError(f"{what}: completion cases exist for {list(COMPLETION_WORLDS)}, got {list(subtasks)}")
+
+
 def completion_cases(seeds: Sequence[int], subtasks: Sequence[str], image_size: int = 224,
                      view: str = TABLE_VIEW) -> list[dict[str, Any]]:
     """Subtask-completion examples in the policy engine's own verify prompt, labelled by
     subtask_done, images in memory, in the order of the seeds: each seed gives a case of
     subtasks[seed % len(subtasks)] (COMPLETION_WORLDS' subtasks)."""
-    if not subtasks or not set(subtasks) <= set(COMPLETION_WORLDS):
-        raise ValueError(f"completion cases exist for {list(COMPLETION_WORLDS)}, got {list(subtasks)}")
+    check_completion_subtasks(subtasks)
     from PIL import Image
 
     from vlm2vla_ros.sim.render import render
