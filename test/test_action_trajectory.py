@@ -15,6 +15,7 @@ from vlm2vla_ros.action_language import (
     ActionStep,
     ActionValueError,
     MergeConfig,
+    Segment,
     merge_segments,
     merge_trajectory,
 )
@@ -114,6 +115,19 @@ def test_gripper_change_ends_the_move_and_acts_after_it():
     # Changes with no motion in between each get their own step, in order.
     steps = merge_trajectory([[0, 0, 0]] * 3, [1, 0, 1])
     assert steps == [ActionStep(0.0, 0.0, 0.0, 0), ActionStep(0.0, 0.0, 0.0, 1)]
+
+
+def test_a_gripper_change_before_any_motion_is_a_move_of_its_own():
+    """Opening, then moving down: given the command in force before the trajectory, the opening
+    is a step of its own, so an executor (which moves, then sets the gripper) opens first."""
+    deltas = [[0, 0, 0]] + [[0, 0, -1.0]] * 3
+    opened = [1, 1, 1, 1]
+    assert merge_segments(deltas, opened, initial_gripper=0) == [Segment(0, 1, 1), Segment(1, 4, 1)]
+    # unknown or unchanged before, the opening rides on the move as it always did
+    assert merge_segments(deltas, opened) == [Segment(0, 4, 1)]
+    assert merge_segments(deltas, opened, initial_gripper=1) == [Segment(0, 4, 1)]
+    # a first step that moves as well is not split off
+    assert merge_segments([[0, 0, -0.5]] * 4, opened, initial_gripper=0) == [Segment(0, 4, 1)]
 
 
 def test_large_moves_are_split_within_limits():

@@ -1,5 +1,5 @@
 """The miniature's action data: frames drawn at every merged move, one-move chunks, reach
-demonstrations (finding 18)."""
+demonstrations (finding 18), grasp demonstrations (finding 22)."""
 
 import json
 import math
@@ -90,6 +90,51 @@ def test_reach_demonstrations_are_pick_ups_with_frames_at_moves(tmp_path):
     assert not data.export_reach_demonstrations(tmp_path / "none", range(0), SIZE, GRIPPER_VIEW, MERGE).written
 
 
+def test_grasp_starts_where_a_short_move_above_leaves_the_gripper():
+    starts = [data.grasp_start(seed) for seed in range(6_000_000, 6_000_060)]
+    starts = [s for s in starts if s is not None]
+    assert len(starts) >= 50
+    closed = alone = 0
+    for world, task in starts:
+        block = world.object(task.pick)
+        assert world.held is None
+        assert math.hypot(world.gripper_x - block.x, world.gripper_y - block.y) <= data.GRASP_START_OFF_M + 1e-9
+        assert data.GRASP_START_HEIGHT_M[0] - 1e-9 <= world.gripper_z - block.top <= data.GRASP_START_HEIGHT_M[1] + 1e-9
+        closed += not world.gripper_open
+        alone += {o.name for o in world.objects} == set(task.targets)
+    assert 0.25 < closed / len(starts) < data.GRASP_START_CLOSED + 0.15  # closes that held the block start open
+    assert 0.25 < alone / len(starts) < 0.75
+
+
+def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path):
+    """The one-move chunks the builder cuts from grasp demonstrations, executed as the executor
+    does (move, then set the gripper) from each start, pick the block up; a closed start's first
+    chunk opens the gripper before anything moves. The subtask list is the task's whole list."""
+    seeds = range(6_000_000, 6_000_012)
+    result = data.export_reach_demonstrations(tmp_path / "episodes", seeds, SIZE, GRIPPER_VIEW, MERGE, grasp=True)
+    assert len(result.written) >= 10 and not result.failed
+    config = BuildConfig(merge=MERGE, limits=ActionLimits(max_steps=1), verify_examples=False, direction_examples=False,
+                         val_fraction=0.0)
+    report = data.build_action_dataset(tmp_path / "episodes", tmp_path / "dataset", config)
+    assert report.notes.get("moves_dropped_no_frame", 0) == 0
+    rows = [json.loads(line) for line in (tmp_path / "dataset" / "train.jsonl").read_text().splitlines()]
+    closed_starts = 0
+    for episode_id in result.written:
+        world, task = data.grasp_start(int(episode_id.rsplit("-", 1)[1]))
+        mine = [r for r in rows if r["episode_id"] == episode_id]
+        assert [r["meta"]["subtasks"] for r in mine if r["stage"] == "subtasks"] == [task.subtasks()]
+        chunks = [r["meta"]["chunk"] for r in mine if r["stage"] == "chunk"]
+        assert not any(r["meta"]["subtask"] == task.subtasks()[0] for r in mine if r["stage"] == "chunk")
+        if not world.gripper_open:
+            closed_starts += 1
+            assert chunks[0] == [[0.0, 0.0, 0.0, 1]]
+        for ((dx, dy, dz, gripper),) in chunks:
+            world.move_gripper(dx / 100.0, dy / 100.0, dz / 100.0)
+            world.set_gripper(bool(gripper))
+        assert task.check_success(world), episode_id
+    assert closed_starts >= 2
+
+
 def test_one_move_chunks_are_a_setting_reach_demonstrations_need():
     default = ExperimentConfig.full(0)
     assert default.frames_at_moves() is None and default.action_build().limits == ActionLimits()
@@ -97,5 +142,7 @@ def test_one_move_chunks_are_a_setting_reach_demonstrations_need():
     assert moves.action_build().limits.max_steps == 1 and moves.frames_at_moves() == moves.merge()
     with pytest.raises(ValueError, match="reach_demos needs chunk_moves"):
         ExperimentConfig(reach_demos=10)
+    with pytest.raises(ValueError, match="grasp_demos needs chunk_moves"):
+        ExperimentConfig(grasp_demos=10)
     with pytest.raises(ValueError, match="chunk_moves"):
         ExperimentConfig(chunk_moves=-1)

@@ -129,12 +129,15 @@ def test_report_and_metrics(run):
     assert metrics["vision_reading"]["blocks"] == 3
     assert ("- vision tower: after its own pretraining, 2 steps of reading where each colour's block is, in scenes of "
             "1-3 blocks, from the gripper") in report
-    # --quick: chunks of one merged move each, and two pick-ups from starts near the block among the episodes
-    assert metrics["action_data"]["reach_demos"] == 2
+    # --quick: chunks of one merged move each, and two pick-ups from starts near the block and two
+    # that start at the grasp among the episodes
+    assert metrics["action_data"]["reach_demos"] == 2 and metrics["action_data"]["grasp_demos"] == 2
     examples = [json.loads(line) for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
     assert all(len(e["meta"]["chunk"]) == 1 for e in examples if e["stage"] == "chunk")
     assert any(e["episode_id"].startswith("mini-reach-") for e in examples)
-    assert "(2 of them pick-ups from gripper starts near the block, on new scenes)" in report
+    assert any(e["episode_id"].startswith("mini-grasp-") for e in examples)
+    assert ("(2 of them pick-ups from gripper starts near the block, on new scenes; 2 pick-ups that start at the "
+            "grasp, from where a short \"move above\" leaves the gripper)") in report
     assert "chunks of 1 merged move(s), each from its own image" in report
     # --quick: rehearsal_scenes 3, the base's own examples of pretraining scenes 0-2 in both models' data
     rehearsed = [e for e in examples if e["stage"] == "rehearsal"]

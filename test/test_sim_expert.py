@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vlm2vla_ros.sim.expert import ScriptedExpert, run_expert
+from vlm2vla_ros.sim.expert import ExpertConfig, ScriptedExpert, run_expert
 from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 
@@ -63,3 +63,25 @@ def test_a_failed_grasp_ends_the_episode_without_success():
     assert not episode.success and world.held is None
     # it carried nothing to the plate, so it stopped before the place subtask
     assert episode.steps[-1].subtask == "move above the plate"
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_recentring_grasp_reaches_the_block_from_beside_it(closed):
+    """grasp_recentres: from the gripper 3 cm beside the block in its height, open or closed
+    after a missed grasp, the grasp opens if need be and closes at the block's centre; straight
+    down, as by default, it misses. first_subtask=1 counts "move above" as done, one still step."""
+    world, task = make_scene(3, "pick_up")
+    block = world.object(task.pick)
+    world.move_gripper(block.x + 0.03 - world.gripper_x, block.y - world.gripper_y,
+                       block.z + 0.5 * block.height - world.gripper_z)
+    if closed:
+        assert world.set_gripper(False) is None  # 3 cm off: the close misses
+    straight = world.copy()
+    episode = ScriptedExpert(ExpertConfig(grasp_recentres=True)).run(world, task, 3, first_subtask=1)
+    assert episode.success and world.held is not None and world.held.name == task.pick
+    first = episode.steps[0]
+    assert first.subtask_index == 0 and first.delta_cm == (0.0, 0.0, 0.0) and first.gripper == int(not closed)
+    assert [episode.steps[i].subtask for i in episode.subtask_starts()] == task.subtasks()
+    if closed:  # it opens in place before it moves
+        assert episode.steps[1].gripper == 1 and episode.steps[1].delta_cm == (0.0, 0.0, 0.0)
+    assert not ScriptedExpert().run(straight, task, 3, first_subtask=1).success

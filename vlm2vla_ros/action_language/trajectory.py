@@ -47,19 +47,25 @@ class Segment:
 
 
 def merge_segments(
-    deltas_cm: Sequence, gripper: Sequence, config: MergeConfig = MergeConfig()
+    deltas_cm: Sequence, gripper: Sequence, config: MergeConfig = MergeConfig(), initial_gripper: int | None = None
 ) -> list[Segment]:
     """Where the merged moves begin and end; they partition range(len(deltas_cm)).
 
     A gripper change at step i ends the move before step i (step i's motion comes after the
-    gripper acts), and that move carries the new gripper value. Raises ActionValueError.
+    gripper acts), and that move carries the new gripper value. initial_gripper, the command
+    in force before the first step: when the first step changes it without moving, that step
+    is a move of its own, so the gripper acts before the motion after it (an action step
+    moves first and sets the gripper after). Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
     segments = []
     start = 0
+    if initial_gripper is not None and grip[0] != initial_gripper and not np.any(deltas[0]):
+        segments.append(Segment(0, 1, grip[0]))
+        start = 1
     net = [0.0, 0.0, 0.0]
     run = [0.0, 0.0, 0.0]  # per-axis travel since that axis last changed direction
-    for i, delta in enumerate(deltas.tolist()):
+    for i, delta in enumerate(deltas.tolist()[start:], start):
         if i > start and grip[i] != grip[i - 1]:
             segments.append(Segment(start, i, grip[i]))
             start, net, run = i, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]

@@ -126,7 +126,7 @@ def chunk_windows(
     """
     deltas = episode.deltas_cm()[start:stop]
     grip = episode.gripper_states()[start:stop]
-    segments = merge_segments(deltas, grip, config.merge)
+    segments = merge_segments(deltas, grip, config.merge, episode.steps[start - 1].gripper if start > 0 else None)
     cuts = [0]
     count = 0
     for segment in segments:

@@ -15,7 +15,9 @@ each from the image the move was taken from (a closed loop of single moves).
 
 `reach_demonstration` is the expert picking up a block from a gripper start drawn near it,
 on a new scene per seed: many more first moves than the task demonstrations give, each from
-its own image (finding 18).
+its own image (finding 18). `grasp_demonstration` starts at the grasp instead, from where an
+imperfect "move above" leaves the gripper (off to the side, too high or too low, or closed
+beside the block), and the expert's grasp goes to the block's centre from there (finding 22).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from vlm2vla_ros.data.builder import BuildConfig, BuildReport, build_dataset
 from vlm2vla_ros.data.episode import load_episodes
 from vlm2vla_ros.data.labeller import AnnotationLabeller
 from vlm2vla_ros.data.sim_source import write_expert_episode
-from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
+from vlm2vla_ros.sim.expert import Episode, ExpertConfig, ScriptedExpert
 from vlm2vla_ros.sim.scene import make_scene
-from vlm2vla_ros.sim.tasks import Task
+from vlm2vla_ros.sim.tasks import GRASP, Task
 from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import SimWorld
 
@@ -104,11 +106,56 @@ def reach_demonstration(seed: int, image_size: int, view: str, merge: MergeConfi
     return None if start is None else _solve(*start, seed, image_size, view, merge)
 
 
-def _solve(world: SimWorld, task: Task, seed: int, image_size: int, view: str, merge: MergeConfig | None) -> Episode:
+GRASP_START_OFF_M = 0.04
+"""A grasp demonstration's gripper starts up to this far from the block sideways: the model's
+own "move above" chunks end 1-3 cm off when the verifier passes them (runs N and O)."""
+GRASP_START_HEIGHT_M = (-0.02, 0.10)
+"""... its fingertips this far above the block's top (below it: lowered beside it) ..."""
+GRASP_START_CLOSED = 0.5
+"""... and closed this share of the time, as a grasp that missed leaves it."""
+
+
+def grasp_start(seed: int) -> tuple[SimWorld, Task] | None:
+    """Pick-up scene `seed` as a grasp demonstration starts: half the scenes cut down to the named
+    block; the gripper where a "move above" that fell short leaves it (GRASP_START_*), not holding
+    the block. None when make_scene cannot lay the scene out."""
+    from vlm2vla_ros.training.evaluate import named_only
+
+    try:
+        world, task = make_scene(seed, "pick_up")
+    except RuntimeError:  # one of the few seeds it cannot lay out
+        return None
+    rng = random.Random(f"vlm2vla-mini-grasp:{seed}")
+    if rng.random() < 0.5:
+        world = named_only(world, task)
+    block = world.object(task.pick)
+    put_gripper_by(world, block, rng.uniform(0.0, GRASP_START_OFF_M), rng.uniform(0.0, 2 * math.pi),
+                   rng.uniform(*GRASP_START_HEIGHT_M))
+    if rng.random() < GRASP_START_CLOSED and world.set_gripper(False) is not None:
+        world.set_gripper(True)  # the close held the block: a grasp already done teaches nothing
+    return world, task
+
+
+def grasp_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig) -> Episode | None:
+    """The expert finishing the pick-up from grasp_start(seed): the subtasks before the grasp
+    count as done (a still step each), and the grasp goes to the block's centre
+    (ExpertConfig.grasp_recentres); frames at every merged move's first step. None when the
+    scene cannot be laid out."""
+    start = grasp_start(seed)
+    if start is None:
+        return None
+    world, task = start
+    first = next(i for i, sub in enumerate(task.plan) if sub.action == GRASP)
+    return _solve(world, task, seed, image_size, view, merge, ScriptedExpert(ExpertConfig(grasp_recentres=True)), first)
+
+
+def _solve(world: SimWorld, task: Task, seed: int, image_size: int, view: str, merge: MergeConfig | None,
+           expert: ScriptedExpert | None = None, first_subtask: int = 0) -> Episode:
+    expert = expert or ScriptedExpert()
     if merge is None:
-        return ScriptedExpert().run(world, task, seed, image_size, view)
+        return expert.run(world, task, seed, image_size, view, first_subtask)
     start = world.copy()
-    episode = ScriptedExpert().run(world, task, seed, None, view)
+    episode = expert.run(world, task, seed, None, view, first_subtask)
     return with_frames(start, episode, move_starts(episode, merge), image_size, view)
 
 
@@ -118,7 +165,7 @@ def move_starts(episode: Episode, merge: MergeConfig) -> list[int]:
     bounds = [*episode.subtask_starts(), len(episode.steps)]
     deltas, grippers = episode.deltas_cm(), episode.gripper_states()
     return [a + segment.start for a, b in zip(bounds, bounds[1:])
-            for segment in merge_segments(deltas[a:b], grippers[a:b], merge)]
+            for segment in merge_segments(deltas[a:b], grippers[a:b], merge, int(grippers[a - 1]) if a > 0 else None)]
 
 
 def with_frames(start: SimWorld, episode: Episode, steps: Sequence[int], image_size: int, view: str) -> Episode:
@@ -161,15 +208,16 @@ def export_episodes(
 
 
 def export_reach_demonstrations(
-    root: Path, seeds: Sequence[int], image_size: int, view: str, merge: MergeConfig
+    root: Path, seeds: Sequence[int], image_size: int, view: str, merge: MergeConfig, grasp: bool = False
 ) -> ExportResult:
-    """Write reach_demonstration(seed) for each seed make_scene can lay out under root (no seeds:
-    nothing)."""
+    """Write reach_demonstration(seed) (grasp: grasp_demonstration(seed)) for each seed
+    make_scene can lay out under root (no seeds: nothing)."""
     result = ExportResult()
+    demonstrate, name = (grasp_demonstration, "grasp") if grasp else (reach_demonstration, "reach")
     for seed in seeds:
-        episode = reach_demonstration(seed, image_size, view, merge)
+        episode = demonstrate(seed, image_size, view, merge)
         if episode is not None:
-            _write(root, f"mini-reach-{seed:07d}", episode, {"task_kind": "pick_up", "seed": seed, "reach": True, "lang": "en"},
+            _write(root, f"mini-{name}-{seed:07d}", episode, {"task_kind": "pick_up", "seed": seed, name: True, "lang": "en"},
                    result, key_frames_only=False)
     return result
 

@@ -172,6 +172,12 @@ class ExperimentConfig:
     """Pick-up demonstrations on new scenes from gripper starts near the block, seeds from
     reach_first_seed (data.reach_demonstration; needs chunk_moves; finding 18)."""
     reach_first_seed: int = 5_000_000
+    grasp_demos: int = 0
+    """Pick-up demonstrations that start at the grasp, from where a "move above" that fell
+    short leaves the gripper (off to the side, too high or low, or closed beside the block), and
+    grasp at the block's centre from there; seeds from grasp_first_seed
+    (data.grasp_demonstration; needs chunk_moves; finding 22)."""
+    grasp_first_seed: int = 6_000_000
     rehearsal_scenes: int = 0
     """The base's own pretraining examples of this many of its scenes (questions, captions,
     translations, copies; stage "rehearsal") join the action data of both fine-tuned models, so
@@ -253,6 +259,7 @@ class ExperimentConfig:
             action_augment=0,
             chunk_moves=1,
             reach_demos=2,
+            grasp_demos=2,
             verify_mix=1,
             verify_mix_subtasks=("move_above", "grasp", "lift"),
             rehearsal_scenes=3,
@@ -272,8 +279,9 @@ class ExperimentConfig:
         check_view(self.view)
         if self.chunk_moves < 0:
             raise ValueError(f"chunk_moves must be 0 (whole subtasks) or a positive number of moves, got {self.chunk_moves}")
-        if self.reach_demos and not self.chunk_moves:
-            raise ValueError("reach_demos needs chunk_moves: their frames are drawn at every merged move")
+        for name in ("reach_demos", "grasp_demos"):
+            if getattr(self, name) and not self.chunk_moves:
+                raise ValueError(f"{name} needs chunk_moves: their frames are drawn at every merged move")
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
@@ -723,6 +731,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                                         c.view, c.frames_at_moves())
         reach = data.export_reach_demonstrations(out / "episodes", range(c.reach_first_seed, c.reach_first_seed + c.reach_demos),
                                                  c.image_size, c.view, c.merge())
+        grasp = data.export_reach_demonstrations(out / "episodes", range(c.grasp_first_seed, c.grasp_first_seed + c.grasp_demos),
+                                                 c.image_size, c.view, c.merge(), grasp=True)
         report = data.build_action_dataset(out / "episodes", out / "dataset", c.action_build())
         rehearsal = rehearsal_examples(pretrain_examples, c.rehearsal_scenes, out / "dataset")
         if rehearsal:
@@ -730,9 +740,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                 file.writelines(json.dumps(e) + "\n" for e in rehearsal)
         train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", c.fine_tune_stages()), dict(c.stage_repeats))
         metrics["action_data"] = {
-            "episodes": len(exported.written) + len(reach.written), "reach_demos": len(reach.written),
+            "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
+            "grasp_demos": len(grasp.written),
             "rehearsal_examples": len(rehearsal),
-            "failed": exported.failed + reach.failed, "counts": report.counts,
+            "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
             "train_examples": len(train_examples),
         }
     with run.stage("VLM2VLA: LoRA fine-tuning"):
@@ -950,6 +961,11 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     copy_phase = (f"{copying['steps']} steps of copying alone ({copying['examples']} new \"Repeat: ...\" examples), then "
                   if copying else "")
     view = c.get("view", "table")
+    action = m["action_data"]
+    demos = ([f"{action['reach_demos']} of them pick-ups from gripper starts near the block, on new scenes"]
+             if action.get("reach_demos") else []) + \
+            ([f"{action['grasp_demos']} pick-ups that start at the grasp, from where a short \"move above\" leaves "
+              "the gripper"] if action.get("grasp_demos") else [])
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
@@ -966,8 +982,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
         f"({sum(p['seconds'] for p in location) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes"
-        + (f" ({m['action_data']['reach_demos']} of them pick-ups from gripper starts near the block, on new scenes)"
-           if m["action_data"].get("reach_demos") else "")
+        + (f" ({'; '.join(demos)})" if demos else "")
         + f", {m['action_data']['train_examples']} training examples "
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'}"
         + (f"; chunks of {c['chunk_moves']} merged move(s), each from its own image" if c.get("chunk_moves") else "")

@@ -35,6 +35,10 @@ class ExpertConfig:
     release_gap_m: float = 0.005  # open this far above the target surface
     retreat_z_m: float = 0.15  # "lift the gripper" goes at least this high
     max_steps: int = 2000
+    grasp_recentres: bool = False
+    """A grasp goes down to the block's centre (opening first if closed beside it) instead of
+    straight down: demonstrations of grasping from where an imperfect "move above" left the
+    gripper (finding 22)."""
 
 
 @dataclass
@@ -87,9 +91,12 @@ class ScriptedExpert:
         self.config = config or ExpertConfig()
 
     def run(
-        self, world: SimWorld, task: Task, seed: int, image_size: int | None = None, view: str = TABLE_VIEW
+        self, world: SimWorld, task: Task, seed: int, image_size: int | None = None, view: str = TABLE_VIEW,
+        first_subtask: int = 0,
     ) -> Episode:
-        """Solve `task` in `world` (mutated in place); render images in `view` when image_size is given."""
+        """Solve `task` in `world` (mutated in place); render images in `view` when image_size is given.
+        first_subtask > 0: the subtasks before it count as done where the world stands, one still
+        step each, so the episode still carries the task's whole subtask list."""
         if image_size is not None:
             from vlm2vla_ros.sim.render import render  # cv2 is only needed when rendering
 
@@ -104,7 +111,10 @@ class ScriptedExpert:
         run = _Run(self.config, world, task, random.Random(f"vlm2vla-sim-expert:{seed}"), episode, look)
         try:
             for index, subtask in enumerate(task.plan):
-                run.do(index, subtask)
+                if index < first_subtask:
+                    run.still(index, subtask)
+                else:
+                    run.do(index, subtask)
         except _Stuck:
             pass
         episode.success = task.check_success(world)
@@ -137,7 +147,12 @@ class _Run:
             self._goto(tx - ox, ty - oy, z)
         elif subtask.action == GRASP:
             obj = world.object(subtask.obj)
-            self._goto(world.gripper_x, world.gripper_y, obj.z + 0.5 * obj.height)
+            if self.cfg.grasp_recentres:
+                if not world.gripper_open and world.held is None:
+                    self._gripper(True)
+                self._goto(*self._aim_point(obj), obj.z + 0.5 * obj.height)
+            else:
+                self._goto(world.gripper_x, world.gripper_y, obj.z + 0.5 * obj.height)
             self._gripper(False)
         elif subtask.action == LIFT:
             self._goto(world.gripper_x, world.gripper_y, self._travel_z())
@@ -154,6 +169,11 @@ class _Run:
             self._goto(world.gripper_x, world.gripper_y, max(self._travel_z(), self.cfg.retreat_z_m))
         else:
             raise ValueError(f"the expert has no motion for subtask action {subtask.action!r}.")
+
+    def still(self, index: int, subtask: Subtask) -> None:
+        """A subtask done before the episode began: one step that moves nothing."""
+        self.index, self.text = index, self.task.subtask_text(subtask)
+        self._gripper(self.world.gripper_open)
 
     def _aim_point(self, obj: SimObject) -> tuple[float, float]:
         """Where to bring the gripper (or the held block's centre) over `obj`, with jitter."""
