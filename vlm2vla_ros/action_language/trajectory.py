@@ -52,10 +52,11 @@ def merge_segments(
     """Where the merged moves begin and end; they partition range(len(deltas_cm)).
 
     A gripper change at step i ends the move before step i (step i's motion comes after the
-    gripper acts), and that move carries the new gripper value. initial_gripper, the command
-    in force before the first step: when the first step changes it without moving, that step
-    is a move of its own, so the gripper acts before the motion after it (an action step
-    moves first and sets the gripper after). Raises ActionValueError.
+    gripper acts), and that move carries the new gripper value. initial_gripper is the
+    command in force before the first step; a first step that changes it without moving is a
+    move of its own. Merged into the motion after it, the gripper would act only once that
+    motion is done, since an action step moves first and sets the gripper after.
+    Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
     segments = []
