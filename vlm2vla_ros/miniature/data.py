@@ -79,19 +79,29 @@ REACH_HEIGHT_M = (0.03, 0.13)
 """... and this far above the block's top."""
 
 
-def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
-    """Pick-up scene `seed` as a reach demonstration starts: half the scenes cut down to the named
-    block, half the gripper starts moved to a random point near it (REACH_RADIUS_M sideways,
-    REACH_HEIGHT_M above its top). None when make_scene cannot lay the scene out."""
+def _pick_up_scene(seed: int, stream: str) -> tuple[SimWorld, Task, random.Random] | None:
+    """Pick-up scene `seed`, cut down to the named block half the time, and the seed's random
+    stream for `stream` that decided it; None when make_scene cannot lay the scene out."""
     from vlm2vla_ros.training.evaluate import named_only
 
     try:
         world, task = make_scene(seed, "pick_up")
     except RuntimeError:  # one of the few seeds it cannot lay out
         return None
-    rng = random.Random(f"vlm2vla-mini-reach:{seed}")
+    rng = random.Random(f"vlm2vla-mini-{stream}:{seed}")
     if rng.random() < 0.5:
         world = named_only(world, task)
+    return world, task, rng
+
+
+def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
+    """Pick-up scene `seed` as a reach demonstration starts: half the scenes cut down to the named
+    block, half the gripper starts moved to a random point near it (REACH_RADIUS_M sideways,
+    REACH_HEIGHT_M above its top). None when make_scene cannot lay the scene out."""
+    laid_out = _pick_up_scene(seed, "reach")
+    if laid_out is None:
+        return None
+    world, task, rng = laid_out
     if rng.random() < 0.5:
         block = world.object(task.pick)
         radius, angle = rng.uniform(0.0, REACH_RADIUS_M), rng.uniform(0.0, 2 * math.pi)
@@ -119,15 +129,10 @@ def grasp_start(seed: int) -> tuple[SimWorld, Task] | None:
     """Pick-up scene `seed` as a grasp demonstration starts: half the scenes cut down to the named
     block; the gripper where a "move above" that fell short leaves it (GRASP_START_*), not holding
     the block. None when make_scene cannot lay the scene out."""
-    from vlm2vla_ros.training.evaluate import named_only
-
-    try:
-        world, task = make_scene(seed, "pick_up")
-    except RuntimeError:  # one of the few seeds it cannot lay out
+    laid_out = _pick_up_scene(seed, "grasp")
+    if laid_out is None:
         return None
-    rng = random.Random(f"vlm2vla-mini-grasp:{seed}")
-    if rng.random() < 0.5:
-        world = named_only(world, task)
+    world, task, rng = laid_out
     block = world.object(task.pick)
     put_gripper_by(world, block, rng.uniform(0.0, GRASP_START_OFF_M), rng.uniform(0.0, 2 * math.pi),
                    rng.uniform(*GRASP_START_HEIGHT_M))
