@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from vlm2vla_ros.action_language import (
@@ -128,6 +128,23 @@ def test_a_gripper_change_before_any_motion_is_a_move_of_its_own():
     assert merge_segments(deltas, opened, initial_gripper=1) == [Segment(0, 4, 1)]
     # a first step that moves as well is not split off
     assert merge_segments([[0, 0, -0.5]] * 4, opened, initial_gripper=0) == [Segment(0, 4, 1)]
+    # the merged steps: open, then go down (without it the opening was lost)
+    assert merge_trajectory(deltas, opened, initial_gripper=0) == [ActionStep(0.0, 0.0, 0.0, 1),
+                                                                    ActionStep(0.0, 0.0, -3.0, 1)]
+    assert merge_trajectory(deltas, opened) == [ActionStep(0.0, 0.0, -3.0, 1)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(trajectories(), st.sampled_from([0, 1]))
+def test_with_the_gripper_before_known_no_change_is_lost_or_reordered(trajectory, before):
+    """A first step that changes the gripper and also moves keeps the old merge (the change acts
+    before that step's motion by the rule's convention, which no partition of the steps writes)."""
+    deltas, gripper = trajectory
+    assume(gripper[0] == before or not any(deltas[0]))
+    steps = merge_trajectory(deltas, gripper, initial_gripper=before)
+    assert _dedupe([before] + [s.gripper for s in steps]) == _dedupe([before] + list(gripper))
+    summed = [round(sum(getattr(s, axis) for s in steps), 6) for axis in ("dx", "dy", "dz")]
+    assert summed == [round(v, 6) for v in np.round(np.sum(deltas, axis=0), 1)]
 
 
 def test_large_moves_are_split_within_limits():

@@ -106,15 +106,16 @@ def test_grasp_starts_where_a_short_move_above_leaves_the_gripper():
     assert 0.25 < alone / len(starts) < 0.75
 
 
-def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path):
-    """The one-move chunks the builder cuts from grasp demonstrations, executed as the executor
-    does (move, then set the gripper) from each start, pick the block up; a closed start's first
-    chunk opens the gripper before anything moves. The subtask list is the task's whole list."""
+@pytest.mark.parametrize("limits", [ActionLimits(max_steps=1), ActionLimits()], ids=["one move", "whole subtask"])
+def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path, limits):
+    """The chunks the builder cuts from grasp demonstrations, of one move or of a whole subtask,
+    executed as the executor does (each step moves, then sets the gripper) from each start, pick
+    the block up; a closed start's first step opens the gripper before anything moves. The
+    subtask list is the task's whole list."""
     seeds = range(6_000_000, 6_000_012)
     result = data.export_reach_demonstrations(tmp_path / "episodes", seeds, SIZE, GRIPPER_VIEW, MERGE, grasp=True)
     assert len(result.written) >= 10 and not result.failed
-    config = BuildConfig(merge=MERGE, limits=ActionLimits(max_steps=1), verify_examples=False, direction_examples=False,
-                         val_fraction=0.0)
+    config = BuildConfig(merge=MERGE, limits=limits, verify_examples=False, direction_examples=False, val_fraction=0.0)
     report = data.build_action_dataset(tmp_path / "episodes", tmp_path / "dataset", config)
     assert report.notes.get("moves_dropped_no_frame", 0) == 0
     rows = [json.loads(line) for line in (tmp_path / "dataset" / "train.jsonl").read_text().splitlines()]
@@ -127,8 +128,8 @@ def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path
         assert not any(r["meta"]["subtask"] == task.subtasks()[0] for r in mine if r["stage"] == "chunk")
         if not world.gripper_open:
             closed_starts += 1
-            assert chunks[0] == [[0.0, 0.0, 0.0, 1]]
-        for ((dx, dy, dz, gripper),) in chunks:
+            assert chunks[0][0] == [0.0, 0.0, 0.0, 1]
+        for dx, dy, dz, gripper in (step for chunk in chunks for step in chunk):
             world.move_gripper(dx / 100.0, dy / 100.0, dz / 100.0)
             world.set_gripper(bool(gripper))
         assert task.check_success(world), episode_id

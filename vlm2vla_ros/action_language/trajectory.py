@@ -55,7 +55,8 @@ def merge_segments(
     gripper acts), and that move carries the new gripper value. initial_gripper is the
     command in force before the first step; a first step that changes it without moving is a
     move of its own. Merged into the motion after it, the gripper would act only once that
-    motion is done, since an action step moves first and sets the gripper after.
+    motion is done, since an action step moves first and sets the gripper after. (A first step
+    that changes it and also moves is merged as before.)
     Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
@@ -86,6 +87,7 @@ def merge_trajectory(
     gripper: Sequence,
     config: MergeConfig = MergeConfig(),
     limits: ActionLimits = DEFAULT_LIMITS,
+    initial_gripper: int | None = None,
 ) -> list[ActionStep]:
     """Merged steps of a whole trajectory (a list: it may hold more than limits.max_steps).
 
@@ -93,10 +95,11 @@ def merge_trajectory(
     gripper: N commands, 0 closed / 1 open. Values are rounded to limits.decimals with the
     error carried forward; a move larger than limits.max_abs_cm on an axis is split into
     equal steps; moves that round to nothing and change nothing are dropped, except that
-    a trajectory with no motion at all yields one zero step. Raises ActionValueError.
+    a trajectory with no motion at all yields one zero step. initial_gripper: the command in
+    force before the first step (see merge_segments). Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
-    segments = merge_segments(deltas, grip, config)
+    segments = merge_segments(deltas, grip, config, initial_gripper)
     scale = 10**limits.decimals
     ends = np.cumsum(deltas, axis=0)
     previous = (0, 0, 0)
@@ -105,7 +108,8 @@ def merge_trajectory(
         position = tuple(int(round(v * scale)) for v in ends[segment.stop - 1])
         move = tuple(b - a for a, b in zip(previous, position))
         previous = position
-        changes_gripper = segment.gripper != grip[segment.start]
+        in_force = initial_gripper if segment.start == 0 and initial_gripper is not None else grip[segment.start]
+        changes_gripper = segment.gripper != in_force
         if not any(move) and not changes_gripper:
             continue
         pieces = _split(move, limits.max_units)

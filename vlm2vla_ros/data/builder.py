@@ -126,7 +126,7 @@ def chunk_windows(
     """
     deltas = episode.deltas_cm()[start:stop]
     grip = episode.gripper_states()[start:stop]
-    segments = merge_segments(deltas, grip, config.merge, episode.steps[start - 1].gripper if start > 0 else None)
+    segments = merge_segments(deltas, grip, config.merge, _gripper_before(episode, start))
     cuts = [0]
     count = 0
     for segment in segments:
@@ -138,13 +138,18 @@ def chunk_windows(
     windows: list[ChunkWindow] = []
     dropped = 0
     for a, b in zip(cuts, cuts[1:]):
-        merged = merge_trajectory(deltas[a:b], grip[a:b], config.merge, config.limits)
+        before = _gripper_before(episode, start + a)
+        merged = merge_trajectory(deltas[a:b], grip[a:b], config.merge, config.limits, before)
         if len(merged) > config.limits.max_steps:
             dropped += len(merged) - config.limits.max_steps
             merged = merged[: config.limits.max_steps]
-        before = episode.steps[start + a - 1].gripper if start + a > 0 else None
         windows.append(ChunkWindow(start + a, start + b, tuple(merged), before))
     return windows, dropped
+
+
+def _gripper_before(episode: EpisodeRecord, step: int) -> int | None:
+    """The gripper command in force before `step` (None before the first)."""
+    return episode.steps[step - 1].gripper if step > 0 else None
 
 
 class EpisodeExamples:

@@ -194,8 +194,9 @@ class ExpertReplay:
         for index, name in enumerate(self.subtask_list):
             steps = [s for s in episode.steps if s.subtask_index == index]
             if steps:
+                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], merge or MergeConfig(),
+                                               initial_gripper=held))
                 held = steps[-1].gripper
-                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], merge or MergeConfig()))
             else:  # done before it began (the gripper was already there): a still step
                 moves = (ActionStep(0.0, 0.0, 0.0, held),)
             self.chunks[name] = ActionChunk(moves)
