@@ -11,68 +11,19 @@ because Gemma-3's tokenizer splits digits).
 Prints one JSON object. Usage:
     python benchmarks/gemma3_12b_latency.py                 # GPU, bf16, the real 12B shape
     python benchmarks/gemma3_12b_latency.py --tiny --cycles 3   # any CPU: checks the script
+    python benchmarks/gemma3_12b_latency.py --tiny --text-layers 48 --cycles 10   # generate()'s own cost
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from typing import Any
 
 import numpy as np
-
-
-def gemma3_12b_config(image_token_ids: dict[str, int], tiny: bool) -> Any:
-    """Gemma-3-12B-IT's published architecture (or a scaled-down copy with --tiny)."""
-    from transformers import Gemma3Config
-
-    text = {
-        "vocab_size": 262_208,
-        "hidden_size": 3840,
-        "intermediate_size": 15_360,
-        "num_hidden_layers": 48,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 256,
-        "query_pre_attn_scalar": 256,
-        "sliding_window": 1024,
-        "sliding_window_pattern": 6,
-        "max_position_embeddings": 131_072,
-        "rope_theta": 1_000_000.0,
-        "rope_local_base_freq": 10_000.0,
-        "rope_scaling": {"rope_type": "linear", "factor": 8.0},
-        "hidden_activation": "gelu_pytorch_tanh",
-        "rms_norm_eps": 1e-6,
-    }
-    vision = {
-        "model_type": "siglip_vision_model",
-        "hidden_size": 1152,
-        "intermediate_size": 4304,
-        "num_hidden_layers": 27,
-        "num_attention_heads": 16,
-        "image_size": 896,
-        "patch_size": 14,
-        "vision_use_head": False,
-    }
-    tokens_per_image = 256
-    if tiny:
-        text.update(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=6,
-                    num_attention_heads=2, num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64)
-        vision.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                      image_size=224, patch_size=14)
-        tokens_per_image = 64
-    return Gemma3Config(
-        text_config=text,
-        vision_config=vision,
-        mm_tokens_per_image=tokens_per_image,
-        boi_token_index=image_token_ids["boi"],
-        eoi_token_index=image_token_ids["eoi"],
-        image_token_index=image_token_ids["image"],
-    )
+from gemma3_12b import build_random_gemma3, device_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,56 +37,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode the chunk with the xgrammar chunk grammar (its length is then the model's choice)")
     parser.add_argument("--no-reuse", action="store_true", help="prefill the chunk prompt from scratch")
     parser.add_argument("--no-adapter", action="store_true", help="no LoRA adapter")
+    parser.add_argument("--text-layers", type=int, default=None,
+                        help="language-model depth (with --tiny 48: eager generation's per-layer cost on the CPU)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop after this many seconds of cycles and report those done (for a short GPU lease)")
     args = parser.parse_args(argv)
 
     import torch
     from peft import get_peft_model
-    from transformers import Gemma3ForConditionalGeneration, Gemma3Processor, GenerationConfig
 
     from vlm2vla_ros.action_language import ActionLimits, chunk_regex
     from vlm2vla_ros.policy import StageSampling, prompts
-    from vlm2vla_ros.policy.tiny_model import (
-        BOI,
-        END_OF_TURN,
-        EOI,
-        EOS,
-        GEMMA3_CHAT_TEMPLATE,
-        IMAGE_SOFT,
-        PAD,
-        image_processor_for,
-        train_tokenizer,
-    )
     from vlm2vla_ros.policy.transformers_backend import TransformersBackend, paper_lora_config
     from vlm2vla_ros.policy.types import GenerationRequest
 
-    device = "cpu" if args.tiny else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("gemma3_12b_latency: no CUDA GPU here; use --tiny to check the script on the CPU", file=sys.stderr)
-        return 2
-    dtype = torch.float32 if args.tiny else torch.bfloat16
-    tokenizer = train_tokenizer(seed=0, vocab_size=1024)
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (("boi", BOI), ("eoi", EOI), ("image", IMAGE_SOFT))}
-    config = gemma3_12b_config(ids, args.tiny)
-    vision = config.vision_config
-    processor = Gemma3Processor(
-        image_processor=image_processor_for(vision.image_size),
-        tokenizer=tokenizer,
-        chat_template=GEMMA3_CHAT_TEMPLATE,
-        image_seq_length=config.mm_tokens_per_image,
-    )
-
-    start = time.perf_counter()
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = Gemma3ForConditionalGeneration(config).eval()
-    torch.set_default_dtype(previous)
-    stop_ids = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_OF_TURN)]
-    model.generation_config = GenerationConfig(eos_token_id=stop_ids, pad_token_id=tokenizer.convert_tokens_to_ids(PAD))
+    built = build_random_gemma3(args.tiny, args.text_layers)
+    model, processor, device, dtype = built.model.eval(), built.processor, built.device, built.dtype
     if not args.no_adapter:
         model = get_peft_model(model, paper_lora_config(r=16, alpha=32)).eval()
-    build_s = time.perf_counter() - start
     backend = TransformersBackend(model, processor, has_adapter=not args.no_adapter)
 
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -144,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     chunk_sampling = StageSampling(temperature=0.5, max_new_tokens=args.chunk_tokens)
     regex = chunk_regex(ActionLimits()) if args.constrained else None
     rows: list[dict[str, float]] = []
+    started = time.perf_counter()
     for index in range(args.warmup + args.cycles):
+        if args.max_seconds is not None and rows and time.perf_counter() - started > args.max_seconds:
+            break
         plan_request = GenerationRequest(prompts.plan_messages(task, subtask), (image,), plan_sampling,
                                          args.plan_tokens, keep_prefix=not args.no_reuse, seed=index)
         if device == "cuda":
@@ -162,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                          "plan_tokens": plan.new_tokens, "chunk_tokens": chunk.new_tokens,
                          "plan_prompt_tokens": plan.prompt_tokens, "chunk_prompt_tokens": chunk.prompt_tokens,
                          "chunk_reused_tokens": chunk.reused_tokens})
+            print(f"cycle {len(rows)}: {rows[-1]['cycle_s']:.2f} s", file=sys.stderr, flush=True)
 
     def summary(key: str) -> dict[str, float]:
         values = [row[key] for row in rows]
@@ -169,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "model": "gemma-3-12b-it architecture, random weights" if not args.tiny else "scaled-down gemma-3 (--tiny)",
+        "text_layers": built.model.config.text_config.num_hidden_layers,
         "parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(dtype).replace("torch.", ""),
         "lora_r": None if args.no_adapter else 16,
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": device_name(device),
         "torch": torch.__version__,
-        "build_s": build_s,
+        "build_s": built.build_s,
         "cycles": len(rows),
         "constrained": args.constrained,
         "reuse_prefix": not args.no_reuse,
