@@ -156,6 +156,12 @@ def test_report_and_metrics(run):
         "pretraining the VLM (vision tower frozen)",
         "VLM2VLA: LoRA fine-tuning",
     }
+    # the instruction set torch's kernels use changes the trained weights, so the report names it
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert metrics["machine"]["cpu_capability"] == capability and metrics["machine"]["cpu"]
+    assert f"({capability} kernels); seed 0." in report
 
 
 @pytest.mark.slow

@@ -848,12 +848,33 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     metrics["timings_s"] = run.timings
     metrics["wall_time_s"] = round(time.perf_counter() - run.start, 1)
-    metrics["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                          "torch": torch.__version__}
+    metrics["machine"] = machine_record()
     metrics["checkpoint_bytes"] = folder_bytes(base_dir) + folder_bytes(out / "adapter", ("adapter_config.json", "adapter_model.safetensors"))
     write_report(out, metrics)
     log(f"[{metrics['wall_time_s']:7.1f} s] wrote {out / 'report.md'}")
     return metrics
+
+
+def machine_record() -> dict[str, Any]:
+    """What a run's numbers depend on beyond its seed. The instruction set torch's kernels use
+    changes floating-point rounding, so the trained weights differ between, say, AVX-512 and
+    AVX2 machines (the quick run's weights do; finding 23): a run is reproduced byte for byte
+    only on the same cpu_capability."""
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def cpu_model() -> str:
+    """The processor's name as Linux reports it (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
@@ -894,7 +915,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "# Miniature VLM2VLA: report",
         "",
         f"Wall time {m['wall_time_s']:.0f} s ({m['wall_time_s'] / 60:.1f} min) on {m['machine']['cpus']} CPU core(s), "
-        f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s); seed {c['seed']}.",
+        f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s), "
+        f"{m['machine'].get('cpu', 'CPU not recorded')} ({m['machine'].get('cpu_capability', '?')} kernels); seed {c['seed']}.",
         "",
         "## VQA accuracy (held-out scenes, English and Spanish questions)",
         "",
