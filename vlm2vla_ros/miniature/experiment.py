@@ -916,7 +916,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "",
         f"Wall time {m['wall_time_s']:.0f} s ({m['wall_time_s'] / 60:.1f} min) on {m['machine']['cpus']} CPU core(s), "
         f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s), "
-        f"{m['machine'].get('cpu', 'CPU not recorded')} ({m['machine'].get('cpu_capability', '?')} kernels); seed {c['seed']}.",
+        f"{m['machine']['cpu']} ({m['machine']['cpu_capability']} kernels); seed {c['seed']}.",
         "",
         "## VQA accuracy (held-out scenes, English and Spanish questions)",
         "",
