@@ -55,11 +55,15 @@ def test_full_fine_tuning_trains_every_weight_and_max_seconds_cuts_the_loop(data
 
 
 @pytest.mark.parametrize(
-    "flags, reused", [([], True), (["--no-reuse"], False), (["--constrained"], True), (["--text-layers", "3"], True)]
+    "flags, reused",
+    [([], True), (["--no-reuse"], False), (["--constrained"], True), (["--text-layers", "3"], True),
+     (["--static-cache", "1024", "--warmup", "1"], False)],
 )
 def test_latency_cycles_reuse_the_prefix_unless_told_not_to(flags, reused, capsys):
     report = run_benchmark("gemma3_12b_latency", ["--tiny", "--cycles", "2", "--warmup", "0", *flags], capsys)
     assert report["cycles"] == 2
+    assert len(report["warmup_cycle_s"]) == (1 if "--static-cache" in flags else 0)
+    assert report["static_cache_tokens"] == (1024 if "--static-cache" in flags else 0)
     assert report["constrained"] is ("--constrained" in flags)
     assert (report["tokens"]["chunk_reused_tokens"] > 0) is reused
     assert report["median_cycle_s"] > 0 and report["lora_r"] == 16

@@ -135,6 +135,77 @@ def test_chunk_stage_reuses_the_plan_prefix_with_identical_output(tiny) -> None:
         assert with_reuse.tokens["chunk_reused"] >= with_reuse.tokens["plan_prompt"] - 1
 
 
+def test_static_cache_answers_as_the_growing_cache_and_serves_only_requests_that_fit(tiny) -> None:
+    model, adapter = tiny
+    greedy = StageSampling(temperature=0.0, max_new_tokens=24)
+    answers = {}
+    for tokens in (0, 160):
+        policy = load_policy(PolicyConfig(
+            model_path=str(model), adapter_path=str(adapter), device="cpu", static_cache_tokens=tokens,
+            plan=greedy, chunk=StageSampling(temperature=0.0),
+        ))
+        backend = policy.backend
+        served = []
+        chosen = backend._static_cache_for
+
+        def spy(needed: int, chosen=chosen, served=served):
+            cache = chosen(needed)
+            served.append(cache is not None)
+            return cache
+
+        backend._static_cache_for = spy
+        cycles = [policy.cycle(camera(seed), TASK, "Grasp the red block") for seed in (3, 4)]
+        verdict = policy.verify(camera(3), camera(4), "Grasp the red block", "Lift the block")
+        answers[tokens] = [(c.raw_plan, c.raw_chunk) for c in cycles] + [verdict.raw_text]
+        if tokens:
+            assert backend._static_cache is not None  # load_policy warmed it up
+            # plan (short prompt, 24 new tokens) fits; chunk (its grammar's longest answer) does not.
+            assert served == [True, False, True, False, True]
+            assert all(c.tokens["chunk_reused"] == 0 for c in cycles)  # the shared cache is never carried on
+        policy.close()
+    assert answers[160] == answers[0]
+
+
+class GarbageBackend:
+    """Answers every request with text no stage can parse; records what it was asked."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.requests: list = []
+        self.error = error
+
+    def generate(self, request):
+        from vlm2vla_ros.policy.types import Generation
+
+        if self.error is not None:
+            raise self.error
+        self.requests.append(request)
+        return Generation(text="###", new_tokens=1, prompt_tokens=1, reused_tokens=0, seconds=0.0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_warm_up_runs_every_stage_leaves_seeds_alone_and_only_real_failures_raise() -> None:
+    config = PolicyConfig(model_path="unused", static_cache_tokens=1024, max_retries=2)
+    backend = GarbageBackend()
+    engine = PolicyEngine(backend, config)
+    assert engine.needs_warm_up and not PolicyEngine(backend, config.replace(static_cache_tokens=0)).needs_warm_up
+    assert engine.warm_up() >= 0
+    # subtasks, plan (free text "###" is a usable plan), chunk, verify; unusable answers tried twice
+    adapters = [r.use_adapter for r in backend.requests]
+    images = [len(r.images) for r in backend.requests]
+    assert adapters == [True, True, True, True, True, False, False] and images == [1, 1, 1, 1, 1, 2, 2]
+    assert engine._calls == 0  # the first task samples with the seeds a fresh engine would use
+    with pytest.raises(PolicyError, match="server down"):
+        PolicyEngine(GarbageBackend(PolicyError("server down")), config).warm_up()
+
+
+def test_static_cache_size_is_checked() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="static_cache_tokens"):
+            PolicyConfig(static_cache_tokens=bad)
+
+
 def test_sampling_is_seeded(tiny) -> None:
     model, adapter = tiny
     runs = []

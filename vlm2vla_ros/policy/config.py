@@ -93,7 +93,14 @@ class PolicyConfig:
     constrained: bool = True
     """Decode subtasks, chunks and verdicts with their grammars (never unparseable)."""
     reuse_prefix: bool = True
-    """Continue the chunk stage from the plan stage's key/value cache."""
+    """Continue the chunk stage from the plan stage's key/value cache (a dynamic cache only)."""
+    static_cache_tokens: int = 0
+    """0: a new key/value cache that grows with each request (transformers backend). N > 0: one
+    cache of N tokens, allocated once and reset for every request that fits in it (prompt plus
+    max_new_tokens); a request that does not fit gets a growing one. On a CUDA GPU a static
+    cache lets generate() compile the decode step with torch.compile and replay it as a CUDA
+    graph (docs/benchmarks.md). The shared cache is not carried from plan to chunk, so
+    reuse_prefix has no effect on the requests it serves."""
     limits: ActionLimits = field(default_factory=ActionLimits)
     prompts: PromptTemplates = DEFAULT_PROMPTS
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
@@ -109,6 +116,8 @@ class PolicyConfig:
             raise ValueError(f"max_retries must be a positive integer, got {self.max_retries!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.static_cache_tokens, bool) or not isinstance(self.static_cache_tokens, int) or self.static_cache_tokens < 0:
+            raise ValueError(f"static_cache_tokens must be an integer >= 0 (0: off), got {self.static_cache_tokens!r}")
         for name in ("load_in_4bit", "constrained", "reuse_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

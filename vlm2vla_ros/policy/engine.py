@@ -7,7 +7,9 @@ ones), retries unusable answers up to max_retries and then raises PolicyError.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -131,6 +133,36 @@ class PolicyEngine:
         generation, advance, _, seconds, tokens = self._attempts("verify", request, prompts.parse_verdict)
         return VerifyResult(advance, generation.text, {"verify": seconds}, {"verify": tokens})
 
+    @property
+    def needs_warm_up(self) -> bool:
+        """A static cache on the transformers backend compiles each adapter state's decode step
+        on its first request (on a GPU: minutes for Gemma-3-12B, docs/benchmarks.md)."""
+        return self.config.backend == "transformers" and self.config.static_cache_tokens > 0
+
+    def warm_up(self) -> float:
+        """Run every stage once on a grey image and return the seconds it took; answers unused.
+
+        So that compilation happens at start-up, not in a task's first cycle. Sampling seeds are
+        left as they were, so a warmed engine answers as a fresh one does."""
+        start = time.perf_counter()
+        grey = np.full((224, 224, 3), 128, np.uint8)
+        calls = self._calls
+        stages: list[Callable[[], object]] = [
+            lambda: self.subtasks(grey, "pick up the block"),
+            lambda: self.cycle(grey, "pick up the block", "Grasp the block"),
+            lambda: self.verify(grey, grey, "Grasp the block", "Lift the block"),
+        ]
+        try:
+            for stage in stages:
+                try:
+                    stage()
+                except PolicyError as exc:
+                    if not exc.failures:  # nothing was generated: a real failure, not an unusable answer
+                        raise
+        finally:
+            self._calls = calls
+        return time.perf_counter() - start
+
     def close(self) -> None:
         with self._lock:
             self.backend.close()
@@ -186,11 +218,16 @@ def _plan_text(text: str) -> str:
 
 
 def load_policy(config: PolicyConfig) -> PolicyEngine:
-    """A new engine with the backend the config names (loads the model for transformers)."""
+    """A new engine with the backend the config names (loads the model for transformers), warmed
+    up when its first requests would compile (needs_warm_up)."""
     if config.backend == "openai":
         from .openai_backend import OpenAIBackend
 
         return PolicyEngine(OpenAIBackend(config.openai), config)
     from .transformers_backend import TransformersBackend
 
-    return PolicyEngine(TransformersBackend.load(config), config)
+    engine = PolicyEngine(TransformersBackend.load(config), config)
+    if engine.needs_warm_up:
+        seconds = engine.warm_up()
+        logging.getLogger(__name__).info("policy warmed up in %.1f s (static_cache_tokens=%d)", seconds, config.static_cache_tokens)
+    return engine

@@ -131,7 +131,7 @@ class _PrefixState:
 class TransformersBackend:
     """Runs requests on a loaded model; not thread-safe (the engine serialises calls)."""
 
-    def __init__(self, model: Any, processor: Any, has_adapter: bool) -> None:
+    def __init__(self, model: Any, processor: Any, has_adapter: bool, static_cache_tokens: int = 0) -> None:
         import xgrammar as xgr
 
         self.model = model
@@ -150,11 +150,31 @@ class TransformersBackend:
         )
         self._compiler = xgr.GrammarCompiler(info, max_threads=1)
         self._grammars: dict[str, Any] = {}
+        self.static_cache_tokens = static_cache_tokens
+        self._static_cache: Any = None
 
     @classmethod
     def load(cls, config: PolicyConfig) -> TransformersBackend:
         model, processor, has_adapter = load_model(config)
-        return cls(model, processor, has_adapter)
+        return cls(model, processor, has_adapter, config.static_cache_tokens)
+
+    def _static_cache_for(self, tokens: int) -> Any:
+        """The shared static cache, emptied, when `tokens` fit in it; None: use a growing cache.
+
+        One cache object for every request keeps its tensors at fixed addresses, which a
+        captured CUDA graph needs; a new one per request would be captured again each time.
+        """
+        if not self.static_cache_tokens or tokens > self.static_cache_tokens:
+            return None
+        import torch
+
+        if self._static_cache is None:
+            from transformers import StaticCache
+
+            self._static_cache = StaticCache(config=self.model.config.get_text_config(), max_cache_len=self.static_cache_tokens)
+        with torch.inference_mode():  # its tensors were made under inference mode by the first request
+            self._static_cache.reset()
+        return self._static_cache
 
     def compiled(self, regex: str) -> Any:
         """The compiled grammar of a regex, compiled once per regex."""
@@ -181,8 +201,12 @@ class TransformersBackend:
         start = time.perf_counter()
         inputs = self.prompt_inputs(request)
         ids: list[int] = inputs["input_ids"][0].tolist()
-        reused = self._reusable_length(request.prefix, ids, request.use_adapter)
-        if reused:
+        static_cache = self._static_cache_for(len(ids) + request.max_new_tokens)
+        reused = 0 if static_cache is not None else self._reusable_length(request.prefix, ids, request.use_adapter)
+        if static_cache is not None:
+            cache = static_cache
+            model_inputs = inputs
+        elif reused:
             state: _PrefixState | None = request.prefix
             assert state is not None
             state.cache.crop(reused - state.cache.get_seq_length())
@@ -219,7 +243,7 @@ class TransformersBackend:
         new_ids = new_ids[~torch.isin(new_ids, torch.tensor(self.stop_ids, device=new_ids.device))]
         text = self.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
         prefix = None
-        if request.keep_prefix or reused:
+        if static_cache is None and (request.keep_prefix or reused):
             kept = output.past_key_values.get_seq_length()
             prefix = _PrefixState(sequence[:kept].tolist(), output.past_key_values, request.use_adapter)
         return Generation(
@@ -249,4 +273,5 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
+        self._static_cache = None
         self._grammars.clear()
