@@ -90,6 +90,11 @@ class RecordingBackend:
             self._violation(f"gripper percent {pct!r} is neither open nor closed")
         self.gripper = pct
 
+    def point_head(self, pan_rad: float, tilt_rad: float) -> None:
+        self.calls.append(("point_head", pan_rad, tilt_rad))
+        if not self.homed or self.runstopped:
+            self._violation("head command while not ready")
+
     def stop(self) -> None:
         self.calls.append(("stop",))
 

@@ -2,10 +2,11 @@
 
 The real package cannot be imported without a robot's fleet configuration, so tests put this
 in sys.modules instead. Names and signatures follow stretch_body 0.7.31 (Robot, lift, arm,
-base, end_of_arm, pimu, push_command, wait_command, wait_while_is_moving, get_status,
+base, end_of_arm, head, pimu, push_command, wait_command, wait_while_is_moving, get_status,
 is_homed, startup, stop). Behaviour kept where the backend relies on it: steppers move only
 on push_command, not before homing, and not while runstopped; moves are clipped to the soft
-limits; the runstop, once triggered, stays until reset. Every call is recorded in order.
+limits; the runstop, once triggered, stays until reset; Dynamixels (gripper, head) move at
+once, not while runstopped. Every call is recorded in order.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class World:
     arm: float = 0.1
     base_x: float = 0.0
     gripper_pct: float = 0.0
+    head_pan: float = 0.0
+    head_tilt: float = 0.0
     homed: bool = True
     runstopped: bool = False
     startup_ok: bool = True
@@ -118,6 +121,18 @@ class _EndOfArm:
             self._w.gripper_pct = x_r
 
 
+class _Head:
+    """stretch_body.head.Head (head_pan, head_tilt)."""
+
+    def __init__(self, world: World) -> None:
+        self._w = world
+
+    def move_to(self, joint, x_r, v_r=None, a_r=None):
+        self._w.record("head.move_to", joint, x_r)
+        if joint in ("head_pan", "head_tilt") and not self._w.runstopped:
+            setattr(self._w, joint, x_r)
+
+
 class _Pimu:
     def __init__(self, world: World) -> None:
         self._w = world
@@ -147,6 +162,7 @@ class Robot:
         self.arm = _Stepper(w, "arm", 0.52)
         self.base = _Base(w)
         self.end_of_arm = _EndOfArm(w)
+        self.head = _Head(w)
         self.pimu = _Pimu(w)
 
     def startup(self, start_non_dxl_thread=True, start_dxl_thread=True, start_sys_mon_thread=True):

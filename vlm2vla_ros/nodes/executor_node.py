@@ -77,7 +77,9 @@ class ExecutorNode(Node):
         robot_cfg = RobotConfig.from_yaml(c.robot_config or config_path("stretch_re1.yaml"))
         self._owns_backend = backend is None
         self.backend = backend if backend is not None else self._make_backend(robot_cfg)
-        self.chunks = ChunkExecutor(self.backend, robot_cfg.embodiment, robot_cfg.safety, dry_run=c.dry_run)
+        self.chunks = ChunkExecutor(
+            self.backend, robot_cfg.embodiment, robot_cfg.safety, dry_run=c.dry_run, head=robot_cfg.head
+        )
 
         self._lock = threading.Lock()
         self._estopped = False
@@ -113,7 +115,20 @@ class ExecutorNode(Node):
             self.create_timer(1.0 / c.sim_camera_rate_hz, self._publish_sim_frame, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         mode = "DRY RUN, nothing moves" if c.dry_run else "live"
+        self._aim_head_at_start()
         self.get_logger().info(f"executor ready: backend {self.backend.name} ({mode})")
+
+    def _aim_head_at_start(self) -> None:
+        """Head tracking: look at the gripper before the policy's first image; every chunk that
+        runs to its end aims it again. A refusal is logged, not fatal: the first chunk then meets
+        the same refusal and reports it."""
+        try:
+            pose = self.chunks.aim_head()
+        except Exception as exc:  # runstopped, not homed, a Dynamixel error
+            self.get_logger().warning(f"could not aim the head at the gripper at start-up: {exc}")
+            return
+        if pose is not None:
+            self.get_logger().info(f"head aimed at the gripper: pan {pose.pan_rad:.2f}, tilt {pose.tilt_rad:.2f} rad")
 
     def _make_backend(self, robot_cfg: Any) -> Any:
         from ..robot.factory import make_backend

@@ -10,6 +10,7 @@ import yaml
 
 from ._checks import check_keys
 from .embodiment import EmbodimentConfig
+from .head import HeadTrackingConfig
 from .safety import SafetyConfig
 from .stretch_body_backend import StretchBodySettings
 
@@ -19,15 +20,17 @@ class RobotConfig:
     embodiment: EmbodimentConfig = field(default_factory=EmbodimentConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     stretch_body: StretchBodySettings = field(default_factory=StretchBodySettings)
+    head: HeadTrackingConfig = field(default_factory=HeadTrackingConfig)
 
     @classmethod
     def from_dict(cls, data: Any) -> RobotConfig:
         """Sections left out keep their defaults; unknown sections or keys are errors."""
-        d = check_keys(data, ("embodiment", "safety", "stretch_body"), "robot config")
+        d = check_keys(data, ("embodiment", "safety", "stretch_body", "head"), "robot config")
         return cls(
             embodiment=EmbodimentConfig.from_dict(d.get("embodiment", {})),
             safety=SafetyConfig.from_dict(d.get("safety", {})),
             stretch_body=StretchBodySettings.from_dict(d.get("stretch_body", {})),
+            head=HeadTrackingConfig.from_dict(d.get("head", {})),
         )
 
     @classmethod

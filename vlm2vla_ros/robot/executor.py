@@ -4,7 +4,8 @@ Rules (docs/safety.md): a chunk runs only if the safety layer accepts it as a wh
 command is re-checked against the measured position right before it is sent; an abort
 request, e-stop, runstop or any exception stops the backend and latches a fault, and no
 later chunk runs until reset_for_new_task(). Dry-run plans and reports everything and
-sends nothing that moves.
+sends nothing that moves. With head tracking on, a chunk that ran to its end aims the head
+camera at the gripper before it counts as done (robot.head).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .embodiment import EmbodimentConfig
+from .head import HeadPose, HeadTrackingConfig
 from .interface import JointState, RobotBackend
 from .safety import SafeCommand, SafetyConfig, check_move, status_problem, validate_chunk
 
@@ -43,11 +45,13 @@ class ChunkExecutor:
         embodiment: EmbodimentConfig,
         safety: SafetyConfig,
         dry_run: bool = False,
+        head: HeadTrackingConfig | None = None,
     ) -> None:
         self.backend = backend
         self.embodiment = embodiment
         self.safety = safety
         self.dry_run = dry_run
+        self.head = head or HeadTrackingConfig()
         self._lock = threading.Lock()
         self._fault = ""
         self._abort = threading.Event()
@@ -64,6 +68,18 @@ class ChunkExecutor:
             self._fault = ""
             self._abort.clear()
             self._anchor = None
+
+    def aim_head(self) -> HeadPose | None:
+        """Aim the head camera at the gripper now (start-up, a new task), if tracking is on.
+
+        None when it is off, in dry-run or while a fault is latched; raises BackendError (or
+        any backend failure) when the robot refuses, e.g. runstopped or not homed. Like
+        execute(), never call it while a chunk runs."""
+        if not self.head.track_gripper or self.dry_run or self._fault:
+            return None
+        pose = self.head.pose_for(self.backend.status().joints)
+        self.backend.point_head(pose.pan_rad, pose.tilt_rad)
+        return pose
 
     def estop(self, reason: str = "e-stop") -> None:
         """Stop the backend now and latch, from any thread."""
@@ -157,6 +173,21 @@ class ChunkExecutor:
                     self.backend.set_gripper(cmd.gripper_pct)
                     last_pct = cmd.gripper_pct
                 executed += 1
+            if self.head.track_gripper:
+                if (should_abort is not None and should_abort()) or self._abort.is_set():
+                    return self._fail(
+                        "aborted",
+                        f"aborted before aiming the head: {self._fault or 'abort requested'}",
+                        executed,
+                        commands,
+                        findings,
+                        start,
+                    )
+                pose = self.head.pose_for(self.backend.status().joints)
+                self.backend.point_head(pose.pan_rad, pose.tilt_rad)
+                if pose.clipped:
+                    findings = (*findings, f"head aim clipped to pan {pose.pan_rad:.2f}, tilt {pose.tilt_rad:.2f} rad: "
+                                           "the gripper is off the image centre")
         except Exception as exc:
             if self._abort.is_set():  # the backend noticed our own e-stop: report the e-stop
                 return self._fail(

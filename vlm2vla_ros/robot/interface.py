@@ -49,6 +49,10 @@ class RobotBackend(Protocol):
     def set_gripper(self, pct: float) -> None:
         """Command the gripper and return once it has had time to act (or raise BackendError)."""
 
+    def point_head(self, pan_rad: float, tilt_rad: float) -> None:
+        """Aim the head camera (radians, already within the head's ranges) and return once it has
+        had time to get there (or raise BackendError)."""
+
     def stop(self) -> None:
         """Stop all motion now. Must never raise."""
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from ._checks import check_keys, real
 from .embodiment import GRIPPER_PCT_RANGE
+from .head import PAN_LIMITS_RAD, TILT_LIMITS_RAD
 from .interface import BackendError, JointDelta, JointState, RobotStatus
 from .safety import HW_MAX_SPEED_MPS, PerJoint
 
@@ -39,14 +40,16 @@ FLEET_HINT = "check that HELLO_FLEET_PATH and HELLO_FLEET_ID point at this robot
 class StretchBodySettings:
     gripper_settle_s: float = 1.0  # the gripper moves at once; give it this long to close or open
     motion_start_s: float = 0.1  # pause after push_command before asking whether joints move
+    head_settle_s: float = 0.5  # the head moves at once; give it this long to reach its aim
 
     def __post_init__(self) -> None:
         real(self.gripper_settle_s, "stretch_body.gripper_settle_s", 0.0, 10.0)
         real(self.motion_start_s, "stretch_body.motion_start_s", 0.0, 1.0)
+        real(self.head_settle_s, "stretch_body.head_settle_s", 0.0, 5.0)
 
     @classmethod
     def from_dict(cls, data: Any) -> StretchBodySettings:
-        return cls(**check_keys(data, ("gripper_settle_s", "motion_start_s"), "stretch_body"))
+        return cls(**check_keys(data, ("gripper_settle_s", "motion_start_s", "head_settle_s"), "stretch_body"))
 
 
 def _start_robot() -> Any:
@@ -162,6 +165,21 @@ class StretchBodyBackend:
                 f"stretch_body failed to move the gripper: {type(exc).__name__}: {exc}"
             ) from exc
         time.sleep(self._settings.gripper_settle_s)
+
+    def point_head(self, pan_rad: float, tilt_rad: float) -> None:
+        """head_pan and head_tilt to absolute angles (Dynamixels: they move at once, no push_command)."""
+        r = self._require()
+        for name, value, (lo, hi) in (("pan", pan_rad, PAN_LIMITS_RAD), ("tilt", tilt_rad, TILT_LIMITS_RAD)):
+            if not lo <= value <= hi:  # false for NaN too
+                raise BackendError(f"head {name} {value!r} rad is outside [{lo}, {hi}]")
+        self._refuse_unless_ready("move the head")
+        try:
+            r.head.move_to("head_pan", float(pan_rad))
+            r.head.move_to("head_tilt", float(tilt_rad))
+        except Exception as exc:
+            self.stop()
+            raise BackendError(f"stretch_body failed to move the head: {type(exc).__name__}: {exc}") from exc
+        time.sleep(self._settings.head_settle_s)
 
     def stop(self) -> None:
         """Software runstop: halts all joints; a person releases it. Never raises."""

@@ -57,6 +57,8 @@ class SimBackend:
         self._world = world.copy()
         self._gripper_pct = self._pct_for(self._world.gripper_open)
         self.last_executed = JointDelta()
+        self.head_pose: tuple[float, float] | None = None
+        """The last (pan, tilt) the executor aimed the head at; None before any."""
 
     # ---- the RobotBackend protocol ---------------------------------------------------------
 
@@ -108,6 +110,17 @@ class SimBackend:
             self._check_ready("gripper command")
             self._world.set_gripper(pct >= self.geometry.open_threshold_pct)
             self._gripper_pct = float(pct)
+
+    def point_head(self, pan_rad: float, tilt_rad: float) -> None:
+        """Records the aim (head_pose). The rendered views need no head: the gripper view is
+        drawn centred on the gripper, the whole-table view from a fixed pose."""
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (pan_rad, tilt_rad)
+        ):
+            raise BackendError(f"sim point_head needs finite angles, got {(pan_rad, tilt_rad)!r}.")
+        with self._lock:
+            self._check_ready("head command")
+            self.head_pose = (float(pan_rad), float(tilt_rad))
 
     def stop(self) -> None:
         """Moves are atomic here, so there is never motion in flight to halt."""
