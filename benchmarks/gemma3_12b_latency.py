@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-cache", type=int, default=0, metavar="TOKENS",
                         help="the backend's static_cache_tokens: one preallocated cache, so that generate() compiles "
                              "the decode step on a GPU (the first cycles compile: give --warmup 2 or more)")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend for the static-cache decode step (cudagraphs needs no C compiler)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop after this many seconds of timed cycles and report those done (for a short GPU lease)")
     args = parser.parse_args(argv)
@@ -61,11 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     model, processor, device, dtype = built.model.eval(), built.processor, built.device, built.dtype
     if not args.no_adapter:
         model = get_peft_model(model, paper_lora_config(r=16, alpha=32)).eval()
-    if args.compile_backend != "inductor":
-        from transformers import CompileConfig
-
-        generating = model.get_base_model() if not args.no_adapter else model
-        generating.generation_config.compile_config = CompileConfig(backend=args.compile_backend)
     backend = TransformersBackend(model, processor, has_adapter=not args.no_adapter, static_cache_tokens=args.static_cache)
 
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -120,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         "constrained": args.constrained,
         "reuse_prefix": not args.no_reuse and not args.static_cache,
         "static_cache_tokens": args.static_cache,
-        "compile_backend": args.compile_backend if args.static_cache and device == "cuda" else None,
         "warmup_cycle_s": warmup_s,
         "median_cycle_s": summary("cycle_s")["median"],
         "p90_cycle_s": summary("cycle_s")["p90"],

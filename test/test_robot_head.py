@@ -103,6 +103,15 @@ def test_the_common_look_at_the_gripper_pose_is_what_the_aim_gives_midway():
     assert pan == pytest.approx(-math.pi / 2, abs=0.05) and tilt == pytest.approx(-math.pi / 4, abs=0.15)
 
 
+def test_directions_the_pan_range_cannot_reach_are_clipped_not_wrapped_forever():
+    pan, _tilt = aim_at((-0.5, 0.5, 0.5))  # behind and to the left: about 2.36 rad, past the 1.5 limit
+    assert pan == pytest.approx(2.356 - 2 * math.pi, abs=0.01)  # the same direction, below -3.9
+    # A grasp centre left of the robot (only a nonsense arm reading puts it there): pan would be
+    # about +1.6 rad, which the range [-3.9, 1.5] cannot reach either way round.
+    pose = HeadTrackingConfig().pose_for(JointState(0.5, -0.9, 0.0, 0.0))
+    assert pose.clipped and pose.pan_rad == -3.9
+
+
 def test_a_point_on_the_pan_axis_has_no_aim():
     with pytest.raises(ValueError, match="pan axis"):
         aim_at((0.0030942, -0.0000032, 0.5))
@@ -162,6 +171,19 @@ def test_a_chunk_that_runs_to_its_end_aims_the_head_at_where_the_gripper_ended()
     expected = TRACK.pose_for(report.end)
     assert (pan, tilt) == (expected.pan_rad, expected.tilt_rad)
     assert report.end.arm_m == pytest.approx(0.22) and report.end.lift_m == pytest.approx(0.53)
+
+
+def test_a_head_that_fails_stops_and_latches_like_any_command():
+    backend = recording()
+
+    def broken(pan, tilt):
+        raise BackendError("head Dynamixel overload")
+
+    backend.point_head = broken
+    executor = ChunkExecutor(backend, EMB, SAFETY, head=TRACK)
+    report = executor.execute(CHUNK)
+    assert report.status == "failed" and report.reason == "aiming the head failed: BackendError: head Dynamixel overload"
+    assert report.steps_executed == 2 and backend.calls[-1] == ("stop",) and executor.fault
 
 
 def test_no_head_motion_when_off_in_dry_run_or_after_an_abort():

@@ -70,7 +70,7 @@ class ChunkExecutor:
             self._anchor = None
 
     def aim_head(self) -> HeadPose | None:
-        """Aim the head camera at the gripper now (start-up, a new task), if tracking is on.
+        """Aim the head camera at the gripper now (at start-up), if tracking is on.
 
         None when it is off, in dry-run or while a fault is latched; raises BackendError (or
         any backend failure) when the robot refuses, e.g. runstopped or not homed. Like
@@ -198,9 +198,8 @@ class ChunkExecutor:
                     findings,
                     start,
                 )
-            return self._fail(
-                "failed", f"step {executed} failed: {_describe(exc)}", executed, commands, findings, start
-            )
+            where = f"step {executed}" if executed < len(commands) else "aiming the head"
+            return self._fail("failed", f"{where} failed: {_describe(exc)}", executed, commands, findings, start)
         except BaseException:  # KeyboardInterrupt, SystemExit: stop, latch, and let it propagate
             self._latch("interrupted")
             self._stop()

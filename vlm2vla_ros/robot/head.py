@@ -64,13 +64,9 @@ def aim_at(point: tuple[float, float, float]) -> tuple[float, float]:
 
 
 def _wrap(angle: float) -> float:
-    """The same direction within the pan joint's range, which runs past -pi."""
-    lo, hi = PAN_LIMITS_RAD
-    while angle > hi:
-        angle -= 2 * math.pi
-    while angle < lo:
-        angle += 2 * math.pi
-    return angle
+    """The same direction on the side of the pan joint's range, which runs past -pi. The range
+    spans less than a turn: directions between its ends stay outside it, for the caller to clip."""
+    return angle - 2 * math.pi if angle > PAN_LIMITS_RAD[1] else angle
 
 
 @dataclass(frozen=True)
