@@ -77,6 +77,9 @@ class ChunkExecutor:
         execute(), never call it while a chunk runs."""
         if not self.head.track_gripper or self.dry_run or self._fault:
             return None
+        return self._point_head_at_gripper()
+
+    def _point_head_at_gripper(self) -> HeadPose:
         pose = self.head.pose_for(self.backend.status().joints)
         self.backend.point_head(pose.pan_rad, pose.tilt_rad)
         return pose
@@ -183,8 +186,7 @@ class ChunkExecutor:
                         findings,
                         start,
                     )
-                pose = self.head.pose_for(self.backend.status().joints)
-                self.backend.point_head(pose.pan_rad, pose.tilt_rad)
+                pose = self._point_head_at_gripper()
                 if pose.clipped:
                     findings = (*findings, f"head aim clipped to pan {pose.pan_rad:.2f}, tilt {pose.tilt_rad:.2f} rad: "
                                            "the gripper is off the image centre")

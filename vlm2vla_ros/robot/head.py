@@ -106,7 +106,7 @@ class HeadTrackingConfig:
     @classmethod
     def from_dict(cls, data: Any) -> HeadTrackingConfig:
         d = check_keys(data, ("track_gripper", "pan_range_rad", "tilt_range_rad"), "head")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**d)  # __post_init__ turns YAML's lists into checked tuples
 
     def pose_for(self, joints: JointState) -> HeadPose:
         """The aim at the grasp centre for these joint positions, within the allowed ranges."""

@@ -76,9 +76,7 @@ class SimBackend:
 
     def move_by(self, delta: JointDelta, timeout_s: float) -> None:
         values = (delta.lift_m, delta.arm_m, delta.base_m)
-        if not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
+        if not all(_finite_number(v) for v in values):
             raise BackendError(f"sim move_by refused a non-finite or non-numeric joint delta {delta}.")
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise BackendError(f"sim move_by needs a positive finite timeout, got {timeout_s!r}.")
@@ -104,7 +102,7 @@ class SimBackend:
             )
 
     def set_gripper(self, pct: float) -> None:
-        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not math.isfinite(pct):
+        if not _finite_number(pct):
             raise BackendError(f"sim set_gripper needs a finite percentage, got {pct!r}.")
         with self._lock:
             self._check_ready("gripper command")
@@ -114,9 +112,7 @@ class SimBackend:
     def point_head(self, pan_rad: float, tilt_rad: float) -> None:
         """Records the aim (head_pose). The rendered views need no head: the gripper view is
         drawn centred on the gripper, the whole-table view from a fixed pose."""
-        if not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (pan_rad, tilt_rad)
-        ):
+        if not (_finite_number(pan_rad) and _finite_number(tilt_rad)):
             raise BackendError(f"sim point_head needs finite angles, got {(pan_rad, tilt_rad)!r}.")
         with self._lock:
             self._check_ready("head command")
@@ -166,3 +162,8 @@ class SimBackend:
             raise BackendError(f"sim {what} refused: the backend is closed.")
         if self._runstopped:
             raise BackendError(f"sim {what} refused: the run-stop is pressed.")
+
+
+def _finite_number(value: object) -> bool:
+    """A finite int or float (a bool is a typo, not a number, here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
