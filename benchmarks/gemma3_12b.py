@@ -120,8 +120,8 @@ def build_random_gemma3(tiny: bool, text_layers: int | None = None) -> RandomGem
 
 
 def device_name(device: str) -> str:
-    import platform
-
     import torch
 
-    return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    from vlm2vla_ros.machine import cpu_model
+
+    return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({cpu_model()})"

@@ -4,7 +4,11 @@ Checks the run's structure (report, metrics, plots, model folders, the shipped c
 not the numbers: a micro run trains for a few steps only.
 """
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -156,12 +160,12 @@ def test_report_and_metrics(run):
         "pretraining the VLM (vision tower frozen)",
         "VLM2VLA: LoRA fine-tuning",
     }
-    # the instruction set torch's kernels use changes the trained weights, so the report names it
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    assert metrics["machine"]["cpu_capability"] == capability and metrics["machine"]["cpu"]
-    assert f"({capability} kernels); seed 0." in report
+    # the kernels change the trained weights (finding 23): the run pins them, and the report says so
+    machine = metrics["machine"]
+    assert machine["pinned"] is True and machine["cpu"]
+    assert (machine["cpu_capability"], machine["onednn"], machine["mkl_cbwr"], machine["torch_threads"]) == (
+        "AVX2", False, "AVX2", 2)
+    assert "(AVX2 kernels); seed 0. Arithmetic pinned (ATen AVX2, MKL_CBWR=AVX2, oneDNN off, 2 threads)" in report
 
 
 @pytest.mark.slow
@@ -183,6 +187,71 @@ def test_shipped_checkpoint_loads_in_the_policy_engine(run):
     verdict = engine.verify(frame, frame, "move above the red block", "grasp the red block")
     assert verdict.raw_text in ("advance", "retry")
     engine.close()
+
+
+def _weights_digest(out) -> str:
+    digest = hashlib.sha256()
+    for name in ("base/model.safetensors", "adapter/adapter_model.safetensors", "baseline/model.safetensors"):
+        digest.update((out / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _quick_run(out, *args, env) -> None:
+    """The quick run in a process of its own, with env's kernel variables on top of this one's."""
+    command = [sys.executable, "-m", "vlm2vla_ros.tools.experiment", "--out", str(out), "--quick", "--seed", "0", *args]
+    base_env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    r = subprocess.run(command, env={**base_env, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pinned_runs_make_the_same_weights_where_other_kernels_make_native_runs_differ(run, tmp_path):
+    """A machine with other kernels, played on this one: ATen without vector kernels, oneDNN held
+    to SSE4.1, MKL to AVX2. Native runs then train other weights; pinned ones must not."""
+    other_machine = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    out, _ = run
+    _quick_run(tmp_path / "pinned", env=other_machine)
+    assert _weights_digest(tmp_path / "pinned") == _weights_digest(out)
+    _quick_run(tmp_path / "native", "--kernels", "native", env={})
+    _quick_run(tmp_path / "native-other", "--kernels", "native", env=other_machine)
+    assert _weights_digest(tmp_path / "native") != _weights_digest(tmp_path / "native-other")
+    native = json.loads((tmp_path / "native" / "metrics.json").read_text())["machine"]
+    assert native["pinned"] is False and native["onednn"] is True
+    assert "Arithmetic native (`--kernels native`)" in (tmp_path / "native" / "report.md").read_text()
+
+
+def test_pinned_arithmetic_refuses_a_torch_loaded_without_the_pin(monkeypatch):
+    import torch
+
+    from vlm2vla_ros.miniature.kernels import PINNED_ENVIRONMENT, ArithmeticNotPinned, pinned_arithmetic
+
+    for key in PINNED_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ArithmeticNotPinned, match="--kernels native"), pinned_arithmetic():
+        pass
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":  # the variables set after torch chose its kernels
+        for key, value in PINNED_ENVIRONMENT.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(ArithmeticNotPinned, match="runs .* kernels"), pinned_arithmetic():
+            pass
+
+
+def test_pinned_arithmetic_turns_onednn_off_and_sets_threads_inside_only():
+    from vlm2vla_ros.miniature.kernels import with_pinned_environment
+
+    code = (
+        "import torch; from vlm2vla_ros.miniature.kernels import pinned_arithmetic, arithmetic_record\n"
+        "torch.set_num_threads(1); before = (torch.backends.mkldnn.enabled, torch.get_num_threads())\n"
+        "with pinned_arithmetic(3):\n"
+        "    inside = arithmetic_record()\n"
+        "print(before, (inside['onednn'], inside['torch_threads'], inside['pinned'], inside['cpu_capability']),"
+        " (torch.backends.mkldnn.enabled, torch.get_num_threads()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=with_pinned_environment(os.environ), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "(True, 1) (False, 3, True, 'AVX2') (True, 1)"
 
 
 def test_refuses_a_non_empty_folder(tmp_path):

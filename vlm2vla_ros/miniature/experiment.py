@@ -41,11 +41,13 @@ from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
+from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.sim.views import check_view, write_model_view
 from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
+from .kernels import arithmetic_record
 from .model import BaseSpec
 from .vqa import check_completion_subtasks
 
@@ -856,25 +858,22 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
 
 def machine_record() -> dict[str, Any]:
-    """What a run's numbers depend on beyond its seed. The instruction set torch's kernels use
-    changes floating-point rounding, so the trained weights differ between, say, AVX-512 and
-    AVX2 machines (the quick run's weights do; finding 23): a run is reproduced byte for byte
-    only on the same cpu_capability."""
+    """What a run's numbers depend on beyond its seed. The kernels torch chooses change
+    floating-point rounding, so native runs on, say, AVX-512 and AVX2 machines train other
+    weights (finding 23); pinned runs (kernels.py) with the same threads match on any AVX2 one."""
     import torch
 
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu": cpu_model(), **arithmetic_record()}
 
 
-def cpu_model() -> str:
-    """The processor's name as Linux reports it (platform.processor() is often empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def arithmetic_line(machine: dict[str, Any]) -> str:
+    """The report's word on whether another machine should make the same bytes."""
+    if machine.get("pinned"):
+        return (f"Arithmetic pinned (ATen AVX2, MKL_CBWR={machine['mkl_cbwr']}, oneDNN off, "
+                f"{machine['torch_threads']} threads): a rerun on any x86-64 CPU with AVX2 is meant to make the same "
+                "weights (docs/miniature.md, finding 24, says what was checked).")
+    return "Arithmetic native (`--kernels native`): the weights are this machine's; another CPU trains others."
 
 
 def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
@@ -916,7 +915,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "",
         f"Wall time {m['wall_time_s']:.0f} s ({m['wall_time_s'] / 60:.1f} min) on {m['machine']['cpus']} CPU core(s), "
         f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s), "
-        f"{m['machine']['cpu']} ({m['machine']['cpu_capability']} kernels); seed {c['seed']}.",
+        f"{m['machine']['cpu']} ({m['machine']['cpu_capability']} kernels); seed {c['seed']}. "
+        + arithmetic_line(m["machine"]),
         "",
         "## VQA accuracy (held-out scenes, English and Spanish questions)",
         "",

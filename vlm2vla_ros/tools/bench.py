@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..machine import cpu_model
+
 TASKS = ("pick up the carrot", "put the red block in the bowl", "move the blue cup to the left of the plate")
 
 
@@ -167,7 +169,7 @@ def measure(args: argparse.Namespace, config) -> dict[str, object]:
         "device": config.device,
         "constrained": config.constrained,
         "reuse_prefix": config.reuse_prefix,
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "machine": f"{platform.machine()} {cpu_model()}",
     }
 
 

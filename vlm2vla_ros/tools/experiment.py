@@ -1,21 +1,26 @@
 """vlm2vla-experiment: the miniature VLM2VLA experiment, from scratch, on a CPU.
 
     vlm2vla-experiment --out runs/mini [--seed 0] [--quick] [--ship-to models/vlm2vla-mini]
+                       [--kernels pinned|native] [--threads N]
                        [--set reach_demos=6000 --set "location_kinds=('relative', 'direction')" ...]
 
 Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English and Spanish),
 fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token baseline (full
 fine-tuning), evaluates VQA accuracy and closed-loop success on held-out seeds, and writes
 OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base + adapter
-(the offline demo's model). --quick is a micro run for tests. See docs/miniature.md.
+(the offline demo's model). --quick is a micro run for tests. The arithmetic is pinned
+(miniature/kernels.py) so that any x86-64 CPU with AVX2 trains the same weights; --kernels
+native lets torch choose for this CPU. See docs/miniature.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,11 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="seed of every stage (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="micro run with tiny sizes and step counts (tests)")
     ap.add_argument("--ship-to", default="", help="copy the VLM2VLA base + adapter here (e.g. models/vlm2vla-mini)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: 2 with pinned kernels, torch's default with native ones)")
+    ap.add_argument("--kernels", default="pinned", choices=("pinned", "native"),
+                    help="pinned (default): the same weights on any x86-64 CPU with AVX2 (ATen AVX2, MKL_CBWR, no "
+                         "oneDNN, 2 threads); native: torch's choice for this CPU, whose weights are this machine's")
     ap.add_argument("--view", default="", choices=("", "table", "gripper"),
                     help="the simulated camera's view in every stage (default: the documented run's, gripper)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -79,18 +88,25 @@ def with_settings(config: Any, pairs: list[str]) -> Any:
 
 
 def main(argv: list | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.threads < 0:
         print("error: --threads must be >= 0", file=sys.stderr)
         return 2
+    from ..miniature import kernels
+
+    pinned = args.kernels == "pinned"
+    # The pinning variables are read when torch loads: set them now, or, if this process loaded
+    # torch already (a caller in Python), run the experiment in a process of its own.
+    in_child = pinned and not kernels.environment_is_pinned(os.environ) and "torch" in sys.modules
+    if pinned and not in_child:
+        os.environ.update(kernels.PINNED_ENVIRONMENT)
     import torch
 
     from ..miniature.experiment import ExperimentConfig, run_experiment, ship
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = ExperimentConfig.quick(args.seed) if args.quick else ExperimentConfig.full(args.seed)
     if args.view:
         config = dataclasses.replace(config, view=args.view)
@@ -99,9 +115,22 @@ def main(argv: list | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if in_child:
+        child = [sys.executable, "-m", "vlm2vla_ros.tools.experiment", *argv]
+        return subprocess.run(child, env=kernels.with_pinned_environment(os.environ), check=False).returncode
+    if pinned:
+        arithmetic = kernels.pinned_arithmetic(args.threads or kernels.PINNED_THREADS)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        arithmetic = contextlib.nullcontext()
     out = Path(args.out).expanduser()
     try:
-        metrics = run_experiment(out, config, log=lambda line: print(line, flush=True))
+        with arithmetic:
+            metrics = run_experiment(out, config, log=lambda line: print(line, flush=True))
+    except kernels.ArithmeticNotPinned as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

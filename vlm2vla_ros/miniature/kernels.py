@@ -1,0 +1,69 @@
+"""The experiment's CPU arithmetic, pinned so that a run trains the same bytes on any x86-64 CPU
+with AVX2 (finding 24 in docs/miniature.md).
+
+torch chooses its kernels by the machine: ATen's vectorised loops by instruction set (AVX-512
+or AVX2), oneDNN's convolutions by instruction set, MKL's matrix products by vendor and
+instruction set, and the thread count splits the work. Each choice rounds differently, and
+thousands of training steps turn the rounding into other models (finding 23). Pinned means:
+ATen's AVX2 loops (``ATEN_CPU_CAPABILITY``), MKL's AVX2 code path (its conditional numerical
+reproducibility, ``MKL_CBWR``), no oneDNN (convolutions fall back to ATen's own, which use
+MKL), and two threads. The environment variables are read when torch loads, so they must be set
+before the process imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+PINNED_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+PINNED_CAPABILITY = "AVX2"
+PINNED_THREADS = 2
+
+
+class ArithmeticNotPinned(RuntimeError):
+    """torch in this process runs kernels other than the pinned ones."""
+
+
+def with_pinned_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """environ with the variables that pin ATen's and MKL's kernels (for a new process)."""
+    return {**environ, **PINNED_ENVIRONMENT}
+
+
+def environment_is_pinned(environ: Mapping[str, str]) -> bool:
+    return all(environ.get(key) == value for key, value in PINNED_ENVIRONMENT.items())
+
+
+@contextmanager
+def pinned_arithmetic(threads: int = PINNED_THREADS) -> Iterator[None]:
+    """Inside: oneDNN off and `threads` torch threads; both restored after. Refuses a process
+    whose ATen kernels are not AVX2 (no AVX2 on this CPU, or torch loaded before the pin)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != PINNED_CAPABILITY or not environment_is_pinned(os.environ):
+        raise ArithmeticNotPinned(
+            f"pinned arithmetic needs torch loaded with {PINNED_ENVIRONMENT} on a CPU with AVX2; this "
+            f"process runs {capability} kernels. Start it with those variables set (vlm2vla-experiment "
+            "does), or pass --kernels native (the run's bytes then depend on this machine)")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def arithmetic_record() -> dict[str, Any]:
+    """What the run's rounding depends on, for the report: pinned runs with the same threads
+    match to the byte on any AVX2 machine; native ones only on the same machine."""
+    import torch
+
+    record = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": torch.backends.mkldnn.enabled,
+              "mkl_cbwr": os.environ.get("MKL_CBWR", ""), "torch_threads": torch.get_num_threads()}
+    record["pinned"] = (record["cpu_capability"] == PINNED_CAPABILITY and not record["onednn"]
+                        and environment_is_pinned(os.environ))
+    return record
