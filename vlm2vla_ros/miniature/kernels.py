@@ -1,5 +1,5 @@
 """The experiment's CPU arithmetic, pinned so that a run trains the same bytes on any x86-64 CPU
-with AVX2 (finding 24 in docs/miniature.md).
+with AVX2 (finding 24 in docs/miniature.md says what was checked: not an Intel CPU).
 
 torch chooses its kernels by the machine: ATen's vectorised loops by instruction set (AVX-512
 or AVX2), oneDNN's convolutions by instruction set, MKL's matrix products by vendor and
@@ -48,18 +48,19 @@ def pinned_arithmetic(threads: int = PINNED_THREADS) -> Iterator[None]:
             f"pinned arithmetic needs torch loaded with {PINNED_ENVIRONMENT} on a CPU with AVX2; this "
             f"process runs {capability} kernels. Start it with those variables set (vlm2vla-experiment "
             "does), or pass --kernels native (the run's bytes then depend on this machine)")
-    previous = torch.get_num_threads()
+    previous = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = False  # not mkldnn.flags(): it also sets oneDNN's TF32 switch, with a warning
     try:
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+        yield
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous[0])
+        torch.backends.mkldnn.enabled = previous[1]
 
 
 def arithmetic_record() -> dict[str, Any]:
-    """What the run's rounding depends on, for the report: pinned runs with the same threads
-    match to the byte on any AVX2 machine; native ones only on the same machine."""
+    """What the run's rounding depends on, for the report: pinned runs with the same threads are
+    meant to match to the byte on any AVX2 machine; native ones only on the same machine."""
     import torch
 
     record = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": torch.backends.mkldnn.enabled,

@@ -9,8 +9,8 @@ fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token bas
 fine-tuning), evaluates VQA accuracy and closed-loop success on held-out seeds, and writes
 OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base + adapter
 (the offline demo's model). --quick is a micro run for tests. The arithmetic is pinned
-(miniature/kernels.py) so that any x86-64 CPU with AVX2 trains the same weights; --kernels
-native lets torch choose for this CPU. See docs/miniature.md.
+(miniature/kernels.py) so that any x86-64 CPU with AVX2 is meant to train the same weights;
+--kernels native lets torch choose for this CPU. See docs/miniature.md.
 """
 
 from __future__ import annotations
