@@ -45,9 +45,10 @@ def pinned_arithmetic(threads: int = PINNED_THREADS) -> Iterator[None]:
     capability = torch.backends.cpu.get_cpu_capability()
     if capability != PINNED_CAPABILITY or not environment_is_pinned(os.environ):
         raise ArithmeticNotPinned(
-            f"pinned arithmetic needs torch loaded with {PINNED_ENVIRONMENT} on a CPU with AVX2; this "
-            f"process runs {capability} kernels. Start it with those variables set (vlm2vla-experiment "
-            "does), or pass --kernels native (the run's bytes then depend on this machine)")
+            f"pinned arithmetic needs torch loaded with {PINNED_ENVIRONMENT} on an x86-64 CPU with AVX2, "
+            f"and this process runs {capability} kernels: either this CPU lacks AVX2, or torch was loaded "
+            "before those variables were set (vlm2vla-experiment sets them first). Pass --kernels native "
+            "to run with torch's own kernels (the run's bytes then depend on this machine)")
     previous = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False  # not mkldnn.flags(): it also sets oneDNN's TF32 switch, with a warning

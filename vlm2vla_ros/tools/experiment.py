@@ -100,8 +100,8 @@ def main(argv: list | None = None) -> int:
     pinned = args.kernels == "pinned"
     # The pinning variables are read when torch loads: set them now, or, if this process loaded
     # torch already (a caller in Python), run the experiment in a process of its own.
-    in_child = pinned and not kernels.environment_is_pinned(os.environ) and "torch" in sys.modules
-    if pinned and not in_child:
+    run_in_child = pinned and not kernels.environment_is_pinned(os.environ) and "torch" in sys.modules
+    if pinned and not run_in_child:
         os.environ.update(kernels.PINNED_ENVIRONMENT)
     import torch
 
@@ -115,7 +115,7 @@ def main(argv: list | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if in_child:
+    if run_in_child:
         child = [sys.executable, "-m", "vlm2vla_ros.tools.experiment", *argv]
         return subprocess.run(child, env=kernels.with_pinned_environment(os.environ), check=False).returncode
     if pinned:
