@@ -199,7 +199,9 @@ def _weights_digest(out) -> str:
 def _quick_run(out, *args, env) -> None:
     """The quick run in a process of its own, with env's kernel variables on top of this one's."""
     command = [sys.executable, "-m", "vlm2vla_ros.tools.experiment", "--out", str(out), "--quick", "--seed", "0", *args]
-    base_env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    from vlm2vla_ros.miniature.kernels import PINNED_ENVIRONMENT
+
+    base_env = {k: v for k, v in os.environ.items() if k not in PINNED_ENVIRONMENT}
     r = subprocess.run(command, env={**base_env, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

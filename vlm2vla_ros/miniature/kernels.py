@@ -36,6 +36,11 @@ def environment_is_pinned(environ: Mapping[str, str]) -> bool:
     return all(environ.get(key) == value for key, value in PINNED_ENVIRONMENT.items())
 
 
+def kernels_pinned(capability: str) -> bool:
+    """Whether a torch that runs `capability` kernels in this environment has the pinned ones."""
+    return capability == PINNED_CAPABILITY and environment_is_pinned(os.environ)
+
+
 @contextmanager
 def pinned_arithmetic(threads: int = PINNED_THREADS) -> Iterator[None]:
     """Inside: oneDNN off and `threads` torch threads; both restored after. Refuses a process
@@ -43,7 +48,7 @@ def pinned_arithmetic(threads: int = PINNED_THREADS) -> Iterator[None]:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    if capability != PINNED_CAPABILITY or not environment_is_pinned(os.environ):
+    if not kernels_pinned(capability):
         raise ArithmeticNotPinned(
             f"pinned arithmetic needs torch loaded with {PINNED_ENVIRONMENT} on an x86-64 CPU with AVX2, "
             f"and this process runs {capability} kernels: either this CPU lacks AVX2, or torch was loaded "
@@ -66,6 +71,5 @@ def arithmetic_record() -> dict[str, Any]:
 
     record = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": torch.backends.mkldnn.enabled,
               "mkl_cbwr": os.environ.get("MKL_CBWR", ""), "torch_threads": torch.get_num_threads()}
-    record["pinned"] = (record["cpu_capability"] == PINNED_CAPABILITY and not record["onednn"]
-                        and environment_is_pinned(os.environ))
+    record["pinned"] = kernels_pinned(record["cpu_capability"]) and not record["onednn"]
     return record
