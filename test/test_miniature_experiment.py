@@ -98,8 +98,9 @@ def test_report_and_metrics(run):
     assert set(chain["expert_verifier"]["verdicts_by_subtask"]) == {"move_above", "grasp", "lift"}
     assert "| the expert: move above |" in report and "| the expert: lift |" in report
     assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
-    assert list(metrics["timings_s"])[-2:] == ["evaluation: which link fails (the named objects alone)",
-                                               "evaluation: copying (held-out texts)"]
+    assert list(metrics["timings_s"])[-3:] == ["evaluation: which link fails (the named objects alone)",
+                                               "evaluation: copying (held-out texts)",
+                                               "evaluation: which block is asked (three-block scenes)"]
     # copying: --quick's two steps of copying alone (batch 4, new examples each) come first, one copy
     # example per scene joins the mixture, and three held-out requests are scored for every model
     copying = metrics["pretrain_copy"]
@@ -160,6 +161,22 @@ def test_report_and_metrics(run):
         "pretraining the VLM (vision tower frozen)",
         "VLM2VLA: LoRA fine-tuning",
     }
+    # --quick: bind phases ((1, 2), (3, 2)) after the mixture, 2 of every 4 examples new relative
+    # questions; the place head trains on every relative question
+    bind = metrics["pretrain_bind"]
+    assert [(p["blocks"], p["steps"], p["new_examples"], len(p["losses"])) for p in bind] == [(1, 2, 4, 2), (3, 2, 4, 2)]
+    assert all(len(p["place_losses"]) == 2 and all(v > 0 for v in p["place_losses"]) for p in bind)
+    timings = list(metrics["timings_s"])
+    assert timings.index("pretraining the VLM (vision tower frozen)") + 3 == timings.index("saving the base")
+    assert ("then 2 steps with 2 of every 4 examples questions of kinds relative about new scenes of 3 block(s), the rest "
+            "from that mixture, with a temporary place head (weight 1.0) on every relative question") in report
+    # and last, which block is asked: three held-out three-block scenes, for the base and VLM2VLA
+    binding = metrics["binding"]
+    assert len(binding["rows"]) == 3 and binding["near_cm"] == 3.0 and binding["tolerance_cm"] == 1.5
+    for model in ("base", "vlm2vla"):
+        b = binding[model]
+        assert b["questions"] == 3 and b["near_asked"] + b["near_other"] + b["near_none"] == 3
+    assert "## Which block is asked (held-out three-block scenes)" in report
     # the kernels change the trained weights (finding 23): the run pins them, and the report says so
     machine = metrics["machine"]
     assert machine["pinned"] is True and machine["cpu"]
@@ -289,6 +306,9 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
         (["reading_blocks=0"], "at least 1"),
         (["verify_mix_subtasks=('grasp', 'place')"], "completion cases exist for"),
+        (["bind_phases=((3, 10),)", "bind_fresh=32"], "bind_fresh is the new examples"),
+        (["bind_kinds=('colour',)"], "bind_kinds are questions"),
+        (["place_head=-1.0"], "0 \\(off\\) or more"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

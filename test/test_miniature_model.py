@@ -188,3 +188,61 @@ def test_train_reading_by_colour_gives_every_present_colours_place(examples_and_
     assert asked == [0, 1, 2] and len(losses) == 3 and all(0 < loss < float("inf") for loss in losses)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any("vision_tower" in n for n in changed) and not any("language_model" in n for n in changed)
+
+
+def test_place_head_reads_the_state_that_predicts_the_first_answer_token():
+    from vlm2vla_ros.miniature.model import PlaceHead
+
+    head = PlaceHead(4, 1.0, lambda example: example.get("place"), seed=0)
+    hidden = torch.randn(3, 5, 4)
+    labels = torch.full((3, 5), -100)
+    labels[0, 2:4] = 7  # the answer starts at 2: the state at 1 predicts it
+    labels[1, 3:] = 7
+    labels[2, 1:] = 7
+    targets = head.targets([{"place": (10.0, -20.0, 5.0)}, {}, {"place": (0.0, 0.0, -30.0)}])
+    assert targets == [(10.0, -20.0, 5.0), None, (0.0, 0.0, -30.0)]
+    loss = head.loss(hidden, labels, targets)
+    with torch.no_grad():
+        first = ((head.linear(hidden[0, 1]) - torch.tensor([1.0, -2.0, 0.5])) ** 2).sum()
+        last = ((head.linear(hidden[2, 0]) - torch.tensor([0.0, 0.0, -3.0])) ** 2).sum()  # units of 10 cm
+    assert torch.allclose(loss, (first + last) / 2)
+    assert head.loss(hidden, labels, [None, None, None]) is None  # no row with a target: no term
+    labels[2] = -100
+    with pytest.raises(ValueError, match="no answer tokens"):
+        head.loss(hidden, labels, targets)
+    with pytest.raises(ValueError, match="must be positive"):
+        PlaceHead(4, 0.0, lambda example: None, seed=0)
+
+
+def test_a_place_head_trains_on_relative_questions_and_steers_the_language_model(examples_and_model_dir):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.model import PlaceHead, load_model, train_full, train_stream
+
+    examples, model_dir = examples_and_model_dir  # location questions: no place target
+
+    def relative(step):
+        return vqa.location_examples(range(20 * step, 20 * step + 3), blocks=2, image_size=64, kinds=("relative",))
+
+    after = {}
+    for name in ("plain", "head"):
+        model, processor = load_model(model_dir)
+        head = PlaceHead(model.config.text_config.hidden_size, 1.0, vqa.relative_place_cm, seed=0) if name == "head" else None
+        start = head.linear.weight.detach().clone() if head is not None else None
+        result = train_stream(model, processor, relative, steps=2, learning_rate=1e-2, seed=0, train_vision_tower=False,
+                              place_head=head)
+        after[name] = _snapshot(model)
+        if head is None:
+            assert result.place_losses == []
+            continue
+        assert len(result.place_losses) == 2 and all(v > 0 for v in result.place_losses)
+        assert not torch.equal(head.linear.weight, start)
+        # fixed location questions have no target; the new relative ones in every batch do
+        mixed = train_full(model, processor, examples, steps=2, batch_size=3, learning_rate=1e-2, seed=0,
+                           train_vision_tower=False, fresh=(1, lambda step: relative(step)[:1]), place_head=head)
+        assert len(mixed.place_losses) == 2
+        alone = train_full(model, processor, examples, steps=2, batch_size=3, learning_rate=1e-2, seed=0,
+                           train_vision_tower=False, place_head=head)
+        assert alone.place_losses == [] and len(alone.losses) == 2
+    # the head's term reaches the language model: the same steps without it train other weights
+    lm = [n for n in after["plain"] if "language_model" in n]
+    assert any(not torch.equal(after["plain"][n], after["head"][n]) for n in lm)

@@ -481,3 +481,48 @@ def test_completion_cases_take_turns_by_seed_and_refuse_unknown_subtasks():
     for bad in ((), ("place",), (GRASP, "wave")):
         with pytest.raises(ValueError, match="completion cases exist for"):
             vqa.completion_cases(seeds, bad)
+
+
+def test_relative_places_are_read_from_relative_answers_only():
+    from vlm2vla_ros.miniature import vqa
+
+    assert vqa.read_relative("[12.5, -3.0, 0.4]") == (12.5, -3.0, 0.4)
+    assert vqa.read_relative("move [ -1.2 ,4,  -30.1 ] then") == (-1.2, 4.0, -30.1)
+    assert vqa.read_relative("[12.5, -3.0]") is None and vqa.read_relative("[1234.0, 0.0, 0.0]") is None
+    relative, location = (vqa.location_examples([7], blocks=1, image_size=64, kinds=(kind,))[0]
+                          for kind in ("relative", "location"))
+    place = vqa.relative_place_cm(relative)
+    assert place is not None and relative["messages"][-1]["content"][0]["text"] == "[" + ", ".join(f"{v:.1f}" for v in place) + "]"
+    assert vqa.relative_place_cm(location) is None
+
+
+def test_binding_set_asks_one_of_three_blocks_and_keeps_every_place(tmp_path):
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.training.evaluate import read_vqa
+
+    items = vqa.binding_set(990000, 6, tmp_path, 3, image_size=64, view="gripper")
+    assert len(items) == 6 and len(read_vqa(tmp_path / "binding.jsonl")) == 6
+    assert {item["lang"] for item in items} <= {"en", "es"}
+    for item in items:
+        assert len(item["places"]) == 3 and 0 <= item["asked"] < 3 and (tmp_path / item["image"]).is_file()
+        dx, dy, _ = vqa.read_relative(item["answer"])
+        assert (dx, dy) == tuple(item["places"][item["asked"]])  # the reference is the asked block's place
+    assert vqa.binding_set(990000, 6, tmp_path / "again", 3, image_size=64, view="gripper") == items
+    with pytest.raises(ValueError, match="have 9 blocks"):
+        vqa.binding_set(990000, 2, tmp_path / "none", 9, image_size=64)
+
+
+def test_binding_errors_tell_the_asked_block_from_the_others():
+    from vlm2vla_ros.miniature import vqa
+
+    item = {"places": [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], "asked": 1}
+    answers = ["[10.5, 0.0, 1.0]",   # 0.5 cm from the asked block
+               "[8.0, 0.0, 1.0]",    # 2 cm from it: near, not within 1.5
+               "[0.0, 9.0, 1.0]",    # near another
+               "[5.0, 5.0, 1.0]",    # near none
+               "I do not know"]      # unread
+    scores = vqa.binding_errors(answers, [item] * 5, tolerance_cm=1.5)
+    assert (scores["near_asked"], scores["near_other"], scores["near_none"], scores["within_tolerance"]) == (2, 1, 2, 1)
+    assert scores["median_cm"] == pytest.approx((2.0 + 50 ** 0.5) / 2)  # of 0.5, 2, 7.07 and 13.45 cm
+    with pytest.raises(ValueError, match="one answer per item"):
+        vqa.binding_errors(answers[:2], [item] * 5, 1.5)

@@ -6,7 +6,8 @@ Stages (each timed; the wall time of the run is reported):
    then the language model taught to copy ("Repeat: <text>"), then every weight on generated
    VQA, grounding, captions, translations, subtask-completion questions and copying (settings,
    off by default: the tower frozen, first phases of location questions on new scenes in
-   every batch, and new "move above" completion cases in every batch);
+   every batch, new "move above" completion cases in every batch, and bind phases after the
+   mixture with a temporary place head on the language model);
 2. action data: scripted-expert demonstrations with English instructions only, through the
    project's dataset builder (stages subtasks, plan, chunk; settings, off by default: chunks of
    one move each, and pick-ups from starts near the block on new scenes);
@@ -19,7 +20,7 @@ Stages (each timed; the wall time of the run is reported):
    instructions through the project's closed_loop_episode (ChunkExecutor on the SimBackend,
    the simulator's own success check). Both policies use the same verifier: the base model
    (for VLM2VLA that is its own weights with the adapter switched off). Then where things are,
-   reaching, which link fails, and copying (held-out texts).
+   reaching, which link fails, copying (held-out texts), and which of three blocks is asked.
 
 Outputs in the run folder: report.md, metrics.json, plots (miniature_*.png), base/ (model
 folder), adapter/ (PEFT adapter), baseline/ (model folder), data folders.
@@ -49,7 +50,7 @@ from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .kernels import arithmetic_record
 from .model import BaseSpec
-from .vqa import check_completion_subtasks
+from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 
@@ -156,6 +157,24 @@ class ExperimentConfig:
     first_kinds_repeat: int = 4
     """Copies of the first kinds' examples in the mixture (about half its samples)."""
     pretrain_steps: int = 1800
+    bind_phases: tuple[tuple[int, int], ...] = ()
+    """(blocks per scene, steps) after the mixture, each with its own learning-rate schedule:
+    bind_fresh of every batch new questions of bind_kinds about scenes of that many blocks on
+    the table, the gripper anywhere (vqa.location_examples), the rest of the batch from the
+    mixture, so that copying and the VQA keep being rehearsed. On finding 20's colour-read
+    tower, steps like these after the whole pretraining taught a language model which of three
+    blocks is asked, and faster with the place head (finding 25). None in the documented run."""
+    bind_fresh: int = 24
+    bind_kinds: tuple[str, ...] = ("relative",)
+    bind_first_seed: int = 7_000_000
+    place_head: float = 0.0
+    """Weight of a temporary regression head (model.PlaceHead) on the language model where an
+    answer starts, trained on every relative question of the VLM pretraining (the mixture's,
+    the location phases', the mixes' and the bind phases') to give the asked block's [dx, dy,
+    dz]; dropped with the pretraining (finding 25; 0 = off, the documented run)."""
+    binding_eval: int = 150
+    """Held-out three-block scenes asked where one block is from the gripper (vqa.binding_set),
+    scored as near the asked block, near another, or near none (the base and VLM2VLA, last)."""
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
     pretrain_vision_lr_scale: float = 1.0
@@ -254,6 +273,10 @@ class ExperimentConfig:
             copy_eval=3,
             first_steps=2,
             pretrain_steps=3,
+            bind_phases=((1, 2), (3, 2)),
+            bind_fresh=2,
+            place_head=1.0,
+            binding_eval=3,
             pretrain_batch=4,
             pretrain_warmup=1,
             action_kinds=("pick_up", "put_in"),
@@ -287,6 +310,14 @@ class ExperimentConfig:
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
+        if self.bind_phases and not 0 < self.bind_fresh < self.pretrain_batch:
+            raise ValueError(f"bind_fresh is the new examples of a bind batch: 1 to pretrain_batch - 1 "
+                             f"({self.pretrain_batch - 1}), got {self.bind_fresh}")
+        unknown = set(self.bind_kinds) - set(GROUNDING_KINDS)
+        if not self.bind_kinds or unknown:
+            raise ValueError(f"bind_kinds are questions location_examples asks {GROUNDING_KINDS}, got {self.bind_kinds}")
+        if self.place_head < 0:
+            raise ValueError(f"place_head is a loss weight: 0 (off) or more, got {self.place_head}")
         if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:
             raise ValueError(f"rehearsal_scenes rehearses pretraining scenes: 0 to pretrain_scenes ({self.pretrain_scenes}), "
                              f"got {self.rehearsal_scenes}")
@@ -599,6 +630,22 @@ def location_errors(rows: Sequence[dict[str, Any]], side: str, tolerance_cm: flo
     }
 
 
+def binding_scores(engine: Any, items: Sequence[dict[str, Any]], binding_file: Path) -> dict[str, Any]:
+    """vqa.binding_errors of the base (the adapter off) and of VLM2VLA (on), on the questions
+    binding_set wrote for `items`, within the grasp tolerance; the answers included."""
+    from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
+    from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
+
+    from .vqa import binding_errors
+
+    rows = vqa_answers(engine, read_vqa(binding_file), answer_sides(True))
+    tolerance = 100 * GRASP_TOLERANCE_XY_M
+    return {"tolerance_cm": tolerance, "near_cm": NEAR_BLOCK_CM,
+            "base": binding_errors([r["base"] for r in rows], items, tolerance),
+            "vlm2vla": binding_errors([r["adapter"] for r in rows], items, tolerance),
+            "rows": rows}
+
+
 def grounding_scores(engine: Any, items: Sequence[dict[str, str]], grounding_file: Path, adapter_off: bool = True) -> dict[str, Any]:
     """location_errors per target ("block", "gripper") for the engine as loaded ("adapter") and,
     with adapter_off, the base ("base"); the answers (rows of vqa_answers) included. Like
@@ -627,7 +674,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     from vlm2vla_ros.training.trainer import train as train_lora
 
     from . import action_tokens, data, vqa
-    from .model import build_base, load_model, save_model, train_full, train_stream
+    from .model import PlaceHead, build_base, load_model, save_model, train_full, train_stream
     from .vision import pretrain_vision, train_reading
 
     out = Path(out)
@@ -677,6 +724,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     weights = "all weights" if train_tower else "vision tower frozen"
 
     next_seed, next_verify_seed = c.location_first_seed, c.verify_mix_first_seed
+    head = PlaceHead(model.config.text_config.hidden_size, c.place_head, vqa.relative_place_cm, c.seed) if c.place_head else None
 
     def pretrain(examples: list[dict[str, Any]], steps: int, log_every: int) -> Any:
         nonlocal next_seed, next_verify_seed
@@ -693,7 +741,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
                           warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
                           vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
-                          group_by_length=c.pretrain_group_by_length, fresh=fresh)
+                          group_by_length=c.pretrain_group_by_length, fresh=fresh, place_head=head)
 
     if c.copy_steps:
         with run.stage(f"pretraining the VLM ({weights}): copying alone, new examples every batch"):
@@ -708,7 +756,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             draw = draw_new_seeds(next_seed, c.pretrain_batch, lambda seeds, blocks=blocks: vqa.location_examples(
                 seeds, blocks, c.image_size, c.location_kinds, c.view, c.location_near))
             phase = train_stream(model, processor, draw, steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
-                                 log=log, log_every=max(1, steps // 5), train_vision_tower=train_tower)
+                                 log=log, log_every=max(1, steps // 5), train_vision_tower=train_tower, place_head=head)
             next_seed += steps * c.pretrain_batch
             metrics["pretrain_location"].append({"blocks": blocks, "steps": phase.steps, "examples": phase.examples,
                                                  "seconds": round(phase.seconds, 1), "losses": phase.losses})
@@ -721,11 +769,26 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     with run.stage(f"pretraining the VLM ({weights})"):
         mixture = pretrain_examples + first * c.first_kinds_repeat
         pre = pretrain(mixture, c.pretrain_steps, c.pretrain_steps // 10)
+        metrics["pretrain"] = {"steps": pre.steps, "new_examples": pre.examples - len(mixture),
+                               "seconds": round(pre.seconds, 1), "losses": pre.losses}
+    metrics["pretrain_bind"] = []
+    next_bind_seed = c.bind_first_seed
+    for blocks, steps in c.bind_phases:
+        with run.stage(f"pretraining the VLM ({weights}): which block is asked, {blocks} block(s), beside the mixture"):
+            draw = draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
+                seeds, blocks, c.image_size, c.bind_kinds, c.view))
+            phase = train_full(model, processor, mixture, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
+                               warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, steps // 5),
+                               train_vision_tower=train_tower, group_by_length=c.pretrain_group_by_length,
+                               fresh=(c.bind_fresh, draw), place_head=head)
+            next_bind_seed += steps * c.bind_fresh
+            metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
+                                             "seconds": round(phase.seconds, 1), "losses": phase.losses,
+                                             "place_losses": phase.place_losses})
+    with run.stage("saving the base"):
         base_dir = save_model(model, processor, out / "base")
         write_model_view(base_dir, c.view)
         shutil.rmtree(initial)
-        metrics["pretrain"] = {"steps": pre.steps, "new_examples": pre.examples - len(mixture),
-                               "seconds": round(pre.seconds, 1), "losses": pre.losses}
         del model
 
     with run.stage("action data (expert, English only)"):
@@ -845,6 +908,16 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                                "baseline": c_baseline["adapter"], "rows": c_vlm2vla["rows"]}
             for name in ("base", "vlm2vla", "baseline"):
                 log(f"  copying {name}: {metrics['copy'][name]['exact']:.2f} exact")
+    if c.binding_eval:
+        with run.stage("evaluation: which block is asked (three-block scenes)"):
+            # last, so that adding it left every earlier number unchanged
+            binding_dir = out / "binding_eval"
+            items = vqa.binding_set(990000, c.binding_eval, binding_dir, 3, c.image_size, c.view)
+            metrics["binding"] = binding_scores(vlm2vla, items, binding_dir / "binding.jsonl")
+            for name in ("base", "vlm2vla"):
+                b = metrics["binding"][name]
+                log(f"  binding {name}: near the asked block / another / none {b['near_asked']} / {b['near_other']} / "
+                    f"{b['near_none']} of {b['questions']}, median {b['median_cm']} cm")
     for engine in (vlm2vla, base_engine, baseline):
         engine.close()
 
@@ -963,8 +1036,11 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         lines += chain_lines(m["chain"])
     if "copy" in m:
         lines += copy_lines(m["copy"])
+    if "binding" in m:
+        lines += binding_lines(m["binding"])
     lines += ["## Training", ""]
     location = m.get("pretrain_location", [])
+    bind = m.get("pretrain_bind", [])
     tower = "the vision tower frozen after its own pretraining" if c.get("pretrain_freeze_tower") else "every weight"
     grouped = ", examples of near-equal length together" if c.get("pretrain_group_by_length") else ""
     kinds = list(c.get("location_kinds", ["location"]))
@@ -1001,8 +1077,12 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
                   f"({p['examples']} scenes), then " for p in location)
         + f"{m['pretrain_first']['steps']} steps on the {m['pretrain_first']['examples']} questions of kinds "
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
-        f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix} "
-        f"({sum(p['seconds'] for p in location) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
+        f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix}"
+        + "".join(f", then {p['steps']} steps with {c['bind_fresh']} of every {c['pretrain_batch']} examples "
+                  f"questions of kinds {', '.join(c['bind_kinds'])} about new scenes of {p['blocks']} block(s), the rest "
+                  "from that mixture" for p in bind)
+        + (f", with a temporary place head (weight {c['place_head']}) on every relative question" if c.get("place_head") else "")
+        + f" ({sum(p['seconds'] for p in [*location, *bind]) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes"
         + (f" ({'; '.join(demos)})" if demos else "")
         + f", {m['action_data']['train_examples']} training examples "
@@ -1029,6 +1109,29 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
+
+
+def binding_lines(b: dict[str, Any]) -> list[str]:
+    """The report's section on which block is asked (binding_scores)."""
+    def cm(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [
+        "## Which block is asked (held-out three-block scenes)",
+        "",
+        f"{b['base']['questions']} scenes of three blocks on the table, the gripper anywhere, asked where one of them is "
+        "from the gripper as [dx, dy, dz] in cm, in English or Spanish (seeds from 990000). An answer within "
+        f"{b['near_cm']:.0f} cm of a block (horizontally) is that block's; the nearest decides. A reading that does not "
+        "bind the colour asked lands near another block.",
+        "",
+        f"| model | near the asked block | near another | near none (or unread) | within {b['tolerance_cm']:.1f} cm | median error (cm) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in (("base", "base (VLM2VLA with the adapter off)"), ("vlm2vla", "VLM2VLA")):
+        r = b[name]
+        lines.append(f"| {label} | {r['near_asked']} | {r['near_other']} | {r['near_none']} | {r['within_tolerance']} | "
+                     f"{cm(r['median_cm'])} |")
+    return lines + [""]
 
 
 def copy_lines(cp: dict[str, Any]) -> list[str]:

@@ -13,12 +13,12 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlm2vla_ros.policy.tiny_model import build_tiny_model
-from vlm2vla_ros.training.collator import AnswerOnlyCollator
+from vlm2vla_ros.training.collator import IGNORE_INDEX, AnswerOnlyCollator
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,60 @@ class FullTrainResult:
     steps: int
     seconds: float
     losses: list[float]
+    """The language-modelling loss of every step (without the place head's term)."""
     examples: int
+    place_losses: list[float] = field(default_factory=list)
+    """The place head's squared error of every step that had a target ((10 cm)^2, summed over
+    dx, dy, dz); empty without a head."""
+
+
+Place = tuple[float, float, float]
+
+
+class PlaceHead:
+    """A temporary linear head on the language model's last hidden state at the position that
+    predicts an answer's first token, trained beside the answer's tokens to give the asked
+    block's [dx, dy, dz] from the gripper (`target(example)`, in cm; None for examples without
+    one), in units of 10 cm, with squared error times `weight`.
+
+    Digits are a saw-tooth function of a place and a weak signal for which block was asked; the
+    head's dense target made a language model pick the asked block out of three two and a half
+    times faster (docs/miniature.md, finding 25). It lives for the pretraining only: the saved
+    base is a plain Gemma-3 and the head's weights are dropped."""
+
+    UNIT_CM = 10.0
+
+    def __init__(self, hidden_size: int, weight: float, target: Callable[[dict[str, Any]], Place | None], seed: int) -> None:
+        import torch
+
+        if not weight > 0:
+            raise ValueError(f"the place head's weight must be positive, got {weight}")
+        generator = torch.Generator().manual_seed(seed)
+        self.linear = torch.nn.utils.skip_init(torch.nn.Linear, hidden_size, 3)  # initialised below, from the seed
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(hidden_size)
+            self.linear.weight.uniform_(-bound, bound, generator=generator)
+            self.linear.bias.zero_()
+        self.weight, self.target = weight, target
+
+    def targets(self, examples: Sequence[dict[str, Any]]) -> list[Place | None]:
+        return [self.target(e) for e in examples]
+
+    def loss(self, hidden: Any, labels: Any, targets: Sequence[Place | None]) -> Any | None:
+        """Mean squared error over the rows with a target (None when no row has one)."""
+        import torch
+
+        rows = [k for k, t in enumerate(targets) if t is not None]
+        if not rows:
+            return None
+        index = torch.tensor(rows)
+        answer = labels[index] != IGNORE_INDEX
+        if not bool(answer.any(dim=1).all()):
+            raise ValueError("a row with a place target has no answer tokens")
+        before_answer = answer.float().argmax(dim=1) - 1  # the state that predicts the answer's first token
+        predicted = self.linear(hidden[index, before_answer])
+        wanted = torch.tensor([targets[k] for k in rows], dtype=predicted.dtype) / self.UNIT_CM
+        return (predicted - wanted).pow(2).sum(dim=-1).mean()
 
 
 LENGTH_WINDOW = 16
@@ -139,6 +192,7 @@ def train_full(
     train_vision_tower: bool = True,
     group_by_length: bool = False,
     fresh: tuple[int, Callable[[int], Sequence[dict[str, Any]]]] | None = None,
+    place_head: PlaceHead | None = None,
 ) -> FullTrainResult:
     """Train the weights of `model` for `steps` optimiser steps over shuffled epochs of examples:
     every weight, or all but the vision tower's when train_vision_tower is False (the image
@@ -147,7 +201,9 @@ def train_full(
 
     fresh = (count, draw): each batch holds count examples made new for the step by draw(step)
     and batch_size - count from examples. Position reading learned on new scenes fades under
-    fixed examples alone, and stays when a quarter of every batch is new (finding 10)."""
+    fixed examples alone, and stays when a quarter of every batch is new (finding 10).
+
+    place_head, when given, trains beside the weights on every example it has a target for."""
     import torch
 
     if not examples:
@@ -160,30 +216,36 @@ def train_full(
     prepared = collator.pretokenize(examples)
     lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
     stream = batch_stream(len(examples), batch_size - count, random.Random(seed), lengths)
-    new = _Drawn(collator, draw) if draw is not None and count else None
+    new = _Drawn(collator, draw, place_head) if draw is not None and count else None
+    places = place_head.targets(examples) if place_head is not None else [None] * len(examples)
 
-    def batch(step: int) -> dict[str, Any]:
-        return prepared.batch(next(stream), new(step) if new is not None else None)
+    def batch(step: int) -> tuple[dict[str, Any], list[Place | None]]:
+        indices = next(stream)
+        drawn = new(step) if new is not None else None
+        return prepared.batch(indices, drawn), [places[i] for i in indices] + (new.places if drawn is not None else [])
 
-    steps_done, seconds, losses = _optimise(
-        model, batch, steps, learning_rate, warmup_steps, log, log_every, vision_lr_scale, train_vision_tower
+    steps_done, seconds, losses, place_losses = _optimise(
+        model, batch, steps, learning_rate, warmup_steps, log, log_every, vision_lr_scale, train_vision_tower, place_head
     )
-    return FullTrainResult(steps_done, seconds, losses, len(examples) + (new.examples if new is not None else 0))
+    return FullTrainResult(steps_done, seconds, losses, len(examples) + (new.examples if new is not None else 0), place_losses)
 
 
 class _Drawn:
     """Examples made for each step by draw(step), tokenised as a fixed set's are (which is faster
-    than the collator's processor call and gives the same tensors) and counted; an empty draw is
-    an error."""
+    than the collator's processor call and gives the same tensors) and counted, with the place
+    head's targets of the last draw (`places`); an empty draw is an error."""
 
-    def __init__(self, collator: AnswerOnlyCollator, draw: Callable[[int], Sequence[dict[str, Any]]]) -> None:
-        self.collator, self.draw, self.examples = collator, draw, 0
+    def __init__(self, collator: AnswerOnlyCollator, draw: Callable[[int], Sequence[dict[str, Any]]],
+                 place_head: PlaceHead | None = None) -> None:
+        self.collator, self.draw, self.place_head, self.examples = collator, draw, place_head, 0
+        self.places: list[Place | None] = []
 
     def __call__(self, step: int) -> Any:
         examples = self.draw(step)
         if not examples:
             raise ValueError(f"draw({step}) gave no training examples")
         self.examples += len(examples)
+        self.places = self.place_head.targets(examples) if self.place_head is not None else [None] * len(examples)
         return self.collator.pretokenize(examples)
 
 
@@ -199,6 +261,7 @@ def train_stream(
     log: Callable[[str], None] | None = None,
     log_every: int = 50,
     train_vision_tower: bool = True,
+    place_head: PlaceHead | None = None,
 ) -> FullTrainResult:
     """train_full's optimisation on examples made fresh for every step: draw(step) gives that
     step's batch (_Drawn). Nothing is seen twice, so the training loss is a held-out
@@ -206,21 +269,21 @@ def train_stream(
     import torch
 
     torch.manual_seed(seed)
-    new = _Drawn(AnswerOnlyCollator(processor, max_length=max_length), draw)
+    new = _Drawn(AnswerOnlyCollator(processor, max_length=max_length), draw, place_head)
 
-    def batch(step: int) -> dict[str, Any]:
+    def batch(step: int) -> tuple[dict[str, Any], list[Place | None]]:
         examples = new(step)
-        return examples.batch(range(len(examples)))
+        return examples.batch(range(len(examples))), new.places
 
-    steps_done, seconds, losses = _optimise(
-        model, batch, steps, learning_rate, warmup_steps, log, log_every, 1.0, train_vision_tower
+    steps_done, seconds, losses, place_losses = _optimise(
+        model, batch, steps, learning_rate, warmup_steps, log, log_every, 1.0, train_vision_tower, place_head
     )
-    return FullTrainResult(steps_done, seconds, losses, new.examples)
+    return FullTrainResult(steps_done, seconds, losses, new.examples, place_losses)
 
 
 def _optimise(
     model: Any,
-    batch: Callable[[int], dict[str, Any]],
+    batch: Callable[[int], tuple[dict[str, Any], list[Place | None]]],
     steps: int,
     learning_rate: float,
     warmup_steps: int,
@@ -228,9 +291,12 @@ def _optimise(
     log_every: int,
     vision_lr_scale: float,
     train_vision_tower: bool,
-) -> tuple[int, float, list[float]]:
-    """AdamW with linear warm-up and decay, gradients clipped to norm 1, on batch(step) for each
-    step; returns (steps, seconds, losses). Leaves every weight trainable and the model in eval mode."""
+    place_head: PlaceHead | None = None,
+) -> tuple[int, float, list[float], list[float]]:
+    """AdamW with linear warm-up and decay, gradients clipped to norm 1, on batch(step) (the
+    model's inputs and each row's place target) for each step, the place head's term added to
+    the loss when there is a head; returns (steps, seconds, losses, place losses). Leaves every
+    weight trainable and the model in eval mode."""
     import torch
 
     model.train()
@@ -241,7 +307,9 @@ def _optimise(
     vision = [p for n, p in trained if "vision_tower" in n or "multi_modal_projector" in n]
     ids = {id(p) for p in vision}
     rest = [p for _, p in trained if id(p) not in ids]
-    clipped = [p for _, p in trained]
+    if place_head is not None:
+        rest += list(place_head.linear.parameters())
+    clipped = [*(p for _, p in trained), *(place_head.linear.parameters() if place_head is not None else ())]
     groups = [{"params": rest, "lr": learning_rate}, {"params": vision, "lr": learning_rate * vision_lr_scale}]
     optimiser = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
@@ -252,22 +320,37 @@ def _optimise(
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
     losses: list[float] = []
+    place_losses: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        loss = model(**batch(step)).loss
+        inputs, places = batch(step)
+        if place_head is None:
+            loss = lm_loss = model(**inputs).loss
+        else:
+            out = model(**inputs, output_hidden_states=True)
+            lm_loss = out.loss
+            place_loss = place_head.loss(out.hidden_states[-1], inputs["labels"], places)
+            loss = lm_loss
+            if place_loss is not None:
+                loss = lm_loss + place_head.weight * place_loss
+                place_losses.append(float(place_loss.detach()))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clipped, 1.0)
         optimiser.step()
         schedule.step()
         optimiser.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(float(lm_loss.detach()))
         if log is not None and (step + 1) % log_every == 0:
             recent = losses[-log_every:]
-            log(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f} ({time.perf_counter() - start:.0f} s)")
+            place = ""
+            if place_losses:
+                error = sum(place_losses[-log_every:]) / len(place_losses[-log_every:])
+                place = f", place head {PlaceHead.UNIT_CM * math.sqrt(error / 3):.1f} cm rms a side"
+            log(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f}{place} ({time.perf_counter() - start:.0f} s)")
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     model.eval()
-    return steps, time.perf_counter() - start, losses
+    return steps, time.perf_counter() - start, losses, place_losses
 
 
 def load_model(model_dir: Path) -> tuple[Any, Any]:

@@ -177,6 +177,26 @@ def read_location(text: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+_NUMBER = r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"
+_RELATIVE = re.compile(r"\[" + ",".join([_NUMBER] * 3) + r"\]")
+
+
+def read_relative(text: str) -> tuple[float, float, float] | None:
+    """(dx, dy, dz) in cm from the first "[dx, dy, dz]" in a relative answer; None when there is
+    none (numbers of at most three whole digits, as read_location reads)."""
+    match = _RELATIVE.search(text)
+    return (float(match.group(1)), float(match.group(2)), float(match.group(3))) if match else None
+
+
+def relative_place_cm(example: dict[str, Any]) -> tuple[float, float, float] | None:
+    """The asked block's [dx, dy, dz] from the gripper in cm for a relative question (its
+    reference answer is that vector), None for any other example: the place head's target
+    (model.PlaceHead, finding 25)."""
+    if example.get("stage") != "relative":
+        return None
+    return read_relative(example["messages"][-1]["content"][0]["text"])
+
+
 def location_qa(world: SimWorld, obj: SimObject | None, lang: str) -> QA:
     """Where an object (or the gripper, obj None) is, with its answer in whole centimetres."""
     if obj is None:
@@ -888,6 +908,81 @@ def grounding_set(
             items.append({"image": image, "question": qa.question, "answer": qa.answer, "target": target, "lang": qa.lang})
     write_vqa(out_dir / "grounding.jsonl", items)
     return items
+
+
+BINDING_SEEDS_PER_ITEM = 20
+"""binding_set looks at most this many seeds per item it is asked for."""
+
+
+def binding_set(
+    first_seed: int, count: int, out_dir: Path, blocks: int = 3, image_size: int = 224, view: str = TABLE_VIEW
+) -> list[dict[str, Any]]:
+    """`count` held-out relative questions about scenes of exactly `blocks` blocks on the table
+    (the seeds from first_seed whose scenes have that many; fewer are skipped), the gripper
+    anywhere, one block asked per scene in either language (the scenes of finding 25's
+    throwaway runs), written as out_dir/binding.jsonl in vlm2vla-eval's format; each item also
+    keeps every block's [dx, dy] from the gripper in cm ("places") and which one was asked
+    ("asked"). An answer near a block that was not asked is a reading without binding (finding
+    20); binding_errors scores them."""
+    writer = ImageWriter(out_dir / "images", image_size, view)
+    items: list[dict[str, Any]] = []
+    for _, rng, scene, _ in _laid_out(range(first_seed, first_seed + BINDING_SEEDS_PER_ITEM * count), "bindeval"):
+        if len(items) == count:
+            break
+        world = blocks_on_table(scene, blocks, rng)
+        if len(world.objects) < blocks:
+            continue
+        move_gripper_anywhere(world, rng)  # the gripper stays as open as the scene left it
+        asked = rng.randrange(len(world.objects))
+        lang = rng.choice(LANGS)
+        qa = question(world.keeping([world.objects[asked]]), "relative", lang, rng)
+        assert qa is not None  # a scene with a block always has a relative question
+        image = Path(writer.write(world)).relative_to(out_dir).as_posix()
+        gx, gy, _ = world.gripper
+        items.append({"image": image, "question": qa.question, "answer": qa.answer, "lang": lang, "asked": asked,
+                      "places": [[round((o.x - gx) * 100, 1), round((o.y - gy) * 100, 1)] for o in world.objects]})
+    if len(items) < count:
+        raise ValueError(f"only {len(items)} of {BINDING_SEEDS_PER_ITEM * count} seeds from {first_seed} have {blocks} "
+                         f"blocks on the table; {count} were asked for")
+    write_vqa(out_dir / "binding.jsonl", items)
+    return items
+
+
+NEAR_BLOCK_CM = 3.0
+"""binding_errors' radius: an answer within it of a block (horizontally) is taken as that block's."""
+
+
+def binding_errors(answers: Sequence[str], items: Sequence[dict[str, Any]], tolerance_cm: float) -> dict[str, Any]:
+    """Scores of answers to binding_set's items: how many are near (NEAR_BLOCK_CM) the asked
+    block, near another block (the nearest decides), or near none (unreadable answers
+    included); how many are within tolerance_cm of the asked block; the median horizontal
+    error of the readable ones."""
+    if len(answers) != len(items) or not items:
+        raise ValueError(f"binding_errors needs one answer per item, got {len(answers)} for {len(items)}")
+    asked = other = none = within = 0
+    errors: list[float] = []
+    for text, item in zip(answers, items):
+        read = read_relative(text)
+        if read is None:
+            none += 1
+            continue
+        distances = [math.hypot(read[0] - x, read[1] - y) for x, y in item["places"]]
+        errors.append(distances[item["asked"]])
+        within += distances[item["asked"]] <= tolerance_cm
+        nearest = min(range(len(distances)), key=distances.__getitem__)
+        if distances[nearest] > NEAR_BLOCK_CM:
+            none += 1
+        elif nearest == item["asked"]:
+            asked += 1
+        else:
+            other += 1
+    errors.sort()
+    median = None
+    if errors:
+        half = len(errors) // 2
+        median = errors[half] if len(errors) % 2 else (errors[half - 1] + errors[half]) / 2
+    return {"questions": len(items), "near_asked": asked, "near_other": other, "near_none": none,
+            "within_tolerance": within, "median_cm": median}
 
 
 def corpus_texts(seeds: Sequence[int]) -> Iterator[str]:
