@@ -738,6 +738,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                                         lambda seeds: vqa.completion_cases(seeds, c.verify_mix_subtasks, c.image_size, c.view)))
             next_verify_seed += steps * c.verify_mix
         fresh = (c.location_mix + c.verify_mix, lambda step: [e for draw in draws for e in draw(step)]) if draws else None
+        return fit(examples, steps, log_every, fresh)
+
+    def fit(examples: list[dict[str, Any]], steps: int, log_every: int, fresh: Any) -> Any:
+        """train_full with the pretraining's settings, the place head included."""
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
                           warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
                           vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
@@ -777,10 +781,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         with run.stage(f"pretraining the VLM ({weights}): which block is asked, {blocks} block(s), beside the mixture"):
             draw = draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
                 seeds, blocks, c.image_size, c.bind_kinds, c.view))
-            phase = train_full(model, processor, mixture, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
-                               warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, steps // 5),
-                               train_vision_tower=train_tower, group_by_length=c.pretrain_group_by_length,
-                               fresh=(c.bind_fresh, draw), place_head=head)
+            phase = fit(mixture, steps, steps // 5, (c.bind_fresh, draw))
             next_bind_seed += steps * c.bind_fresh
             metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
                                              "seconds": round(phase.seconds, 1), "losses": phase.losses,

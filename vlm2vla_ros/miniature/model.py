@@ -221,8 +221,8 @@ def train_full(
 
     def batch(step: int) -> tuple[dict[str, Any], list[Place | None]]:
         indices = next(stream)
-        drawn = new(step) if new is not None else None
-        return prepared.batch(indices, drawn), [places[i] for i in indices] + (new.places if drawn is not None else [])
+        drawn, drawn_places = new(step) if new is not None else (None, [])
+        return prepared.batch(indices, drawn), [places[i] for i in indices] + drawn_places
 
     steps_done, seconds, losses, place_losses = _optimise(
         model, batch, steps, learning_rate, warmup_steps, log, log_every, vision_lr_scale, train_vision_tower, place_head
@@ -232,21 +232,20 @@ def train_full(
 
 class _Drawn:
     """Examples made for each step by draw(step), tokenised as a fixed set's are (which is faster
-    than the collator's processor call and gives the same tensors) and counted, with the place
-    head's targets of the last draw (`places`); an empty draw is an error."""
+    than the collator's processor call and gives the same tensors) and counted, each with its
+    place head target (None without a head); an empty draw is an error."""
 
     def __init__(self, collator: AnswerOnlyCollator, draw: Callable[[int], Sequence[dict[str, Any]]],
                  place_head: PlaceHead | None = None) -> None:
         self.collator, self.draw, self.place_head, self.examples = collator, draw, place_head, 0
-        self.places: list[Place | None] = []
 
-    def __call__(self, step: int) -> Any:
+    def __call__(self, step: int) -> tuple[Any, list[Place | None]]:
         examples = self.draw(step)
         if not examples:
             raise ValueError(f"draw({step}) gave no training examples")
         self.examples += len(examples)
-        self.places = self.place_head.targets(examples) if self.place_head is not None else [None] * len(examples)
-        return self.collator.pretokenize(examples)
+        places = self.place_head.targets(examples) if self.place_head is not None else [None] * len(examples)
+        return self.collator.pretokenize(examples), places
 
 
 def train_stream(
@@ -272,8 +271,8 @@ def train_stream(
     new = _Drawn(AnswerOnlyCollator(processor, max_length=max_length), draw, place_head)
 
     def batch(step: int) -> tuple[dict[str, Any], list[Place | None]]:
-        examples = new(step)
-        return examples.batch(range(len(examples))), new.places
+        examples, places = new(step)
+        return examples.batch(range(len(examples))), places
 
     steps_done, seconds, losses, place_losses = _optimise(
         model, batch, steps, learning_rate, warmup_steps, log, log_every, 1.0, train_vision_tower, place_head
@@ -306,10 +305,9 @@ def _optimise(
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     vision = [p for n, p in trained if "vision_tower" in n or "multi_modal_projector" in n]
     ids = {id(p) for p in vision}
-    rest = [p for _, p in trained if id(p) not in ids]
-    if place_head is not None:
-        rest += list(place_head.linear.parameters())
-    clipped = [*(p for _, p in trained), *(place_head.linear.parameters() if place_head is not None else ())]
+    head = list(place_head.linear.parameters()) if place_head is not None else []
+    rest = [p for _, p in trained if id(p) not in ids] + head
+    clipped = [p for _, p in trained] + head
     groups = [{"params": rest, "lr": learning_rate}, {"params": vision, "lr": learning_rate * vision_lr_scale}]
     optimiser = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -976,13 +977,8 @@ def binding_errors(answers: Sequence[str], items: Sequence[dict[str, Any]], tole
             asked += 1
         else:
             other += 1
-    errors.sort()
-    median = None
-    if errors:
-        half = len(errors) // 2
-        median = errors[half] if len(errors) % 2 else (errors[half - 1] + errors[half]) / 2
     return {"questions": len(items), "near_asked": asked, "near_other": other, "near_none": none,
-            "within_tolerance": within, "median_cm": median}
+            "within_tolerance": within, "median_cm": statistics.median(errors) if errors else None}
 
 
 def corpus_texts(seeds: Sequence[int]) -> Iterator[str]:
