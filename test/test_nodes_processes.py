@@ -79,8 +79,12 @@ def processes(tmp_path_factory):
     procs = {
         # 3 s of heartbeat timeout (5 s by default): the test's kill is still caught mid-chunk, and a
         # 1.5 s gap in a live policy's 10 Hz heartbeat was seen once with three processes on 2 cores.
+        # 5 s of camera watchdog (2 s by default): CI once saw a 2.8 s gap in the executor's own 5 Hz
+        # sim camera while the policy generated on both cores; this test is about the graph, and the
+        # watchdog's stop has its own tests (test_robot_safety, test_nodes_faults).
         "executor_node": start_node("executor_node", "backend:=sim", "sim_camera:=true", "sim_seed:=2",
-                                    "sim_time_scale:=2.0", "heartbeat_timeout_s:=3.0", log_dir=logs),
+                                    "sim_time_scale:=2.0", "heartbeat_timeout_s:=3.0", "watchdog_timeout_s:=5.0",
+                                    log_dir=logs),
         "verifier_node": start_node("verifier_node", "backend:=count", log_dir=logs),
         "policy_node": start_node("policy_node", "model_path:=tiny", "heartbeat_hz:=10.0", "max_cycles:=8", log_dir=logs),
     }
