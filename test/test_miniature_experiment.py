@@ -240,6 +240,45 @@ def test_pinned_runs_make_the_same_weights_where_other_kernels_make_native_runs_
     assert "Arithmetic native (`--kernels native`)" in (tmp_path / "native" / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it_for_binding(tmp_path, monkeypatch):
+    """tower_again_steps: the tower's own pretraining again after the mixture, its reading moved
+    after that, and the bind phases with the tower frozen while every earlier stage trained it."""
+    import dataclasses
+
+    from vlm2vla_ros.miniature import model
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig, run_experiment
+
+    trained_tower = []  # train_vision_tower by call: first kinds, mixture, two bind phases, the baseline (default)
+    real_train_full = model.train_full
+
+    def spy(*args, **kwargs):
+        trained_tower.append(kwargs.get("train_vision_tower", True))
+        return real_train_full(*args, **kwargs)
+
+    monkeypatch.setattr(model, "train_full", spy)
+    out = tmp_path / "again"  # in this process, for the spy: main pins the arithmetic in a process of its own once torch is loaded
+    run_experiment(out, dataclasses.replace(ExperimentConfig.quick(), tower_again_steps=2, pretrain_freeze_tower=False),
+                   log=lambda line: None)
+    assert trained_tower == [True, True, False, False, True]
+    metrics = json.loads((out / "metrics.json").read_text())
+    timings = list(metrics["timings_s"])
+    mixture = timings.index("pretraining the VLM (all weights)")
+    assert timings[mixture + 1:mixture + 5] == [
+        "pretraining the vision tower again (heat maps, scene summary)",
+        "pretraining the vision tower: where each colour's block is from the gripper, new scenes every batch",
+        "pretraining the VLM (vision tower frozen): which block is asked, 1 block(s), beside the mixture",
+        "pretraining the VLM (vision tower frozen): which block is asked, 3 block(s), beside the mixture",
+    ]
+    assert timings[mixture + 5] == "saving the base"
+    assert timings[2:4] == ["pretraining the vision tower (heat maps, scene summary)",
+                            "pretraining the VLM (all weights): copying alone, new examples every batch"]
+    assert len(metrics["vision_again"]["losses"]) == 2 and len(metrics["vision_reading"]["losses"]) == 2
+    assert ("- vision tower: after the VLM pretraining's mixture (below), its own pretraining again for 2 steps (last "
+            "loss ") in (out / "report.md").read_text()
+    assert "then the steps on which block is asked with the tower frozen;" in (out / "report.md").read_text()
+
+
 def test_pinned_arithmetic_refuses_a_torch_loaded_without_the_pin(monkeypatch):
     import torch
 
@@ -309,6 +348,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["bind_phases=((3, 10),)", "bind_fresh=32"], "bind_fresh is the new examples"),
         (["bind_kinds=('colour',)"], "bind_kinds are questions"),
         (["place_head=-1.0"], "0 \\(off\\) or more"),
+        (["tower_again_steps=-1"], "tower_again_steps is a number of steps"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

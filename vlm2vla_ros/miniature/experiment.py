@@ -91,6 +91,13 @@ class ExperimentConfig:
     reading_batch: int = 64
     reading_lr: float = 3e-4
     reading_first_seed: int = 4_000_000
+    tower_again_steps: int = 0
+    """Steps of the vision tower's own pretraining run again after the VLM pretraining's mixture
+    (0 = off, the documented run), with the reading (reading_steps) moved after them and the
+    bind phases training with the tower frozen: the order of finding 25's graft, the tower that
+    bound best (findings 26 and 27). The language model, trained with the tower, has learned to
+    read its tokens; the tower's own stages then sharpen them again where the VLM pretraining
+    wore them down."""
     pretrain_scenes: int = 6000
     pretrain_verify_episodes: int = 400
     pretrain_group_by_length: bool = True
@@ -316,6 +323,8 @@ class ExperimentConfig:
         unknown = set(self.bind_kinds) - set(GROUNDING_KINDS)
         if not self.bind_kinds or unknown:
             raise ValueError(f"bind_kinds are questions location_examples asks {GROUNDING_KINDS}, got {self.bind_kinds}")
+        if self.tower_again_steps < 0:
+            raise ValueError(f"tower_again_steps is a number of steps: 0 (off) or more, got {self.tower_again_steps}")
         if self.place_head < 0:
             raise ValueError(f"place_head is a loss weight: 0 (off) or more, got {self.place_head}")
         if not 0 <= self.rehearsal_scenes <= self.pretrain_scenes:
@@ -712,7 +721,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             log_every=max(1, c.vision_steps // 5),
         )
         metrics["vision_pretrain"] = {"steps": c.vision_steps, "losses": vision_losses}
-    if c.reading_steps:
+
+    def read_tower() -> None:
         read = "a lone block" if c.reading_blocks == 1 else "each colour's block"
         with run.stage(f"pretraining the vision tower: where {read} is from the gripper, new scenes every batch"):
             near = draw_new_seeds(c.reading_first_seed, c.reading_batch, lambda seeds: vqa.near_scenes(seeds, c.reading_blocks))
@@ -720,6 +730,9 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                                            log=log, log_every=max(1, c.reading_steps // 5),
                                            colours=sorted(BLOCK_COLOURS) if c.reading_blocks > 1 else ())
             metrics["vision_reading"] = {"steps": c.reading_steps, "blocks": c.reading_blocks, "losses": reading_losses}
+
+    if c.reading_steps and not c.tower_again_steps:
+        read_tower()
     train_tower = not c.pretrain_freeze_tower
     weights = "all weights" if train_tower else "vision tower frozen"
 
@@ -740,11 +753,11 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         fresh = (c.location_mix + c.verify_mix, lambda step: [e for draw in draws for e in draw(step)]) if draws else None
         return fit(examples, steps, log_every, fresh)
 
-    def fit(examples: list[dict[str, Any]], steps: int, log_every: int, fresh: Any) -> Any:
+    def fit(examples: list[dict[str, Any]], steps: int, log_every: int, fresh: Any, tower: bool = train_tower) -> Any:
         """train_full with the pretraining's settings, the place head included."""
         return train_full(model, processor, examples, steps, c.pretrain_batch, c.pretrain_lr, c.seed,
                           warmup_steps=c.pretrain_warmup, log=log, log_every=max(1, log_every),
-                          vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=train_tower,
+                          vision_lr_scale=c.pretrain_vision_lr_scale, train_vision_tower=tower,
                           group_by_length=c.pretrain_group_by_length, fresh=fresh, place_head=head)
 
     if c.copy_steps:
@@ -775,13 +788,25 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         pre = pretrain(mixture, c.pretrain_steps, c.pretrain_steps // 10)
         metrics["pretrain"] = {"steps": pre.steps, "new_examples": pre.examples - len(mixture),
                                "seconds": round(pre.seconds, 1), "losses": pre.losses}
+    if c.tower_again_steps:
+        with run.stage("pretraining the vision tower again (heat maps, scene summary)"):
+            again = pretrain_vision(
+                model, processor, worlds, c.tower_again_steps, c.vision_batch, c.vision_lr, c.seed + 1, c.image_size,
+                centring_weight=c.vision_centring, summary_weight=c.vision_summary, view=c.view, log=log,
+                log_every=max(1, c.tower_again_steps // 5),
+            )
+            metrics["vision_again"] = {"steps": c.tower_again_steps, "losses": again}
+        if c.reading_steps:
+            read_tower()
+    bind_tower = train_tower and not c.tower_again_steps
     metrics["pretrain_bind"] = []
     next_bind_seed = c.bind_first_seed
     for blocks, steps in c.bind_phases:
-        with run.stage(f"pretraining the VLM ({weights}): which block is asked, {blocks} block(s), beside the mixture"):
+        bind_weights = "all weights" if bind_tower else "vision tower frozen"
+        with run.stage(f"pretraining the VLM ({bind_weights}): which block is asked, {blocks} block(s), beside the mixture"):
             draw = draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
                 seeds, blocks, c.image_size, c.bind_kinds, c.view))
-            phase = fit(mixture, steps, steps // 5, (c.bind_fresh, draw))
+            phase = fit(mixture, steps, steps // 5, (c.bind_fresh, draw), tower=bind_tower)
             next_bind_seed += steps * c.bind_fresh
             metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
                                              "seconds": round(phase.seconds, 1), "losses": phase.losses,
@@ -1068,10 +1093,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
-        *([f"- vision tower: after its own pretraining, {m['vision_reading']['steps']} steps of reading "
-           + ("where a lone block is" if m["vision_reading"].get("blocks", 1) == 1
-              else f"where each colour's block is, in scenes of 1-{m['vision_reading']['blocks']} blocks,")
-           + f" from the gripper, {c['reading_batch']} new scenes a step (lr {c['reading_lr']});"] if m.get("vision_reading") else []),
+        *tower_lines(m),
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
         + copy_phase
         + "".join(f"{p['steps']} steps of {asked} about new scenes of {p['blocks']} block(s) every batch "
@@ -1110,6 +1132,28 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
+
+
+def tower_lines(m: dict[str, Any]) -> list[str]:
+    """The vision tower's stages beyond its own pretraining: its reading, and with tower_again_steps
+    its own pretraining again after the VLM pretraining's mixture, the reading moved after it."""
+    c, reading, again = m["config"], m.get("vision_reading"), m.get("vision_again")
+    if not reading and not again:
+        return []
+    line = "- vision tower: "
+    if again:
+        line += (f"after the VLM pretraining's mixture (below), its own pretraining again for {again['steps']} steps "
+                 f"(last loss {again['losses'][-1]:.3f})" + (", then " if reading else ""))
+    else:
+        line += "after its own pretraining, "
+    if reading:
+        line += (f"{reading['steps']} steps of reading "
+                 + ("where a lone block is" if reading.get("blocks", 1) == 1
+                    else f"where each colour's block is, in scenes of 1-{reading['blocks']} blocks,")
+                 + f" from the gripper, {c['reading_batch']} new scenes a step (lr {c['reading_lr']})")
+    if again and m.get("pretrain_bind"):
+        line += ", then the steps on which block is asked with the tower frozen"
+    return [line + ";"]
 
 
 def binding_lines(b: dict[str, Any]) -> list[str]:
