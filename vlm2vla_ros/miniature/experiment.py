@@ -97,7 +97,7 @@ class ExperimentConfig:
     bind phases training with the tower frozen: the order of finding 25's graft, the tower that
     bound best (finding 26). Run again, the stage takes the vision loss from 3.4 to 1.6, and
     with longer bind phases the base picks the asked block of three in 56 of 150 scenes
-    (finding 27's run V). Off in the documented run: about 30 minutes more."""
+    (finding 27's run V). Off in the documented run: runs U and V took 57 and 64 minutes, it 26."""
     pretrain_scenes: int = 6000
     pretrain_verify_episodes: int = 400
     pretrain_group_by_length: bool = True
