@@ -274,8 +274,9 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     assert timings[2:4] == ["pretraining the vision tower (heat maps, scene summary)",
                             "pretraining the VLM (all weights): copying alone, new examples every batch"]
     assert len(metrics["vision_again"]["losses"]) == 2 and len(metrics["vision_reading"]["losses"]) == 2
-    assert ("- vision tower: after the VLM pretraining's mixture (below), its own pretraining again for 2 steps (last "
-            "loss ") in (out / "report.md").read_text()
+    again = metrics["vision_again"]["losses"]  # two steps: the last fifth is the last step
+    assert ("- vision tower: after the VLM pretraining's mixture (below), its own pretraining again for 2 steps (loss "
+            f"{again[-1]:.3f} over its last fifth), then 2 steps of reading") in (out / "report.md").read_text()
     assert "then the steps on which block is asked with the tower frozen;" in (out / "report.md").read_text()
 
 

@@ -191,7 +191,7 @@ def test_train_reading_by_colour_gives_every_present_colours_place(examples_and_
 
 
 def test_place_head_reads_the_state_that_predicts_the_first_answer_token():
-    from vlm2vla_ros.miniature.model import PlaceHead
+    from vlm2vla_ros.miniature.model import PlaceHead, place_targets
 
     head = PlaceHead(4, 1.0, lambda example: example.get("place"), seed=0)
     hidden = torch.randn(3, 5, 4)
@@ -199,8 +199,9 @@ def test_place_head_reads_the_state_that_predicts_the_first_answer_token():
     labels[0, 2:4] = 7  # the answer starts at 2: the state at 1 predicts it
     labels[1, 3:] = 7
     labels[2, 1:] = 7
-    targets = head.targets([{"place": (10.0, -20.0, 5.0)}, {}, {"place": (0.0, 0.0, -30.0)}])
+    targets = place_targets(head, [{"place": (10.0, -20.0, 5.0)}, {}, {"place": (0.0, 0.0, -30.0)}])
     assert targets == [(10.0, -20.0, 5.0), None, (0.0, 0.0, -30.0)]
+    assert place_targets(None, [{"place": (1.0, 2.0, 3.0)}, {}]) == [None, None]
     loss = head.loss(hidden, labels, targets)
     with torch.no_grad():
         first = ((head.linear(hidden[0, 1]) - torch.tensor([1.0, -2.0, 0.5])) ** 2).sum()

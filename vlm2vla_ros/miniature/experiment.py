@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig
@@ -1143,7 +1144,8 @@ def tower_lines(m: dict[str, Any]) -> list[str]:
     line = "- vision tower: "
     if again:
         line += (f"after the VLM pretraining's mixture (below), its own pretraining again for {again['steps']} steps "
-                 f"(last loss {again['losses'][-1]:.3f})" + (", then " if reading else ""))
+                 f"(loss {mean(again['losses'][-max(1, len(again['losses']) // 5):]):.3f} over its last fifth)"
+                 + (", then " if reading else ""))
     else:
         line += "after its own pretraining, "
     if reading:
@@ -1337,6 +1339,7 @@ def plot(out: Path, m: dict[str, Any]) -> None:
     phases = [("copying alone", m["pretrain_copy"]["losses"])] if "pretrain_copy" in m else []  # in training order
     phases += [(f"location, {p['blocks']} block(s), new scenes", p["losses"]) for p in m.get("pretrain_location", [])]
     phases += [(", ".join(m["pretrain_first"]["kinds"]), m["pretrain_first"]["losses"]), ("whole mixture", m["pretrain"]["losses"])]
+    phases += [(f"which block is asked, {p['blocks']} block(s)", p["losses"]) for p in m.get("pretrain_bind", [])]
     done = 0
     for label, losses in phases:
         if losses:

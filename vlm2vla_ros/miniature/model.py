@@ -119,8 +119,6 @@ class PlaceHead:
             self.linear.bias.zero_()
         self.weight, self.target = weight, target
 
-    def targets(self, examples: Sequence[dict[str, Any]]) -> list[Place | None]:
-        return [self.target(e) for e in examples]
 
     def loss(self, hidden: Any, labels: Any, targets: Sequence[Place | None]) -> Any | None:
         """Mean squared error over the rows with a target (None when no row has one)."""
@@ -137,6 +135,11 @@ class PlaceHead:
         predicted = self.linear(hidden[index, before_answer])
         wanted = torch.tensor([targets[k] for k in rows], dtype=predicted.dtype) / self.UNIT_CM
         return (predicted - wanted).pow(2).sum(dim=-1).mean()
+
+
+def place_targets(place_head: PlaceHead | None, examples: Sequence[dict[str, Any]]) -> list[Place | None]:
+    """Each example's place target for the head, None for all without one."""
+    return [place_head.target(e) if place_head is not None else None for e in examples]
 
 
 LENGTH_WINDOW = 16
@@ -217,7 +220,7 @@ def train_full(
     lengths = [len(row.ids) for row in prepared.rows] if group_by_length else None
     stream = batch_stream(len(examples), batch_size - count, random.Random(seed), lengths)
     new = _Drawn(collator, draw, place_head) if draw is not None and count else None
-    places = place_head.targets(examples) if place_head is not None else [None] * len(examples)
+    places = place_targets(place_head, examples)
 
     def batch(step: int) -> tuple[dict[str, Any], list[Place | None]]:
         indices = next(stream)
@@ -244,8 +247,7 @@ class _Drawn:
         if not examples:
             raise ValueError(f"draw({step}) gave no training examples")
         self.examples += len(examples)
-        places = self.place_head.targets(examples) if self.place_head is not None else [None] * len(examples)
-        return self.collator.pretokenize(examples), places
+        return self.collator.pretokenize(examples), place_targets(self.place_head, examples)
 
 
 def train_stream(
