@@ -418,3 +418,15 @@ def test_motion_plan_rejects_bad_input():
             verbalise_moves(bad)
     with pytest.raises(ActionValueError, match="initial_gripper"):
         verbalise_moves([ActionStep(0, 0, 0, 1)], initial_gripper=2)
+
+
+def test_plan_with_total_states_the_move_left_as_place_answers_write_it():
+    from vlm2vla_ros.action_language import format_cm, plan_with_total
+
+    assert plan_with_total(" Move forward. ", (12.04, -0.04, -6.0)) == "[12.0, 0.0, -6.0] cm to go. Move forward."
+    assert plan_with_total("Move up.", (0, 25, 3.25)) == "[0.0, 25.0, 3.2] cm to go. Move up."
+    assert [format_cm(v) for v in (-0.04, 0.05, -12.36, 40)] == ["0.0", "0.1", "-12.4", "40.0"]
+    for plan, total in [("", (1, 2, 3)), ("Move up.", (1, 2)), ("Move up.", (1, math.inf, 3)), ("Move up.", "abc")]:
+        with pytest.raises(ActionValueError):
+            plan_with_total(plan, total)
+

@@ -68,6 +68,31 @@ def test_every_stage_is_written_from_the_prompts_with_merged_chunks(episodes_dir
     assert subtasks[0]["messages"][-1]["content"][0]["text"].startswith("1. move above the")
 
 
+def test_plan_totals_start_every_plan_with_the_move_left_in_its_subtask(episodes_dir, tmp_path):
+    from vlm2vla_ros.action_language import plan_with_total
+    from vlm2vla_ros.miniature.vqa import read_relative
+
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    build_dataset(loaded.episodes, out, make_labeller(LabellerSettings("verbaliser")),
+                  BuildConfig(plan_totals=True, verify_examples=False, direction_examples=False))
+    examples = lines(out / "train.jsonl") + lines(out / "val.jsonl")
+    chunks = [e for e in examples if e["stage"] == "chunk"]
+    assert chunks and len(chunks) == sum(e["stage"] == "plan" for e in examples)
+    for e in chunks:
+        plan = e["meta"]["plan"]
+        steps = [ActionStep(*s) for s in e["meta"]["chunk"]]
+        total = read_relative(plan)
+        # one window per subtask here: the move left is the whole chunk's sum, to the rounding of the merge
+        words = plan.split(" cm to go. ", 1)[-1]
+        assert total is not None and plan == plan_with_total(words, total)
+        assert words in (verbalise_moves(steps), verbalise_moves(steps, 1), verbalise_moves(steps, 0))
+        summed = [sum(getattr(s, axis) for s in steps) for axis in ("dx", "dy", "dz")]
+        assert all(abs(a - b) <= 0.05 * len(steps) + 0.051 for a, b in zip(total, summed)), (plan, summed)
+        assert e["messages"][1]["content"][0]["text"] == plan  # the chunk continues the plan conversation
+    assert any(max(abs(v) for v in read_relative(e["meta"]["plan"])) > 3 for e in chunks)
+
+
 def test_split_is_by_episode_and_deterministic(episodes_dir, tmp_path):
     loaded = load_episodes([episodes_dir])
     out = tmp_path / "ds"
@@ -132,6 +157,11 @@ def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
     assert "| chunk |" in card and "mean abs" in card
     assert (out / "action_magnitudes.png").is_file() and (out / "token_lengths.png").is_file()
     assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
+    assert dataset_main(["build", str(episodes_dir), "--out", str(tmp_path / "totals"), "--labeller", "verbaliser",
+                         "--plan-totals"]) == 0
+    plans = [e["meta"]["plan"] for e in lines(tmp_path / "totals" / "train.jsonl") if e["stage"] == "plan"]
+    assert plans and all(" cm to go. " in plan for plan in plans)
+    assert not any(" cm to go. " in e["meta"]["plan"] for e in lines(out / "train.jsonl") if e["stage"] == "plan")
     write_card(out)  # rewriting the card is idempotent
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from vlm2vla_ros.action_language import ActionChunk, ActionStep
+from vlm2vla_ros.action_language import ActionChunk, ActionStep, format_action_chunk
 from vlm2vla_ros.training.evaluate import (
     compare_chunks,
     read_vqa,
@@ -99,7 +99,7 @@ class _ReachEngine:
         dy = self.gain * 100 * (block.y - self.world.gripper_y) if self.calls == 1 else 0.0
         parts = max(1, math.ceil(max(abs(dx), abs(dy)) / 4))
         steps = chunk(*[(dx / parts, dy / parts, 0.0, 1)] * parts)
-        return CycleResult("move", steps, "move", "", {}, {})
+        return CycleResult("move", steps, "move", format_action_chunk(steps), {}, {})
 
 
 def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle():
@@ -109,6 +109,12 @@ def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle
     start, first, second = oracle["distance_cm"]
     assert start > 3 and first < 0.3 and second == first and oracle["ended"] == "done"
     assert oracle["subtask"].startswith("move above the") and oracle["subtask"].endswith("block")
+    # each cycle's plan and chunk beside where the block was from the gripper: the oracle's first move is that place
+    first_cycle, second_cycle = oracle["cycles"]
+    assert first_cycle["plan"] == "move" and math.hypot(*first_cycle["to_block_cm"]) == pytest.approx(start, abs=0.01)
+    moved = [sum(step[axis] for step in json.loads(first_cycle["chunk"])) for axis in (0, 1)]
+    assert moved == pytest.approx(first_cycle["to_block_cm"], abs=0.25)  # each step rounded to 1 mm
+    assert math.hypot(*second_cycle["to_block_cm"]) == pytest.approx(first, abs=0.01) and json.loads(second_cycle["chunk"])[0][:2] == [0.0, 0.0]
 
     halfway = reach_episode(_ReachEngine(50000, gain=0.5), 50000, cycles=1, image_size=32)
     assert halfway["distance_cm"][0] == start and abs(halfway["distance_cm"][1] - start / 2) < 0.3

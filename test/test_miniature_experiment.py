@@ -243,24 +243,45 @@ def test_pinned_runs_make_the_same_weights_where_other_kernels_make_native_runs_
 @pytest.mark.slow
 def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it_for_binding(tmp_path, monkeypatch):
     """tower_again_steps: the tower's own pretraining again after the mixture, its reading moved
-    after that, and the bind phases with the tower frozen while every earlier stage trained it."""
+    after that, and the bind phases with the tower frozen while every earlier stage trained it.
+    With bind_verify_mix the bind batches carry completion cases beside their questions, and
+    with plan_totals every plan of the action data starts with the move left in its subtask."""
     import dataclasses
 
     from vlm2vla_ros.miniature import model
     from vlm2vla_ros.miniature.experiment import ExperimentConfig, run_experiment
+    from vlm2vla_ros.miniature.vqa import read_relative
 
     trained_tower = []  # train_vision_tower by call: first kinds, mixture, two bind phases, the baseline (default)
+    bind_batches = []  # the new examples of each bind phase's first batch, by stage
     real_train_full = model.train_full
 
     def spy(*args, **kwargs):
         trained_tower.append(kwargs.get("train_vision_tower", True))
+        if kwargs.get("train_vision_tower") is False:
+            count, draw = kwargs["fresh"]
+            stages = [e["stage"] for e in draw(0)]
+            assert len(stages) == count
+            bind_batches.append(sorted(stages))
         return real_train_full(*args, **kwargs)
 
     monkeypatch.setattr(model, "train_full", spy)
     out = tmp_path / "again"  # in this process, for the spy: main pins the arithmetic in a process of its own once torch is loaded
-    run_experiment(out, dataclasses.replace(ExperimentConfig.quick(), tower_again_steps=2, pretrain_freeze_tower=False),
-                   log=lambda line: None)
+    config = dataclasses.replace(ExperimentConfig.quick(), tower_again_steps=2, pretrain_freeze_tower=False, bind_verify_mix=1,
+                                 plan_totals=True)
+    run_experiment(out, config, log=lambda line: None)
     assert trained_tower == [True, True, False, False, True]
+    assert bind_batches == [sorted(["relative"] * config.bind_fresh + ["verify"])] * 2
+    report = (out / "report.md").read_text()
+    assert (f"{config.bind_fresh} of every {config.pretrain_batch} examples questions of kinds relative about new scenes of 3 "
+            'block(s), 1 new "move above" / "grasp" / "lift" completion cases, the rest from that mixture') in report
+    assert 'every plan starts with the move left in its subtask, "[dx, dy, dz] cm to go."' in report
+    plans = [json.loads(line)["meta"] for line in (out / "dataset" / "train.jsonl").read_text().splitlines()
+             if json.loads(line)["stage"] == "plan"]
+    assert plans and all(read_relative(p["plan"]) is not None and " cm to go. " in p["plan"] for p in plans)
+    # chunks of one move each: a subtask's last chunk is all that is left of it, its earlier ones are not
+    gaps = [max(abs(a - b) for a, b in zip(read_relative(p["plan"]), p["chunk"][0][:3])) for p in plans]
+    assert min(gaps) <= 0.11 and max(gaps) > 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     timings = list(metrics["timings_s"])
     mixture = timings.index("pretraining the VLM (all weights)")
@@ -346,7 +367,10 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["rehearsal_scenes=6001"], "0 to pretrain_scenes"),  # more scenes than the base was pretrained on
         (["reading_blocks=0"], "at least 1"),
         (["verify_mix_subtasks=('grasp', 'place')"], "completion cases exist for"),
-        (["bind_phases=((3, 10),)", "bind_fresh=32"], "bind_fresh is the new examples"),
+        (["bind_phases=((3, 10),)", "bind_fresh=32"], "are the new examples of a bind batch"),
+        (["bind_phases=((3, 10),)", "bind_fresh=28", "bind_verify_mix=4"], "together at most pretrain_batch - 1"),
+        (["bind_phases=((3, 10),)", "bind_verify_mix=-1"], "bind_verify_mix 0 or more"),
+        (["bind_verify_mix=2"], "bind_phases is empty"),
         (["bind_kinds=('colour',)"], "bind_kinds are questions"),
         (["place_head=-1.0"], "0 \\(off\\) or more"),
         (["tower_again_steps=-1"], "tower_again_steps is a number of steps"),
@@ -375,6 +399,30 @@ def test_location_errors_score_answers_against_the_references():
     assert location_errors(rows[2:], "m", 1.5)["mean_abs_cm"] == [None, None]
     with pytest.raises(ValueError, match="locations"):
         location_errors([{"answer": "yes", "m": "x 1 y 1"}], "m", 1.5)
+
+
+def test_plan_totals_are_scored_against_where_the_block_was():
+    from vlm2vla_ros.miniature.experiment import plan_total_errors, reach_lines
+
+    def episode(*cycles):
+        return {"cycles": [{"plan": plan, "to_block_cm": where} for plan, where in cycles]}
+
+    episodes = [
+        episode(("[3.0, 4.0, -8.0] cm to go. Move forward.", [0.0, 0.0]),  # 5 cm off
+                ("[1.0, 1.0, -8.0] cm to go. Move forward.", [1.0, 2.0])),  # 1 cm off
+        episode(("Move forward.", [5.0, 5.0]),  # states no total: left out
+                ("[0.0, 0.0, -8.0] cm to go. Move down.", [0.6, -0.8])),  # 1 cm off
+    ]
+    assert plan_total_errors(episodes, 1.5) == {0: {"read": 1, "median_cm": 5.0, "within": 0},
+                                                 1: {"read": 2, "median_cm": pytest.approx(1.0), "within": 2}}
+    assert plan_total_errors([episode(("Move forward.", [1.0, 1.0]))], 1.5) == {}
+    after = [{"cycles": k, "mean_cm": 5.0, "within_tolerance": 0.0} for k in range(3)]
+    with_totals = {"vlm2vla": {"tolerance_cm": 1.5, "after": after, "episodes": episodes},
+                   "baseline": {"tolerance_cm": 1.5, "after": after, "episodes": [episode(("Move.", [1.0, 1.0]))]}}
+    text = "\n".join(reach_lines(with_totals))
+    assert "| VLM2VLA | 5.0 cm, 0 of 1 | 1.0 cm, 2 of 2 |" in text and "| baseline |" not in text.split("Plans that state")[1]
+    plain = {"vlm2vla": {**with_totals["vlm2vla"], "episodes": [{"distance_cm": [5.0]}]}, "baseline": with_totals["baseline"]}
+    assert "Plans that state" not in "\n".join(reach_lines(plain))
 
 
 def test_copy_scores_count_exact_repeats_per_content(tmp_path):

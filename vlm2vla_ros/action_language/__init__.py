@@ -16,7 +16,7 @@ from .parser import (
 from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
 from .trajectory import MergeConfig, Segment, merge_segments, merge_trajectory
 from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
-from .verbalise import verbalise_moves
+from .verbalise import format_cm, plan_with_total, verbalise_moves
 
 __all__ = [
     "MAX_SUBTASKS",
@@ -33,12 +33,14 @@ __all__ = [
     "chunk_regex",
     "chunk_to_array",
     "format_action_chunk",
+    "format_cm",
     "format_subtasks",
     "merge_segments",
     "merge_trajectory",
     "number_regex",
     "parse_action_chunk",
     "parse_subtasks",
+    "plan_with_total",
     "step_values",
     "validate_chunk",
     "verbalise_moves",

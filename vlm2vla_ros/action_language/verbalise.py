@@ -7,6 +7,7 @@ slightly down, then close the gripper.").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from .parser import step_values
@@ -50,6 +51,28 @@ def verbalise_moves(steps: Sequence[ActionStep] | ActionChunk, initial_gripper: 
             state = gripper
     _flush(group, clauses)
     return _sentences(clauses)
+
+
+def format_cm(value_cm: float) -> str:
+    """A length in cm as the plans' totals and the miniature's place answers write it: one
+    decimal, never "-0.0" ("12.0", "-3.5")."""
+    text = f"{value_cm:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def plan_with_total(plan: str, total_cm: Sequence[float]) -> str:
+    """A plan that first states the whole move left in its subtask: "[12.0, -3.5, -6.0] cm to
+    go. Move forward and down."
+
+    The total is written as a place from the gripper is ("[dx, dy, dz]", format_cm), so a model
+    that reads where things are from the gripper can write it, and the chunk that follows is a
+    copy of it when it fits in one move (docs/miniature.md, finding 28).
+    """
+    if not isinstance(plan, str) or not plan.strip():
+        raise ActionValueError(f"plan_with_total needs a non-empty plan, got {plan!r}")
+    if len(total_cm) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in total_cm):
+        raise ActionValueError(f"plan_with_total needs a finite [dx, dy, dz] in cm, got {total_cm!r}")
+    return "[" + ", ".join(format_cm(v) for v in total_cm) + "] cm to go. " + plan.strip()
 
 
 def _dominant(vector: Sequence[float]) -> tuple[int, bool] | None:

@@ -34,6 +34,7 @@ from vlm2vla_ros.action_language import (
     MergeConfig,
     merge_segments,
     merge_trajectory,
+    plan_with_total,
     verbalise_moves,
 )
 from vlm2vla_ros.policy import prompts
@@ -64,6 +65,10 @@ class BuildConfig:
     direction_still_cm: float = 0.3
     """A chunk moving less than this sideways (and at least direction_min_cm overall) asks none."""
     prompts: PromptTemplates = prompts.DEFAULT_PROMPTS
+    plan_totals: bool = False
+    """Every plan starts with the whole move left in its subtask from the chunk's frame,
+    "[dx, dy, dz] cm to go." (plan_with_total), summed from the recorded moves, so it needs no
+    world state (docs/miniature.md, finding 28)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -147,6 +152,12 @@ def chunk_windows(
     return windows, dropped
 
 
+def remaining_cm(episode: EpisodeRecord, start: int, stop: int) -> tuple[float, float, float]:
+    """The summed move of steps [start, stop): what is left of a subtask from step start."""
+    dx, dy, dz = episode.deltas_cm()[start:stop].sum(axis=0)
+    return float(dx), float(dy), float(dz)
+
+
 def _gripper_before(episode: EpisodeRecord, step: int) -> int | None:
     """The gripper command in force before `step` (None before the first)."""
     return episode.steps[step - 1].gripper if step > 0 else None
@@ -221,6 +232,8 @@ def episode_examples(
                 plan = verbalise_moves(chunk, window.initial_gripper)
                 if label.plan:
                     report.note("plans_verbalised_for_split_subtask")
+            if config.plan_totals:
+                plan = plan_with_total(plan, remaining_cm(episode, window.start, label.stop))
             values = [[s.dx, s.dy, s.dz, s.gripper] for s in chunk.steps]
             meta = dict(task=task, subtask=label.subtask, subtask_index=k, window=w_index, plan=plan, chunk=values)
             ex.add("plan", prompts.plan_messages(task, label.subtask, templates), plan, [image], **meta)

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig
@@ -51,7 +51,7 @@ from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .kernels import arithmetic_record
 from .model import BaseSpec
-from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks
+from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks, read_relative
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 
@@ -173,6 +173,10 @@ class ExperimentConfig:
     tower, steps like these after the whole pretraining taught a language model which of three
     blocks is asked, and faster with the place head (finding 25). None in the documented run."""
     bind_fresh: int = 24
+    bind_verify_mix: int = 0
+    """New completion cases of verify_mix_subtasks in every bind batch, this many of
+    pretrain_batch beside bind_fresh: without them the bind phases wore the verifier down to
+    passing every unfinished subtask (runs S-V; finding 28). 0 in the documented run."""
     bind_kinds: tuple[str, ...] = ("relative",)
     bind_first_seed: int = 7_000_000
     place_head: float = 0.0
@@ -197,6 +201,10 @@ class ExperimentConfig:
     """Merged moves per chunk: 0 puts a subtask's moves in one chunk (up to the action language's
     limit), 1 cuts a chunk at every move, each written from the image it was taken from, so the
     policy moves once per look (finding 18; off by default)."""
+    plan_totals: bool = False
+    """Every plan of the action data starts with the whole move left in its subtask, "[dx, dy,
+    dz] cm to go." (BuildConfig.plan_totals): the place the base learns to read in its relative
+    answers, written where the chunk can copy it (finding 28; off by default)."""
     reach_demos: int = 0
     """Pick-up demonstrations on new scenes from gripper starts near the block, seeds from
     reach_first_seed (data.reach_demonstration; needs chunk_moves; finding 18)."""
@@ -318,9 +326,13 @@ class ExperimentConfig:
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
-        if self.bind_phases and not 0 < self.bind_fresh < self.pretrain_batch:
-            raise ValueError(f"bind_fresh is the new examples of a bind batch: 1 to pretrain_batch - 1 "
-                             f"({self.pretrain_batch - 1}), got {self.bind_fresh}")
+        if self.bind_phases and not (self.bind_fresh > 0 and self.bind_verify_mix >= 0
+                                     and self.bind_fresh + self.bind_verify_mix < self.pretrain_batch):
+            raise ValueError(f"bind_fresh and bind_verify_mix are the new examples of a bind batch: bind_fresh 1 or more, "
+                             f"bind_verify_mix 0 or more, together at most pretrain_batch - 1 ({self.pretrain_batch - 1}), "
+                             f"got {self.bind_fresh} and {self.bind_verify_mix}")
+        if self.bind_verify_mix and not self.bind_phases:
+            raise ValueError("bind_verify_mix adds completion cases to the bind phases, and bind_phases is empty")
         unknown = set(self.bind_kinds) - set(GROUNDING_KINDS)
         if not self.bind_kinds or unknown:
             raise ValueError(f"bind_kinds are questions location_examples asks {GROUNDING_KINDS}, got {self.bind_kinds}")
@@ -343,7 +355,7 @@ class ExperimentConfig:
         """How the expert's episodes become action examples (the adapter's stages only)."""
         limits = ActionLimits(max_steps=self.chunk_moves) if self.chunk_moves else ActionLimits()
         return BuildConfig(merge=self.merge(), limits=limits, verify_examples=False, direction_examples=False,
-                           val_fraction=0.05)
+                           val_fraction=0.05, plan_totals=self.plan_totals)
 
     def frames_at_moves(self) -> MergeConfig | None:
         """The merge rule to place the expert's frames by, when chunks are cut at moves (else None:
@@ -805,9 +817,14 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     for blocks, steps in c.bind_phases:
         bind_weights = "all weights" if bind_tower else "vision tower frozen"
         with run.stage(f"pretraining the VLM ({bind_weights}): which block is asked, {blocks} block(s), beside the mixture"):
-            draw = draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
-                seeds, blocks, c.image_size, c.bind_kinds, c.view))
-            phase = fit(mixture, steps, steps // 5, (c.bind_fresh, draw), tower=bind_tower)
+            draws = [draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
+                seeds, blocks, c.image_size, c.bind_kinds, c.view))]
+            if c.bind_verify_mix:
+                draws.append(draw_new_seeds(next_verify_seed, c.bind_verify_mix, lambda seeds: vqa.completion_cases(
+                    seeds, c.verify_mix_subtasks, c.image_size, c.view)))
+                next_verify_seed += steps * c.bind_verify_mix
+            fresh = (c.bind_fresh + c.bind_verify_mix, lambda step, draws=draws: [e for draw in draws for e in draw(step)])
+            phase = fit(mixture, steps, steps // 5, fresh, tower=bind_tower)
             next_bind_seed += steps * c.bind_fresh
             metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
                                              "seconds": round(phase.seconds, 1), "losses": phase.losses,
@@ -1076,8 +1093,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         asked += " (the gripper near the block)"
     mix = (f"; in both, {c['location_mix']} of every {c['pretrain_batch']} examples were {asked} about new "
            f"scenes of {c.get('location_mix_blocks', 1)} block(s)" if c.get("location_mix") else "")
+    judged = " / ".join(f'"{name.replace("_", " ")}"' for name in dict.fromkeys(c.get("verify_mix_subtasks", ["move_above"])))
     if c.get("verify_mix"):
-        judged = " / ".join(f'"{name.replace("_", " ")}"' for name in dict.fromkeys(c.get("verify_mix_subtasks", ["move_above"])))
         mix += (f"; in both, {c['verify_mix']} of every {c['pretrain_batch']} examples were {judged} completion cases "
                 "about new scenes")
     copies = m["pretrain_data"]["per_kind"].get("copy", 0)
@@ -1103,8 +1120,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"{', '.join(m['pretrain_first']['kinds'])}, then {m['pretrain']['steps']} steps on all "
         f"{m['pretrain_data']['examples']} generated examples{in_mixture} with those questions {c['first_kinds_repeat'] + 1} times over{mix}"
         + "".join(f", then {p['steps']} steps with {c['bind_fresh']} of every {c['pretrain_batch']} examples "
-                  f"questions of kinds {', '.join(c['bind_kinds'])} about new scenes of {p['blocks']} block(s), the rest "
-                  "from that mixture" for p in bind)
+                  f"questions of kinds {', '.join(c['bind_kinds'])} about new scenes of {p['blocks']} block(s)"
+                  + (f", {c['bind_verify_mix']} new {judged} completion cases" if c.get("bind_verify_mix") else "")
+                  + ", the rest from that mixture" for p in bind)
         + (f", with a temporary place head (weight {c['place_head']}) on every relative question" if c.get("place_head") else "")
         + f" ({sum(p['seconds'] for p in [*location, *bind]) + (copying['seconds'] if copying else 0) + m['pretrain_first']['seconds'] + m['pretrain']['seconds']:.0f} s);",
         f"- action data: {m['action_data']['episodes']} expert episodes"
@@ -1112,6 +1130,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         + f", {m['action_data']['train_examples']} training examples "
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'}"
         + (f"; chunks of {c['chunk_moves']} merged move(s), each from its own image" if c.get("chunk_moves") else "")
+        + ("; every plan starts with the move left in its subtask, \"[dx, dy, dz] cm to go.\"" if c.get("plan_totals") else "")
         + (f"; {m['action_data']['rehearsal_examples']} of them the base's own pretraining examples of "
            f"{c['rehearsal_scenes']} scenes, rehearsed by both models" if m["action_data"].get("rehearsal_examples") else "") + ");",
         f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
@@ -1250,7 +1269,33 @@ def reach_lines(r: dict[str, Any]) -> list[str]:
     if "vlm2vla_alone" in r:
         lines += ["", "\"The named block alone\": the same scenes with every other object taken away, so following the block "
                   "needs reading its place but not picking it out of several."]
+    totals = [(label, plan_total_errors(scores["episodes"], v["tolerance_cm"])) for label, scores in rows]
+    totals = [(label, t) for label, t in totals if t]
+    if totals:
+        lines += ["", "Plans that state the move left (`plan_totals`): how far from the named block each cycle's "
+                  "\"[dx, dy, dz] cm to go\" would take the gripper, horizontally, from where it was (median, and how "
+                  f"many within {tol}, of the plans whose total reads).", "",
+                  "| model | " + " | ".join(f"cycle {k + 1}" for k in range(len(v["after"]) - 1)) + " |",
+                  "|---|" + "---|" * (len(v["after"]) - 1)]
+        lines += [f"| {label} | " + " | ".join(f"{t[k]['median_cm']:.1f} cm, {t[k]['within']} of {t[k]['read']}"
+                                               if k in t else "-" for k in range(len(v["after"]) - 1)) + " |"
+                  for label, t in totals]
     return lines + [""]
+
+
+def plan_total_errors(episodes: Sequence[dict[str, Any]], tolerance_cm: float) -> dict[int, dict[str, Any]]:
+    """Per cycle index, the horizontal error of the plans' stated totals from where the named
+    block was (reach_episode's records); cycles whose plan states none are left out, and a
+    model whose plans never do gives {}."""
+    errors: dict[int, list[float]] = {}
+    for episode in episodes:
+        for k, cycle in enumerate(episode.get("cycles", [])):
+            total = read_relative(cycle["plan"])
+            if total is not None:
+                dx, dy = cycle["to_block_cm"]
+                errors.setdefault(k, []).append(math.hypot(total[0] - dx, total[1] - dy))
+    return {k: {"read": len(e), "median_cm": median(e), "within": sum(x <= tolerance_cm for x in e)}
+            for k, e in sorted(errors.items())}
 
 
 def chain_lines(ch: dict[str, Any]) -> list[str]:

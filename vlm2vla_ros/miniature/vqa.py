@@ -38,6 +38,7 @@ from vlm2vla_ros.action_language import (
     ActionChunk,
     ActionStep,
     format_action_chunk,
+    format_cm,
     format_subtasks,
     verbalise_moves,
 )
@@ -311,8 +312,7 @@ def question(world: SimWorld, kind: str, lang: str, rng: random.Random) -> QA | 
 
 def _dm(value_m: float) -> str:
     """Metres -> centimetres with one decimal ("32.4", "-5.0")."""
-    text = f"{value_m * 100:.1f}"
-    return "0.0" if text == "-0.0" else text
+    return format_cm(value_m * 100)
 
 
 def _clip(value_cm: float) -> float:

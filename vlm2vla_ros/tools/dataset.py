@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--include-failed", action="store_true", help="also use episodes that failed their task")
     build.add_argument("--no-verify", action="store_true", help="no subtask-completion examples")
     build.add_argument("--no-direction", action="store_true", help="no movement-direction examples")
+    build.add_argument("--plan-totals", action="store_true",
+                       help='start every plan with the move left in its subtask, "[dx, dy, dz] cm to go." (docs/miniature.md, finding 28)')
     build.add_argument("--tokenizer", default=None, help="model folder whose tokenizer counts tokens for the card")
     return ap.parse_args(argv)
 
@@ -102,6 +104,7 @@ def run_build(args: argparse.Namespace) -> int:
         include_failed=args.include_failed,
         verify_examples=not args.no_verify,
         direction_examples=not args.no_direction,
+        plan_totals=args.plan_totals,
     )
     settings = LabellerSettings(
         kind=args.labeller,

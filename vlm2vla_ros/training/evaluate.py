@@ -263,8 +263,9 @@ def reach_episode(
     """The chunk stage alone on a pick-up scene: given the right first subtask ("move above the
     red block") instead of its own list, `cycles` plan + chunk cycles run in the simulator, and
     the gripper's horizontal distance to the named block is measured before and after each
-    (cm; a grasp needs GRASP_TOLERANCE_XY_M). Shows whether chunks follow the block's place,
-    which closed-loop success cannot separate from wrong subtask lists or a wrong verifier.
+    (cm; a grasp needs GRASP_TOLERANCE_XY_M); each cycle's plan and chunk are kept beside where
+    the block was from the gripper then (dx, dy in cm). Shows whether chunks follow the block's
+    place, which closed-loop success cannot separate from wrong subtask lists or a wrong verifier.
     alone: the named block is the scene's only object (`named_only`), so following it needs
     reading its place but not picking it out of several."""
     from vlm2vla_ros.policy import PolicyError
@@ -273,15 +274,22 @@ def reach_episode(
     backend, executor = _sim_robot(world, view)
     instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
 
-    def distance_cm() -> float:
+    def to_block_cm() -> tuple[float, float]:
         now = backend.world
         block = next(o for o in now.objects if o.name == task.pick)
-        return 100 * math.hypot(now.gripper_x - block.x, now.gripper_y - block.y)
+        return 100 * (block.x - now.gripper_x), 100 * (block.y - now.gripper_y)
 
-    record: dict[str, Any] = {"seed": seed, "subtask": subtask, "alone": alone, "distance_cm": [distance_cm()], "ended": "done"}
+    def distance_cm() -> float:
+        return math.hypot(*to_block_cm())
+
+    record: dict[str, Any] = {"seed": seed, "subtask": subtask, "alone": alone, "distance_cm": [distance_cm()], "ended": "done",
+                              "cycles": []}
     try:
         for _ in range(cycles):
-            report = executor.execute(engine.cycle(backend.render(image_size, image_size), instruction, subtask).chunk)
+            before = [round(v, 2) for v in to_block_cm()]
+            result = engine.cycle(backend.render(image_size, image_size), instruction, subtask)
+            record["cycles"].append({"to_block_cm": before, "plan": result.plan, "chunk": result.raw_chunk})
+            report = executor.execute(result.chunk)
             record["distance_cm"].append(distance_cm())
             if report.status != "done":
                 record["ended"] = f"executor {report.status}: {report.reason}"
