@@ -114,7 +114,8 @@ def test_reach_episode_measures_the_distance_to_the_named_block_after_each_cycle
     assert first_cycle["plan"] == "move" and math.hypot(*first_cycle["to_block_cm"]) == pytest.approx(start, abs=0.01)
     moved = [sum(step[axis] for step in json.loads(first_cycle["chunk"])) for axis in (0, 1)]
     assert moved == pytest.approx(first_cycle["to_block_cm"], abs=0.25)  # each step rounded to 1 mm
-    assert math.hypot(*second_cycle["to_block_cm"]) == pytest.approx(first, abs=0.01) and json.loads(second_cycle["chunk"])[0][:2] == [0.0, 0.0]
+    assert math.hypot(*second_cycle["to_block_cm"]) == pytest.approx(first, abs=0.01)
+    assert json.loads(second_cycle["chunk"])[0][:2] == [0.0, 0.0]
 
     halfway = reach_episode(_ReachEngine(50000, gain=0.5), 50000, cycles=1, image_size=32)
     assert halfway["distance_cm"][0] == start and abs(halfway["distance_cm"][1] - start / 2) < 0.3
