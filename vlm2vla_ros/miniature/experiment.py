@@ -444,6 +444,14 @@ def draw_new_seeds(first_seed: int, batch: int, make: Callable[[range], Any]) ->
     return lambda step: make(range(first_seed + step * batch, first_seed + (step + 1) * batch))
 
 
+def joined_fresh(parts: Sequence[tuple[int, Callable[[int], list[Any]]]]) -> tuple[int, Callable[[int], list[Any]]] | None:
+    """train_full's `fresh` from (examples a step, draw) parts: their counts summed, each step's
+    draws joined in order; None without parts."""
+    if not parts:
+        return None
+    return sum(count for count, _ in parts), lambda step: [e for _, draw in parts for e in draw(step)]
+
+
 def policy_config(model_dir: Path, adapter_dir: Path | None, config: ExperimentConfig) -> Any:
     from vlm2vla_ros.policy import PolicyConfig, StageSampling
 
@@ -752,19 +760,24 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     next_seed, next_verify_seed = c.location_first_seed, c.verify_mix_first_seed
     head = PlaceHead(model.config.text_config.hidden_size, c.place_head, vqa.relative_place_cm, c.seed) if c.place_head else None
 
+    def completion_draw(count: int, steps: int) -> Callable[[int], Any]:
+        """count new completion cases a step for `steps` steps, on seeds no other phase uses."""
+        nonlocal next_verify_seed
+        draw = draw_new_seeds(next_verify_seed, count,
+                              lambda seeds: vqa.completion_cases(seeds, c.verify_mix_subtasks, c.image_size, c.view))
+        next_verify_seed += steps * count
+        return draw
+
     def pretrain(examples: list[dict[str, Any]], steps: int, log_every: int) -> Any:
-        nonlocal next_seed, next_verify_seed
-        draws = []
+        nonlocal next_seed
+        parts = []
         if c.location_mix:
-            draws.append(draw_new_seeds(next_seed, c.location_mix, lambda seeds: vqa.location_examples(
-                seeds, c.location_mix_blocks, c.image_size, c.location_kinds, c.view, c.location_near)))
+            parts.append((c.location_mix, draw_new_seeds(next_seed, c.location_mix, lambda seeds: vqa.location_examples(
+                seeds, c.location_mix_blocks, c.image_size, c.location_kinds, c.view, c.location_near))))
             next_seed += steps * c.location_mix
         if c.verify_mix:
-            draws.append(draw_new_seeds(next_verify_seed, c.verify_mix,
-                                        lambda seeds: vqa.completion_cases(seeds, c.verify_mix_subtasks, c.image_size, c.view)))
-            next_verify_seed += steps * c.verify_mix
-        fresh = (c.location_mix + c.verify_mix, lambda step: [e for draw in draws for e in draw(step)]) if draws else None
-        return fit(examples, steps, log_every, fresh)
+            parts.append((c.verify_mix, completion_draw(c.verify_mix, steps)))
+        return fit(examples, steps, log_every, joined_fresh(parts))
 
     def fit(examples: list[dict[str, Any]], steps: int, log_every: int, fresh: Any, tower: bool = train_tower) -> Any:
         """train_full with the pretraining's settings, the place head included."""
@@ -817,14 +830,11 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     for blocks, steps in c.bind_phases:
         bind_weights = "all weights" if bind_tower else "vision tower frozen"
         with run.stage(f"pretraining the VLM ({bind_weights}): which block is asked, {blocks} block(s), beside the mixture"):
-            draws = [draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks: vqa.location_examples(
-                seeds, blocks, c.image_size, c.bind_kinds, c.view))]
+            parts = [(c.bind_fresh, draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks:
+                                                   vqa.location_examples(seeds, blocks, c.image_size, c.bind_kinds, c.view)))]
             if c.bind_verify_mix:
-                draws.append(draw_new_seeds(next_verify_seed, c.bind_verify_mix, lambda seeds: vqa.completion_cases(
-                    seeds, c.verify_mix_subtasks, c.image_size, c.view)))
-                next_verify_seed += steps * c.bind_verify_mix
-            fresh = (c.bind_fresh + c.bind_verify_mix, lambda step, draws=draws: [e for draw in draws for e in draw(step)])
-            phase = fit(mixture, steps, steps // 5, fresh, tower=bind_tower)
+                parts.append((c.bind_verify_mix, completion_draw(c.bind_verify_mix, steps)))
+            phase = fit(mixture, steps, steps // 5, joined_fresh(parts), tower=bind_tower)
             next_bind_seed += steps * c.bind_fresh
             metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
                                              "seconds": round(phase.seconds, 1), "losses": phase.losses,

@@ -119,7 +119,6 @@ class PlaceHead:
             self.linear.bias.zero_()
         self.weight, self.target = weight, target
 
-
     def loss(self, hidden: Any, labels: Any, targets: Sequence[Place | None]) -> Any | None:
         """Mean squared error over the rows with a target (None when no row has one)."""
         import torch
