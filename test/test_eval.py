@@ -211,6 +211,34 @@ def test_a_stage_mix_takes_each_stage_from_its_own_engine():
         expert.cycle(None, "", "lift the moon")
 
 
+def test_the_simulator_judging_replaces_the_engines_verifier():
+    from vlm2vla_ros.miniature.vqa import simulator_verdict
+    from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
+
+    # the expert's chunks under a verifier that never advances would stay on the first subtask
+    # (the test above); judged by the world, each subtask advances once done, and the verifier is never asked
+    expert, verifier = ExpertReplay("pick_up", 50000, alone=True), _Stage(advance=False)
+    record = closed_loop_episode(StageMix(expert, expert, verifier), "pick_up", 50000, max_cycles=6, image_size=32,
+                                 alone=True, judge=simulator_verdict)
+    assert record["success"] and record["ended"] == "all subtasks done" and record["cycles"] == 3
+    assert verifier.calls == []
+    # the same words in Spanish are the same subtasks; words the task does not have are never done
+    world, task = _pick_up_world()
+    for lang in ("en", "es"):
+        assert [simulator_verdict(world, task, name) for name in task.subtasks(lang)] == [True, False, False]
+    assert not simulator_verdict(world, task, "move above the moon")
+
+
+def _pick_up_world():
+    """Pick-up seed 50000 with the gripper put straight above its block: "move above" done, the rest not."""
+    from vlm2vla_ros.sim.scene import make_scene
+
+    world, task = make_scene(50000, "pick_up")
+    block = world.object(task.pick)
+    world.move_gripper(block.x - world.gripper_x, block.y - world.gripper_y, 0.0)
+    return world, task
+
+
 def test_a_scene_the_expert_cannot_solve_is_a_failed_episode_not_a_crash(monkeypatch):
     from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
     from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode

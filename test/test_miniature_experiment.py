@@ -98,9 +98,19 @@ def test_report_and_metrics(run):
     assert set(chain["expert_verifier"]["verdicts_by_subtask"]) == {"move_above", "grasp", "lift"}
     assert "| the expert: move above |" in report and "| the expert: lift |" in report
     assert "| pick_up | 1 | success: the expert's subtasks and chunks, the verifier judging |" in report
-    assert list(metrics["timings_s"])[-3:] == ["evaluation: which link fails (the named objects alone)",
+    # after everything else: the closed loop again with the simulator judging, English pick-ups
+    judged = metrics["closed_loop_judged"]
+    assert judged["kinds"] == ["pick_up"]
+    for model in ("vlm2vla", "baseline"):
+        (episode,) = judged[model]["episodes"]
+        own = next(e for e in metrics[f"closed_loop_{model}"]["episodes"] if e["lang"] == "en" and e["task_kind"] == "pick_up")
+        assert episode["seed"] == own["seed"] and episode["lang"] == "en" and not episode["alone"]
+        assert set(judged[model]["success_rate"]) == {"en"} and 0 <= episode.get("subtasks_done", 0) <= 3
+    assert "## Closed-loop success with the simulator judging" in report
+    assert list(metrics["timings_s"])[-4:] == ["evaluation: which link fails (the named objects alone)",
                                                "evaluation: copying (held-out texts)",
-                                               "evaluation: which block is asked (three-block scenes)"]
+                                               "evaluation: which block is asked (three-block scenes)",
+                                               "evaluation: closed loop, the simulator judging"]
     # copying: --quick's two steps of copying alone (batch 4, new examples each) come first, one copy
     # example per scene joins the mixture, and three held-out requests are scored for every model
     copying = metrics["pretrain_copy"]
@@ -374,6 +384,7 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["bind_kinds=('colour',)"], "bind_kinds are questions"),
         (["place_head=-1.0"], "0 \\(off\\) or more"),
         (["tower_again_steps=-1"], "tower_again_steps is a number of steps"),
+        (["judged_kinds=('pick_up', 'juggle')"], "judged_kinds are task kinds"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)

@@ -126,15 +126,20 @@ def chunk_windows(
     """Merged chunks covering steps [start, stop), each at most limits.max_steps moves.
 
     Chunks are cut only where a merged move begins at a step with a frame (the chunk's
-    observation). Returns the windows and how many moves were dropped because no frame
-    allowed a cut in time.
+    observation), and never before a move that neither moves nor changes the gripper: such a
+    move is the still step where the gripper acts, and its change already rides on the move
+    before it (merge_segments), so a cut there would split "move down, then close" into a move
+    with the gripper open and a chunk that only closes it (docs/miniature.md, finding 29).
+    Returns the windows and how many moves were dropped because no frame allowed a cut in time.
     """
     deltas = episode.deltas_cm()[start:stop]
     grip = episode.gripper_states()[start:stop]
     segments = merge_segments(deltas, grip, config.merge, _gripper_before(episode, start))
     cuts = [0]
     count = 0
-    for segment in segments:
+    for previous, segment in zip([None, *segments], segments):
+        if previous is not None and segment.gripper == previous.gripper and not deltas[segment.start:segment.stop].any():
+            continue  # adds no step to the chunk it ends up in
         if count >= config.limits.max_steps and segment.start > cuts[-1] and episode.steps[start + segment.start].image:
             cuts.append(segment.start)
             count = 0

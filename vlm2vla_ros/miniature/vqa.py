@@ -448,6 +448,17 @@ def subtask_done(world: SimWorld, sub: Subtask) -> bool:
     raise ValueError(f"unknown subtask action {sub.action!r}")
 
 
+def simulator_verdict(world: SimWorld, task: Task, subtask: str) -> bool:
+    """Whether the world shows a subtask, named in words of either language, done
+    (subtask_done): closed_loop_episode's privileged judge. A subtask the task does not have
+    is never done, so a wrong list runs to the cycle limit."""
+    for lang in LANGS:
+        names = task.subtasks(lang)
+        if subtask in names:
+            return subtask_done(world, task.plan[names.index(subtask)])
+    return False
+
+
 def verify_cases(seed: int, task_kind: str, rng: random.Random) -> Iterator[tuple[SimWorld, SimWorld, Task, int, bool]]:
     """(before, after, task, subtask index, done) around each subtask of a demonstration.
 

@@ -131,12 +131,15 @@ def _scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = TABLE_VIEW,
+    judge: Callable[[Any, Any, str], bool] | None = None,
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
     of the named block among others. on_verdict(world, task, subtask index, advance) sees each
     verdict with the world it judged, to score the verifier against the simulator. view: the
-    camera's (sim.views.VIEWS), which must be the one the policy was trained on."""
+    camera's (sim.views.VIEWS), which must be the one the policy was trained on. judge(world,
+    task, subtask): a verdict from the world itself in place of engine.verify (privileged; it
+    stands in for a verifier outside the policy, as the paper's is)."""
     from vlm2vla_ros.policy import PolicyError
 
     world, task = _scene(task_kind, seed, alone)
@@ -158,7 +161,10 @@ def closed_loop_episode(
                 break
             after = backend.render(image_size, image_size)
             following = subtasks[index + 1] if index + 1 < len(subtasks) else ""
-            advance = engine.verify(before, after, subtasks[index], following).advance
+            if judge is None:
+                advance = engine.verify(before, after, subtasks[index], following).advance
+            else:
+                advance = judge(backend.world, task, subtasks[index])
             if on_verdict is not None:
                 on_verdict(backend.world, task, index, advance)
             if advance:
