@@ -430,3 +430,14 @@ def test_plan_with_total_states_the_move_left_as_place_answers_write_it():
         with pytest.raises(ActionValueError):
             plan_with_total(plan, total)
 
+
+def test_read_plan_total_reads_back_what_plan_with_total_wrote_and_nothing_else():
+    from vlm2vla_ros.action_language import plan_with_total, read_plan_total
+
+    for words, total in [("Move forward.", (12.0, 0.0, -6.0)), ("Move down, then close the gripper.", (-0.1, 100.0, -3.5))]:
+        assert read_plan_total(plan_with_total(words, total)) == (total, words)
+    assert read_plan_total(" [1, -2.5 ,3.0]cm to go.  Move up.") == ((1.0, -2.5, 3.0), "Move up.")
+    for plan in ["Move up.", "Move up. [1.0, 2.0, 3.0] cm to go.", "[1.0, 2.0] cm to go. Move up.", "[1.0, 2.0, 3.0] Move up.",
+                 "[1000.0, 2.0, 3.0] cm to go. Move up.", ""]:
+        assert read_plan_total(plan) is None, plan
+

@@ -69,8 +69,7 @@ def test_every_stage_is_written_from_the_prompts_with_merged_chunks(episodes_dir
 
 
 def test_plan_totals_start_every_plan_with_the_move_left_in_its_subtask(episodes_dir, tmp_path):
-    from vlm2vla_ros.action_language import plan_with_total
-    from vlm2vla_ros.miniature.vqa import read_relative
+    from vlm2vla_ros.action_language import plan_with_total, read_plan_total
 
     loaded = load_episodes([episodes_dir])
     out = tmp_path / "ds"
@@ -82,15 +81,16 @@ def test_plan_totals_start_every_plan_with_the_move_left_in_its_subtask(episodes
     for e in chunks:
         plan = e["meta"]["plan"]
         steps = [ActionStep(*s) for s in e["meta"]["chunk"]]
-        total = read_relative(plan)
+        stated = read_plan_total(plan)
+        assert stated is not None
         # one window per subtask here: the move left is the whole chunk's sum, to the rounding of the merge
-        words = plan.split(" cm to go. ", 1)[-1]
-        assert total is not None and plan == plan_with_total(words, total)
+        total, words = stated
+        assert plan == plan_with_total(words, total)
         assert words in (verbalise_moves(steps), verbalise_moves(steps, 1), verbalise_moves(steps, 0))
         summed = [sum(getattr(s, axis) for s in steps) for axis in ("dx", "dy", "dz")]
         assert all(abs(a - b) <= 0.05 * len(steps) + 0.051 for a, b in zip(total, summed)), (plan, summed)
         assert e["messages"][1]["content"][0]["text"] == plan  # the chunk continues the plan conversation
-    assert any(max(abs(v) for v in read_relative(e["meta"]["plan"])) > 3 for e in chunks)
+    assert any(max(abs(v) for v in read_plan_total(e["meta"]["plan"])[0]) > 3 for e in chunks)
 
 
 def test_split_is_by_episode_and_deterministic(episodes_dir, tmp_path):

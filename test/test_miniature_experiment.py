@@ -255,12 +255,15 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     """tower_again_steps: the tower's own pretraining again after the mixture, its reading moved
     after that, and the bind phases with the tower frozen while every earlier stage trained it.
     With bind_verify_mix the bind batches carry completion cases beside their questions, and
-    with plan_totals every plan of the action data starts with the move left in its subtask."""
+    with plan_totals every plan of the action data starts with the move left in its subtask; with
+    split_digits the base's tokenizer writes every digit alone."""
     import dataclasses
 
+    from transformers import AutoTokenizer
+
+    from vlm2vla_ros.action_language import read_plan_total
     from vlm2vla_ros.miniature import model
     from vlm2vla_ros.miniature.experiment import ExperimentConfig, run_experiment
-    from vlm2vla_ros.miniature.vqa import read_relative
 
     trained_tower = []  # train_vision_tower by call: first kinds, mixture, two bind phases, the baseline (default)
     bind_batches = []  # the new examples of each bind phase's first batch, by stage
@@ -278,7 +281,7 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     monkeypatch.setattr(model, "train_full", spy)
     out = tmp_path / "again"  # in this process, for the spy: main pins the arithmetic in a process of its own once torch is loaded
     config = dataclasses.replace(ExperimentConfig.quick(), tower_again_steps=2, pretrain_freeze_tower=False, bind_verify_mix=1,
-                                 plan_totals=True)
+                                 plan_totals=True, split_digits=True)
     run_experiment(out, config, log=lambda line: None)
     assert trained_tower == [True, True, False, False, True]
     assert bind_batches == [sorted(["relative"] * config.bind_fresh + ["verify"])] * 2
@@ -288,10 +291,14 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     assert 'every plan starts with the move left in its subtask, "[dx, dy, dz] cm to go."' in report
     plans = [json.loads(line)["meta"] for line in (out / "dataset" / "train.jsonl").read_text().splitlines()
              if json.loads(line)["stage"] == "plan"]
-    assert plans and all(read_relative(p["plan"]) is not None and " cm to go. " in p["plan"] for p in plans)
+    stated = [read_plan_total(p["plan"]) for p in plans]
+    assert plans and None not in stated
     # chunks of one move each: a subtask's last chunk is all that is left of it, its earlier ones are not
-    gaps = [max(abs(a - b) for a, b in zip(read_relative(p["plan"]), p["chunk"][0][:3])) for p in plans]
+    gaps = [max(abs(a - b) for a, b in zip(total, p["chunk"][0][:3])) for (total, _), p in zip(stated, plans)]
     assert min(gaps) <= 0.11 and max(gaps) > 1.0
+    assert "- tokenizer: every digit a token of its own (`split_digits`);" in report
+    tokenizer = AutoTokenizer.from_pretrained(out / "base", local_files_only=True)
+    assert [tokenizer.decode([i]) for i in tokenizer("-12.5", add_special_tokens=False)["input_ids"]][-4:] == ["1", "2", ".", "5"]
     metrics = json.loads((out / "metrics.json").read_text())
     timings = list(metrics["timings_s"])
     mixture = timings.index("pretraining the VLM (all weights)")

@@ -89,6 +89,23 @@ def test_tokenizer_round_trips_chunks_and_is_deterministic(tiny, tmp_path: Path)
     assert (rebuilt / "tokenizer.json").read_bytes() == (tiny[0] / "tokenizer.json").read_bytes()
 
 
+def test_split_digits_makes_every_digit_a_token_of_its_own_in_the_saved_tokenizer(tiny, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    text = "[[12.5, -0.3, 1.0, 1], [0.0, 0.0, -10.0, 0]] x 32 y -5"
+    digits = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "digits", split_digits=True), local_files_only=True)
+    merged = AutoTokenizer.from_pretrained(tiny[0], local_files_only=True)
+    for tokenizer in (digits, merged):
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+    def pieces_with_digits(tokenizer) -> list[str]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [p for p in (tokenizer.decode([i]) for i in ids) if any(ch.isdigit() for ch in p)]
+
+    assert pieces_with_digits(digits) == [ch for ch in text if ch.isdigit()]
+    assert any(len(p) > 1 for p in pieces_with_digits(merged))  # the default's merges join digits with more
+
+
 def test_ensure_tiny_model_builds_once_and_leaves_no_staging(tiny) -> None:
     model, _ = tiny
     stamp = (model / "model.safetensors").stat().st_mtime_ns

@@ -16,7 +16,7 @@ from .parser import (
 from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
 from .trajectory import MergeConfig, Segment, merge_segments, merge_trajectory
 from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
-from .verbalise import format_cm, plan_with_total, verbalise_moves
+from .verbalise import format_cm, plan_with_total, read_plan_total, verbalise_moves
 
 __all__ = [
     "MAX_SUBTASKS",
@@ -41,6 +41,7 @@ __all__ = [
     "parse_action_chunk",
     "parse_subtasks",
     "plan_with_total",
+    "read_plan_total",
     "step_values",
     "validate_chunk",
     "verbalise_moves",

@@ -8,6 +8,7 @@ slightly down, then close the gripper.").
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from .parser import step_values
@@ -73,6 +74,19 @@ def plan_with_total(plan: str, total_cm: Sequence[float]) -> str:
     if len(total_cm) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in total_cm):
         raise ActionValueError(f"plan_with_total needs a finite [dx, dy, dz] in cm, got {total_cm!r}")
     return "[" + ", ".join(format_cm(v) for v in total_cm) + "] cm to go. " + plan.strip()
+
+
+_CM = r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"
+_PLAN_TOTAL = re.compile(r"\s*\[" + ",".join([_CM] * 3) + r"\]\s*cm to go\.\s*(.*)", re.DOTALL)
+
+
+def read_plan_total(plan: str) -> tuple[tuple[float, float, float], str] | None:
+    """The total a plan starts with (plan_with_total's, spaces allowed) and the words after it;
+    None when the plan does not start with one."""
+    match = _PLAN_TOTAL.fullmatch(plan)
+    if match is None:
+        return None
+    return (float(match.group(1)), float(match.group(2)), float(match.group(3))), match.group(4)
 
 
 def _dominant(vector: Sequence[float]) -> tuple[int, bool] | None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from statistics import mean, median
 from typing import Any
 
-from vlm2vla_ros.action_language import ActionLimits, MergeConfig
+from vlm2vla_ros.action_language import ActionLimits, MergeConfig, read_plan_total
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
@@ -51,7 +51,7 @@ from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .kernels import arithmetic_record
 from .model import BaseSpec
-from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks, read_relative, simulator_verdict
+from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks, simulator_verdict
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 
@@ -70,6 +70,9 @@ class ExperimentConfig:
     (the documented runs before finding 13). Written into the base model folder
     (sim.views.VIEW_FILE), so the demo's camera shows the policy what it was trained on."""
     tokenizer_scenes: int = 300
+    split_digits: bool = False
+    """The tokenizer writes every digit as a token of its own, as Gemma's does
+    (tiny_model.train_tokenizer; finding 30). Off: its merges mix digits with signs and points."""
     # 1. pretraining: the vision tower alone (heat maps, scene summary), then every weight on questions
     vision_steps: int = 1500
     vision_batch: int = 64
@@ -678,9 +681,9 @@ def binding_scores(engine: Any, items: Sequence[dict[str, Any]], binding_file: P
     from vlm2vla_ros.sim.world import GRASP_TOLERANCE_XY_M
     from vlm2vla_ros.training.evaluate import read_vqa, vqa_answers
 
-    from .vqa import binding_errors
+    from .vqa import RELATIVE_ANSWER_TOKENS, binding_errors
 
-    rows = vqa_answers(engine, read_vqa(binding_file), answer_sides(True))
+    rows = vqa_answers(engine, read_vqa(binding_file), answer_sides(True), max_new_tokens=RELATIVE_ANSWER_TOKENS)
     tolerance = 100 * GRASP_TOLERANCE_XY_M
     return {"tolerance_cm": tolerance, "near_cm": NEAR_BLOCK_CM,
             "base": binding_errors([r["base"] for r in rows], items, tolerance),
@@ -731,7 +734,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     with run.stage("tokenizer and base model folder"):
         corpus = list(vqa.corpus_texts(range(100000, 100000 + c.tokenizer_scenes)))
-        initial = build_base(out / "base_init", c.spec, c.seed, corpus)
+        initial = build_base(out / "base_init", c.spec, c.seed, corpus, c.split_digits)
     with run.stage("pretraining data"):
         pretrain_examples = vqa.pretraining_examples(
             range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size,
@@ -1143,6 +1146,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",
+        *(["- tokenizer: every digit a token of its own (`split_digits`);"] if c.get("split_digits") else []),
         *tower_lines(m),
         f"- base: {m['parameters']['base']:,} parameters, pretrained from scratch (batch {c['pretrain_batch']}{grouped}, {tower}) for "
         + copy_phase
@@ -1322,10 +1326,11 @@ def plan_total_errors(episodes: Sequence[dict[str, Any]], tolerance_cm: float) -
     errors: dict[int, list[float]] = {}
     for episode in episodes:
         for k, cycle in enumerate(episode.get("cycles", [])):
-            total = read_relative(cycle["plan"])
-            if total is not None:
+            stated = read_plan_total(cycle["plan"])
+            if stated is not None:
+                (tx, ty, _), _ = stated
                 dx, dy = cycle["to_block_cm"]
-                errors.setdefault(k, []).append(math.hypot(total[0] - dx, total[1] - dy))
+                errors.setdefault(k, []).append(math.hypot(tx - dx, ty - dy))
     return {k: {"read": len(e), "median_cm": median(e), "within": sum(x <= tolerance_cm for x in e)}
             for k, e in sorted(errors.items())}
 

@@ -44,8 +44,9 @@ class BaseSpec:
         return asdict(self)
 
 
-def build_base(out_dir: Path, spec: BaseSpec, seed: int, corpus: Iterable[str]) -> Path:
-    """A randomly initialised base folder with a tokenizer trained on the project's text + corpus."""
+def build_base(out_dir: Path, spec: BaseSpec, seed: int, corpus: Iterable[str], split_digits: bool = False) -> Path:
+    """A randomly initialised base folder with a tokenizer trained on the project's text + corpus
+    (every digit a token of its own with split_digits, tiny_model.train_tokenizer)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -67,6 +68,7 @@ def build_base(out_dir: Path, spec: BaseSpec, seed: int, corpus: Iterable[str]) 
         vision_layers=spec.vision_layers,
         vision_heads=spec.vision_heads,
         patch_size=spec.patch_size,
+        split_digits=split_digits,
     )
     # The factory gives the image projection a large random scale so an untrained model
     # reacts to images; a model trained from scratch starts better from the usual 1/sqrt(fan-in).

@@ -181,6 +181,9 @@ def read_location(text: str) -> tuple[int, int] | None:
 
 _NUMBER = r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"
 _RELATIVE = re.compile(r"\[" + ",".join([_NUMBER] * 3) + r"\]")
+RELATIVE_ANSWER_TOKENS = len("[-100.0, -100.0, -100.0]") + 1
+"""New tokens enough for any relative answer of the scenes, at one character a token (a
+tokenizer that splits digits takes 17 for "[-12.3, -15.1, -12.0]")."""
 
 
 def read_relative(text: str) -> tuple[float, float, float] | None:

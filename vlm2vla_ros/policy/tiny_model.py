@@ -106,12 +106,14 @@ def build_tiny_model(
     vision_layers: int = 1,
     vision_heads: int = 2,
     patch_size: int = 8,
+    split_digits: bool = False,
 ) -> Path:
     """Write a complete Gemma-3 model folder with random weights to out_dir; returns its path.
 
     Deterministic for a given seed. The folder holds a few MB and loads in well under a second.
     The keyword-only arguments size a bigger model (vlm2vla_ros.miniature trains one from
-    scratch); extra_texts are added to the tokenizer's training corpus.
+    scratch); extra_texts are added to the tokenizer's training corpus; split_digits as
+    train_tokenizer's.
     """
     import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, GenerationConfig
@@ -120,7 +122,7 @@ def build_tiny_model(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"tiny model folder {out} already exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(seed, vocab_size, extra_texts)
+    tokenizer = train_tokenizer(seed, vocab_size, extra_texts, split_digits)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
 
     config = Gemma3Config(
@@ -230,8 +232,14 @@ def image_processor_for(image_size: int):
     )
 
 
-def train_tokenizer(seed: int, vocab_size: int, extra_texts: Iterable[str] = ()):
-    """A Gemma-style BPE (byte fallback, "▁" for spaces) trained on project text (+ extra_texts) in seconds."""
+def train_tokenizer(seed: int, vocab_size: int, extra_texts: Iterable[str] = (), split_digits: bool = False):
+    """A Gemma-style BPE (byte fallback, "▁" for spaces) trained on project text (+ extra_texts) in seconds.
+
+    With split_digits, as Gemma's own tokenizer, no merge holds a digit, so every digit is a
+    token of its own and a number is written the same way wherever it stands. Without it the
+    merges mix digits with signs, points and commas ("-4." then "8", but "-1" then "5." then
+    "1"), and a model must learn each number's pieces anew in every context (docs/miniature.md,
+    finding 30)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import BPE
     from tokenizers.trainers import BpeTrainer
@@ -241,6 +249,8 @@ def train_tokenizer(seed: int, vocab_size: int, extra_texts: Iterable[str] = ())
     raw = Tokenizer(BPE(unk_token=UNK, byte_fallback=True, fuse_unk=True))
     raw.normalizer = normalizers.Replace(" ", "▁")
     raw.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    if split_digits:
+        raw.pre_tokenizer = pre_tokenizers.Sequence([raw.pre_tokenizer, pre_tokenizers.Digits(individual_digits=True)])
     trainer = BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS + byte_tokens,
