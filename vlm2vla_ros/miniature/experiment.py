@@ -72,7 +72,9 @@ class ExperimentConfig:
     tokenizer_scenes: int = 300
     split_digits: bool = False
     """The tokenizer writes every digit as a token of its own, as Gemma's does
-    (tiny_model.train_tokenizer; finding 30). Off: its merges mix digits with signs and points."""
+    (tiny_model.train_tokenizer). Off: its merges mix digits with signs and points. On, in run Y
+    (finding 30, one seed), the base wrote places hardly better and the adapter's plans stopped
+    reading the image."""
     # 1. pretraining: the vision tower alone (heat maps, scene summary), then every weight on questions
     vision_steps: int = 1500
     vision_batch: int = 64
