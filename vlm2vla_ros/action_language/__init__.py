@@ -16,9 +16,10 @@ from .parser import (
 from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
 from .trajectory import MergeConfig, Segment, merge_segments, merge_trajectory
 from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
-from .verbalise import format_cm, plan_with_total, read_plan_total, verbalise_moves
+from .verbalise import CM_VECTOR_PATTERN, format_cm, plan_with_total, read_plan_total, verbalise_moves
 
 __all__ = [
+    "CM_VECTOR_PATTERN",
     "MAX_SUBTASKS",
     "MAX_SUBTASK_CHARS",
     "MAX_TEXT_CHARS",

@@ -76,8 +76,10 @@ def plan_with_total(plan: str, total_cm: Sequence[float]) -> str:
     return "[" + ", ".join(format_cm(v) for v in total_cm) + "] cm to go. " + plan.strip()
 
 
-_CM = r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"
-_PLAN_TOTAL = re.compile(r"\s*\[" + ",".join([_CM] * 3) + r"\]\s*cm to go\.\s*(.*)", re.DOTALL)
+CM_VECTOR_PATTERN = r"\[" + ",".join([r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"] * 3) + r"\]"
+"""Reads "[dx, dy, dz]" as format_cm writes it (spaces allowed, at most three whole digits):
+the plans' totals here, the miniature's place answers in its VQA; groups 1-3 are the numbers."""
+_PLAN_TOTAL = re.compile(r"\s*" + CM_VECTOR_PATTERN + r"\s*cm to go\.\s*(.*)", re.DOTALL)
 
 
 def read_plan_total(plan: str) -> tuple[tuple[float, float, float], str] | None:

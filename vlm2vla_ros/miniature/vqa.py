@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm2vla_ros.action_language import (
+    CM_VECTOR_PATTERN,
     ActionChunk,
     ActionStep,
     format_action_chunk,
@@ -179,8 +180,7 @@ def read_location(text: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-_NUMBER = r"\s*(-?\d{1,3}(?:\.\d+)?)\s*"
-_RELATIVE = re.compile(r"\[" + ",".join([_NUMBER] * 3) + r"\]")
+_RELATIVE = re.compile(CM_VECTOR_PATTERN)
 RELATIVE_ANSWER_TOKENS = len("[-100.0, -100.0, -100.0]") + 1
 """New tokens enough for any relative answer of the scenes, at one character a token (a
 tokenizer that splits digits takes 17 for "[-12.3, -15.1, -12.0]")."""
