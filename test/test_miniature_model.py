@@ -190,34 +190,10 @@ def test_train_reading_by_colour_gives_every_present_colours_place(examples_and_
     assert any("vision_tower" in n for n in changed) and not any("language_model" in n for n in changed)
 
 
-def test_place_head_reads_the_state_that_predicts_the_first_answer_token():
-    from vlm2vla_ros.miniature.model import PlaceHead, place_targets
-
-    head = PlaceHead(4, 1.0, lambda example: example.get("place"), seed=0)
-    hidden = torch.randn(3, 5, 4)
-    labels = torch.full((3, 5), -100)
-    labels[0, 2:4] = 7  # the answer starts at 2: the state at 1 predicts it
-    labels[1, 3:] = 7
-    labels[2, 1:] = 7
-    targets = place_targets(head, [{"place": (10.0, -20.0, 5.0)}, {}, {"place": (0.0, 0.0, -30.0)}])
-    assert targets == [(10.0, -20.0, 5.0), None, (0.0, 0.0, -30.0)]
-    assert place_targets(None, [{"place": (1.0, 2.0, 3.0)}, {}]) == [None, None]
-    loss = head.loss(hidden, labels, targets)
-    with torch.no_grad():
-        first = ((head.linear(hidden[0, 1]) - torch.tensor([1.0, -2.0, 0.5])) ** 2).sum()
-        last = ((head.linear(hidden[2, 0]) - torch.tensor([0.0, 0.0, -3.0])) ** 2).sum()  # units of 10 cm
-    assert torch.allclose(loss, (first + last) / 2)
-    assert head.loss(hidden, labels, [None, None, None]) is None  # no row with a target: no term
-    labels[2] = -100
-    with pytest.raises(ValueError, match="no answer tokens"):
-        head.loss(hidden, labels, targets)
-    with pytest.raises(ValueError, match="must be positive"):
-        PlaceHead(4, 0.0, lambda example: None, seed=0)
-
-
 def test_a_place_head_trains_on_relative_questions_and_steers_the_language_model(examples_and_model_dir):
     from vlm2vla_ros.miniature import vqa
-    from vlm2vla_ros.miniature.model import PlaceHead, load_model, train_full, train_stream
+    from vlm2vla_ros.miniature.model import load_model, train_full, train_stream
+    from vlm2vla_ros.training.place_head import PlaceHead
 
     examples, model_dir = examples_and_model_dir  # location questions: no place target
 

@@ -90,3 +90,67 @@ def test_stage_repeats_upweight_a_stage_in_training(model_dir, dataset_dir, tmp_
     examples = len((dataset_dir / "train.jsonl").read_text().splitlines())
     assert log["train_examples"] == 3 * examples and log["config"]["stage_repeats"] == {"chunk": 3}
     assert TrainConfig.from_dict(log["config"]) == config
+
+
+@pytest.fixture(scope="module")
+def plan_dataset_dir(tmp_path_factory):
+    """Plans that state their totals ("[dx, dy, dz] cm to go. ...") and a chunk without one."""
+    from vlm2vla_ros.data import BuildConfig, LabellerSettings, build_dataset, load_episodes, make_labeller
+    from vlm2vla_ros.data.sim_source import export_sim_episodes
+
+    root = tmp_path_factory.mktemp("plans")
+    export_sim_episodes(root / "eps", ["pick_up"], [0], image_size=32)
+    build_dataset(load_episodes([root / "eps"]).episodes, root / "full", make_labeller(LabellerSettings("annotations")),
+                  BuildConfig(plan_totals=True))
+    lines = [line for split in ("train", "val") for line in (root / "full" / f"{split}.jsonl").read_text().splitlines()]
+    plans = [line for line in lines if '"stage": "plan"' in line]
+    chunks = [line for line in lines if '"stage": "chunk"' in line]
+    assert len(plans) >= 3 and chunks
+    data = root / "data"
+    data.mkdir()
+    shutil.copytree(root / "full" / "images", data / "images")
+    (data / "train.jsonl").write_text("\n".join(plans[:3] + chunks[:1]) + "\n")
+    (data / "val.jsonl").write_text("")
+    return data
+
+
+def test_a_plan_total_head_trains_beside_the_adapter_and_is_not_saved(model_dir, plan_dataset_dir, dataset_dir, tmp_path,
+                                                                      monkeypatch):
+    from safetensors.torch import load_file
+
+    from vlm2vla_ros.training import TrainConfig, TrainError, train, trainer
+    from vlm2vla_ros.training.place_head import PlaceHead
+
+    heads = []
+
+    class Recorded(PlaceHead):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            heads.append((self, self.linear.weight.detach().clone()))
+
+    monkeypatch.setattr(trainer, "PlaceHead", Recorded)
+
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(plan_dataset_dir), output_dir=str(tmp_path / "head"),
+        max_steps=20, batch_size=4, grad_accum=1, learning_rate=5e-3, gradient_checkpointing=False,
+        save_steps=1000, device="cpu", plan_total_head=1.0,
+    )
+    train(config)
+    head = json.loads((tmp_path / "head" / "train_log.json").read_text())["plan_total_head"]
+    assert head["batches"] == 20  # every batch of the four examples holds three plans
+    assert head["last_rms_cm"] < 0.5 * head["first_rms_cm"], head
+    (trained, start), = heads
+    assert not (trained.linear.weight == start).all()  # the head's own weights are optimised, not only the adapter
+    with_head = load_file(tmp_path / "head" / "adapter_model.safetensors")
+    assert with_head and all("lora_" in name for name in with_head)  # a plain adapter: the head is dropped
+
+    train(config.replace(output_dir=str(tmp_path / "plain"), plan_total_head=0.0))
+    assert json.loads((tmp_path / "plain" / "train_log.json").read_text())["plan_total_head"] is None
+    plain = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    assert plain.keys() == with_head.keys()
+    assert any(not (plain[name] == with_head[name]).all() for name in plain)  # the head's term reached the adapter
+
+    with pytest.raises(TrainError, match="--plan-totals"):  # plans without totals give the head nothing to learn
+        train(config.replace(dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "none")))
+    with pytest.raises(ValueError, match="plan_total_head is a loss weight"):
+        config.replace(plan_total_head=-1.0)

@@ -1,5 +1,6 @@
-"""The experiment's CPU arithmetic, pinned so that a run trains the same bytes on any x86-64 CPU
-with AVX2 (finding 24 in docs/miniature.md says what was checked: not an Intel CPU).
+"""The experiment's CPU arithmetic, pinned so that a run trains the same bytes on x86-64 CPUs with
+AVX2: it held across AMD EPYC machines (finding 24 in docs/miniature.md) and not on an Intel Xeon,
+where MKL's paths are the suspect (finding 31).
 
 torch chooses its kernels by the machine: ATen's vectorised loops by instruction set (AVX-512
 or AVX2), oneDNN's convolutions by instruction set, MKL's matrix products by vendor and

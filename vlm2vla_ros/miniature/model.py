@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from vlm2vla_ros.policy.tiny_model import build_tiny_model
-from vlm2vla_ros.training.collator import IGNORE_INDEX, AnswerOnlyCollator
+from vlm2vla_ros.training.collator import AnswerOnlyCollator
+from vlm2vla_ros.training.place_head import Place, PlaceHead, place_targets
 
 
 @dataclass(frozen=True)
@@ -90,57 +91,6 @@ class FullTrainResult:
     place_losses: list[float] = field(default_factory=list)
     """The place head's squared error of every step that had a target ((10 cm)^2, summed over
     dx, dy, dz); empty without a head."""
-
-
-Place = tuple[float, float, float]
-
-
-class PlaceHead:
-    """A temporary linear head on the language model's last hidden state at the position that
-    predicts an answer's first token, trained beside the answer's tokens to give the asked
-    block's [dx, dy, dz] from the gripper (`target(example)`, in cm; None for examples without
-    one), in units of 10 cm, with squared error times `weight`.
-
-    Digits are a saw-tooth function of a place and a weak signal for which block was asked; the
-    head's dense target made a language model pick the asked block out of three two and a half
-    times faster (docs/miniature.md, finding 25). It lives for the pretraining only: the saved
-    base is a plain Gemma-3 and the head's weights are dropped."""
-
-    UNIT_CM = 10.0
-
-    def __init__(self, hidden_size: int, weight: float, target: Callable[[dict[str, Any]], Place | None], seed: int) -> None:
-        import torch
-
-        if not weight > 0:
-            raise ValueError(f"the place head's weight must be positive, got {weight}")
-        generator = torch.Generator().manual_seed(seed)
-        self.linear = torch.nn.utils.skip_init(torch.nn.Linear, hidden_size, 3)  # initialised below, from the seed
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(hidden_size)
-            self.linear.weight.uniform_(-bound, bound, generator=generator)
-            self.linear.bias.zero_()
-        self.weight, self.target = weight, target
-
-    def loss(self, hidden: Any, labels: Any, targets: Sequence[Place | None]) -> Any | None:
-        """Mean squared error over the rows with a target (None when no row has one)."""
-        import torch
-
-        rows = [k for k, t in enumerate(targets) if t is not None]
-        if not rows:
-            return None
-        index = torch.tensor(rows)
-        answer = labels[index] != IGNORE_INDEX
-        if not bool(answer.any(dim=1).all()):
-            raise ValueError("a row with a place target has no answer tokens")
-        before_answer = answer.float().argmax(dim=1) - 1  # the state that predicts the answer's first token
-        predicted = self.linear(hidden[index, before_answer])
-        wanted = torch.tensor([targets[k] for k in rows], dtype=predicted.dtype) / self.UNIT_CM
-        return (predicted - wanted).pow(2).sum(dim=-1).mean()
-
-
-def place_targets(place_head: PlaceHead | None, examples: Sequence[dict[str, Any]]) -> list[Place | None]:
-    """Each example's place target for the head, None for all without one."""
-    return [place_head.target(e) if place_head is not None else None for e in examples]
 
 
 LENGTH_WINDOW = 16
@@ -346,7 +296,7 @@ def _optimise(
             place = ""
             if place_losses:
                 error = sum(place_losses[-log_every:]) / len(place_losses[-log_every:])
-                place = f", place head {PlaceHead.UNIT_CM * math.sqrt(error / 3):.1f} cm rms a side"
+                place = f", place head {PlaceHead.rms_cm(error):.1f} cm rms a side"
             log(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f}{place} ({time.perf_counter() - start:.0f} s)")
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -196,7 +196,7 @@ def read_relative(text: str) -> tuple[float, float, float] | None:
 def relative_place_cm(example: dict[str, Any]) -> tuple[float, float, float] | None:
     """The asked block's [dx, dy, dz] from the gripper in cm for a relative question (its
     reference answer is that vector), None for any other example: the place head's target
-    (model.PlaceHead, finding 25)."""
+    (training.place_head.PlaceHead, finding 25)."""
     if example.get("stage") != "relative":
         return None
     return read_relative(example["messages"][-1]["content"][0]["text"])

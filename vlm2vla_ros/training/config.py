@@ -58,6 +58,11 @@ class TrainConfig:
     """auto, cpu or cuda (multi-GPU: launch with accelerate, leave auto)."""
     dataloader_workers: int = 0
     report_to: str = "none"
+    plan_total_head: float = 0.0
+    """Weight of a temporary regression head (place_head.PlaceHead) trained beside the adapter
+    on every plan that states its total ("[dx, dy, dz] cm to go.", the dataset's plan_totals),
+    to give that total from the state that writes the plan's first token; not saved with the
+    adapter. 0 = off (the paper's recipe)."""
 
     def __post_init__(self) -> None:
         for name in ("model_path", "dataset_dir", "output_dir"):
@@ -76,6 +81,8 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.plan_total_head >= 0:
+            raise ValueError(f"plan_total_head is a loss weight: 0 (off) or more, got {self.plan_total_head}")
         if not self.learning_rate > 0 or not self.epochs > 0:
             raise ValueError("learning_rate and epochs must be positive")
 

@@ -10,6 +10,9 @@ formatting and masking, which must then be kept in step with the engine's prompt
 
 Outputs in output_dir: adapter_config.json + adapter_model.safetensors (a standard PEFT
 adapter, PolicyConfig.adapter_path), train_log.json, loss.png, checkpoints/ (for --resume).
+
+With plan_total_head the Trainer's loss gains a temporary head's term (place_head.PlaceHead on
+the plans' stated totals); the head is not saved, so a resumed run starts it afresh.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from vlm2vla_ros.data.builder import repeat_stages
 
 from .collator import AnswerOnlyCollator
 from .config import TrainConfig
+from .place_head import PlaceHead, place_targets, plan_total_cm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 CHECKPOINTS = "checkpoints"
+PLACE_TARGETS = "place_targets"
+"""The batch key of the place head's targets, taken out before the model sees the batch."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -125,7 +131,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
     set_seed(config.seed)
     model, processor, dtype, cuda = load_model_for_training(config)
-    collator = AnswerOnlyCollator(processor, max_length=config.max_length)
+    collator: Any = AnswerOnlyCollator(processor, max_length=config.max_length)
+    head = _plan_total_head(config, model, train_examples)
+    if head is not None:
+        collator = _WithPlaceTargets(collator, head)
     out.mkdir(parents=True, exist_ok=True)
     args = TrainingArguments(
         output_dir=str(checkpoints),
@@ -169,7 +178,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 control.should_training_stop = True
             return control
 
-    trainer = Trainer(
+    trainer = _trainer_class(Trainer, head)(
         model=model,
         args=args,
         train_dataset=_ExampleList(train_examples),
@@ -196,6 +205,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         "seconds": round(seconds, 2),
         "truncated_examples": collator.stats.truncated,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "plan_total_head": _head_summary(getattr(trainer, "place_losses", None)),
         "log_history": history,
     }
     _merge_log(out / "train_log.json", log)
@@ -209,6 +219,76 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         interrupted=interrupted,
         train_examples=len(train_examples),
     )
+
+
+def _plan_total_head(config: TrainConfig, model: Any, examples: list[dict[str, Any]]) -> PlaceHead | None:
+    """The temporary head of config.plan_total_head on the model's device, or None when off; an
+    error when no training example states a total for it to learn."""
+    if not config.plan_total_head:
+        return None
+    if not any(plan_total_cm(e) is not None for e in examples):
+        raise TrainError("plan_total_head is on, but no training plan states its total "
+                         "(build the dataset with --plan-totals)")
+    text = getattr(model.config, "text_config", model.config)
+    head = PlaceHead(text.hidden_size, config.plan_total_head, plan_total_cm, config.seed)
+    head.linear.to(next(model.parameters()).device)
+    return head
+
+
+class _WithPlaceTargets:
+    """The collator's batch with each example's place target beside it (PLACE_TARGETS)."""
+
+    def __init__(self, collator: AnswerOnlyCollator, head: PlaceHead) -> None:
+        self.collator, self.head = collator, head
+        self.stats = collator.stats
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**self.collator(examples), PLACE_TARGETS: place_targets(self.head, examples)}
+
+
+def _trainer_class(trainer: type, head: PlaceHead | None) -> type:
+    """The Trainer itself without a head; with one, a Trainer that adds the head's term to the loss
+    (per micro-batch, scaled as the model's loss is for gradient accumulation), optimises the
+    head's weights with the adapter's and records the head's error of every step."""
+    if head is None:
+        return trainer
+
+    class PlaceHeadTrainer(trainer):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.place_losses: list[float] = []
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            optimiser = super().create_optimizer(model)
+            if not any(p is head.linear.weight for g in optimiser.param_groups for p in g["params"]):
+                optimiser.add_param_group({"params": list(head.linear.parameters()), "weight_decay": 0.0})
+            return optimiser
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            targets = inputs.pop(PLACE_TARGETS)
+            loss, outputs = super().compute_loss(model, {**inputs, "output_hidden_states": True}, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+            place = head.loss(outputs.hidden_states[-1], inputs["labels"], targets) if model.training else None
+            if place is not None:
+                self.place_losses.append(float(place.detach()))
+                if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                    place = place / self.current_gradient_accumulation_steps
+                loss = loss + head.weight * place
+            return (loss, outputs) if return_outputs else loss
+
+    return PlaceHeadTrainer
+
+
+def _head_summary(losses: list[float] | None) -> dict[str, Any] | None:
+    """The head's error over the first and last tenth of the (micro-)batches that had a plan with a
+    total, rms cm a side (None without)."""
+    if not losses:
+        return None
+    tenth = max(1, len(losses) // 10)
+    first, last = losses[:tenth], losses[-tenth:]
+    return {"batches": len(losses), "first_rms_cm": round(PlaceHead.rms_cm(sum(first) / len(first)), 2),
+            "last_rms_cm": round(PlaceHead.rms_cm(sum(last) / len(last)), 2)}
 
 
 def _merge_log(path: Path, log: dict[str, Any]) -> None:
