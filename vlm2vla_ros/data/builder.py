@@ -406,6 +406,13 @@ def _check_same_config(out_dir: Path, config: BuildConfig) -> None:
         raise ValueError(f"{out_dir} was built with different settings; build into a new folder or delete it first")
 
 
+def answer_text(example: dict[str, Any]) -> str:
+    """The text of an example's answer: its last message's content, or that content's text
+    parts joined (the builder writes parts; chat messages may also carry a plain string)."""
+    content = example["messages"][-1]["content"]
+    return content if isinstance(content, str) else "".join(item.get("text", "") for item in content)
+
+
 def read_examples(path: Path, stages: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Examples of one split file, optionally only some stages; image paths made absolute."""
     if not path.is_file():

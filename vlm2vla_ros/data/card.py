@@ -8,11 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .builder import BUILD_FILE, STAGES
-
-
-def _answer(example: dict[str, Any]) -> str:
-    return "".join(item.get("text", "") for item in example["messages"][-1]["content"])
+from .builder import BUILD_FILE, STAGES, answer_text
 
 
 def _prompt_text(example: dict[str, Any]) -> str:
@@ -42,7 +38,7 @@ def dataset_stats(out_dir: Path, tokenizer: Any | None = None) -> dict[str, Any]
     for e in examples:
         counts[e["split"]][e["stage"]] = counts[e["split"]].get(e["stage"], 0) + 1
         episodes[e["split"]].add(e["episode_id"])
-        lengths[e["stage"]]["answer"].append(length(_answer(e)))
+        lengths[e["stage"]]["answer"].append(length(answer_text(e)))
         lengths[e["stage"]]["prompt"].append(length(_prompt_text(e)))
         if e["stage"] == "chunk":
             moves += [step[:3] for step in e["meta"]["chunk"]]

@@ -43,6 +43,7 @@ from vlm2vla_ros.action_language import (
     format_subtasks,
     verbalise_moves,
 )
+from vlm2vla_ros.data.builder import answer_text
 from vlm2vla_ros.policy import prompts
 from vlm2vla_ros.sim.expert import Episode, ScriptedExpert
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS, make_scene
@@ -199,7 +200,7 @@ def relative_place_cm(example: dict[str, Any]) -> tuple[float, float, float] | N
     (training.place_head.PlaceHead, finding 25)."""
     if example.get("stage") != "relative":
         return None
-    return read_relative(example["messages"][-1]["content"][0]["text"])
+    return read_relative(answer_text(example))
 
 
 def location_qa(world: SimWorld, obj: SimObject | None, lang: str) -> QA:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vlm2vla_ros.action_language import read_plan_total
+from vlm2vla_ros.data.builder import answer_text
 
 from .collator import IGNORE_INDEX
 
@@ -74,7 +75,5 @@ def plan_total_cm(example: dict[str, Any]) -> Place | None:
     BuildConfig.plan_totals), None for other stages and for plans without one."""
     if example.get("stage") != "plan":
         return None
-    content = example["messages"][-1]["content"]
-    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content if p.get("type") == "text")
-    total = read_plan_total(text)
+    total = read_plan_total(answer_text(example))
     return total[0] if total is not None else None
