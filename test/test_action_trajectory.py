@@ -16,6 +16,7 @@ from vlm2vla_ros.action_language import (
     ActionValueError,
     MergeConfig,
     Segment,
+    below_resolution,
     merge_segments,
     merge_trajectory,
 )
@@ -164,6 +165,18 @@ def test_rounding_error_is_carried_not_lost():
     assert len(steps) == 12
     assert {s.dx for s in steps} == {0.3, 0.4}
     assert math.isclose(sum(s.dx for s in steps), 3.8)
+
+
+def test_below_resolution_is_what_merging_drops_as_no_move():
+    """A still step's encoder noise writes nothing at the action language's 0.1 cm; a move the
+    steps add up to (3 x 0.04 cm) does; a coarser language drops more."""
+    assert below_resolution([[0.0, 0.0, 0.0]])
+    assert below_resolution([[0.003, -0.002, 0.001], [0.01, 0.0, -0.02]])
+    assert not below_resolution([[0.04, 0.0, 0.0]] * 3)
+    assert not below_resolution([0.0, 0.0, -0.06])
+    assert below_resolution([[0.3, 0.0, 0.0]], ActionLimits(decimals=0))
+    still = [[0.0, 0.0, -2.0], [0.003, -0.002, 0.001]]
+    assert merge_trajectory(still, [1, 1], MergeConfig(axis_cm=1.9)) == [ActionStep(0.0, 0.0, -2.0, 1)]  # noise dropped
 
 
 def test_no_motion_gives_one_zero_step():

@@ -68,6 +68,31 @@ def test_one_move_chunks_each_from_its_own_image(tmp_path):
         assert len(set(images)) == len(images)  # each move from the image it was taken from
 
 
+def test_a_recorded_still_step_with_noise_still_closes_on_the_move_down(tmp_path):
+    """A robot's recording never has a step that is exactly still: the step where the gripper
+    closes carries its encoders' noise. Noise below the action language's 0.1 cm must not cut a
+    chunk there, or every grasp splits again into a move down with the gripper open and a
+    chunk that only closes it (finding 29)."""
+    result = data.export_episodes(tmp_path / "episodes", ("pick_up",), range(2), 0, SIZE, GRIPPER_VIEW, MERGE)
+    assert len(result.written) == 2
+    noised = 0
+    for path in (tmp_path / "episodes").glob("*/episode.json"):
+        episode = json.loads(path.read_text())
+        for step in episode["steps"]:
+            if not any(step["delta_cm"]):
+                step["delta_cm"], noised = [0.003, -0.002, 0.001], noised + 1
+        path.write_text(json.dumps(episode))
+    assert noised >= 2
+    config = BuildConfig(merge=MERGE, limits=ActionLimits(max_steps=1), verify_examples=False, direction_examples=False,
+                         val_fraction=0.0)
+    data.build_action_dataset(tmp_path / "episodes", tmp_path / "dataset", config)
+    rows = [json.loads(line) for line in (tmp_path / "dataset" / "train.jsonl").read_text().splitlines()]
+    grasps = [r["meta"]["chunk"] for r in rows if r["stage"] == "chunk" and r["meta"]["subtask"].startswith("grasp")]
+    assert len(grasps) == 2
+    for chunk in grasps:
+        assert len(chunk) == 1 and chunk[0][2] < -3 and chunk[0][3] == 0  # down, then closed
+
+
 def test_reach_starts_near_the_block_or_as_laid_out():
     starts = [data.reach_start(seed) for seed in range(5_000_000, 5_000_040)]
     starts = [s for s in starts if s is not None]

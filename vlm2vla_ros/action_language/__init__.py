@@ -14,7 +14,7 @@ from .parser import (
     validate_chunk,
 )
 from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
-from .trajectory import MergeConfig, Segment, merge_segments, merge_trajectory
+from .trajectory import MergeConfig, Segment, below_resolution, merge_segments, merge_trajectory
 from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
 from .verbalise import CM_VECTOR_PATTERN, format_cm, plan_with_total, read_plan_total, verbalise_moves
 
@@ -31,6 +31,7 @@ __all__ = [
     "ActionValueError",
     "MergeConfig",
     "Segment",
+    "below_resolution",
     "chunk_regex",
     "chunk_to_array",
     "format_action_chunk",

@@ -82,6 +82,15 @@ def merge_segments(
     return segments
 
 
+def below_resolution(deltas_cm: Sequence, limits: ActionLimits = DEFAULT_LIMITS) -> bool:
+    """Whether steps that add up to this move write no move in the action language: their sum
+    rounds to zero at limits.decimals on every axis. A recorded still step is rarely exactly
+    still (encoder noise); merge_trajectory, which rounds positions cumulatively, writes such a
+    move as nothing unless the rounding carried from the moves before tips it over."""
+    total = np.asarray(deltas_cm, dtype=float).reshape(-1, 3).sum(axis=0)
+    return not np.any(np.rint(total * 10**limits.decimals))
+
+
 def merge_trajectory(
     deltas_cm: Sequence,
     gripper: Sequence,

@@ -32,6 +32,7 @@ from vlm2vla_ros.action_language import (
     ActionStep,
     ActionValueError,
     MergeConfig,
+    below_resolution,
     merge_segments,
     merge_trajectory,
     plan_with_total,
@@ -130,6 +131,7 @@ def chunk_windows(
     move is the still step where the gripper acts, and its change already rides on the move
     before it (merge_segments), so a cut there would split "move down, then close" into a move
     with the gripper open and a chunk that only closes it (docs/miniature.md, finding 29).
+    "Neither moves" is below_resolution's, so a recorded still step's noise does not cut either.
     Returns the windows and how many moves were dropped because no frame allowed a cut in time.
     """
     deltas = episode.deltas_cm()[start:stop]
@@ -138,7 +140,8 @@ def chunk_windows(
     cuts = [0]
     count = 0
     for previous, segment in zip([None, *segments], segments):
-        if previous is not None and segment.gripper == previous.gripper and not deltas[segment.start:segment.stop].any():
+        if previous is not None and segment.gripper == previous.gripper and below_resolution(
+                deltas[segment.start:segment.stop], config.limits):
             continue  # adds no step to the chunk it ends up in
         if count >= config.limits.max_steps and segment.start > cuts[-1] and episode.steps[start + segment.start].image:
             cuts.append(segment.start)

@@ -1036,8 +1036,9 @@ def arithmetic_line(machine: dict[str, Any]) -> str:
     """The report's word on whether another machine should make the same bytes."""
     if machine.get("pinned"):
         return (f"Arithmetic pinned (ATen AVX2, MKL_CBWR={machine['mkl_cbwr']}, oneDNN off, "
-                f"{machine['torch_threads']} threads): a rerun made the same weights on the AMD EPYC CPUs checked, "
-                "not on an Intel Xeon (docs/miniature.md, findings 24 and 31).")
+                f"{machine['torch_threads']} threads): a rerun makes the same weights on a CPU of the same vendor "
+                "(AMD EPYC machines checked; Intel ones by MKL's documentation), other weights on the other vendor's, since MKL "
+                "takes its AVX2 path on Intel CPUs only (docs/miniature.md, findings 24, 31 and 32).")
     return "Arithmetic native (`--kernels native`): the weights are this machine's; another CPU trains others."
 
 

@@ -1,6 +1,12 @@
 """The experiment's CPU arithmetic, pinned so that a run trains the same bytes on x86-64 CPUs with
-AVX2: it held across AMD EPYC machines (finding 24 in docs/miniature.md) and not on an Intel Xeon,
-where MKL's paths are the suspect (finding 31).
+AVX2 of one vendor: it held across AMD EPYC machines (finding 24 in docs/miniature.md), and an
+Intel Xeon makes other bytes, the same under every played variation (findings 31 and 32).
+
+MKL honours ``MKL_CBWR=AVX2`` on Intel CPUs only; on others it runs its AUTO branch (its
+conditional numerical reproducibility documentation says so), so AMD and Intel machines take
+different matrix-product paths. The branch MKL documents as giving both the same results is
+``COMPATIBLE`` (SSE2), which made the training stages 1.35-1.75 times slower here (finding 32):
+too slow for a 30-minute budget.
 
 torch chooses its kernels by the machine: ATen's vectorised loops by instruction set (AVX-512
 or AVX2), oneDNN's convolutions by instruction set, MKL's matrix products by vendor and
