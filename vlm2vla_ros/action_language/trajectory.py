@@ -46,23 +46,37 @@ class Segment:
     gripper: int
 
 
+def below_resolution(deltas_cm: Sequence, limits: ActionLimits = DEFAULT_LIMITS) -> bool:
+    """Whether steps that add up to this move write no move in the action language: their sum
+    rounds to zero at limits.decimals on every axis. A recorded still step is rarely exactly
+    still (encoder noise); merge_trajectory, which rounds positions cumulatively, writes such a
+    move as nothing unless the rounding carried from the moves before tips it over."""
+    total = np.asarray(deltas_cm, dtype=float).reshape(-1, 3).sum(axis=0)
+    return not np.any(np.rint(total * 10**limits.decimals))
+
+
 def merge_segments(
-    deltas_cm: Sequence, gripper: Sequence, config: MergeConfig = MergeConfig(), initial_gripper: int | None = None
+    deltas_cm: Sequence,
+    gripper: Sequence,
+    config: MergeConfig = MergeConfig(),
+    initial_gripper: int | None = None,
+    limits: ActionLimits = DEFAULT_LIMITS,
 ) -> list[Segment]:
     """Where the merged moves begin and end; they partition range(len(deltas_cm)).
 
     A gripper change at step i ends the move before step i (step i's motion comes after the
     gripper acts), and that move carries the new gripper value. initial_gripper is the
-    command in force before the first step; a first step that changes it without moving is a
-    move of its own. Merged into the motion after it, the gripper would act only once that
-    motion is done, since an action step moves first and sets the gripper after. (A first step
-    that changes it and also moves is merged as before.)
+    command in force before the first step; a first step that changes it without moving (its
+    move below_resolution at limits, so a recording's noise counts as still) is a move of its
+    own. Merged into the motion after it, the gripper would act only once that motion is done,
+    since an action step moves first and sets the gripper after. (A first step that changes it
+    and also moves is merged as before.)
     Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
     segments = []
     start = 0
-    if initial_gripper is not None and grip[0] != initial_gripper and not np.any(deltas[0]):
+    if initial_gripper is not None and grip[0] != initial_gripper and below_resolution(deltas[0], limits):
         segments.append(Segment(0, 1, grip[0]))
         start = 1
     net = [0.0, 0.0, 0.0]
@@ -82,15 +96,6 @@ def merge_segments(
     return segments
 
 
-def below_resolution(deltas_cm: Sequence, limits: ActionLimits = DEFAULT_LIMITS) -> bool:
-    """Whether steps that add up to this move write no move in the action language: their sum
-    rounds to zero at limits.decimals on every axis. A recorded still step is rarely exactly
-    still (encoder noise); merge_trajectory, which rounds positions cumulatively, writes such a
-    move as nothing unless the rounding carried from the moves before tips it over."""
-    total = np.asarray(deltas_cm, dtype=float).reshape(-1, 3).sum(axis=0)
-    return not np.any(np.rint(total * 10**limits.decimals))
-
-
 def merge_trajectory(
     deltas_cm: Sequence,
     gripper: Sequence,
@@ -108,7 +113,7 @@ def merge_trajectory(
     force before the first step (see merge_segments). Raises ActionValueError.
     """
     deltas, grip = _checked(deltas_cm, gripper)
-    segments = merge_segments(deltas, grip, config, initial_gripper)
+    segments = merge_segments(deltas, grip, config, initial_gripper, limits)
     scale = 10**limits.decimals
     ends = np.cumsum(deltas, axis=0)
     previous = (0, 0, 0)

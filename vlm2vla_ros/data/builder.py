@@ -136,7 +136,7 @@ def chunk_windows(
     """
     deltas = episode.deltas_cm()[start:stop]
     grip = episode.gripper_states()[start:stop]
-    segments = merge_segments(deltas, grip, config.merge, _gripper_before(episode, start))
+    segments = merge_segments(deltas, grip, config.merge, _gripper_before(episode, start), config.limits)
     cuts = [0]
     count = 0
     for previous, segment in zip([None, *segments], segments):
