@@ -133,7 +133,7 @@ def test_a_gripper_change_before_any_motion_is_a_move_of_its_own():
     assert merge_trajectory(deltas, opened, initial_gripper=0) == [ActionStep(0.0, 0.0, 0.0, 1),
                                                                     ActionStep(0.0, 0.0, -3.0, 1)]
     assert merge_trajectory(deltas, opened) == [ActionStep(0.0, 0.0, -3.0, 1)]
-    # a robot's recorded still step carries noise below the language's 0.1 cm: still all the same
+    # a still step measured on a robot carries noise below the language's 0.1 cm: still all the same
     noisy = [[0.003, -0.002, 0.001]] + deltas[1:]
     assert merge_segments(noisy, opened, initial_gripper=0) == [Segment(0, 1, 1), Segment(1, 4, 1)]
     assert merge_trajectory(noisy, opened, initial_gripper=0) == [ActionStep(0.0, 0.0, 0.0, 1),

@@ -67,7 +67,7 @@ def merge_segments(
     A gripper change at step i ends the move before step i (step i's motion comes after the
     gripper acts), and that move carries the new gripper value. initial_gripper is the
     command in force before the first step; a first step that changes it without moving (its
-    move below_resolution at limits, so a recording's noise counts as still) is a move of its
+    move below_resolution at limits, so measured noise counts as still) is a move of its
     own. Merged into the motion after it, the gripper would act only once that motion is done,
     since an action step moves first and sets the gripper after. (A first step that changes it
     and also moves is merged as before.)
