@@ -122,14 +122,25 @@ def test_chunk_runs_and_reports_before_and_after_frames(rig):
 
 
 def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):
+    """On a loaded 2-core machine the in-process camera's frames can run late enough for the
+    watchdog to abort the chunk before the e-stop lands (safe, and what
+    test_camera_silence_trips_the_watchdog checks, not this test): such an attempt is retried
+    under a new id, up to three times; any other outcome is judged as before."""
     backend = rig.graph.backend
-    x0 = backend.world.gripper_x
-    tid = rig.start_chunk("estop-1")
-    time.sleep(0.6)
-    rig.estop_pub.publish(Bool(data=True))
-    steps_done = math.floor((backend.world.gripper_x - x0) / LONG_CHUNK_STEP_M + 1e-6)
     try:
-        ev = rig.wait_event(tid, ("aborted", "failed", "done"))
+        for attempt in range(3):
+            x0 = backend.world.gripper_x
+            tid = rig.start_chunk(f"estop-1-{attempt}")
+            time.sleep(0.6)
+            rig.estop_pub.publish(Bool(data=True))
+            steps_done = math.floor((backend.world.gripper_x - x0) / LONG_CHUNK_STEP_M + 1e-6)
+            ev = rig.wait_event(tid, ("aborted", "failed", "done"))
+            if not (ev["event"] == "aborted" and "watchdog" in ev["reason"]):
+                break
+            rig.estop_pub.publish(Bool(data=False))
+            time.sleep(0.5)  # frames again before the next attempt
+        else:
+            raise AssertionError(f"the watchdog aborted all three attempts before the e-stop landed: {rig.events}")
         assert ev["event"] == "aborted" and "e-stop" in ev["reason"]
         assert 0 < ev["steps_executed"] < 8
         # Counted in steps, not seconds (on 2 loaded cores the event took 2.8 s to arrive once):
