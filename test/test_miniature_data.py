@@ -70,9 +70,9 @@ def test_one_move_chunks_each_from_its_own_image(tmp_path):
 
 def test_a_recorded_still_step_with_noise_still_closes_on_the_move_down(tmp_path):
     """A demonstration recorded from a robot's measured motion never has a step that is exactly
-    still: the step where the gripper closes carries its encoders' noise. Noise below the action language's 0.1 cm must not cut a
-    chunk there, or every grasp splits again into a move down with the gripper open and a
-    chunk that only closes it (finding 29)."""
+    still: the step where the gripper closes carries its encoders' noise. Noise below the action
+    language's 0.1 cm must not cut a chunk there, or every grasp splits again into a move down
+    with the gripper open and a chunk that only closes it (finding 29)."""
     result = data.export_episodes(tmp_path / "episodes", ("pick_up",), range(2), 0, SIZE, GRIPPER_VIEW, MERGE)
     assert len(result.written) == 2
     noised = 0
