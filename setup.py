@@ -21,6 +21,7 @@ TOOLS = {
     "vlm2vla-train": "train",
     "vlm2vla-eval": "eval",
     "vlm2vla-experiment": "experiment",
+    "vlm2vla-reading-budget": "reading_budget",
 }
 MODEL_FOLDERS = ["models/vlm2vla-mini/base", "models/vlm2vla-mini/adapter"]
 # The one-process graph lives beside the nodes it composes.

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "vlm2vla_ros"
 NODE_EXECUTABLES = ["camera_node", "policy_node", "executor_node", "verifier_node"]
 TOOL_EXECUTABLES = ["vlm2vla-demo", "vlm2vla-task", "vlm2vla-sim", "vlm2vla-bench", "vlm2vla-bringup",
-                    "vlm2vla-dataset", "vlm2vla-train", "vlm2vla-eval", "vlm2vla-experiment"]
+                    "vlm2vla-dataset", "vlm2vla-train", "vlm2vla-eval", "vlm2vla-experiment", "vlm2vla-reading-budget"]
 REQUIRED_LAUNCH_FILES = ["stretch.launch.py"]
 
 

@@ -445,6 +445,11 @@ def test_plan_totals_are_scored_against_where_the_block_was():
                    "baseline": {"tolerance_cm": 1.5, "after": after, "episodes": [episode(("Move.", [1.0, 1.0]))]}}
     text = "\n".join(reach_lines(with_totals))
     assert "| VLM2VLA | 5.0 cm, 0 of 1 | 1.0 cm, 2 of 2 |" in text and "| baseline |" not in text.split("Plans that state")[1]
+    # (3, 4) then (0, -1) in one episode: the pair's product is -4, so nothing persists (clipped at 0).
+    # Near the block (1.5-5 cm) only the second cycle's 2.2 cm, with 1.4 cm stated: no dead band.
+    assert ("- VLM2VLA: median 1.0 cm, persistent share 0.00 (3 plans, 1 pairs of consecutive cycles); "
+            "dead band 0 of 1") in text
+    assert "- baseline" not in text
     plain = {"vlm2vla": {**with_totals["vlm2vla"], "episodes": [{"distance_cm": [5.0]}]}, "baseline": with_totals["baseline"]}
     assert "Plans that state" not in "\n".join(reach_lines(plain))
 

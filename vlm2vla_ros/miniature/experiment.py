@@ -51,6 +51,7 @@ from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
 
 from .kernels import arithmetic_record
 from .model import BaseSpec
+from .reading_budget import NEAR_BAND_CM, STILL_CM, StatedTotal, estimate_reading
 from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks, simulator_verdict
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
@@ -1343,21 +1344,39 @@ def reach_lines(r: dict[str, Any]) -> list[str]:
         lines += [f"| {label} | " + " | ".join(f"{t[k]['median_cm']:.1f} cm, {t[k]['within']} of {t[k]['read']}"
                                                if k in t else "-" for k in range(len(v["after"]) - 1)) + " |"
                   for label, t in totals]
+        estimates = [(label, estimate_reading(stated_totals(scores["episodes"]))) for label, scores in rows]
+        near = "-".join(f"{v:g}" for v in NEAR_BAND_CM)
+        lines += ["", "The same errors as a reading error, to look up in `vlm2vla-reading-budget`'s table (what a policy "
+                  "reading that badly picks up with everything else perfect): the median, the share that persists from "
+                  f"one cycle to the next, and the dead band: of the plans stated with the block {near} cm away, those "
+                  f"that say it is already there (under {STILL_CM:g} cm to go, horizontally).", ""]
+        lines += [f"- {label}: median {e.median_error_cm:.1f} cm, persistent share {e.persistent:.2f} "
+                  f"({e.plans} plans, {e.pairs} pairs of consecutive cycles); dead band {e.near_still} of {e.near_plans}"
+                  for label, e in estimates if e is not None]
     return lines + [""]
 
 
-def plan_total_errors(episodes: Sequence[dict[str, Any]], tolerance_cm: float) -> dict[int, dict[str, Any]]:
-    """Per cycle index, the horizontal error of the plans' stated totals from where the named
-    block was (reach_episode's records); cycles whose plan states none are left out, and a
-    model whose plans never do gives {}."""
-    errors: dict[int, list[float]] = {}
+def stated_totals(episodes: Sequence[dict[str, Any]]) -> list[list[StatedTotal]]:
+    """Per episode (reach_episode's records), each cycle's stated total against where the named
+    block was, horizontally, in cm. Cycles whose plan states none are left out."""
+    totals: list[list[StatedTotal]] = []
     for episode in episodes:
+        totals.append([])
         for k, cycle in enumerate(episode.get("cycles", [])):
             stated = read_plan_total(cycle["plan"])
             if stated is not None:
                 (tx, ty, _), _ = stated
-                dx, dy = cycle["to_block_cm"]
-                errors.setdefault(k, []).append(math.hypot(tx - dx, ty - dy))
+                totals[-1].append(StatedTotal(k, *cycle["to_block_cm"], tx, ty))
+    return totals
+
+
+def plan_total_errors(episodes: Sequence[dict[str, Any]], tolerance_cm: float) -> dict[int, dict[str, Any]]:
+    """Per cycle index, the horizontal error of the plans' stated totals from where the named
+    block was (stated_totals); a model whose plans never state one gives {}."""
+    errors: dict[int, list[float]] = {}
+    for episode in stated_totals(episodes):
+        for total in episode:
+            errors.setdefault(total.cycle, []).append(math.hypot(*total.error))
     return {k: {"read": len(e), "median_cm": median(e), "within": sum(x <= tolerance_cm for x in e)}
             for k, e in sorted(errors.items())}
 
