@@ -31,6 +31,14 @@ def test_a_perfect_reading_picks_up_every_held_out_block_in_one_move_chunks():
     assert (perfect.successes, perfect.episodes, perfect.median_error_cm) == (4, 4, 0.0)
 
 
+@pytest.mark.parametrize("kind", ["put_in", "pick_place_lift", "stack"])
+def test_a_perfect_reading_solves_every_kind_of_task(kind):
+    """"Lift the gripper" names no object, so nothing is misread there."""
+    config = dataclasses.replace(CONFIG, eval_seeds=2)
+    perfect = budget_point(ReadingError(0.0), kind, eval_seeds(config, kind), 3, BUILD.merge, BUILD.limits, CONFIG.view)
+    assert (perfect.successes, perfect.episodes) == (2, 2)
+
+
 def test_a_reading_a_block_away_picks_up_nothing():
     # 6 cm a side, fixed for the episode: the grasp lands beside the 4-5 cm block every time.
     assert point(6.0, persistent=1.0).successes == 0

@@ -94,16 +94,17 @@ class MisreadingExpert:
         ex = self.bias[0] + self.rng.gauss(0.0, self.error.fresh_sigma_cm)
         ey = self.bias[1] + self.rng.gauss(0.0, self.error.fresh_sigma_cm)
         self.errors_cm.append(math.hypot(ex, ey))
-        misread = self.world.copy()
-        named = misread.object(str(self.task.plan[index].obj))
-        if self.task.plan[index].action == MOVE_ABOVE:
-            # The point the expert brings over the object: the held block's centre, else the gripper.
-            (gx, gy, _), (ox, oy, _) = misread.gripper, misread.held_offset
-            left = ((gx + ox - named.x) * 100.0, (gy + oy - named.y) * 100.0)
-            if math.hypot(*left) < self.error.dead_band_cm:
-                ex, ey = left
-        named.x += ex / 100.0
-        named.y += ey / 100.0
+        misread, sub = self.world.copy(), self.task.plan[index]
+        if sub.obj is not None:  # "lift the gripper" reads no object's place
+            named = misread.object(sub.obj)
+            if sub.action == MOVE_ABOVE:
+                # The point the expert brings over the object: the held block's centre, else the gripper.
+                (gx, gy, _), (ox, oy, _) = misread.gripper, misread.held_offset
+                left = ((gx + ox - named.x) * 100.0, (gy + oy - named.y) * 100.0)
+                if math.hypot(*left) < self.error.dead_band_cm:
+                    ex, ey = left
+            named.x += ex / 100.0
+            named.y += ey / 100.0
         held = int(misread.gripper_open)
         episode = ScriptedExpert().run(misread, self.task, self.seed * 1000 + self.cycles, first_subtask=index)
         steps = [s for s in episode.steps if s.subtask_index == index]
