@@ -16,14 +16,14 @@ from vlm2vla_ros.miniature.reading_budget import (
 from vlm2vla_ros.tools.reading_budget import main
 from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode
 
-CONFIG = dataclasses.replace(ExperimentConfig.full(), chunk_moves=1, pick_up_seeds=4)
+CONFIG = dataclasses.replace(ExperimentConfig.full(), chunk_moves=1, pick_up_seeds=4, cycles_per_subtask=3)
 BUILD = CONFIG.action_build()
 SEEDS = eval_seeds(CONFIG, "pick_up")
 
 
 def point(sigma, persistent=0.0, cycles=3, alone=False, dead_band=0.0):
-    return budget_point(ReadingError(sigma, persistent, dead_band), "pick_up", SEEDS, cycles, BUILD.merge, BUILD.limits,
-                        CONFIG.view, alone)
+    config = dataclasses.replace(CONFIG, cycles_per_subtask=cycles)
+    return budget_point(ReadingError(sigma, persistent, dead_band), "pick_up", config, alone)
 
 
 def test_a_perfect_reading_picks_up_every_held_out_block_in_one_move_chunks():
@@ -34,8 +34,7 @@ def test_a_perfect_reading_picks_up_every_held_out_block_in_one_move_chunks():
 @pytest.mark.parametrize("kind", ["put_in", "pick_place_lift", "stack"])
 def test_a_perfect_reading_solves_every_kind_of_task(kind):
     """"Lift the gripper" names no object, so nothing is misread there."""
-    config = dataclasses.replace(CONFIG, eval_seeds=2)
-    perfect = budget_point(ReadingError(0.0), kind, eval_seeds(config, kind), 3, BUILD.merge, BUILD.limits, CONFIG.view)
+    perfect = budget_point(ReadingError(0.0), kind, dataclasses.replace(CONFIG, eval_seeds=2))
     assert (perfect.successes, perfect.episodes) == (2, 2)
 
 

@@ -179,23 +179,22 @@ class BudgetPoint:
     successes: int
     median_error_cm: float  # of the Gaussian errors the cycles drew (the dead band aside)
 
-    @property
-    def success_rate(self) -> float:
-        return self.successes / self.episodes if self.episodes else 0.0
 
-
-def budget_point(error: ReadingError, kind: str, seeds: Sequence[int], cycles_per_subtask: int, merge: MergeConfig,
-                 limits: ActionLimits, view: str, alone: bool = False) -> BudgetPoint:
-    """Success of MisreadingExpert with `error` over the seeded scenes of `kind`, each episode
-    limited as the experiment limits it (cycles_per_subtask a subtask, plus two)."""
+def budget_point(error: ReadingError, kind: str, config: Any, alone: bool = False) -> BudgetPoint:
+    """Success of MisreadingExpert with `error` over the held-out scenes of `kind` as the
+    experiment `config` (an ExperimentConfig) evaluates them: its seeds, camera, cycle limit and
+    action data's merge rule and chunk size."""
     from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode
 
+    from .experiment import eval_seeds, max_cycles
+
+    build, seeds = config.action_build(), eval_seeds(config, kind)
     successes, errors = 0, []
     for seed in seeds:
         world, task = _scene(kind, seed, alone)
-        engine = MisreadingExpert(world, task, seed, error, merge, limits)
-        record = closed_loop_episode(engine, kind, seed, cycles_per_subtask * len(task.plan) + 2, image_size=32,
-                                     alone=alone, view=view, judge=engine.judge)
+        engine = MisreadingExpert(world, task, seed, error, build.merge, build.limits)
+        record = closed_loop_episode(engine, kind, seed, max_cycles(config, kind, seed), image_size=32, alone=alone,
+                                     view=config.view, judge=engine.judge)
         successes += int(record["success"])
         errors += engine.errors_cm
     return BudgetPoint(error, len(seeds), successes, statistics.median(errors) if errors else 0.0)

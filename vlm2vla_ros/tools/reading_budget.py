@@ -53,13 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vlm2vla-reading-budget: {exc}", file=sys.stderr)
         return 2
     config = dataclasses.replace(ExperimentConfig.full(), chunk_moves=args.chunk_moves, pick_up_seeds=args.scenes,
-                                 eval_seeds=args.scenes)
-    build = config.action_build()
+                                 eval_seeds=args.scenes, cycles_per_subtask=args.cycles_per_subtask)
     seeds = eval_seeds(config, args.kind)
     points = []
     for error in errors:
-        point = budget_point(error, args.kind, seeds, args.cycles_per_subtask, build.merge, build.limits, config.view,
-                             args.alone)
+        point = budget_point(error, args.kind, config, args.alone)
         print(f"sigma {error.sigma_cm:g} cm, persistent {error.persistent:g}: {point.successes} / {point.episodes}",
               flush=True)
         points.append(point)
