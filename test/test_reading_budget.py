@@ -106,7 +106,7 @@ def test_the_table_has_a_row_per_sigma_and_a_column_per_persistent_share():
 
 
 def test_the_command_writes_its_table(tmp_path, capsys):
-    out = tmp_path / "budget.md"
+    out = tmp_path / "new" / "budget.md"
     assert main(["--scenes", "2", "--sigmas", "0", "--persistent", "0", "--out", str(out)]) == 0
     text = out.read_text()
     assert "2 held-out scenes from seed 50000" in text and "| 0 | 0.0 | 2 / 2 |" in text

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"vlm2vla-reading-budget: {exc}", file=sys.stderr)
         return 2
+    if args.out:  # before the runs, so a bad path fails first
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(ExperimentConfig.full(), chunk_moves=args.chunk_moves, pick_up_seeds=args.scenes,
                                  eval_seeds=args.scenes, cycles_per_subtask=args.cycles_per_subtask)
     seeds = eval_seeds(config, args.kind)
