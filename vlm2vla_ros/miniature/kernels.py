@@ -1,6 +1,7 @@
 """The experiment's CPU arithmetic, pinned so that a run trains the same bytes on x86-64 CPUs with
 AVX2 of one vendor: it held across AMD EPYC machines (finding 24 in docs/miniature.md), and an
-Intel Xeon makes other bytes, the same under every played variation (findings 31 and 32).
+Intel Xeon makes other bytes, the same alone under every played variation but twice other ones
+again inside the test suite, for a reason not found (findings 31-33).
 
 MKL honours ``MKL_CBWR=AVX2`` on Intel CPUs only; on others it runs its AUTO branch (its
 conditional numerical reproducibility documentation says so), so AMD and Intel machines take

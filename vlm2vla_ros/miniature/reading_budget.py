@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlm2vla_ros.action_language import ActionChunk, ActionLimits, ActionStep, MergeConfig
-from vlm2vla_ros.action_language.trajectory import merge_trajectory
+from vlm2vla_ros.action_language import ActionChunk, ActionLimits, MergeConfig
 from vlm2vla_ros.sim.expert import ScriptedExpert
 from vlm2vla_ros.sim.tasks import MOVE_ABOVE
 from vlm2vla_ros.sim.world import SimWorld
+from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode, subtask_moves
 
 from .vqa import simulator_verdict
 
@@ -107,9 +107,7 @@ class MisreadingExpert:
             named.y += ey / 100.0
         held = int(misread.gripper_open)
         episode = ScriptedExpert().run(misread, self.task, self.seed * 1000 + self.cycles, first_subtask=index)
-        steps = [s for s in episode.steps if s.subtask_index == index]
-        moves = merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], self.merge, self.limits,
-                                 initial_gripper=held) if steps else [ActionStep(0.0, 0.0, 0.0, held)]
+        moves = subtask_moves(episode, index, self.merge, held, self.limits)
         chunk = ActionChunk(tuple(moves[: self.limits.max_steps]))
         return CycleResult(f"misread by {ex:.1f}, {ey:.1f} cm", chunk, "", "", {}, {})
 
@@ -184,8 +182,6 @@ def budget_point(error: ReadingError, kind: str, config: Any, alone: bool = Fals
     """Success of MisreadingExpert with `error` over the held-out scenes of `kind` as the
     experiment `config` (an ExperimentConfig) evaluates them: its seeds, camera, cycle limit and
     action data's merge rule and chunk size."""
-    from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode
-
     from .experiment import eval_seeds, max_cycles
 
     build, seeds = config.action_build(), eval_seeds(config, kind)

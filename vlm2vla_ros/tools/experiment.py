@@ -11,7 +11,8 @@ OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base
 (the offline demo's model). --quick is a micro run for tests. The arithmetic is pinned
 (miniature/kernels.py) so that x86-64 CPUs with AVX2 of one vendor train the same weights: AMD
 EPYC machines make one set, an Intel Xeon another, since MKL takes its AVX2 path on Intel
-CPUs only (docs/miniature.md, finding 32); --kernels native lets torch choose for this CPU.
+CPUs only (docs/miniature.md, finding 32), and inside the test suite it has twice made yet
+others (finding 33); --kernels native lets torch choose for this CPU.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: 2 with pinned kernels, torch's default with native ones)")
     ap.add_argument("--kernels", default="pinned", choices=("pinned", "native"),
-                    help="pinned (default): the same weights on CPUs of one vendor, AMD or Intel (ATen "
+                    help="pinned (default): the same weights on the AMD CPUs checked; an Intel Xeon makes others (ATen "
                          "AVX2, MKL_CBWR, no oneDNN, 2 threads); native: torch's choice for this CPU, whose weights are this machine's")
     ap.add_argument("--view", default="", choices=("", "table", "gripper"),
                     help="the simulated camera's view in every stage (default: the documented run's, gripper)")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vlm2vla_ros.action_language import ActionChunk, ActionStep, MergeConfig
+from vlm2vla_ros.action_language import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionStep, MergeConfig
 from vlm2vla_ros.sim.views import TABLE_VIEW
 
 AXES = ("dx", "dy", "dz")
@@ -179,6 +179,19 @@ def closed_loop_episode(
     return record
 
 
+def subtask_moves(episode: Any, index: int, merge: MergeConfig, held: int, limits: ActionLimits = DEFAULT_LIMITS
+                  ) -> list[ActionStep]:
+    """The merged moves the scripted expert's `episode` made in subtask `index` (held: the
+    gripper command in force before it), or one still step when it made none there (the subtask
+    was done before it began)."""
+    from vlm2vla_ros.action_language.trajectory import merge_trajectory
+
+    steps = [s for s in episode.steps if s.subtask_index == index]
+    if not steps:
+        return [ActionStep(0.0, 0.0, 0.0, held)]
+    return merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], merge, limits, initial_gripper=held)
+
+
 class ExpertReplay:
     """The scripted expert's solution of one seeded scene as a policy engine: its subtask list,
     the chunk it executed for each subtask (merged with `merge`, the thresholds the dataset
@@ -188,7 +201,6 @@ class ExpertReplay:
     raises PolicyError when asked, so an evaluation records that episode as failed and goes on."""
 
     def __init__(self, task_kind: str, seed: int, alone: bool = False, merge: MergeConfig | None = None) -> None:
-        from vlm2vla_ros.action_language.trajectory import merge_trajectory
         from vlm2vla_ros.sim.expert import ScriptedExpert
 
         world, task = _scene(task_kind, seed, alone)
@@ -198,14 +210,9 @@ class ExpertReplay:
         self.subtask_list = task.subtasks("en")
         self.chunks: dict[str, ActionChunk] = {}
         for index, name in enumerate(self.subtask_list):
-            steps = [s for s in episode.steps if s.subtask_index == index]
-            if steps:
-                moves = tuple(merge_trajectory([s.delta_cm for s in steps], [s.gripper for s in steps], merge or MergeConfig(),
-                                               initial_gripper=held))
-                held = steps[-1].gripper
-            else:  # done before it began (the gripper was already there): a still step
-                moves = (ActionStep(0.0, 0.0, 0.0, held),)
-            self.chunks[name] = ActionChunk(moves)
+            moves = subtask_moves(episode, index, merge or MergeConfig(), held)
+            self.chunks[name] = ActionChunk(tuple(moves))
+            held = moves[-1].gripper
 
     def subtasks(self, image: Any, task: str) -> Any:
         from vlm2vla_ros.policy import PolicyError
