@@ -239,7 +239,10 @@ def test_frames_captured_long_ago_do_not_count_as_fresh(rig):
 def test_the_after_frame_is_one_captured_after_the_chunk_ended(rig):
     """Frames that arrive 0.3 s after their capture (fresh enough for the watchdog): the frame the
     verifier is given as "after" must still be one captured once the motion had ended, not the
-    first one received after it."""
+    first one received after it. On a loaded 2-core machine the feeder thread can stall past the
+    watchdog limit (1.1 s once, in a full test run), and the executor then aborts the chunk, which
+    is safe and what test_camera_silence_trips_the_watchdog checks: such an attempt is retried
+    under a new id, up to three times; any other outcome is judged as before."""
     from rclpy.duration import Duration
 
     from vlm2vla_ros.nodes.images import to_msg
@@ -266,9 +269,15 @@ def test_the_after_frame_is_one_captured_after_the_chunk_ended(rig):
     feeder = threading.Thread(target=late_frames, daemon=True)
     feeder.start()
     try:
-        time.sleep(0.3)
-        tid = rig.start_chunk("after-1", steps=[[-10.0, 0.0, 0.0, 1], [10.0, 0.0, 0.0, 1]])  # back and forth
-        done = rig.wait_event(tid, ("done", "aborted", "failed"))
+        for attempt in range(3):
+            time.sleep(0.3)
+            move_ends_ns.clear()
+            tid = rig.start_chunk(f"after-{attempt}", steps=[[-10.0, 0.0, 0.0, 1], [10.0, 0.0, 0.0, 1]])  # back and forth
+            done = rig.wait_event(tid, ("done", "aborted", "failed"))
+            if not (done["event"] == "aborted" and "watchdog: no camera frame" in done["reason"]):
+                break
+        else:
+            raise AssertionError(f"the watchdog aborted all three attempts: {rig.events}")
         assert done["event"] == "done" and len(move_ends_ns) == 2, (done, move_ends_ns)
         # the first frame received after the end was captured about 0.3 s before it
         assert done["after_stamp_ns"] >= move_ends_ns[-1], (done["after_stamp_ns"] - move_ends_ns[-1]) / 1e9
