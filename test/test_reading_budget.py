@@ -14,7 +14,7 @@ from vlm2vla_ros.miniature.reading_budget import (
     estimate_reading,
 )
 from vlm2vla_ros.tools.reading_budget import main
-from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode
+from vlm2vla_ros.training.evaluate import closed_loop_episode, evaluation_scene
 
 CONFIG = dataclasses.replace(ExperimentConfig.full(), chunk_moves=1, pick_up_seeds=4, cycles_per_subtask=3)
 BUILD = CONFIG.action_build()
@@ -44,7 +44,7 @@ def test_a_reading_a_block_away_picks_up_nothing():
 
 
 def test_each_chunk_is_one_merged_move_and_the_loop_stops_when_the_task_is_done():
-    world, task = _scene("pick_up", SEEDS[0], False)
+    world, task = evaluation_scene("pick_up", SEEDS[0], False)
     engine = MisreadingExpert(world, task, SEEDS[0], ReadingError(0.0), BUILD.merge, BUILD.limits)
     chunks = []
     real_cycle = engine.cycle
@@ -63,7 +63,7 @@ def test_each_chunk_is_one_merged_move_and_the_loop_stops_when_the_task_is_done(
 
 
 def test_a_persistent_error_is_one_bias_and_a_fresh_one_is_drawn_each_cycle():
-    world, task = _scene("pick_up", SEEDS[0], False)
+    world, task = evaluation_scene("pick_up", SEEDS[0], False)
     kept = MisreadingExpert(world, task, SEEDS[0], ReadingError(2.0, persistent=1.0), BUILD.merge, BUILD.limits)
     fresh = MisreadingExpert(world, task, SEEDS[0], ReadingError(2.0, persistent=0.0), BUILD.merge, BUILD.limits)
     subtask = task.subtasks("en")[0]
@@ -75,7 +75,7 @@ def test_a_persistent_error_is_one_bias_and_a_fresh_one_is_drawn_each_cycle():
 
 
 def test_the_expert_never_verifies_itself():
-    world, task = _scene("pick_up", SEEDS[0], False)
+    world, task = evaluation_scene("pick_up", SEEDS[0], False)
     engine = MisreadingExpert(world, task, SEEDS[0], ReadingError(0.0), BUILD.merge, BUILD.limits)
     with pytest.raises(RuntimeError, match="judged by the simulator"):
         engine.verify(None, None, "move above the red block", "")
@@ -83,7 +83,7 @@ def test_the_expert_never_verifies_itself():
 
 def test_a_dead_band_as_wide_as_the_table_never_moves_above_the_block():
     assert point(0.0, dead_band=100.0).successes == 0  # the perfect reading picks up all four
-    world, task = _scene("pick_up", SEEDS[0], False)
+    world, task = evaluation_scene("pick_up", SEEDS[0], False)
     engine = MisreadingExpert(world, task, SEEDS[0], ReadingError(0.0, 0.0, 100.0), BUILD.merge, BUILD.limits)
     chunk = engine.cycle(None, task.instruction(), task.subtasks("en")[0]).chunk
     # Only the expert's own aim jitter (ExpertConfig.grasp_jitter_m, 0.4 cm) moves it sideways.

@@ -29,7 +29,7 @@ from vlm2vla_ros.action_language import ActionChunk, ActionLimits, MergeConfig
 from vlm2vla_ros.sim.expert import ScriptedExpert
 from vlm2vla_ros.sim.tasks import MOVE_ABOVE
 from vlm2vla_ros.sim.world import SimWorld
-from vlm2vla_ros.training.evaluate import _scene, closed_loop_episode, subtask_moves
+from vlm2vla_ros.training.evaluate import closed_loop_episode, evaluation_scene, subtask_moves
 
 from .vqa import simulator_verdict
 
@@ -187,7 +187,7 @@ def budget_point(error: ReadingError, kind: str, config: Any, alone: bool = Fals
     build, seeds = config.action_build(), eval_seeds(config, kind)
     successes, errors = 0, []
     for seed in seeds:
-        world, task = _scene(kind, seed, alone)
+        world, task = evaluation_scene(kind, seed, alone)
         engine = MisreadingExpert(world, task, seed, error, build.merge, build.limits)
         record = closed_loop_episode(engine, kind, seed, max_cycles(config, kind, seed), image_size=32, alone=alone,
                                      view=config.view, judge=engine.judge)

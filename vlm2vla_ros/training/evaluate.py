@@ -120,7 +120,7 @@ def _sim_robot(world: Any, view: str = TABLE_VIEW) -> tuple[Any, Any]:
     return backend, ChunkExecutor(backend, robot.embodiment, robot.safety)
 
 
-def _scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
+def evaluation_scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
     """make_scene's (world, task), cut down to the objects the task names when alone."""
     from vlm2vla_ros.sim.scene import make_scene
 
@@ -142,7 +142,7 @@ def closed_loop_episode(
     stands in for a verifier outside the policy, as the paper's is)."""
     from vlm2vla_ros.policy import PolicyError
 
-    world, task = _scene(task_kind, seed, alone)
+    world, task = evaluation_scene(task_kind, seed, alone)
     backend, executor = _sim_robot(world, view)
     instruction = task.instruction(lang)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
@@ -203,7 +203,7 @@ class ExpertReplay:
     def __init__(self, task_kind: str, seed: int, alone: bool = False, merge: MergeConfig | None = None) -> None:
         from vlm2vla_ros.sim.expert import ScriptedExpert
 
-        world, task = _scene(task_kind, seed, alone)
+        world, task = evaluation_scene(task_kind, seed, alone)
         held = int(world.gripper_open)
         episode = ScriptedExpert().run(world, task, seed)
         self.failure = "" if episode.success else f"the expert could not solve {task_kind} seed {seed}"
@@ -283,7 +283,7 @@ def reach_episode(
     reading its place but not picking it out of several."""
     from vlm2vla_ros.policy import PolicyError
 
-    world, task = _scene("pick_up", seed, alone)
+    world, task = evaluation_scene("pick_up", seed, alone)
     backend, executor = _sim_robot(world, view)
     instruction, subtask = task.instruction("en"), task.subtasks("en")[0]
 
