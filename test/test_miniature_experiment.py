@@ -107,10 +107,26 @@ def test_report_and_metrics(run):
         assert episode["seed"] == own["seed"] and episode["lang"] == "en" and not episode["alone"]
         assert set(judged[model]["success_rate"]) == {"en"} and 0 <= episode.get("subtasks_done", 0) <= 3
     assert "## Closed-loop success with the simulator judging" in report
-    assert list(metrics["timings_s"])[-4:] == ["evaluation: which link fails (the named objects alone)",
+    assert list(metrics["timings_s"])[-6:] == ["evaluation: which link fails (the named objects alone)",
                                                "evaluation: copying (held-out texts)",
                                                "evaluation: which block is asked (three-block scenes)",
-                                               "evaluation: closed loop, the simulator judging"]
+                                               "evaluation: closed loop, the simulator judging",
+                                               "a verifier of its own: the base fine-tuned on completion cases alone",
+                                               "evaluation: closed loop, a verifier of its own"]
+    # last of all: a verifier of its own, trained apart from both models, judging the same English pick-ups
+    verifier = metrics["verifier"]
+    assert verifier["steps"] == 2 and len(verifier["losses"]) == 2 and verifier["kinds"] == ["pick_up"]
+    assert 1 <= verifier["cases"] <= 4  # two steps of two new cases (a seed make_scene cannot lay out gives none)
+    for judge in ("base", "verifier"):
+        assert set(verifier["verdicts"][judge]) == {"move_above", "grasp", "lift"}
+        assert all(sum(counts.values()) == 2 for counts in verifier["verdicts"][judge].values())
+    for model in ("vlm2vla", "baseline"):
+        (episode,) = verifier[model]["episodes"]
+        assert episode["seed"] == judged[model]["episodes"][0]["seed"] and episode["lang"] == "en" and not episode["alone"]
+    assert (out / "verifier" / "config.json").is_file() and (out / "verifier" / "sim_camera.json").is_file()
+    trained = [(out / folder / "model.safetensors").read_bytes() for folder in ("verifier", "base")]
+    assert trained[0] != trained[1]  # fine-tuned, not a copy of the base
+    assert "## Closed-loop success with a verifier of its own" in report and "| its verifier | grasp |" in report
     # copying: --quick's two steps of copying alone (batch 4, new examples each) come first, one copy
     # example per scene joins the mixture, and three held-out requests are scored for every model
     copying = metrics["pretrain_copy"]
@@ -402,6 +418,10 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["lora_place_head=1.0"], "plan_totals is off"),
         (["tower_again_steps=-1"], "tower_again_steps is a number of steps"),
         (["judged_kinds=('pick_up', 'juggle')"], "judged_kinds are task kinds"),
+        (["verifier_subtasks=('place',)"], "verifier_subtasks: completion cases exist for"),
+        (["verifier_steps=-1"], "verifier_steps must be 0 or more"),
+        (["verifier_steps=10", "judged_kinds=()"], "judges the closed loop on judged_kinds"),
+        (["verifier_steps=100000", "verifier_batch=16"], "would reach the held-out ones"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)
@@ -483,3 +503,30 @@ def test_copy_scores_count_exact_repeats_per_content(tmp_path):
     for content in {i["content"] for i in items}:
         share = [i["question"] not in wrong for i in items if i["content"] == content]
         assert scores["adapter"][f"content:{content}"] == pytest.approx(sum(share) / len(share))
+
+
+def test_completion_verdicts_count_each_verdict_against_the_simulator():
+    """A verifier that always advances: every held-out case lands in an "advanced" column, and the
+    columns split by the simulator's label (move-above cases are done and missed about half each)."""
+    import dataclasses
+
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig, completion_verdicts
+    from vlm2vla_ros.policy.types import VerifyResult
+
+    seen = []
+
+    class Advances:
+        def verify(self, before, after, subtask, next_subtask):
+            seen.append((before.shape, after.shape, subtask, next_subtask))
+            return VerifyResult(True, "advance", {}, {})
+
+    config = dataclasses.replace(ExperimentConfig.quick(), verifier_eval_cases=12, verifier_subtasks=("move_above", "lift"))
+    verdicts = completion_verdicts(Advances(), config)
+    assert set(verdicts) == {"move_above", "lift"}
+    for counts in verdicts.values():
+        assert counts["retried_done"] == counts["retried_not_done"] == 0
+        assert counts["advanced_done"] + counts["advanced_not_done"] == 12
+    assert verdicts["move_above"]["advanced_done"] >= 1 and verdicts["move_above"]["advanced_not_done"] >= 1
+    assert len(seen) == 24 and all(b == a == (64, 64, 3) for b, a, _, _ in seen)
+    # each case asked in its task's own words; a "move above" is never a task's last subtask
+    assert all(subtask for _, _, subtask, _ in seen) and all(following for _, _, _, following in seen[:12])

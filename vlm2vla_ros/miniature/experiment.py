@@ -55,6 +55,8 @@ from .reading_budget import NEAR_BAND_CM, STILL_CM, StatedTotal, estimate_readin
 from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, check_completion_subtasks, simulator_verdict
 
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
+VERIFIER_EVAL_FIRST_SEED = 8_900_000
+"""The held-out completion cases' first seed (completion_verdicts); the verifier trains on seeds below it."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,19 @@ class ExperimentConfig:
     simulator judging each subtask in place of the base: the verifier outside the policy that the
     paper uses, stood in for by a perfect one, so that what the policy's own plans and chunks can
     do is seen apart from its verifier (finding 29; () = off)."""
+    verifier_steps: int = 0
+    """A verifier of its own (0 = none): a copy of the base fine-tuned for this many steps on new
+    completion cases alone (vqa.completion_cases of verifier_subtasks, verifier_batch a step, the
+    tower frozen), saved to verifier/. After every other evaluation it judges the closed loop on
+    judged_kinds (English) in place of the base, for both models, and it and the base are scored
+    on held-out completion cases. The paper's verifier is a model outside the policy; the base
+    judges barely above chance (findings 29 and 36)."""
+    verifier_subtasks: tuple[str, ...] = ("move_above", "move_above", "grasp", "lift")
+    verifier_batch: int = 16
+    verifier_lr: float = 1e-3
+    verifier_first_seed: int = 8_000_000
+    verifier_eval_cases: int = 100
+    """Held-out completion cases a subtask for the verdict table (seeds from VERIFIER_EVAL_FIRST_SEED)."""
 
     @classmethod
     def full(cls, seed: int = 0) -> ExperimentConfig:
@@ -333,6 +348,9 @@ class ExperimentConfig:
             pick_up_seeds=1,
             spanish_kinds=("pick_up",),
             cycles_per_subtask=1,
+            verifier_steps=2,
+            verifier_batch=2,
+            verifier_eval_cases=2,
         )
 
     def __post_init__(self) -> None:
@@ -343,6 +361,15 @@ class ExperimentConfig:
             if getattr(self, name) and not self.chunk_moves:
                 raise ValueError(f"{name} needs chunk_moves: their frames are drawn at every merged move")
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
+        check_completion_subtasks(self.verifier_subtasks, "verifier_subtasks")
+        if self.verifier_steps < 0 or self.verifier_batch < 1 or self.verifier_eval_cases < 1:
+            raise ValueError(f"verifier_steps must be 0 or more, verifier_batch and verifier_eval_cases 1 or more, got "
+                             f"{self.verifier_steps}, {self.verifier_batch} and {self.verifier_eval_cases}")
+        if self.verifier_steps and not self.judged_kinds:
+            raise ValueError("verifier_steps: the verifier of its own judges the closed loop on judged_kinds, and it is empty")
+        if self.verifier_first_seed + self.verifier_steps * self.verifier_batch > VERIFIER_EVAL_FIRST_SEED:
+            raise ValueError(f"verifier_steps x verifier_batch new completion cases from verifier_first_seed "
+                             f"({self.verifier_first_seed}) would reach the held-out ones at {VERIFIER_EVAL_FIRST_SEED}")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if self.bind_phases and not (self.bind_fresh > 0 and self.bind_verify_mix >= 0
@@ -505,14 +532,18 @@ def every_scene(engine: Any) -> Callable[[str, int], Any]:
 def closed_loop(
     engine_for: Callable[[str, int], Any], config: ExperimentConfig, log: Callable[[str], None], name: str,
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, judged: bool = False,
+    kinds: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Success per (language, kind) on held-out seeds, each scene run by engine_for(kind, seed);
     the episode records included. alone: the alone_kinds in English, with only the objects each
     task names left in its scene. judged: the judged_kinds in English, the simulator judging
-    each subtask (vqa.simulator_verdict) in place of the verifier. on_verdict: closed_loop_episode's."""
+    each subtask (vqa.simulator_verdict) in place of the verifier. kinds: these kinds in English.
+    on_verdict: closed_loop_episode's."""
     from vlm2vla_ros.training.evaluate import closed_loop_episode
 
     def kinds_for(lang: str) -> tuple[str, ...]:
+        if kinds:
+            return tuple(kinds)
         if alone:
             return config.alone_kinds
         if judged:
@@ -521,7 +552,7 @@ def closed_loop(
 
     records: list[dict[str, Any]] = []
     rates: dict[str, dict[str, float]] = {}
-    for lang in ("en",) if alone or judged else config.eval_langs:
+    for lang in ("en",) if alone or judged or kinds else config.eval_langs:
         rates[lang] = {}
         for kind in kinds_for(lang):
             t0 = time.perf_counter()
@@ -542,6 +573,49 @@ def closed_loop(
 
 VERDICTS = ("advanced_done", "advanced_not_done", "retried_done", "retried_not_done")
 """The verifier's verdicts in chain_scores, against the simulator's view of the subtask."""
+
+
+def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> Any:
+    """A verifier of its own (config.verifier_steps): a copy of the base at base_dir fine-tuned on
+    new completion cases alone, verifier_batch a step from verifier_first_seed, the tower frozen,
+    saved to out_dir with the camera view; returns model.train_stream's result."""
+    import torch
+
+    from . import vqa
+    from .model import load_model, save_model, train_stream
+
+    torch.manual_seed(config.seed)
+    model, processor = load_model(base_dir)
+    cases = draw_new_seeds(config.verifier_first_seed, config.verifier_batch,
+                           lambda seeds: vqa.completion_cases(seeds, config.verifier_subtasks, config.image_size, config.view))
+    fit = train_stream(model, processor, cases, config.verifier_steps, config.verifier_lr, config.seed,
+                       warmup_steps=max(1, config.verifier_steps // 20), log=log,
+                       log_every=max(1, config.verifier_steps // 5), train_vision_tower=False)
+    write_model_view(save_model(model, processor, out_dir), config.view)
+    return fit
+
+
+def completion_verdicts(engine: Any, config: ExperimentConfig) -> dict[str, dict[str, int]]:
+    """engine.verify's verdicts (VERDICTS counts) per subtask of config.verifier_subtasks, on
+    verifier_eval_cases held-out completion cases each (vqa.COMPLETION_WORLDS, seeds from
+    VERIFIER_EVAL_FIRST_SEED), against vqa.subtask_done: how well a verifier judges apart from
+    any policy."""
+    from vlm2vla_ros.sim.render import render
+
+    from .vqa import COMPLETION_WORLDS, subtask_done
+
+    seeds = range(VERIFIER_EVAL_FIRST_SEED, VERIFIER_EVAL_FIRST_SEED + config.verifier_eval_cases)
+    verdicts: dict[str, dict[str, int]] = {}
+    for name in dict.fromkeys(config.verifier_subtasks):
+        counts = verdicts[name] = dict.fromkeys(VERDICTS, 0)
+        for _, before, after, task, index, lang in COMPLETION_WORLDS[name](seeds):
+            names = task.subtasks(lang)
+            following = names[index + 1] if index + 1 < len(names) else ""
+            images = [render(world, config.image_size, config.image_size, config.view) for world in (before, after)]
+            advance = engine.verify(*images, names[index], following).advance
+            done = subtask_done(after, task.plan[index])
+            counts[f"{'advanced' if advance else 'retried'}_{'done' if done else 'not_done'}"] += 1
+    return verdicts
 
 
 def chain_scores(
@@ -1011,6 +1085,22 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                 "vlm2vla": closed_loop(every_scene(vlm2vla), c, log, "VLM2VLA, the simulator judging", judged=True),
                 "baseline": closed_loop(every_scene(baseline), c, log, "baseline, the simulator judging", judged=True),
             }
+    if c.verifier_steps:
+        with run.stage("a verifier of its own: the base fine-tuned on completion cases alone"):
+            # last, so that adding it left every earlier number unchanged
+            verifier_dir, fit_verifier = out / "verifier", train_verifier(base_dir, out / "verifier", c, log)
+        with run.stage("evaluation: closed loop, a verifier of its own"):
+            verifier = load_policy(policy_config(verifier_dir, None, c))
+            metrics["verifier"] = {
+                "steps": fit_verifier.steps, "seconds": round(fit_verifier.seconds, 1), "cases": fit_verifier.examples,
+                "losses": fit_verifier.losses, "kinds": list(c.judged_kinds),
+                "verdicts": {"base": completion_verdicts(base_engine, c), "verifier": completion_verdicts(verifier, c)},
+                "vlm2vla": closed_loop(every_scene(StageMix(vlm2vla, vlm2vla, verifier)), c, log,
+                                       "VLM2VLA, a verifier of its own", kinds=c.judged_kinds),
+                "baseline": closed_loop(every_scene(StageMix(baseline, baseline, verifier)), c, log,
+                                        "baseline, a verifier of its own", kinds=c.judged_kinds),
+            }
+            verifier.close()
     for engine in (vlm2vla, base_engine, baseline):
         engine.close()
 
@@ -1134,6 +1224,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     lines += ["", "![closed-loop success](miniature_success.png)", ""]
     if "closed_loop_judged" in m:
         lines += judged_lines(m["closed_loop_judged"])
+    if "verifier" in m:
+        lines += verifier_lines(m["verifier"], m["closed_loop_vlm2vla"], m["closed_loop_baseline"])
     if "grounding" in m:
         lines += grounding_lines(m["grounding"])
     if "reach" in m:
@@ -1399,6 +1491,42 @@ def judged_lines(j: dict[str, Any]) -> list[str]:
                 for name in ("vlm2vla", "baseline")}
         lines.append(f"| {kind} | {len(done['vlm2vla'])} | {_pct(j['vlm2vla']['success_rate']['en'][kind])} | "
                      f"{_pct(j['baseline']['success_rate']['en'][kind])} | {sum(done['vlm2vla'])} / {sum(done['baseline'])} |")
+    return lines + [""]
+
+
+def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline_baseline: dict[str, Any]) -> list[str]:
+    """The report's section on the closed loop with a verifier of its own (verifier_steps)."""
+    from .vqa import ABOVE_BLOCK_M
+
+    lines = [
+        "## Closed-loop success with a verifier of its own (held-out seeds, English)",
+        "",
+        f"A copy of the base fine-tuned for {v['steps']} steps ({v['seconds']:.0f} s) on {v['cases']} new subtask-completion "
+        "cases alone, judging each subtask in place of the base: a verifier outside the policy, as the paper's is, "
+        "but not privileged. The same scenes as the headline, beside it.",
+        "",
+        "| task kind | episodes | VLM2VLA, its verifier | VLM2VLA, the base judging | baseline, its verifier | baseline, the base judging |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in v["kinds"]:
+        episodes = sum(1 for e in v["vlm2vla"]["episodes"] if e["task_kind"] == kind)
+        lines.append(f"| {kind} | {episodes} | {_pct(v['vlm2vla']['success_rate']['en'][kind])} | "
+                     f"{_pct(headline_vlm2vla['success_rate']['en'].get(kind))} | "
+                     f"{_pct(v['baseline']['success_rate']['en'][kind])} | {_pct(headline_baseline['success_rate']['en'].get(kind))} |")
+    lines += [
+        "",
+        "Verdicts on held-out completion cases (before and after images around one subtask; labels from the simulator, "
+        f"for \"move above\": the gripper within {100 * ABOVE_BLOCK_M:.1f} cm of the block horizontally and above its top):",
+        "",
+        "| judge | subtask | advanced, done | advanced, not done | retried, done | retried, not done | right |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for judge, label in (("base", "the base"), ("verifier", "its verifier")):
+        for subtask, counts in v["verdicts"][judge].items():
+            total = sum(counts.values())
+            right = (counts["advanced_done"] + counts["retried_not_done"]) / total if total else None
+            lines.append(f"| {label} | {subtask.replace('_', ' ')} | " + " | ".join(str(counts[k]) for k in VERDICTS)
+                         + f" | {_pct(right)} |")
     return lines + [""]
 
 
