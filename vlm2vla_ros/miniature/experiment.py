@@ -572,7 +572,7 @@ def closed_loop(
 
 
 VERDICTS = ("advanced_done", "advanced_not_done", "retried_done", "retried_not_done")
-"""The verifier's verdicts in chain_scores, against the simulator's view of the subtask."""
+"""A verifier's verdicts against the simulator's view of the subtask (chain_scores, completion_verdicts)."""
 
 
 def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> Any:
