@@ -580,7 +580,7 @@ def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log:
     new completion cases alone, verifier_batch a step from verifier_first_seed, saved to out_dir
     with the camera view; returns model.train_stream's result. Every weight trains: the tower is
     the verifier's own, and with it frozen "move above" was judged right in 62% of held-out cases
-    against 92% trained (finding 36)."""
+    against 90% trained (finding 36)."""
     import torch
 
     from . import vqa
