@@ -1496,10 +1496,24 @@ def judged_lines(j: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline_baseline: dict[str, Any]) -> list[str]:
-    """The report's section on the closed loop with a verifier of its own (verifier_steps)."""
+def verdict_table_head(intro: str, first: Sequence[str], last: Sequence[str] = ()) -> list[str]:
+    """A verdict table's lead-in and header: `intro` ending where the simulator's rule for "move
+    above" follows, then columns `first`, one per VERDICTS and `last`."""
     from .vqa import ABOVE_BLOCK_M
 
+    columns = [*first, *(k.replace("_", ", ", 1).replace("_", " ") for k in VERDICTS), *last]
+    return [
+        "",
+        f"{intro}for \"move above\": the gripper within {100 * ABOVE_BLOCK_M:.1f} cm of the block horizontally and above "
+        "its top):",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+
+
+def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline_baseline: dict[str, Any]) -> list[str]:
+    """The report's section on the closed loop with a verifier of its own (verifier_steps)."""
     lines = [
         "## Closed-loop success with a verifier of its own (held-out seeds, English)",
         "",
@@ -1515,14 +1529,8 @@ def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline
         lines.append(f"| {kind} | {episodes} | {_pct(v['vlm2vla']['success_rate']['en'][kind])} | "
                      f"{_pct(headline_vlm2vla['success_rate']['en'].get(kind))} | "
                      f"{_pct(v['baseline']['success_rate']['en'][kind])} | {_pct(headline_baseline['success_rate']['en'].get(kind))} |")
-    lines += [
-        "",
-        "Verdicts on held-out completion cases (before and after images around one subtask; labels from the simulator, "
-        f"for \"move above\": the gripper within {100 * ABOVE_BLOCK_M:.1f} cm of the block horizontally and above its top):",
-        "",
-        "| judge | subtask | advanced, done | advanced, not done | retried, done | retried, not done | right |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines += verdict_table_head("Verdicts on held-out completion cases (before and after images around one subtask; "
+                                "labels from the simulator, ", ("judge", "subtask"), ("right",))
     for judge, label in (("base", "the base"), ("verifier", "its verifier")):
         for subtask, counts in v["verdicts"][judge].items():
             total = sum(counts.values())
@@ -1557,16 +1565,8 @@ def chain_lines(ch: dict[str, Any]) -> list[str]:
             f"| {kind} | {n} | success: the model alone (its subtasks, plans and chunks, the verifier judging) | "
             f"{_pct(v['own']['success_rate']['en'][kind])} | {_pct(b['own']['success_rate']['en'][kind])} |",
         ]
-    from .vqa import ABOVE_BLOCK_M
-
-    lines += [
-        "",
-        "The verifier's verdicts in the runs with the expert's subtasks, against the simulator's view of each subtask "
-        f"(for \"move above\": the gripper within {100 * ABOVE_BLOCK_M:.1f} cm of the block horizontally and above its top):",
-        "",
-        "| chunks from | advanced, done | advanced, not done | retried, done | retried, not done |",
-        "|---|---|---|---|---|",
-    ]
+    lines += verdict_table_head("The verifier's verdicts in the runs with the expert's subtasks, against the simulator's "
+                                "view of each subtask (", ("chunks from",))
     for label, run in (("the expert", ch["expert_verifier"]), ("VLM2VLA", v["expert_subtasks"]), ("baseline", b["expert_subtasks"])):
         lines.append(f"| {label} | " + " | ".join(str(run["verdicts"][k]) for k in VERDICTS) + " |")
         for action, counts in run.get("verdicts_by_subtask", {}).items():
