@@ -575,6 +575,11 @@ VERDICTS = ("advanced_done", "advanced_not_done", "retried_done", "retried_not_d
 """A verifier's verdicts against the simulator's view of the subtask (chain_scores, completion_verdicts)."""
 
 
+def verdict_name(advance: bool, done: bool) -> str:
+    """The VERDICTS entry of a verdict (advance or retry) on a subtask the simulator sees done or not."""
+    return f"{'advanced' if advance else 'retried'}_{'done' if done else 'not_done'}"
+
+
 def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> Any:
     """A verifier of its own (config.verifier_steps): a copy of the base at base_dir fine-tuned on
     new completion cases alone, verifier_batch a step from verifier_first_seed, saved to out_dir
@@ -615,8 +620,7 @@ def completion_verdicts(engine: Any, config: ExperimentConfig) -> dict[str, dict
             following = names[index + 1] if index + 1 < len(names) else ""
             images = [render(world, config.image_size, config.image_size, config.view) for world in (before, after)]
             advance = engine.verify(*images, names[index], following).advance
-            done = subtask_done(after, task.plan[index])
-            counts[f"{'advanced' if advance else 'retried'}_{'done' if done else 'not_done'}"] += 1
+            counts[verdict_name(advance, subtask_done(after, task.plan[index]))] += 1
     return verdicts
 
 
@@ -648,7 +652,7 @@ def chain_scores(
 
         def count(world: Any, task: Any, index: int, advance: bool) -> None:
             sub = task.plan[index]
-            verdict = f"{'advanced' if advance else 'retried'}_{'done' if subtask_done(world, sub) else 'not_done'}"
+            verdict = verdict_name(advance, subtask_done(world, sub))
             counts["verdicts"][verdict] += 1
             counts["verdicts_by_subtask"].setdefault(sub.action, dict.fromkeys(VERDICTS, 0))[verdict] += 1
         return counts, count
@@ -1090,7 +1094,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     if c.verifier_steps:
         with run.stage("a verifier of its own: the base fine-tuned on completion cases alone"):
             # last, so that adding it left every earlier number unchanged
-            verifier_dir, fit_verifier = out / "verifier", train_verifier(base_dir, out / "verifier", c, log)
+            verifier_dir = out / "verifier"
+            fit_verifier = train_verifier(base_dir, verifier_dir, c, log)
         with run.stage("evaluation: closed loop, a verifier of its own"):
             verifier = load_policy(policy_config(verifier_dir, None, c))
             metrics["verifier"] = {
