@@ -180,3 +180,36 @@ def test_one_move_chunks_are_a_setting_reach_demonstrations_need():
         ExperimentConfig(grasp_demos=10)
     with pytest.raises(ValueError, match="chunk_moves"):
         ExperimentConfig(chunk_moves=-1)
+
+
+def test_near_plans_are_copied_and_nothing_else(tmp_path):
+    """with_near_plan_copies repeats exactly the "move above" plans for a block whose stated total
+    is 1.5-5 cm sideways, right after each, with ids of their own; every other line stays once
+    and in order (finding 34's weighted data)."""
+    result = data.export_reach_demonstrations(tmp_path / "episodes", range(5_000_000, 5_000_012), SIZE, GRIPPER_VIEW, MERGE)
+    assert result.written
+    config = BuildConfig(merge=MERGE, limits=ActionLimits(max_steps=1), verify_examples=False, direction_examples=False,
+                         val_fraction=0.0, plan_totals=True)
+    data.build_action_dataset(tmp_path / "episodes", tmp_path / "dataset", config)
+    lines = (tmp_path / "dataset" / "train.jsonl").read_text().splitlines(keepends=True)
+    examples = [json.loads(line) for line in lines]
+
+    def sideways_cm(example):
+        dx, dy, _ = (float(v) for v in example["meta"]["plan"].split("]")[0].strip("[").split(","))
+        return math.hypot(dx, dy)
+
+    near = [e["id"] for e in examples if e["stage"] == "plan" and e["meta"]["subtask"].startswith("move above")
+            and e["meta"]["subtask"].endswith("block") and 1.5 <= sideways_cm(e) < 5.0]
+    far = [e for e in examples if e["stage"] == "plan" and e["id"] not in near]
+    assert near and far and any(e["meta"]["subtask"].startswith("move above") for e in far)
+    assert [e["id"] for e in examples if data.near_block_plan(e)] == near
+
+    weighted = data.with_near_plan_copies(lines, 3)
+    assert len(weighted) == len(lines) + 2 * len(near)
+    ids = [json.loads(line)["id"] for line in weighted]
+    for plan in near:
+        at = ids.index(plan)
+        assert ids[at + 1:at + 3] == [f"{plan}/near1", f"{plan}/near2"]
+        assert json.loads(weighted[at + 1])["messages"] == json.loads(weighted[at])["messages"]
+    assert [line for line in weighted if "/near" not in json.loads(line)["id"]] == lines
+    assert data.with_near_plan_copies(lines, 1) == lines

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -304,7 +305,8 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     monkeypatch.setattr(model, "train_full", spy)
     out = tmp_path / "again"  # in this process, for the spy: main pins the arithmetic in a process of its own once torch is loaded
     config = dataclasses.replace(ExperimentConfig.quick(), tower_again_steps=2, pretrain_freeze_tower=False, bind_verify_mix=1,
-                                 plan_totals=True, split_digits=True, lora_place_head=1.0)
+                                 plan_totals=True, split_digits=True, lora_place_head=1.0, near_plan_copies=3,
+                                 lora_tower_lr=2e-4)
     run_experiment(out, config, log=lambda line: None)
     assert trained_tower == [True, True, False, False, True]
     assert bind_batches == [sorted(["relative"] * config.bind_fresh + ["verify"])] * 2
@@ -320,6 +322,15 @@ def test_tower_again_retrains_the_tower_after_the_vlm_pretraining_and_freezes_it
     gaps = [max(abs(a - b) for a, b in zip(total, p["chunk"][0][:3])) for (total, _), p in zip(stated, plans)]
     assert min(gaps) <= 0.11 and max(gaps) > 1.0
     assert "- tokenizer: every digit a token of its own (`split_digits`);" in report
+    ids = [json.loads(line)["id"] for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
+    copied = [i for i in ids if i.endswith("/near1")]  # near_plan_copies: each near plan twice more, right after it
+    assert copied and [i for i in ids if i.endswith("/near2")] == [i[:-1] + "2" for i in copied]
+    added = json.loads((out / "metrics.json").read_text())["action_data"]["near_plan_copies_added"]
+    assert added == 2 * len(copied) and f"3 times ({added} copies added)" in report
+    assert "the vision tower adapted too, lr 0.0002" in report  # lora_tower_lr: the adapter holds the tower's LoRA
+    from safetensors.torch import load_file
+
+    assert any("vision_tower" in name for name in load_file(out / "adapter" / "adapter_model.safetensors"))
     assert ", with a temporary place head (weight 1.0) on every plan's stated total (" in report
     tokenizer = AutoTokenizer.from_pretrained(out / "base", local_files_only=True)
     assert [tokenizer.decode([i]) for i in tokenizer("-12.5", add_special_tokens=False)["input_ids"]][-4:] == ["1", "2", ".", "5"]
@@ -395,6 +406,9 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
     assert config.location_phases == ((1, 400), (3, 2000)) and config.location_kinds == ("relative", "direction")
     assert config.lora_lr == 1.0 and isinstance(config.lora_lr, float)
     assert with_settings(base, []) == base
+    tower = with_settings(base, ["lora_tower_lr=2e-4"])  # the adapter's tower rate reaches the trainer
+    assert tower.lora_train(Path("b"), Path("d"), Path("o")).vision_learning_rate == 2e-4
+    assert base.lora_train(Path("b"), Path("d"), Path("o")).vision_learning_rate == 0.0
     assert with_settings(base, ["verify_mix_subtasks=['grasp', 'lift']"]).verify_mix_subtasks == ("grasp", "lift")
     for pairs, message in [
         (["no_such_setting=1"], "KEY one of the experiment's settings"),
@@ -417,6 +431,9 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["lora_place_head=-1.0", "plan_totals=True"], "0 \\(off\\) or more"),
         (["lora_place_head=1.0"], "plan_totals is off"),
         (["tower_again_steps=-1"], "tower_again_steps is a number of steps"),
+        (["lora_tower_lr=-0.0002"], "lora_tower_lr is a learning rate"),
+        (["near_plan_copies=0"], "near_plan_copies is how many times"),
+        (["near_plan_copies=3"], "near_plan_copies picks plans by the totals they state, and plan_totals is off"),
         (["judged_kinds=('pick_up', 'juggle')"], "judged_kinds are task kinds"),
         (["verifier_subtasks=('place',)"], "verifier_subtasks: completion cases exist for"),
         (["verifier_steps=-1"], "verifier_steps must be 0 or more"),

@@ -55,6 +55,36 @@ def test_lora_overfits_a_few_chunks(model_dir, dataset_dir, tmp_path):
     log = json.loads((tmp_path / "adapter" / "train_log.json").read_text())
     examples = len((dataset_dir / "train.jsonl").read_text().splitlines())
     assert log["train_examples"] == examples and log["config"]["lora_r"] == 16
+    from safetensors.torch import load_file
+
+    assert not [name for name in load_file(tmp_path / "adapter" / "adapter_model.safetensors") if "vision_tower" in name]
+
+
+def test_vision_tower_adapted_at_its_own_rate(model_dir, dataset_dir, tmp_path):
+    """vision_learning_rate adds LoRA to the tower's linears, optimised at that rate. AdamW's
+    first step moves each weight by at most its rate (by about it where the gradient is not
+    tiny), and LoRA's B starts at zero, so after one step the largest B of each part is its rate."""
+    from safetensors.torch import load_file
+
+    from vlm2vla_ros.training import TrainConfig, train
+
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "adapter"),
+        max_steps=1, batch_size=4, grad_accum=1, learning_rate=5e-3, vision_learning_rate=5e-5,
+        gradient_checkpointing=False, save_steps=1000, device="cpu",
+    )
+    train(config)
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+
+    def largest_b(part: str) -> float:
+        return max(float(w.abs().max()) for name, w in weights.items() if part in name and "lora_B" in name)
+
+    assert {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"} <= {
+        name.split(".")[-3] for name in weights if "vision_tower" in name}
+    assert 0.5 * 5e-5 < largest_b("vision_tower") <= 5e-5 * 1.0001
+    assert 0.5 * 5e-3 < largest_b("language_model") <= 5e-3 * 1.0001
+    with pytest.raises(ValueError, match="vision_learning_rate is a learning rate"):
+        config.replace(vision_learning_rate=-1e-4)
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp_path):

@@ -18,10 +18,14 @@ on a new scene per seed: many more first moves than the task demonstrations give
 its own image (finding 18). `grasp_demonstration` starts at the grasp instead, from where an
 imperfect "move above" leaves the gripper (off to the side, too high or too low, or closed
 beside the block), and the expert's grasp goes to the block's centre from there (finding 22).
+
+`with_near_plan_copies` repeats the plans that start "move above" a block from 1.5-5 cm off,
+where the plans' dead band sits (findings 33-34).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Sequence
@@ -29,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm2vla_ros.action_language.trajectory import MergeConfig, merge_segments
-from vlm2vla_ros.data.builder import BuildConfig, BuildReport, build_dataset
+from vlm2vla_ros.action_language.verbalise import read_plan_total
+from vlm2vla_ros.data.builder import BuildConfig, BuildReport, answer_text, build_dataset
 from vlm2vla_ros.data.episode import load_episodes
 from vlm2vla_ros.data.labeller import AnnotationLabeller
 from vlm2vla_ros.data.sim_source import write_expert_episode
@@ -243,3 +248,35 @@ def build_action_dataset(episode_root: Path, out_dir: Path, config: BuildConfig 
         raise ValueError(f"{len(loaded.skipped)} exported episode(s) were rejected: {loaded.skipped[:3]}")
     config = config or BuildConfig(verify_examples=False, direction_examples=False, val_fraction=0.05)
     return build_dataset(loaded.episodes, out_dir, AnnotationLabeller(), config)
+
+
+NEAR_PLAN_CM = (1.5, 5.0)
+"""Sideways totals, stated by a "move above" plan for a block, at which the plans' dead band
+sits: 1.5 cm is a grasp's tolerance, and from 5 cm the plans read the move (finding 33)."""
+
+
+def near_block_plan(example: dict) -> bool:
+    """Whether a dataset example is a "move above" plan for a block whose stated total
+    ("[dx, dy, dz] cm to go.", BuildConfig.plan_totals) is NEAR_PLAN_CM sideways."""
+    if example.get("stage") != "plan":
+        return False
+    subtask = example.get("meta", {}).get("subtask", "")  # English: the action data's only language
+    total = read_plan_total(answer_text(example))
+    if not (subtask.startswith("move above the ") and subtask.endswith(" block") and total is not None):
+        return False
+    low, high = NEAR_PLAN_CM
+    return low <= math.hypot(total[0][0], total[0][1]) < high
+
+
+def with_near_plan_copies(lines: Sequence[str], copies: int) -> list[str]:
+    """Dataset lines with every near_block_plan followed by copies - 1 copies of it (ids
+    suffixed /near1, /near2, ...), so the LoRA stage sees each that many times."""
+    if copies <= 1:
+        return list(lines)
+    out = []
+    for line in lines:
+        out.append(line)
+        example = json.loads(line)
+        if near_block_plan(example):
+            out += [json.dumps({**example, "id": f"{example['id']}/near{k}"}) + "\n" for k in range(1, copies)]
+    return out

@@ -213,6 +213,11 @@ class ExperimentConfig:
     """Every plan of the action data starts with the whole move left in its subtask, "[dx, dy,
     dz] cm to go." (BuildConfig.plan_totals): the place the base learns to read in its relative
     answers, written where the chunk can copy it (finding 28; off by default)."""
+    near_plan_copies: int = 1
+    """Times each "move above" plan for a block that states a total 1.5-5 cm sideways is in the
+    fine-tuning data, for both models (data.with_near_plan_copies; needs plan_totals). Three all
+    but removed the plans' dead band (finding 34); with lora_tower_lr the chunks then pick up
+    far more blocks, and without the copies they do not (finding 38). 1 = each once."""
     reach_demos: int = 0
     """Pick-up demonstrations on new scenes from gripper starts near the block, seeds from
     reach_first_seed (data.reach_demonstration; needs chunk_moves; finding 18)."""
@@ -244,6 +249,11 @@ class ExperimentConfig:
     lora_rank: int = 16
     """Alpha is twice the rank (the paper's r=16, alpha=32)."""
     lora_lr: float = 2e-3
+    lora_tower_lr: float = 0.0
+    """Positive: VLM2VLA's LoRA adapts the vision tower's linears too, at this rate
+    (TrainConfig.vision_learning_rate); the paper adapts the language model alone. At lora_lr
+    (2e-3) the tower lost the chunks' reading of the named block (finding 37); at 2e-4, on
+    finding 34's base, it sharpened it (finding 38). 0 = off."""
     lora_place_head: float = 0.0
     """Weight of a temporary place head on the LoRA stage's plans (TrainConfig.plan_total_head;
     needs plan_totals): the state that writes a plan's first token is trained to hold the total
@@ -384,11 +394,18 @@ class ExperimentConfig:
             raise ValueError(f"bind_kinds are questions location_examples asks {GROUNDING_KINDS}, got {self.bind_kinds}")
         if self.tower_again_steps < 0:
             raise ValueError(f"tower_again_steps is a number of steps: 0 (off) or more, got {self.tower_again_steps}")
+        if not self.lora_tower_lr >= 0:
+            raise ValueError(f"lora_tower_lr is a learning rate: 0 (off) or more, got {self.lora_tower_lr}")
         if self.place_head < 0 or self.lora_place_head < 0:
             raise ValueError(f"place_head and lora_place_head are loss weights: 0 (off) or more, "
                              f"got {self.place_head} and {self.lora_place_head}")
         if self.lora_place_head and not self.plan_totals:
             raise ValueError("lora_place_head trains on the totals plans state, and plan_totals is off")
+        if self.near_plan_copies < 1:
+            raise ValueError(f"near_plan_copies is how many times a near plan is in the data: 1 or more, "
+                             f"got {self.near_plan_copies}")
+        if self.near_plan_copies > 1 and not self.plan_totals:
+            raise ValueError("near_plan_copies picks plans by the totals they state, and plan_totals is off")
         unknown = set(self.judged_kinds) - set(TASK_KINDS)
         if unknown:
             raise ValueError(f"judged_kinds are task kinds {TASK_KINDS}, got unknown {sorted(unknown)}")
@@ -431,6 +448,7 @@ class ExperimentConfig:
             max_steps=self.finetune_steps, batch_size=self.finetune_batch, grad_accum=1, gradient_checkpointing=False,
             logging_steps=max(1, self.finetune_steps // 20), save_steps=max(self.finetune_steps, 1) * 10,
             seed=self.seed, device="cpu", max_length=512, plan_total_head=self.lora_place_head,
+            vision_learning_rate=self.lora_tower_lr,
         )
 
 
@@ -967,11 +985,16 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         if rehearsal:
             with (out / "dataset" / "train.jsonl").open("a", encoding="utf-8") as file:
                 file.writelines(json.dumps(e) + "\n" for e in rehearsal)
+        train_file = out / "dataset" / "train.jsonl"
+        lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
+        if len(weighted) > len(lines):
+            train_file.write_text("".join(weighted), encoding="utf-8")
         train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", c.fine_tune_stages()), dict(c.stage_repeats))
         metrics["action_data"] = {
             "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
             "grasp_demos": len(grasp.written),
-            "rehearsal_examples": len(rehearsal),
+            "rehearsal_examples": len(rehearsal), "near_plan_copies_added": len(weighted) - len(lines),
             "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
             "train_examples": len(train_examples),
         }
@@ -1293,11 +1316,15 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"(subtasks, plan, chunk; copies per stage {dict(c['stage_repeats']) or 'none'}"
         + (f"; chunks of {c['chunk_moves']} merged move(s), each from its own image" if c.get("chunk_moves") else "")
         + ("; every plan starts with the move left in its subtask, \"[dx, dy, dz] cm to go.\"" if c.get("plan_totals") else "")
+        + (f"; each \"move above\" plan for a block stating 1.5-5 cm sideways {c['near_plan_copies']} times "
+           f"({m['action_data']['near_plan_copies_added']} copies added)" if c.get("near_plan_copies", 1) > 1 else "")
         + (f"; {m['action_data']['rehearsal_examples']} of them the base's own pretraining examples of "
            f"{c['rehearsal_scenes']} scenes, rehearsed by both models" if m["action_data"].get("rehearsal_examples") else "") + ");",
         f"- VLM2VLA: LoRA r={c['lora_rank']}, {m['vlm2vla_train']['trainable_parameters']:,} trainable parameters, "
         f"{m['vlm2vla_train']['steps']} steps "
-        f"(batch {c['finetune_batch']}, lr {c['lora_lr']}) in {m['vlm2vla_train']['seconds']:.0f} s"
+        f"(batch {c['finetune_batch']}, lr {c['lora_lr']}"
+        + (f"; the vision tower adapted too, lr {c['lora_tower_lr']}" if c.get("lora_tower_lr") else "")
+        + f") in {m['vlm2vla_train']['seconds']:.0f} s"
         + _plan_total_head_words(c, m["vlm2vla_train"]) + ";",
         f"- baseline: {m['baseline_train']['tokens_added']} action tokens added, every weight trained, {m['baseline_train']['steps']} steps "
         f"(batch {c['finetune_batch']}, lr {c['baseline_lr']}) in {m['baseline_train']['seconds']:.0f} s;",

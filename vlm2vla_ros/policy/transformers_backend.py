@@ -24,17 +24,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """The paper's LoRA layout: every linear layer of the language model (not the vision tower)."""
+VISION_LORA_TARGET_MODULES = r".*vision_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+"""The vision tower's linear layers (attention and MLP), adapted only on request
+(TrainConfig.vision_learning_rate): a departure from the paper, which adapts the language model alone."""
 
 
-def paper_lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.0, init_lora_weights: Any = True):
-    """PEFT LoraConfig with the paper's layout (r=16, alpha=32 on all language-model linears)."""
+def paper_lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.0, init_lora_weights: Any = True,
+                      vision: bool = False):
+    """PEFT LoraConfig with the paper's layout (r=16, alpha=32 on all language-model linears);
+    vision=True adds the vision tower's linears."""
     from peft import LoraConfig
 
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=LORA_TARGET_MODULES,
+        target_modules=f"(?:{LORA_TARGET_MODULES})|(?:{VISION_LORA_TARGET_MODULES})" if vision else LORA_TARGET_MODULES,
         init_lora_weights=init_lora_weights,
         task_type="CAUSAL_LM",
     )

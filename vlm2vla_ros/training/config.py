@@ -63,6 +63,10 @@ class TrainConfig:
     on every plan that states its total ("[dx, dy, dz] cm to go.", the dataset's plan_totals),
     to give that total from the state that writes the plan's first token; not saved with the
     adapter. 0 = off (the paper's recipe)."""
+    vision_learning_rate: float = 0.0
+    """Positive: LoRA on the vision tower's linears too, trained at this rate (its own optimiser
+    group, on the same schedule) while the language model's adapter trains at learning_rate.
+    0 = off (the paper's layout: the language model alone)."""
 
     def __post_init__(self) -> None:
         for name in ("model_path", "dataset_dir", "output_dir"):
@@ -81,6 +85,8 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.vision_learning_rate >= 0:
+            raise ValueError(f"vision_learning_rate is a learning rate: 0 (off) or more, got {self.vision_learning_rate}")
         if not self.plan_total_head >= 0:
             raise ValueError(f"plan_total_head is a loss weight: 0 (off) or more, got {self.plan_total_head}")
         if not self.learning_rate > 0 or not self.epochs > 0:
