@@ -217,7 +217,7 @@ class ExperimentConfig:
     """Times each "move above" plan for a block that states a total 1.5-5 cm sideways is in the
     fine-tuning data, for both models (data.with_near_plan_copies; needs plan_totals). Three all
     but removed the plans' dead band (finding 34); with lora_tower_lr the chunks then pick up
-    far more blocks, and without the copies they do not (finding 38). 1 = each once."""
+    far more blocks than with either alone (finding 38). 1 = each once."""
     reach_demos: int = 0
     """Pick-up demonstrations on new scenes from gripper starts near the block, seeds from
     reach_first_seed (data.reach_demonstration; needs chunk_moves; finding 18)."""
