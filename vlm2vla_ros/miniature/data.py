@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm2vla_ros.action_language.trajectory import MergeConfig, merge_segments
-from vlm2vla_ros.action_language.verbalise import read_plan_total
-from vlm2vla_ros.data.builder import BuildConfig, BuildReport, answer_text, build_dataset
+from vlm2vla_ros.data.builder import BuildConfig, BuildReport, build_dataset
 from vlm2vla_ros.data.episode import load_episodes
 from vlm2vla_ros.data.labeller import AnnotationLabeller
 from vlm2vla_ros.data.sim_source import write_expert_episode
@@ -43,6 +42,7 @@ from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.tasks import GRASP, Task
 from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import SimWorld
+from vlm2vla_ros.training.place_head import plan_total_cm
 
 from .vqa import put_gripper_by, replay, scene_exists
 
@@ -258,14 +258,12 @@ sits: 1.5 cm is a grasp's tolerance, and from 5 cm the plans read the move (find
 def near_block_plan(example: dict) -> bool:
     """Whether a dataset example is a "move above" plan for a block whose stated total
     ("[dx, dy, dz] cm to go.", BuildConfig.plan_totals) is NEAR_PLAN_CM sideways."""
-    if example.get("stage") != "plan":
-        return False
     subtask = example.get("meta", {}).get("subtask", "")  # English: the action data's only language
-    total = read_plan_total(answer_text(example))
+    total = plan_total_cm(example)
     if not (subtask.startswith("move above the ") and subtask.endswith(" block") and total is not None):
         return False
     low, high = NEAR_PLAN_CM
-    return low <= math.hypot(total[0][0], total[0][1]) < high
+    return low <= math.hypot(total[0], total[1]) < high
 
 
 def with_near_plan_copies(lines: Sequence[str], copies: int) -> list[str]:

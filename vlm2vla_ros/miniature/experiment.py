@@ -985,16 +985,18 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         if rehearsal:
             with (out / "dataset" / "train.jsonl").open("a", encoding="utf-8") as file:
                 file.writelines(json.dumps(e) + "\n" for e in rehearsal)
-        train_file = out / "dataset" / "train.jsonl"
-        lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
-        weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
-        if len(weighted) > len(lines):
+        near_copies_added = 0
+        if c.near_plan_copies > 1:
+            train_file = out / "dataset" / "train.jsonl"
+            lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+            weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
             train_file.write_text("".join(weighted), encoding="utf-8")
+            near_copies_added = len(weighted) - len(lines)
         train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", c.fine_tune_stages()), dict(c.stage_repeats))
         metrics["action_data"] = {
             "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
             "grasp_demos": len(grasp.written),
-            "rehearsal_examples": len(rehearsal), "near_plan_copies_added": len(weighted) - len(lines),
+            "rehearsal_examples": len(rehearsal), "near_plan_copies_added": near_copies_added,
             "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
             "train_examples": len(train_examples),
         }
