@@ -82,6 +82,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/miniature", glob("config/miniature/*.txt")),
         # The miniature VLM2VLA checkpoint (the offline demo's default model, docs/miniature.md).
         *[(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*")) for folder in MODEL_FOLDERS],
     ],

@@ -448,6 +448,33 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
     assert "reach_demos" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_settings_file_is_a_recipe_that_set_overrides(tmp_path, capsys):
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig
+    from vlm2vla_ros.tools.experiment import main, settings_file, with_settings
+
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("# a comment\n\nchunk_moves=1\n  reach_demos = 6000  \n# reach_demos=7\nreach_cycles=3\n")
+    assert settings_file(recipe) == ["chunk_moves=1", "reach_demos = 6000", "reach_cycles=3"]
+    # the shipped recipe (finding 38's) is whole and valid: every line a setting the config takes
+    shipped_file = Path(__file__).resolve().parents[1] / "config" / "miniature" / "tower_recipe.txt"
+    shipped = with_settings(ExperimentConfig.full(), settings_file(shipped_file))
+    assert (shipped.lora_tower_lr, shipped.near_plan_copies, shipped.verifier_steps, shipped.plan_totals) == (
+        2e-4, 3, 1500, True)
+    assert shipped.bind_phases == ((1, 1000), (3, 3000), (3, 3000), (3, 3000)) and shipped.chunk_moves == 1
+    assert with_settings(ExperimentConfig.full(), settings_file(recipe) + ["reach_demos=7"]).reach_demos == 7
+    (tmp_path / "bad.txt").write_text("chunk_moves=1\nreach_demos 6000\n")
+    with pytest.raises(ValueError, match="bad.txt, line 2: expected KEY=VALUE"):
+        settings_file(tmp_path / "bad.txt")
+    with pytest.raises(ValueError, match="cannot be read"):
+        settings_file(tmp_path / "missing.txt")
+    # the command takes both; a bad setting or a missing file is refused before anything is made
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--quick", "--settings", str(recipe), "--set", "reach_demos=lots"]) == 2
+    assert "reach_demos" in capsys.readouterr().err and not out.exists()
+    assert main(["--out", str(out), "--quick", "--settings", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: cannot be read" in capsys.readouterr().err and not out.exists()
+
+
 def test_location_errors_score_answers_against_the_references():
     from vlm2vla_ros.miniature.experiment import location_errors
 

@@ -1,7 +1,7 @@
 """vlm2vla-experiment: the miniature VLM2VLA experiment, from scratch, on a CPU.
 
     vlm2vla-experiment --out runs/mini [--seed 0] [--quick] [--ship-to models/vlm2vla-mini]
-                       [--kernels pinned|native] [--threads N]
+                       [--kernels pinned|native] [--threads N] [--settings config/miniature/tower_recipe.txt]
                        [--set reach_demos=6000 --set "location_kinds=('relative', 'direction')" ...]
 
 Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English and Spanish),
@@ -41,6 +41,9 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                          "AVX2, MKL_CBWR, no oneDNN, 2 threads); native: torch's choice for this CPU, whose weights are this machine's")
     ap.add_argument("--view", default="", choices=("", "table", "gripper"),
                     help="the simulated camera's view in every stage (default: the documented run's, gripper)")
+    ap.add_argument("--settings", action="append", default=[], metavar="FILE",
+                    help="a file of KEY=VALUE lines ('#' lines and blank ones skipped), applied before any --set "
+                         "(repeatable; config/miniature/ holds the documented recipes)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one ExperimentConfig setting, VALUE a Python literal (repeatable; "
                          "the runs of docs/miniature.md's findings are written this way)")
@@ -68,6 +71,25 @@ def _as_setting(key: str, value: Any, default: Any) -> Any:
     if not ok:
         raise ValueError(f"--set {key}: expected a value of type {type(default).__name__}, got {value!r}")
     return value
+
+
+def settings_file(path: Path) -> list[str]:
+    """The KEY=VALUE lines of a settings file, so that a long recipe is one file and not a page
+    of --set; lines starting with '#' and blank lines are skipped. Raises ValueError naming the
+    file and line of anything else that is not KEY=VALUE, and when the file cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--settings {path}: cannot be read ({exc})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise ValueError(f"--settings {path}, line {number}: expected KEY=VALUE, got {line!r}")
+        pairs.append(line)
+    return pairs
 
 
 def with_settings(config: Any, pairs: list[str]) -> Any:
@@ -113,7 +135,7 @@ def main(argv: list | None = None) -> int:
     if args.view:
         config = dataclasses.replace(config, view=args.view)
     try:
-        config = with_settings(config, args.set)
+        config = with_settings(config, [pair for path in args.settings for pair in settings_file(path)] + args.set)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
