@@ -86,3 +86,23 @@ def test_corrupt_and_truncated_bags_are_skipped_with_a_reason(tmp_path):
     report = export_bag_episodes([bag, tmp_path / "notabag"], tmp_path / "eps")
     assert report.written == [] and len(report.skipped) == 2
     assert all("cannot be read" in reason for _, reason in report.skipped)
+
+
+def test_a_bag_still_being_written_at_close_is_an_error_not_a_silent_return(tmp_path):
+    """close() waits for the writer thread; past its limit it says the bag is unfinished (no
+    metadata.yaml) instead of returning as if it were done, and a later close finishes it."""
+    import threading
+
+    from vlm2vla_ros.recording import RecordingError, read_bag
+
+    bag = BagWriter(tmp_path / "bag", (topics.TASK,))
+    bag.write(topics.TASK.name, typestore().serialize_cdr(typestore().types["std_msgs/msg/String"](data="go"),
+                                                          "std_msgs/msg/String"), 10**9)
+    gate, finish = threading.Event(), bag._writer.close
+    bag._writer.close = lambda: (gate.wait(10), finish())  # a slow disk: the close takes its time
+    with pytest.raises(RecordingError, match="still being written after 0.2 s"):
+        bag.close(timeout_s=0.2)
+    assert not (tmp_path / "bag" / "metadata.yaml").exists()
+    gate.set()
+    assert bag.close() == tmp_path / "bag" and (tmp_path / "bag" / "metadata.yaml").is_file()
+    assert [m.data for _, m in read_bag(tmp_path / "bag")[topics.TASK.name]] == ["go"]

@@ -182,6 +182,58 @@ def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
     assert backend.world.gripper == before
 
 
+def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
+    """Topics keep no order between them: a new task's "pre-empted" status for the old one can
+    overtake the old task's last chunk. That chunk is refused; an id used again is a new task."""
+    executor = rig.graph.by_name["executor_node"]
+    status_pub = rig.node.create_publisher(String, topics.POLICY_STATUS.name, qos_for(topics.POLICY_STATUS))
+
+    def policy_says(task_id, state):
+        status_pub.publish(String(data=topics.encode(task_id=task_id, task="pick up the block", state=state)))
+        deadline = time.monotonic() + 5  # until the executor has it (nothing to observe on a topic)
+        while executor._policy_states.get(task_id) != state and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    policy_says("stale-1", topics.PREEMPTED)
+    before = rig.graph.backend.world.gripper
+    rig.send_chunk("stale-1", steps=[[1.0, 0.0, 0.0, 1]])
+    ev = rig.wait_event("stale-1", ("rejected", "started"))
+    assert ev["event"] == "rejected" and "task stale-1 has ended (preempted)" in ev["reason"], ev
+    assert rig.graph.backend.world.gripper == before
+    policy_says("stale-1", topics.PLANNING)  # the same id sent again as a new task
+    for cycle in (1, 2, 3):  # a refusal for a late camera frame (a loaded machine) is tried again
+        n = len(rig.events)
+        rig.send_chunk("stale-1", cycle=cycle, steps=[[1.0, 0.0, 0.0, 1]])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not [
+            e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] in ("done", "aborted", "rejected")
+        ]:
+            time.sleep(0.02)
+        ev = [e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] != "started"][0]
+        if "not started: watchdog: no camera frame" not in ev["reason"]:
+            break
+    assert ev["event"] == "done", ev
+
+
+def test_an_error_in_the_chunk_worker_stops_the_robot_and_reports_failed(rig, monkeypatch):
+    """Without a final event the policy would wait on the chunk for ever, and the executor would
+    refuse every later chunk as "still executing"."""
+    executor = rig.graph.by_name["executor_node"]
+
+    def broken(chunk, should_abort=None):
+        raise RuntimeError("the serial port went away")
+
+    monkeypatch.setattr(executor.chunks, "execute", broken)
+    tid = rig.start_chunk("worker-error-1", steps=[[1.0, 0.0, 0.0, 1]])
+    ev = rig.wait_event(tid, ("failed", "done", "aborted"))
+    assert ev["event"] == "failed" and ev["steps_executed"] == -1
+    assert ev["reason"] == "executor error: RuntimeError: the serial port went away"
+    assert executor.chunks.fault  # latched: the robot was stopped
+    monkeypatch.undo()
+    tid = rig.start_chunk("worker-error-2", steps=[[1.0, 0.0, 0.0, 1]])  # free again, and a new task clears the latch
+    assert rig.wait_event(tid, ("done", "aborted", "failed"))["event"] == "done"
+
+
 def test_camera_silence_trips_the_watchdog(rig):
     camera = rig.graph.by_name["camera_node"]
     # backwards: the tests before it leave the arm with little room forwards, and a chunk whose

@@ -123,8 +123,9 @@ def test_the_verifier_judges_a_report_heard_before_its_chunk():
         (verdict,) = verdicts
         assert (verdict["task_id"], verdict["cycle"], verdict["subtask"], verdict["verdict"]) == (
             "order-2", 1, "grasp it", "advance")
-        # a chunk whose cycle is not a number is ignored, and the node goes on
+        # a chunk whose cycle is not a number, or an infinite one (JSON 1e400), is ignored, and the node goes on
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle="two", subtask_index=1)))
+        chunk_pub.publish(String(data='{"v": 1, "task_id": "order-2", "cycle": 1e400, "subtask_index": 1}'))
         event_pub.publish(String(data=topics.encode(event="done", task_id="order-2", cycle=2, steps_executed=1)))
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=2, subtask_index=1, subtask="lift it")))
         wait_until(lambda: len(verdicts) == 2, "second verdict", verdicts)

@@ -1,8 +1,10 @@
 """The recorder at shutdown: messages DDS delivered before the signal reach the bag even when
-the spin ended before their callbacks ran (run_graph drains the recorder, and only it)."""
+the spin ended before their callbacks ran (run_graph drains the recorder, and only it), and a
+chunk the shutdown cuts short reports its end before the bag closes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -81,3 +83,69 @@ def test_drain_returns_once_nothing_waits(ros):
         assert time.monotonic() - start < 2.0
     finally:
         node.destroy_node()
+
+
+def test_a_chunk_cut_short_by_the_shutdown_ends_in_the_bag(ros, tmp_path):
+    """The spin ends mid-chunk: the robot is stopped, and the chunk's final event is published
+    and drained into the bag before it closes (the rollout keeps how many steps ran)."""
+    import threading
+
+    from vlm2vla_ros.nodes.bringup import build_graph
+    from vlm2vla_ros.sim.backend import SimBackend
+    from vlm2vla_ros.sim.scene import make_scene
+
+    backend = SimBackend(make_scene(1, "put_in")[0], time_scale=2.0)  # 8 steps of 3 cm take about 3.4 s
+    graph = build_graph(None, "robot", sim=True, backend=backend, record_dir=str(tmp_path / "bag"),
+                        overrides={"executor_node": {"heartbeat_timeout_s": 0.0}})
+    pub = ros.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
+    shutdown, x0, moved = Shutdown(), backend.world.gripper_x, []
+
+    def cut_short():
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # matched both ways, and camera frames for the executor's watchdog
+        pub.publish(String(data=topics.encode(task_id="cut-1", cycle=1, subtask_index=0, subtask="move",
+                                              next_subtask="", image_stamp_ns=0, steps=[[10.0, 0.0, 0.0, 1]] * 8,
+                                              text="")))
+        deadline = time.monotonic() + 10
+        while backend.world.gripper_x == x0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        moved.append(backend.world.gripper_x != x0)
+        shutdown.event.set()  # as a signal does, mid-chunk
+
+    thread = threading.Thread(target=cut_short)
+    thread.start()
+    run_graph(graph, shutdown=shutdown)
+    thread.join()
+    events = [json.loads(m.data) for _, m in read_bag(tmp_path / "bag")[topics.EXECUTOR_EVENT.name]]
+    assert moved == [True], f"the chunk never started moving: {events}"
+    x_stopped = backend.world.gripper_x
+    time.sleep(0.5)
+    assert backend.world.gripper_x == x_stopped  # stopped, and nothing moves after
+    events = [json.loads(m.data) for _, m in read_bag(tmp_path / "bag")[topics.EXECUTOR_EVENT.name]]
+    ours = [e["event"] for e in events if e["task_id"] == "cut-1"]
+    assert ours[0] == "started" and ours[-1] == "aborted", ours
+    final = [e for e in events if e["task_id"] == "cut-1"][-1]
+    assert final["steps_executed"] < 8 and "shutting down" in final["reason"], final  # cut in its first step, often
+
+
+def test_a_bag_that_fails_to_close_does_not_keep_the_robot_open(ros):
+    """Graph.close raises the bag's error only after the nodes and the robot backend are closed."""
+    from vlm2vla_ros.recording import RecordingError
+
+    class FullDisk:
+        def close(self):
+            raise RecordingError("disk full")
+
+    class Backend:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    graph = Graph(backend=Backend(), recorder=FullDisk(), _owns_backend=True)
+    graph.add(rclpy.create_node("closed_with_the_graph"))
+    with pytest.raises(RecordingError, match="disk full"):
+        graph.close()
+    assert graph.backend.closed and graph.nodes == [] and graph.by_name == {}

@@ -59,3 +59,20 @@ def test_callbacks_handed_to_threads_finish_before_shutdown():
         rclpy.shutdown()
     assert "never retrieved" not in stderr.getvalue(), stderr.getvalue()
     assert len(started) >= 10
+
+
+def test_a_second_signal_during_the_stop_does_not_stop_again():
+    """Ctrl-C twice: the second signal runs its handler inside the first one's stop, on the same
+    thread; stopping again there would wait for ever on the locks the first stop holds."""
+    import signal
+
+    shutdown = Shutdown()
+    stops = []
+
+    def stop_robot():
+        stops.append(len(stops))
+        shutdown._handle(signal.SIGINT, None)  # as the interpreter runs a handler between two bytecodes
+
+    shutdown.urgent.append(stop_robot)
+    shutdown._handle(signal.SIGTERM, None)
+    assert stops == [0] and shutdown.signal == signal.SIGTERM and shutdown.event.is_set()

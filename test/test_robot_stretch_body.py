@@ -153,6 +153,23 @@ def test_shutdown_stops_then_releases_and_is_idempotent(world):
     b.stop()  # never raises, even after close
 
 
+def test_a_stop_inside_a_stop_on_the_same_thread_returns_at_once(world):
+    """A second signal's handler runs inside the first one's stop, on the main thread: it must
+    return (the first stop goes on) instead of waiting for ever on the stop's own lock."""
+    import threading
+
+    ex = ChunkExecutor(backend(), EMB, SAFETY)
+    world.hooks["pimu.runstop_event_trigger"] = lambda: ex.estop("second Ctrl-C")
+    stopper = threading.Thread(target=ex.estop, args=("first Ctrl-C",), daemon=True)
+    stopper.start()
+    stopper.join(timeout=5.0)
+    assert not stopper.is_alive(), "the nested stop waited on the stop's own lock"
+    assert world.motion_calls()[2:] == STOP and world.runstopped and ex.fault == "first Ctrl-C"
+    world.hooks.clear()
+    ex.estop("later")  # the lock is free again: a stop after it runs in full
+    assert world.motion_calls()[2:] == STOP * 2
+
+
 def test_startup_failure_names_the_likely_cause(world):
     world.startup_ok = False
     with pytest.raises(BackendError, match="another process .stretch_driver.. holding the robot"):

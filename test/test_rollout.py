@@ -189,6 +189,7 @@ def test_chunk_payload_round_trip():
         (chunk_payload(cycle=-1), "cycle"),
         (chunk_payload(task_id=""), "task_id"),
         (chunk_payload(image_stamp_ns="5"), "image_stamp_ns"),
+        (chunk_payload(steps=[[10**400, 0, 0, 1]]), "too large for a float"),  # JSON integers are unbounded
     ],
 )
 def test_chunk_payload_rejects_malformed(text, why):
@@ -234,3 +235,22 @@ def test_operator_verifier_waits_for_a_matching_answer_and_times_out():
     quick = OperatorVerifier(lambda c: None, timeout_s=0.05)
     j = quick.judge(ctx())
     assert j.advance is False and "no operator answer" in j.reason
+
+
+def test_the_task_tool_prints_a_chunk_whatever_its_subtask_index(capsys):
+    """vlm2vla-task follows a task over DDS; a chunk with a garbled index is printed, not fatal."""
+    pytest.importorskip("rclpy")
+    from vlm2vla_ros.tools.task import Follower
+
+    class Node:  # what Follower asks of an rclpy node
+        def create_publisher(self, *_args):
+            return None
+
+        def create_subscription(self, *_args):
+            return None
+
+    follower = Follower(Node(), "t1", quiet=False)
+    follower._chunk({"cycle": 2, "subtask_index": 0, "subtask": "grasp it", "plan": "down", "text": "[[0, 0, -2, 0]]"})
+    follower._chunk({"cycle": 4, "subtask_index": "two", "subtask": "lift it"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "cycle 2 [subtask 1: grasp it]" and "cycle 4 [subtask ?: lift it]" in lines

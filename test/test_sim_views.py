@@ -59,3 +59,22 @@ def test_the_graph_takes_the_policy_models_view_unless_the_executor_names_one(tm
     assert ExecutorNodeConfig(sim_view="gripper").sim_view == "gripper"
     with pytest.raises(ValueError, match="camera view must be one of"):
         ExecutorNodeConfig(sim_view="ceiling")
+
+
+def test_executor_limits_must_be_finite_and_positive():
+    """An infinite or NaN limit would switch a watchdog off without a word, a zero camera rate
+    would fail deep in the timer: each is refused when the node reads its parameters."""
+    pytest.importorskip("rclpy")
+    from vlm2vla_ros.nodes.executor_node import ExecutorNodeConfig
+
+    assert ExecutorNodeConfig(heartbeat_timeout_s=0.0).heartbeat_timeout_s == 0.0  # 0: the heartbeat check off
+    for bad, why in [
+        ({"watchdog_timeout_s": float("inf")}, "watchdog_timeout_s must be a finite number > 0"),
+        ({"after_image_timeout_s": float("nan")}, "after_image_timeout_s must be a finite number > 0"),
+        ({"sim_camera_rate_hz": 0.0}, "sim_camera_rate_hz must be a finite number > 0"),
+        ({"heartbeat_timeout_s": float("nan")}, "heartbeat_timeout_s must be a finite number >= 0"),
+        ({"heartbeat_timeout_s": -1.0}, "heartbeat_timeout_s must be a finite number >= 0"),
+        ({"image_width": 0}, "image_width and image_height must be >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            ExecutorNodeConfig(**bad)

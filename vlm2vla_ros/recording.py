@@ -132,6 +132,9 @@ class BagWriter:
         self._thread.join(timeout_s)
         if self._error is not None:
             raise RecordingError(f"bag {self.path} could not be written: {self._error}") from self._error
+        if self._thread.is_alive():
+            raise RecordingError(f"bag {self.path} was still being written after {timeout_s} s, so it has no "
+                                 f"metadata.yaml yet; close it again to wait longer")
         return self.path
 
     def __enter__(self) -> BagWriter:

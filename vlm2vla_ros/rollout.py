@@ -297,7 +297,10 @@ def parse_chunk_payload(text: str) -> ChunkOrder:
             raise PayloadError(f"chunk payload step {i} must be a list [dx, dy, dz, gripper], got {s!r}")
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in s):
             raise PayloadError(f"chunk payload step {i} must hold numbers, got {s!r}")
-        out.append(ActionStep(float(s[0]), float(s[1]), float(s[2]), s[3]))
+        try:
+            out.append(ActionStep(float(s[0]), float(s[1]), float(s[2]), s[3]))
+        except OverflowError:  # JSON integers have no bound; a float has
+            raise PayloadError(f"chunk payload step {i} holds a number too large for a float") from None
     stamp = d.get("image_stamp_ns", 0)
     if isinstance(stamp, bool) or not isinstance(stamp, int):
         raise PayloadError(f"chunk payload image_stamp_ns must be an integer, got {stamp!r}")

@@ -71,20 +71,30 @@ class Graph:
         if executor is not None:
             executor.stop_robot()  # type: ignore[attr-defined]
 
+    def finish_motion(self) -> None:
+        """Stop the robot and wait for the running chunk's final event, so that a recorder
+        drained after this has the chunk's end."""
+        executor = self.by_name.get("executor_node")
+        if executor is not None:
+            executor.finish_chunk()  # type: ignore[attr-defined]
+
     def close(self) -> None:
-        """Stop the robot, finish the bag, destroy every node; idempotent."""
+        """Stop the robot, finish the bag, destroy every node; idempotent. A bag that fails to
+        close is raised after the nodes, the engine and the robot backend are closed."""
         self.stop_robot()
-        if self.recorder is not None:
-            self.recorder.close()
-        for node in reversed(self.nodes):
-            with contextlib.suppress(Exception):
-                node.destroy_node()
-        self.nodes.clear()
-        self.by_name.clear()
-        if self._owns_engine and self.engine is not None and hasattr(self.engine, "close"):
-            self.engine.close()
-        if self._owns_backend and self.backend is not None:
-            self.backend.close()
+        try:
+            if self.recorder is not None:
+                self.recorder.close()
+        finally:
+            for node in reversed(self.nodes):
+                with contextlib.suppress(Exception):
+                    node.destroy_node()
+            self.nodes.clear()
+            self.by_name.clear()
+            if self._owns_engine and self.engine is not None and hasattr(self.engine, "close"):
+                self.engine.close()
+            if self._owns_backend and self.backend is not None:
+                self.backend.close()
 
 
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
@@ -166,13 +176,14 @@ def build_graph(
 
 
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
-    """Spin the graph until SIGINT/SIGTERM (robot stopped first) or done(); drain the
-    recorder; then close it."""
+    """Spin the graph until SIGINT/SIGTERM (robot stopped first) or done(); stop the robot and
+    let the chunk under way report its end; drain the recorder; then close it."""
     shutdown = shutdown or Shutdown()
     shutdown.urgent.append(graph.stop_robot)
     shutdown.install()
     try:
         stop_executor(spin_until(graph.nodes, shutdown, done))
+        graph.finish_motion()  # the interrupted chunk's final event goes out before the drain
         if graph.recorder is not None:
             drain(graph.recorder)  # what was delivered before the signal belongs in the bag
     finally:

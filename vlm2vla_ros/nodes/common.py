@@ -136,6 +136,11 @@ class Shutdown:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        # A second signal (Ctrl-C twice, or the launcher passing one on) lands in the middle of
+        # the first one's stop, on the same thread: stopping again there would wait for ever on
+        # the locks that stop holds, before the runstop went out. The first stop carries on.
+        if self.signal is not None:
+            return
         self.signal = signum
         for fn in self.urgent:
             with contextlib.suppress(Exception):  # stopping goes on with the next callback

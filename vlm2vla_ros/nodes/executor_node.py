@@ -15,7 +15,9 @@ camera, so the robot half of the graph can run the sim in one process without ca
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +60,21 @@ class ExecutorNodeConfig:
             raise ValueError(f"executor backend must be 'sim' or 'stretch_body', got {self.backend!r}")
         if self.sim_view:
             check_view(self.sim_view)
-        for name in ("watchdog_timeout_s", "after_image_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"executor {name} must be > 0, got {getattr(self, name)}")
-        if self.heartbeat_timeout_s < 0:
-            raise ValueError(f"executor heartbeat_timeout_s must be >= 0, got {self.heartbeat_timeout_s}")
+        # finite too: an infinite or NaN limit would switch a watchdog off without a word
+        for name in ("watchdog_timeout_s", "after_image_timeout_s", "sim_camera_rate_hz"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"executor {name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.heartbeat_timeout_s) and self.heartbeat_timeout_s >= 0):
+            raise ValueError(f"executor heartbeat_timeout_s must be a finite number >= 0 (0: off), got {self.heartbeat_timeout_s}")
+        if self.image_width < 1 or self.image_height < 1:
+            raise ValueError(f"executor image_width and image_height must be >= 1, got {self.image_width}x{self.image_height}")
         if self.sim_camera and self.backend != "sim":
             raise ValueError("executor sim_camera needs backend 'sim'")
+
+
+POLICY_STATES_KEPT = 64
+"""How many tasks' latest /policy/status states the executor remembers (to refuse stale chunks)."""
 
 
 class ExecutorNode(Node):
@@ -91,6 +101,7 @@ class ExecutorNode(Node):
         self._last_image: tuple[int, float] | None = None  # (stamp ns, receive time)
         self._image_cond = threading.Condition()
         self._last_heartbeat = 0.0
+        self._policy_states: OrderedDict[str, str] = OrderedDict()  # task id -> latest state on /policy/status
         self._last_event = ""
         self._status_text = ""
 
@@ -153,8 +164,11 @@ class ExecutorNode(Node):
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
-            self._estopped = True
-            self.chunks.estop("e-stop received on /executor/estop")
+            # under the chunk lock: a chunk being accepted now either sees the e-stop or starts
+            # before it and is stopped by it; it never clears the latch set here
+            with self._lock:
+                self._estopped = True
+                self.chunks.estop("e-stop received on /executor/estop")
             self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
         elif self._estopped:
             self._estopped = False
@@ -166,6 +180,12 @@ class ExecutorNode(Node):
             d = decode(msg.data, ("task_id", "state"))
         except PayloadError:
             return
+        task_id, state = str(d["task_id"]), str(d["state"])
+        with self._lock:
+            self._policy_states.pop(task_id, None)
+            self._policy_states[task_id] = state
+            while len(self._policy_states) > POLICY_STATES_KEPT:
+                self._policy_states.popitem(last=False)
         order = self._current
         if order is None:
             return
@@ -191,6 +211,12 @@ class ExecutorNode(Node):
             if self._current is not None:
                 self._event(order, "rejected", reason=f"cycle {self._current.cycle} is still executing")
                 return
+            # topics keep no order between them: the policy may have ended or replaced this
+            # chunk's task before the chunk got here, and a stale chunk must not move the robot
+            ended = self._policy_states.get(order.task_id, "")
+            if ended in topics.TERMINAL_STATES:
+                self._event(order, "rejected", reason=f"task {order.task_id} has ended ({ended}) on {topics.POLICY_STATUS.name}")
+                return
             if order.task_id != self._task_id:
                 self.chunks.reset_for_new_task()
                 self._task_id = order.task_id
@@ -213,6 +239,8 @@ class ExecutorNode(Node):
         now = monotonic()
         if self._shutting_down:
             return "the executor is shutting down"
+        if self._estopped:
+            return "e-stop received on /executor/estop"
         last = self._last_image
         problem = camera_frame_problem(
             None if last is None else now - last[1], self._captured_age_s(last), c.watchdog_timeout_s, topics.IMAGE.name
@@ -242,6 +270,18 @@ class ExecutorNode(Node):
         self.chunks.estop(reason)
 
     def _execute(self, order: ChunkOrder) -> None:
+        """Run one chunk on the worker thread; whatever goes wrong, the robot is stopped and the
+        chunk gets a final event, so the policy is never left waiting on it."""
+        try:
+            self._run_chunk(order)
+        except Exception as exc:  # a bug or a backend failure outside the chunk executor's own checks
+            reason = f"executor error: {type(exc).__name__}: {exc}"
+            self.chunks.estop(reason)
+            self.get_logger().error(reason)
+            if self._current is order:
+                self._finish(order, "failed", reason=reason, steps_executed=-1, findings=[])
+
+    def _run_chunk(self, order: ChunkOrder) -> None:
         before = self._last_image
         self._event(order, "started", before_stamp_ns=before[0] if before else 0)
         problem = self._watchdog_problem()
@@ -346,21 +386,28 @@ class ExecutorNode(Node):
         self._shutting_down = True
         self.chunks.estop("executor shutdown")
 
-    def destroy_node(self) -> None:
+    def finish_chunk(self, timeout_s: float = 5.0) -> None:
+        """Stop the robot and wait for the running chunk's final event (published before this
+        returns, so a recorder drained after it has the chunk's end)."""
         self.stop_robot()
         worker = self._worker
         if worker is not None:
-            worker.join(timeout=5.0)
+            worker.join(timeout=timeout_s)
+
+    def destroy_node(self) -> None:
+        self.finish_chunk()
         if self._owns_backend:
             self.backend.close()
         super().destroy_node()
 
 
 def _joints(j: Any) -> list[float] | None:
-    """JointState -> [lift_m, arm_m, base_m, gripper_pct] (None when unknown)."""
+    """JointState -> [lift_m, arm_m, base_m, gripper_pct] (None when unknown, or when a reading
+    is not a finite number: JSON has no NaN, and the chunk's report must still go out)."""
     if j is None:
         return None
-    return [round(float(v), 5) for v in (j.lift_m, j.arm_m, j.base_m, j.gripper_pct)]
+    values = [float(v) for v in (j.lift_m, j.arm_m, j.base_m, j.gripper_pct)]
+    return [round(v, 5) for v in values] if all(math.isfinite(v) for v in values) else None
 
 
 def main(args: list | None = None) -> int:

@@ -156,7 +156,7 @@ class VerifierNode(Node):
         try:
             d = decode(msg.data, ("verdict",))
             task_id, cycle, text = str(d.get("task_id", "")), int(d.get("cycle", -1)), str(d["verdict"])
-        except (PayloadError, ValueError, TypeError):
+        except (PayloadError, ValueError, TypeError, OverflowError):
             text = msg.data
         problem = self.verifier.answer(text, task_id, cycle)
         if problem:
@@ -226,7 +226,7 @@ def _cycle_key(d: dict[str, Any]) -> tuple[str, int] | None:
     """(task id, cycle) of a chunk or an executor report; None when the cycle is not a number."""
     try:
         return str(d["task_id"]), int(d["cycle"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite cycle (JSON 1e400)
         return None
 
 

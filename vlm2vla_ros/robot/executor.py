@@ -52,7 +52,8 @@ class ChunkExecutor:
         self.safety = safety
         self.dry_run = dry_run
         self.head = head or HeadTrackingConfig()
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler latches from the main thread, which may hold it already
+        self._lock = threading.RLock()
         self._fault = ""
         self._abort = threading.Event()
         self._anchor: JointState | None = None

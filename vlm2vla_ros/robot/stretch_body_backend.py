@@ -90,6 +90,7 @@ class StretchBodyBackend:
         self._speeds = speeds
         self._settings = settings or StretchBodySettings()
         self._stop_lock = threading.Lock()
+        self._stopping_thread: int | None = None  # the thread inside stop(), if any
         self._robot: Any = _start_robot()
 
     def status(self) -> RobotStatus:
@@ -184,14 +185,17 @@ class StretchBodyBackend:
     def stop(self) -> None:
         """Software runstop: halts all joints; a person releases it. Never raises."""
         r = self._robot
-        if r is None:
-            return
+        if r is None or self._stopping_thread == threading.get_ident():
+            return  # a signal handler inside this thread's own stop: that stop goes on, and waiting would hang
         with self._stop_lock:
+            self._stopping_thread = threading.get_ident()
             try:
                 r.pimu.runstop_event_trigger()
                 r.push_command()
             except Exception:  # nothing more can be done from software; the caller has latched
                 pass
+            finally:
+                self._stopping_thread = None
 
     def close(self) -> None:
         """Stop, then shut stretch_body down (serial ports, lock). Safe to call twice."""

@@ -84,7 +84,9 @@ class Follower:
             self.done.set()
 
     def _chunk(self, d: dict) -> None:
-        self.say(f"cycle {d.get('cycle')} [subtask {int(d.get('subtask_index', 0)) + 1}: {d.get('subtask', '')}]")
+        index = d.get("subtask_index")
+        number = index + 1 if isinstance(index, int) and not isinstance(index, bool) else "?"
+        self.say(f"cycle {d.get('cycle')} [subtask {number}: {d.get('subtask', '')}]")
         self.say(f"  plan:  {d.get('plan', '')}")
         self.say(f"  chunk: {d.get('text', '')}")
 
