@@ -130,3 +130,42 @@ def test_the_verifier_judges_a_report_heard_before_its_chunk():
         chunk_pub.publish(String(data=topics.encode(task_id="order-2", cycle=2, subtask_index=1, subtask="lift it")))
         wait_until(lambda: len(verdicts) == 2, "second verdict", verdicts)
         assert verdicts[1]["cycle"] == 2 and verdicts[1]["subtask"] == "lift it"
+
+
+def test_a_task_fails_when_no_report_or_no_verdict_comes():
+    """The executor or the verifier gone: the task fails with a reason that names which, instead
+    of waiting for ever (report_timeout_s, verdict_timeout_s)."""
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes.policy_node import PolicyNode
+
+    chunks, statuses = [], []
+    limits = [Parameter("report_timeout_s", value=1.0), Parameter("verdict_timeout_s", value=1.5)]
+    with spinning(lambda: PolicyNode(engine=ScriptedEngine(), parameter_overrides=limits)) as probe:
+        probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_CHUNK))
+        probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_STATUS))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.TASK, topics.EXECUTOR_EVENT)}
+
+        def frame():
+            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
+
+        def failed(task_id):
+            return [s for s in statuses if s["task_id"] == task_id and s["state"] == topics.FAILED]
+
+        seen = {"chunks": chunks, "statuses": statuses}
+        wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "no-executor")))
+        wait_until(lambda: failed("no-executor"), "failure without a report", seen, frame)
+        assert failed("no-executor")[0]["message"] == (
+            "no report from the executor on /executor/event for cycle 1 in 1 s (is the executor running?)")
+        assert [c["task_id"] for c in chunks] == ["no-executor"]  # one chunk, then nothing more
+
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "no-verifier")))
+        wait_until(lambda: any(c["task_id"] == "no-verifier" for c in chunks), "chunk", seen, frame)
+        pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+            event="done", task_id="no-verifier", cycle=1, steps_executed=1)))
+        wait_until(lambda: failed("no-verifier"), "failure without a verdict", seen, frame)
+        assert "no verdict on /verifier/verdict for cycle 1 in 1.5 s" in failed("no-verifier")[0]["message"]

@@ -254,3 +254,19 @@ def test_the_task_tool_prints_a_chunk_whatever_its_subtask_index(capsys):
     follower._chunk({"cycle": 4, "subtask_index": "two", "subtask": "lift it"})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "cycle 2 [subtask 1: grasp it]" and "cycle 4 [subtask ?: lift it]" in lines
+
+
+def test_a_cycle_that_waits_too_long_for_the_executor_or_the_verifier_is_overdue():
+    run = TaskRun("t1", "pick up the block")
+    assert run.overdue(10**6, 120.0, 600.0) == ""  # planning: the model's own time is not watched here
+    assert run.set_subtasks(["grasp it"]) and run.overdue(10**6, 120.0, 600.0) == ""  # generating a chunk
+    assert run.chunk_sent(1)
+    assert run.overdue(119.9, 120.0, 600.0) == ""
+    assert run.overdue(120.1, 120.0, 600.0) == (
+        "no report from the executor on /executor/event for cycle 1 in 120 s (is the executor running?)")
+    assert run.overdue(10**6, 0.0, 600.0) == ""  # 0: off
+    assert run.executed(1, "done")
+    assert run.overdue(599.0, 120.0, 600.0) == ""
+    assert "no verdict on /verifier/verdict for cycle 1 in 600 s" in run.overdue(601.0, 120.0, 600.0)
+    run.fail("stopped by hand")
+    assert run.overdue(10**6, 120.0, 600.0) == ""

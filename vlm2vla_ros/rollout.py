@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .topics import FAILED, PLANNING, PREEMPTED, RUNNING, SUCCEEDED, TERMINAL_STATES
+from .topics import EXECUTOR_EVENT, FAILED, PLANNING, PREEMPTED, RUNNING, SUCCEEDED, TERMINAL_STATES, VERDICT
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Phases of a cycle while the task is running.
@@ -218,6 +218,20 @@ class TaskRun:
             return self.fail(f"cycle limit of {self.max_cycles} reached before the task was done")
         self.phase = GENERATING
         return True
+
+    def overdue(self, waited_s: float, report_timeout_s: float, verdict_timeout_s: float) -> str:
+        """Why the cycle has waited too long in its phase ('' if it has not; a timeout of 0 is
+        off). A chunk with no final report, or a report with no verdict, means the executor or
+        the verifier is gone or hung, and the task would otherwise wait for ever."""
+        if self.state != RUNNING:
+            return ""
+        if self.phase == EXECUTING and 0 < report_timeout_s < waited_s:
+            return (f"no report from the executor on {EXECUTOR_EVENT.name} for cycle {self.cycle} in "
+                    f"{report_timeout_s:g} s (is the executor running?)")
+        if self.phase == VERIFYING and 0 < verdict_timeout_s < waited_s:
+            return (f"no verdict on {VERDICT.name} for cycle {self.cycle} in {verdict_timeout_s:g} s "
+                    f"(is the verifier running?)")
+        return ""
 
     def fail(self, reason: str) -> bool:
         if self.done:

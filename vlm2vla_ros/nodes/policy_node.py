@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -47,14 +48,20 @@ class PolicyNodeConfig:
     max_cycles: int = 20
     image_timeout_s: float = 10.0  # wait this long for a (fresh) frame before failing the task
     heartbeat_hz: float = 2.0
+    report_timeout_s: float = 120.0  # a chunk with no executor report for this long fails the task (0: off)
+    verdict_timeout_s: float = 600.0  # a report with no verdict for this long fails the task (0: off)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_task_chars <= 100_000:
             raise ValueError(f"policy max_task_chars must be in [1, 100000], got {self.max_task_chars}")
         if self.max_retries_per_subtask < 0 or self.max_cycles < 1:
             raise ValueError("policy max_retries_per_subtask must be >= 0 and max_cycles >= 1")
-        if not self.image_timeout_s > 0 or not self.heartbeat_hz > 0:
-            raise ValueError("policy image_timeout_s and heartbeat_hz must be > 0")
+        for name in ("image_timeout_s", "heartbeat_hz"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"policy {name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("report_timeout_s", "verdict_timeout_s"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"policy {name} must be a finite number >= 0 (0: off), got {getattr(self, name)}")
 
 
 def shipped_model() -> tuple[Path, Path]:
@@ -119,6 +126,7 @@ class PolicyNode(Node):
         self._image_cond = threading.Condition()
         self._image: tuple[int, Image] | None = None  # (stamp ns, message)
         self._min_stamp_ns = 0  # next cycle needs a frame newer than this (the last "after" frame)
+        self._phase_since: tuple[tuple[str, int, str], float] = (("", -1, ""), 0.0)  # (task, cycle, phase), since
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._closing = False
 
@@ -311,11 +319,28 @@ class PolicyNode(Node):
         publish_json(self.status_pub, **run.snapshot(), **extra)
 
     def _heartbeat(self) -> None:
+        self._check_overdue()
         msg = Header()
         msg.stamp = self.get_clock().now().to_msg()
         run = self._run
         msg.frame_id = run.task_id if run is not None and not run.done else ""
         self.heartbeat_pub.publish(msg)
+
+    def _check_overdue(self) -> None:
+        """Fail the task whose cycle has waited too long for the executor or the verifier (on the
+        heartbeat's timer: half a second's precision is plenty for limits of minutes)."""
+        now = monotonic()
+        with self._lock:
+            run = self._run
+            if run is None or run.done:
+                return
+            phase = (run.task_id, run.cycle, run.phase)
+            if self._phase_since[0] != phase:
+                self._phase_since = (phase, now)
+            reason = run.overdue(now - self._phase_since[1], self.config.report_timeout_s, self.config.verdict_timeout_s)
+            if reason and run.fail(reason):
+                self.get_logger().error(f"task {run.task_id} failed: {reason}")
+                self._publish_status(run)
 
     def destroy_node(self) -> None:
         self._closing = True
