@@ -58,10 +58,16 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
 
 def test_demo_reports_the_simulators_verdict_not_the_verifiers(tmp_path):
     out = tmp_path / "demo"
+    (out / "bag").mkdir(parents=True)
+    (out / "bag" / "metadata.yaml").write_text("an earlier run's recording")
     r = _run_demo(out, "--model", "tiny", "--max-cycles", "2", "--timeout", "120")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert (s["model"], s["adapter"]) == ("tiny", "")
+    # the earlier bag was moved aside, not deleted, and this run's is in bag/
+    (kept,) = [p for p in out.iterdir() if p.name.startswith("bag-")]
+    assert (kept / "metadata.yaml").read_text() == "an earlier run's recording" and f"kept as {kept}" in r.stdout
+    assert (out / "bag" / "metadata.yaml").read_text() != "an earlier run's recording"
     # The untrained model cannot solve the task; the demo must say so, whatever the verifier claimed.
     assert s["success"] is False and "SUCCESS (simulator check): False" in r.stdout
 
@@ -83,3 +89,20 @@ def test_a_missing_shipped_checkpoint_is_a_clear_error_before_anything_starts(tm
         policy_node.build_policy_config("", "mini", "")
     assert demo.main(["--out", str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_model_folder_is_refused_before_the_previous_bag_is_touched(tmp_path):
+    from vlm2vla_ros.tools import demo
+
+    out = tmp_path / "out"
+    (out / "bag").mkdir(parents=True)
+    (out / "bag" / "metadata.yaml").write_text("old")
+    assert demo.main(["--out", str(out), "--model", str(tmp_path / "nowhere")]) == 1
+    assert demo.main(["--out", str(out), "--model", "tiny", "--adapter", str(tmp_path / "no-adapter")]) == 1
+    assert [p.name for p in out.iterdir()] == ["bag"] and (out / "bag" / "metadata.yaml").read_text() == "old"
+    # two earlier bags from the same second both stay
+    first = demo.keep_previous_bag(out / "bag")
+    (out / "bag").mkdir()
+    second = demo.keep_previous_bag(out / "bag")
+    assert first != second and (first / "metadata.yaml").read_text() == "old" and second.is_dir()
+    assert demo.keep_previous_bag(out / "bag") is None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import threading
@@ -163,24 +162,43 @@ def _timings(w: Watcher) -> dict[str, Any]:
     return out
 
 
+def keep_previous_bag(bag: Path) -> Path | None:
+    """Move a previous run's bag aside (to bag-<when it was recorded>) so that this run's goes
+    to `bag` and no recording is ever deleted; returns where it went (None: there was none)."""
+    if not bag.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(bag.stat().st_mtime))
+    target = bag.with_name(f"{bag.name}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = bag.with_name(f"{bag.name}-{stamp}-{n}")
+    bag.rename(target)
+    return target
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
 
     from ..nodes.bringup import DEFAULT_CONFIG, build_graph, run_graph
     from ..nodes.common import Shutdown, config_path
-    from ..nodes.policy_node import resolve_shipped
+    from ..nodes.policy_node import TINY_MODEL, resolve_shipped
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
     from ..sim.views import read_model_view
 
     t_start = time.monotonic()
-    # Resolved here, so a missing shipped checkpoint fails before anything starts.
+    # Resolved and checked here, so a missing checkpoint fails before anything is written.
     model, adapter = resolve_shipped(args.model, args.adapter)
+    for what, folder in (("model", model if model != TINY_MODEL else ""), ("adapter", adapter)):
+        if folder and not Path(folder).expanduser().is_dir():
+            raise FileNotFoundError(f"{what} folder {folder} does not exist")
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     bag = out / "bag"
-    if bag.exists():
-        shutil.rmtree(bag)  # a previous demo's bag in the same --out
+    kept = keep_previous_bag(bag)
+    if kept is not None:
+        print(f"the previous run's bag is kept as {kept}", flush=True)
     world, scene_task = make_scene(args.seed, args.task_kind or None)
     instruction = (args.task or scene_task.instruction()).strip()
     backend = SimBackend(world, view=read_model_view(model))  # the camera the model was trained with
