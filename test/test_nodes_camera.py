@@ -51,6 +51,60 @@ def test_folder_source_plays_in_order_and_loops(tmp_path):
     assert [int(src.read()[0, 0, 0]) for _ in range(4)] == [0, 50, 100, 0]
 
 
+def test_a_device_that_stops_is_opened_again_and_a_file_is_not(monkeypatch):
+    """A USB camera unplugged and plugged back in: after REOPEN_AFTER_FAILURES failed reads the
+    device is opened again and its frames come back, without restarting the node."""
+    import cv2
+
+    from vlm2vla_ros.frames import REOPEN_AFTER_FAILURES
+
+    opened = []
+
+    class Capture:  # cv2.VideoCapture: the first one dies after a frame, the next ones work
+        def __init__(self, target):
+            self.target, self.reads = target, 0
+            opened.append(self)
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            self.reads += 1
+            alive = len(opened) > 1 or self.reads == 1
+            return (True, np.full((4, 4, 3), len(opened), np.uint8)) if alive else (False, None)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    device = open_source("device:0", loop=False)
+    assert int(device.read()[0, 0, 0]) == 1  # the first capture's frame
+    assert [device.read() for _ in range(REOPEN_AFTER_FAILURES)] == [None] * REOPEN_AFTER_FAILURES
+    assert [c.target for c in opened] == [0, 0] and device.reopened == 1
+    assert int(device.read()[0, 0, 0]) == 2  # frames again, from the device opened anew
+    opened.clear()
+    video = open_source("/dev/video3", loop=False)
+    video.read()
+    assert [video.read() for _ in range(REOPEN_AFTER_FAILURES)] == [None] * REOPEN_AFTER_FAILURES
+    assert len(opened) == 2 and video.reopened == 1
+
+
+def test_a_video_file_that_ends_is_not_opened_again(tmp_path):
+    import cv2
+
+    from vlm2vla_ros.frames import REOPEN_AFTER_FAILURES
+
+    path = str(tmp_path / "two.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (8, 8))
+    for i in range(2):
+        writer.write(np.full((8, 8, 3), i * 100, np.uint8))
+    writer.release()
+    src = open_source(path, loop=False)
+    assert src.read() is not None and src.read() is not None
+    assert [src.read() for _ in range(REOPEN_AFTER_FAILURES + 1)] == [None] * (REOPEN_AFTER_FAILURES + 1)
+    assert src.reopened == 0  # the end of a file is its end
+
+
 @pytest.mark.ros
 def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
     rclpy = pytest.importorskip("rclpy")

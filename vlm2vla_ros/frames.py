@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif")
+REOPEN_AFTER_FAILURES = 10
+"""Failed reads in a row after which a camera device is opened again (a USB camera unplugged
+and plugged back in comes back without restarting the node)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ROTATIONS = (0, 90, 180, 270)
 
@@ -48,14 +51,17 @@ class SimFrameSource(FrameSource):
 
 
 class OpenCVSource(FrameSource):
-    """A V4L2 device or a video file through cv2.VideoCapture (BGR -> RGB)."""
+    """A V4L2 device or a video file through cv2.VideoCapture (BGR -> RGB). A device that stops
+    giving frames is opened again every REOPEN_AFTER_FAILURES failed reads; a file is not."""
 
-    def __init__(self, target: Any, loop: bool) -> None:
+    def __init__(self, target: Any, loop: bool, device: bool = False) -> None:
         import cv2
 
         self.name = f"opencv:{target}"
         self._cv2 = cv2
-        self._target, self._loop = target, loop and isinstance(target, str)
+        self._target, self._loop, self._device = target, loop and isinstance(target, str), device
+        self._failures = 0
+        self.reopened = 0
         self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             raise FrameSourceError(f"OpenCV cannot open {target!r} (no such device or unreadable video)")
@@ -66,7 +72,13 @@ class OpenCVSource(FrameSource):
             self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
         if not ok or frame is None:
+            self._failures += 1
+            if self._device and self._failures % REOPEN_AFTER_FAILURES == 0:
+                self._cap.release()
+                self._cap = self._cv2.VideoCapture(self._target)
+                self.reopened += 1
             return None
+        self._failures = 0
         return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
@@ -114,9 +126,9 @@ def open_source(spec: str, loop: bool = True, sim_backend: Any = None, width: in
             index = int(spec.split(":", 1)[1])
         except ValueError:
             raise FrameSourceError(f"camera source {spec!r}: 'device:' must be followed by a number") from None
-        return OpenCVSource(index, loop=False)
+        return OpenCVSource(index, loop=False, device=True)
     if spec.startswith("/dev/video"):
-        return OpenCVSource(spec, loop=False)
+        return OpenCVSource(spec, loop=False, device=True)
     path = Path(spec).expanduser()
     if not spec:
         raise FrameSourceError("camera source is empty: use sim, device:N, /dev/videoN, a video file or a folder")

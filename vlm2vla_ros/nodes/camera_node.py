@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 
 from .. import topics
 from ..frames import FrameSource, FrameSourceError, open_source, transform
-from .common import load_config, qos_for, run_node_main
+from .common import load_config, monotonic, qos_for, run_node_main
 from .images import to_msg
 
 
@@ -52,7 +52,7 @@ class CameraNode(Node):
             raise ValueError(f"camera_node: {exc}") from None
         self.pub = self.create_publisher(Image, topics.IMAGE.name, qos_for(topics.IMAGE))
         self.frames = 0
-        self._ended = False
+        self._no_frame_since: float | None = None  # monotonic time of the first missing frame
         self._paused = False
         self._tick_lock = threading.Lock()  # stop_publishing waits for a tick under way
         self.timer = self.create_timer(1.0 / c.rate_hz, self._tick)
@@ -70,11 +70,16 @@ class CameraNode(Node):
             frame = None
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
         if frame is None:
-            if not self._ended:
-                self.get_logger().warning(f"{self.source.name} gave no frame; nothing is published until it does")
-                self._ended = True
+            if self._no_frame_since is None:
+                self._no_frame_since = monotonic()
+            # said again every 10 s while it lasts: a stopped camera is the first thing to look for
+            self.get_logger().warning(
+                f"{self.source.name} gave no frame for {monotonic() - self._no_frame_since:.0f} s; nothing is "
+                "published until it does", throttle_duration_sec=10.0)
             return
-        self._ended = False
+        if self._no_frame_since is not None:
+            self.get_logger().info(f"{self.source.name} gives frames again")
+        self._no_frame_since = None
         c = self.config
         img = transform(frame, c.rotate_deg, c.width, c.height)
         self.pub.publish(to_msg(img, self.get_clock().now().to_msg(), c.frame_id))
