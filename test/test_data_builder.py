@@ -178,3 +178,47 @@ def test_training_config_refuses_bad_stage_repeats(repeats):
 
     with pytest.raises(ValueError, match="stage_repeats"):
         TrainConfig(model_path="m", dataset_dir="d", output_dir="o", stage_repeats=repeats)
+
+
+def test_resume_with_another_labeller_or_include_failed_is_refused_naming_it(episodes_dir, tmp_path, capsys):
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    build_dataset(loaded.episodes[:1], out, make_labeller(LabellerSettings("annotations")))
+    with pytest.raises(ValueError, match="labeller annotations -> verbaliser"):
+        build_dataset(loaded.episodes[:1], out, make_labeller(LabellerSettings("verbaliser")))
+    assert json.loads((out / "build.json").read_text())["config"]["labeller"] == "annotations"
+    # the command line gives the same one-line refusal, not "1 resumed"
+    assert dataset_main(["build", str(episodes_dir), "--out", str(out), "--labeller", "verbaliser"]) == 1
+    captured = capsys.readouterr()
+    assert "labeller annotations -> verbaliser" in captured.err and "resumed" not in captured.out
+    loaded.episodes[0].success = False
+    failed = tmp_path / "failed"
+    build_dataset(loaded.episodes[:1], failed, make_labeller(LabellerSettings("annotations")), BuildConfig(include_failed=True))
+    with pytest.raises(ValueError, match="include_failed True -> False"):
+        build_dataset(loaded.episodes[:1], failed, make_labeller(LabellerSettings("annotations")))
+
+
+def test_an_unreadable_frame_skips_its_episode_only(episodes_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "episodes"
+    shutil.copytree(episodes_dir, copy)
+    loaded = load_episodes([copy])
+    broken = loaded.episodes[0]
+    broken.image_path(broken.steps[0].image).unlink()  # gone between loading and building
+    report = build_dataset(loaded.episodes, tmp_path / "ds", make_labeller(LabellerSettings("verbaliser")))
+    assert [e for e, _ in report.skipped] == [broken.episode_id]
+    assert "cannot be read or written" in report.skipped[0][1]
+    assert len(report.episodes_built) == len(loaded.episodes) - 1
+
+
+def test_cli_refuses_a_missing_tokenizer_before_building(episodes_dir, tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert dataset_main(["build", str(episodes_dir), "--out", str(out), "--tokenizer", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer at" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert dataset_main(["build", str(episodes_dir), "--out", str(out), "--tokenizer", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load a tokenizer" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

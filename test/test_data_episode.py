@@ -89,3 +89,26 @@ def test_jsonl_dataset_counts_each_skipped_line_and_duplicate(tmp_path):
     assert any("no actions" in r for r in reasons)
     assert any("duplicate episode_id" in r for r in reasons)
     assert any("does not exist" in r for r in reasons)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image"])
+def test_empty_or_corrupt_frames_are_rejected(tmp_path, content):
+    folder = small_episode(tmp_path)
+    (folder / "000002.png").write_bytes(content)
+    report = load_episodes([tmp_path])
+    assert report.episodes == []
+    ((name, reason),) = report.skipped
+    assert name == str(folder) and "step 2" in reason and "cannot be read as an image" in reason
+
+
+def test_episode_folder_without_episode_json_is_reported(tmp_path):
+    small_episode(tmp_path)
+    (tmp_path / "pngs-only").mkdir()
+    Image.fromarray(frame()).save(tmp_path / "pngs-only" / "000000.png")
+    (tmp_path / ".staging").mkdir()  # hidden: an interrupted writer's, not an episode
+    report = load_episodes([tmp_path])
+    assert [e.episode_id for e in report.episodes] == ["ep-1"]
+    assert report.skipped == [(str(tmp_path / "pngs-only"), "has no episode.json")]
+    assert load_episodes([tmp_path / "pngs-only"]).skipped == [
+        (str(tmp_path / "pngs-only"), "holds no episode.json folders and no .jsonl files")
+    ]

@@ -122,3 +122,15 @@ def test_rate_limiter_spaces_requests():
         limiter.wait()
         now[0] += 0.5
     assert slept == pytest.approx([1.5, 1.5])
+
+
+def test_a_corrupt_frame_skips_its_episode_instead_of_crashing_the_build(server, tmp_path):
+    root = tmp_path / "eps"
+    export_sim_episodes(root, ["pick_up"], [0, 1], image_size=32)
+    episodes = load_episodes([root]).episodes
+    broken = episodes[0]
+    broken.image_path(broken.steps[0].image).write_bytes(b"")  # emptied after the loader checked it
+    report = build_dataset(episodes, tmp_path / "ds", labeller(server, tmp_path), fallback=True)
+    assert [e for e, _ in report.skipped] == [broken.episode_id]
+    assert "cannot identify image file" in report.skipped[0][1]
+    assert report.episodes_built == [episodes[1].episode_id]

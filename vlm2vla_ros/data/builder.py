@@ -78,10 +78,11 @@ class BuildConfig:
             raise ValueError("direction_still_cm must be >= 0 and below direction_min_cm")
 
     def fingerprint(self) -> dict[str, Any]:
+        """The settings a resume must share: all but the split, which is recomputed on every run.
+        include_failed stays in: episode files built with it would stay in the splits without it."""
         data = dataclasses.asdict(self)
-        data.pop("val_fraction")  # the split is recomputed on every run; it never invalidates examples
+        data.pop("val_fraction")
         data.pop("split_salt")
-        data.pop("include_failed")
         return data
 
 
@@ -319,7 +320,7 @@ def build_dataset(
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(out_dir, config)
+    _check_same_config(out_dir, build_settings(config, labeller))
     report = BuildReport(out_dir=out_dir, skipped=list(skipped))
     per_episode = out_dir / "episodes"
     per_episode.mkdir(exist_ok=True)
@@ -343,6 +344,9 @@ def build_dataset(
         except (LabelError, ActionValueError) as exc:
             report.skipped.append((episode.episode_id, str(exc)))
             continue
+        except OSError as exc:  # a frame that cannot be read or copied costs this episode only
+            report.skipped.append((episode.episode_id, f"a file cannot be read or written ({exc})"))
+            continue
         tmp = target.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
         os.replace(tmp, target)
@@ -350,11 +354,18 @@ def build_dataset(
     stats = getattr(labeller, "stats", None)
     if stats is not None:
         report.labeller = dataclasses.asdict(stats)
-    assemble_splits(out_dir, config, report)
+    assemble_splits(out_dir, config, report, labeller.name)
     return report
 
 
-def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport) -> None:
+def build_settings(config: BuildConfig, labeller: Labeller | str) -> dict[str, Any]:
+    """What build.json records as "config" and a resume must match: the config's fingerprint
+    and the labeller's kind (examples already written keep the labels they were built with)."""
+    name = labeller if isinstance(labeller, str) else labeller.name
+    return {**config.fingerprint(), "labeller": name}
+
+
+def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport, labeller: str) -> None:
     """train.jsonl and val.jsonl from every episode file in the folder (old runs' included)."""
     files = sorted((out_dir / "episodes").glob("*.jsonl"))
     ids = [f.stem for f in files]
@@ -380,7 +391,7 @@ def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport) -> 
         os.replace(out_dir / f"{name}.jsonl.tmp", out_dir / f"{name}.jsonl")
     report.counts = counts
     build = {
-        "config": config.fingerprint(),
+        "config": build_settings(config, labeller),
         "val_fraction": config.val_fraction,
         "episodes": {"train": sorted(i for i in ids if splits[i] == "train"), "val": sorted(i for i in ids if splits[i] == "val")},
         "counts": counts,
@@ -395,8 +406,9 @@ def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport) -> 
     (out_dir / BUILD_FILE).write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-def _check_same_config(out_dir: Path, config: BuildConfig) -> None:
-    """Resuming into a folder built with other settings would mix two datasets: refuse."""
+def _check_same_config(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Resuming into a folder built with other settings would mix two datasets: refuse, naming
+    the settings that differ. A setting an older build.json does not record is not compared."""
     file = out_dir / BUILD_FILE
     if not file.is_file():
         return
@@ -404,9 +416,19 @@ def _check_same_config(out_dir: Path, config: BuildConfig) -> None:
         previous = json.loads(file.read_text(encoding="utf-8")).get("config")
     except ValueError:
         return
-    current = json.loads(json.dumps(config.fingerprint()))
-    if previous is not None and previous != current:
-        raise ValueError(f"{out_dir} was built with different settings; build into a new folder or delete it first")
+    if not isinstance(previous, dict):
+        return
+    current = json.loads(json.dumps(settings))
+    changed = [
+        key if isinstance(current[key], dict) else f"{key} {previous[key]} -> {current[key]}"
+        for key in current
+        if key in previous and previous[key] != current[key]
+    ]
+    changed += [key for key in previous if key not in current]
+    if changed:
+        raise ValueError(
+            f"{out_dir} was built with different settings ({', '.join(changed)}); build into a new folder or delete it first"
+        )
 
 
 def answer_text(example: dict[str, Any]) -> str:

@@ -180,10 +180,19 @@ def _step(raw: Any, base_dir: Path, where: str) -> StepRecord:
 
 
 def _check_image(name: Any, base_dir: Path, where: str) -> None:
+    """The frame must exist and read as an image: an empty or corrupt file would otherwise be
+    copied into the dataset and fail only in training (verify() checks without decoding)."""
+    from PIL import Image
+
     if not isinstance(name, str) or not name.lower().endswith(IMAGE_SUFFIXES):
         raise EpisodeError(f"{where}: image must be a .png or .jpg file name, got {name!r}")
     if not (base_dir / name).is_file():
         raise EpisodeError(f"{where}: image {name} does not exist in {base_dir}")
+    try:
+        with Image.open(base_dir / name) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise EpisodeError(f"{where}: image {name} cannot be read as an image ({exc})") from None
 
 
 def _check_subtasks(steps: list[StepRecord], where: str) -> None:
@@ -263,6 +272,7 @@ def load_episodes(paths: Iterable[os.PathLike]) -> LoadReport:
         elif path.is_dir():
             children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
             found = False
+            strays = []
             for child in children:
                 if (child / EPISODE_FILE).is_file():
                     found = True
@@ -270,8 +280,12 @@ def load_episodes(paths: Iterable[os.PathLike]) -> LoadReport:
                 elif child.is_file() and child.suffix == ".jsonl":
                     found = True
                     load_jsonl(child, report)
+                elif child.is_dir():
+                    strays.append(child)
             if not found:
                 report.skipped.append((str(path), "holds no episode.json folders and no .jsonl files"))
+            else:  # among episodes, a folder without its episode.json is a broken episode: say so
+                report.skipped += [(str(child), f"has no {EPISODE_FILE}") for child in strays]
         else:
             report.skipped.append((str(path), "does not exist or is not an episode folder or .jsonl file"))
     seen: dict[str, str] = {}

@@ -7,7 +7,8 @@
 `sim` and `bag` write episode folders (docs/data_and_training.md); a plain folder or JSONL in
 that format from any other dataset goes straight to `build`. `build` splits, merges, labels,
 writes train.jsonl / val.jsonl and the dataset card. Every command resumes: what is already
-written is kept and skipped. Exit status 0 when something usable was produced, 1 otherwise.
+written is kept and skipped. Exit status 0 when something usable was produced, 1 otherwise,
+2 when `--tokenizer` names no loadable tokenizer (checked before anything is built).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +87,20 @@ def run_bag(args: argparse.Namespace) -> int:
     return 0 if report.written or report.existing else 1
 
 
+def load_tokenizer(name: str) -> Any:
+    """The card's tokenizer, loaded before the build so a wrong path fails before anything is
+    written (not after a long labelling run); raises ValueError with a one-line reason."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if not Path(name).exists():
+            raise ValueError(f"no tokenizer at {name}: the folder does not exist") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load a tokenizer from {name} ({reason})") from None
+
+
 def run_build(args: argparse.Namespace) -> int:
     from vlm2vla_ros.data import (
         BuildConfig,
@@ -97,6 +113,11 @@ def run_build(args: argparse.Namespace) -> int:
     from vlm2vla_ros.data.card import write_card
 
     out = Path(args.out)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    except ValueError as exc:
+        print(f"vlm2vla-dataset: {exc}", file=sys.stderr)
+        return 2
     loaded = load_episodes([Path(p) for p in args.episodes])
     print(loaded.summary())
     config = BuildConfig(
@@ -123,11 +144,6 @@ def run_build(args: argparse.Namespace) -> int:
     report = build_dataset(
         loaded.episodes, out, labeller, config, fallback=args.on_failure == "fallback", progress=True, skipped=loaded.skipped
     )
-    tokenizer = None
-    if args.tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
     card = write_card(out, tokenizer)
     print(report.summary())
     if report.notes:
