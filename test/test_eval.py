@@ -275,3 +275,114 @@ def test_named_only_keeps_the_tasks_objects_and_the_gripper():
     pick_red = Task("pick_up", (Referent("red block", BLOCK, "red"),), pick="red block")
     with pytest.raises(ValueError, match="rest on objects the task does not name"):
         named_only(stacked, pick_red)
+
+
+def _dataset(tmp_path, examples=3):
+    """A dataset folder of `examples` held-out chunk examples, each with a real frame."""
+    from PIL import Image
+
+    data = tmp_path / "ds"
+    data.mkdir()
+    lines = []
+    for i in range(examples):
+        Image.new("RGB", (32, 32)).save(data / f"f{i}.png")
+        lines.append(json.dumps({"id": f"e{i}", "stage": "chunk", "images": [f"f{i}.png"],
+                                 "meta": {"task": "pick up the red block", "subtask": "move above the red block",
+                                          "chunk": [[1.0, 0.0, 0.0, 1]]}}))
+    (data / "val.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+class _StubEngine:
+    """Answers every chunk with one small move; counts how often it was loaded and closed."""
+
+    loaded = 0
+
+    def __init__(self, config):
+        type(self).loaded += 1
+        self.closed = False
+
+    def cycle(self, image, task, subtask):
+        from vlm2vla_ros.policy.types import CycleResult
+
+        steps = chunk((1.0, 0.0, 0.0, 1))
+        return CycleResult("move", steps, "move", format_action_chunk(steps), {}, {})
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def stub_engine(monkeypatch):
+    import vlm2vla_ros.policy
+
+    _StubEngine.loaded = 0
+    monkeypatch.setattr(vlm2vla_ros.policy, "load_policy", _StubEngine)
+    return _StubEngine
+
+
+def test_eval_checks_every_input_before_loading_the_model(tmp_path, capsys, stub_engine):
+    from vlm2vla_ros.tools.eval import main
+
+    data, out = _dataset(tmp_path), tmp_path / "report"
+    base = ["--model", str(tmp_path), "--out", str(out), "--data", str(data)]
+    assert main([*base, "--vqa", str(tmp_path / "missing.jsonl")]) == 1
+    assert "missing.jsonl does not exist" in capsys.readouterr().err
+    (data / "f2.png").unlink()
+    assert main(base) == 1
+    assert "f2.png" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*base, "--max-examples", "2", "--out", str(tmp_path / "file")]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert stub_engine.loaded == 0 and not out.exists()
+
+
+@pytest.mark.parametrize("failure, code", [(ValueError("the simulator broke"), 1), (RuntimeError("out of memory"), None)])
+def test_eval_writes_the_finished_parts_when_a_later_part_fails(tmp_path, capsys, monkeypatch, stub_engine, failure, code):
+    from vlm2vla_ros.tools.eval import main
+    from vlm2vla_ros.training import evaluate
+
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(evaluate, "closed_loop_eval", broken)
+    out = tmp_path / "report"
+    argv = ["--model", str(tmp_path), "--out", str(out), "--data", str(_dataset(tmp_path)), "--sim-kinds", "pick_up"]
+    if code is None:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            main(argv)
+    else:
+        assert main(argv) == code
+        assert "the simulator broke" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["offline"]["metrics"]["examples"] == 3 and "closed_loop" not in metrics
+    assert metrics["failed"]["part"] == "closed loop" and str(failure) in metrics["failed"]["error"]
+    report = (out / "report.md").read_text()
+    assert "| examples | 3 |" in report and "## Not finished" in report and str(failure) in report
+
+
+def test_eval_max_examples_takes_the_first_ones(tmp_path, capsys, stub_engine):
+    from vlm2vla_ros.tools.eval import main
+
+    out = tmp_path / "report"
+    argv = ["--model", str(tmp_path), "--out", str(out), "--data", str(_dataset(tmp_path)), "--max-examples", "2"]
+    assert main(argv) == 0
+    assert "offline: 2 examples" in capsys.readouterr().out and "## Not finished" not in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--max-examples", "-1", "positive integer"), ("--max-examples", "0", "positive integer"),
+     ("--sim-seeds", "0", "positive integer"), ("--max-cycles", "0", "positive integer"),
+     ("--max-cycles", "-3", "positive integer"), ("--sim-seeds", "two", "positive integer"),
+     ("--image-size", "0", "positive integer"), ("--image-size", "16", "32 to 4096 pixels")],
+)
+def test_eval_refuses_bad_counts_and_sizes(tmp_path, capsys, stub_engine, flag, value, message):
+    from vlm2vla_ros.tools.eval import main
+
+    argv = ["--model", str(tmp_path), "--out", str(tmp_path / "r"), "--sim-kinds", "pick_up", flag, value]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{flag}: " in err and message in err
+    assert stub_engine.loaded == 0

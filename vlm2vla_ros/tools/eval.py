@@ -6,7 +6,8 @@
 --data: offline metrics on the dataset's held-out chunk examples (val.jsonl);
 --sim-kinds: closed-loop success in the simulator over seeded scenes per task kind;
 --vqa: a JSONL of {image, question, answer}, answered with the adapter on and off.
-Writes REPORT_DIR/report.md (+ plots) and metrics.json, and prints the metrics.
+Writes REPORT_DIR/report.md (+ plots) and metrics.json, and prints the metrics. Every input is
+read before the model loads; when a part fails later, the parts already finished are still written.
 """
 
 from __future__ import annotations
@@ -17,9 +18,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+PARTS = ("offline", "closed_loop", "vqa")  # the keys of the results, in the order they run
+
+
+def _image_side(text: str) -> int:
+    """A frame side the simulator's renderer draws, refused here rather than after the offline run."""
+    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
+    from vlm2vla_ros.tools.sim_cli import _positive_int
+
+    value = _positive_int(text)
+    if not MIN_SIDE <= value <= MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"image size must be {MIN_SIDE} to {MAX_SIDE} pixels, got {value}")
+    return value
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.sim import TASK_KINDS
+    from vlm2vla_ros.tools.sim_cli import _positive_int
 
     ap = argparse.ArgumentParser(prog="vlm2vla-eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="base model folder")
@@ -28,22 +43,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", default=None, help="policy config YAML (sampling, limits, prompts)")
     ap.add_argument("--data", default=None, help="dataset folder for offline metrics (val.jsonl)")
     ap.add_argument("--split", default="val", choices=("val", "train"))
-    ap.add_argument("--max-examples", type=int, default=200)
+    ap.add_argument("--max-examples", type=_positive_int, default=200, help="first N held-out chunk examples")
     ap.add_argument("--constrained", action="store_true",
                     help="decode with the grammars (then the parse rate is 1 by construction)")
     ap.add_argument("--sim-kinds", nargs="*", default=[], choices=TASK_KINDS)
-    ap.add_argument("--sim-seeds", type=int, default=10, help="scenes per task kind")
+    ap.add_argument("--sim-seeds", type=_positive_int, default=10, help="scenes per task kind")
     ap.add_argument("--sim-first-seed", type=int, default=10_000, help="far from the seeds used for training data")
-    ap.add_argument("--max-cycles", type=int, default=20)
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--max-cycles", type=_positive_int, default=20, help="cycle limit of each closed-loop episode")
+    ap.add_argument("--image-size", type=_image_side, default=224, help="side of the rendered sim frames, pixels")
     ap.add_argument("--vqa", default=None, help="VQA JSONL of {image, question, answer}")
     ap.add_argument("--device", default="auto")
     return ap.parse_args(argv)
 
 
+def offline_examples(data: str, split: str, max_examples: int) -> list[dict[str, Any]]:
+    """The first held-out chunk examples, each frame checked now, not when the offline run reaches it."""
+    from vlm2vla_ros.data.builder import read_examples
+
+    path = Path(data) / f"{split}.jsonl"
+    examples = read_examples(path, ("chunk",))[:max_examples]
+    if not examples:
+        raise ValueError(f"{path} holds no chunk examples")
+    for example in examples:
+        frame = example["images"][0] if example["images"] else None
+        if frame is None or not Path(frame).is_file():
+            raise ValueError(f"{path}: the frame of example {example.get('id')} does not exist ({frame})")
+    return examples
+
+
+def write_results(out: Path, results: dict[str, Any]) -> Path:
+    """The report of the finished parts; a part that failed is named under "Not finished"."""
+    from vlm2vla_ros.training import evaluate
+
+    report = evaluate.write_report(out, results)
+    failed = results.get("failed")
+    if failed:
+        with report.open("a", encoding="utf-8") as f:
+            f.write(f"\n## Not finished\n\n- {failed['part']} failed: {failed['error']}\n")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from vlm2vla_ros.data.builder import read_examples
     from vlm2vla_ros.policy import PolicyConfig, PolicyError, load_policy
     from vlm2vla_ros.sim.views import read_model_view
     from vlm2vla_ros.training import evaluate
@@ -51,45 +92,60 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data or args.sim_kinds or args.vqa):
         print("vlm2vla-eval: nothing to evaluate; give --data, --sim-kinds or --vqa", file=sys.stderr)
         return 1
+    out = Path(args.out)
     try:
+        # Every input first: a wrong path fails in a second, not after the model load and the long runs.
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"report folder {out} is a file")
+        examples = offline_examples(args.data, args.split, args.max_examples) if args.data else []
+        vqa_items = evaluate.read_vqa(Path(args.vqa)) if args.vqa else []
         base = PolicyConfig.from_yaml(args.config) if args.config else PolicyConfig(model_path=args.model)
         # One try per stage and free decoding by default, so the parse rate measures the model.
         config = base.replace(
             model_path=args.model, adapter_path=args.adapter, device=args.device,
             constrained=args.constrained, max_retries=1,
         )
+        view = read_model_view(config.model_path) if args.sim_kinds else None  # the camera the model was trained with
         engine = load_policy(config)
     except (ValueError, PolicyError) as exc:
         print(f"vlm2vla-eval: {exc}", file=sys.stderr)
         return 1
+    if vqa_items and not hasattr(engine.backend, "has_adapter"):  # vqa_retention's own check, before the long runs
+        engine.close()
+        print("vlm2vla-eval: --vqa needs the transformers backend (the adapter is switched on and off in process)",
+              file=sys.stderr)
+        return 1
     results: dict[str, Any] = {"model": args.model, "adapter": args.adapter, "constrained": args.constrained}
+    part = "evaluation"
     try:
-        if args.data:
-            examples = read_examples(Path(args.data) / f"{args.split}.jsonl", ("chunk",))[: args.max_examples]
-            if not examples:
-                raise ValueError(f"{args.data}/{args.split}.jsonl holds no chunk examples")
+        if examples:
+            part = "offline"
             metrics, rows = evaluate.offline_eval(engine, examples, progress=True)
             results["offline"] = {"metrics": asdict(metrics), "rows": rows}
         if args.sim_kinds:
+            part = "closed loop"
             seeds = list(range(args.sim_first_seed, args.sim_first_seed + args.sim_seeds))
             rates, records = evaluate.closed_loop_eval(
-                engine, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True,
-                view=read_model_view(config.model_path),  # the camera the model was trained with
+                engine, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
             )
             results["closed_loop"] = {"success_rate": rates, "episodes": records}
-        if args.vqa:
-            items = evaluate.read_vqa(Path(args.vqa))
-            vqa, rows = evaluate.vqa_retention(engine, items, progress=True)
+        if vqa_items:
+            part = "VQA"
+            vqa, rows = evaluate.vqa_retention(engine, vqa_items, progress=True)
             results["vqa"] = {"result": asdict(vqa), "rows": rows}
     except ValueError as exc:
-        print(f"vlm2vla-eval: {exc}", file=sys.stderr)
-        return 1
+        results["failed"] = {"part": part, "error": str(exc)}
+        print(f"vlm2vla-eval: {part} failed: {exc}", file=sys.stderr)
+    except BaseException as exc:  # a crash or Ctrl-C: the finished parts are written below, then it goes on up
+        results["failed"] = {"part": part, "error": f"{type(exc).__name__}: {exc}"}
+        raise
     finally:
         engine.close()
-    report = evaluate.write_report(Path(args.out), results)
-    print(evaluate.format_metrics(results))
-    print(f"report: {report}")
-    return 0
+        report = write_results(out, results) if any(name in results for name in PARTS) else None
+    if report is not None:
+        print(evaluate.format_metrics(results))
+        print(f"report: {report}" + (" (the finished parts only)" if "failed" in results else ""))
+    return 1 if "failed" in results else 0
 
 
 if __name__ == "__main__":
