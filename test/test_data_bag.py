@@ -106,3 +106,33 @@ def test_a_bag_still_being_written_at_close_is_an_error_not_a_silent_return(tmp_
     gate.set()
     assert bag.close() == tmp_path / "bag" and (tmp_path / "bag" / "metadata.yaml").is_file()
     assert [m.data for _, m in read_bag(tmp_path / "bag")[topics.TASK.name]] == ["go"]
+
+
+def copy_with_bad_frames(src, dst):
+    """The bag at src with every frame an rgb8 2x4 image whose step (4) is shorter than a row (12 bytes)."""
+    from dataclasses import replace
+
+    from rosbags.rosbag2 import Reader
+
+    ts = typestore()
+    with Reader(src) as reader, BagWriter(dst, topics.ROLLOUT_TOPICS) as bag:
+        for conn, stamp, raw in reader.messages():
+            if conn.topic == topics.IMAGE.name:
+                msg = replace(ts.deserialize_cdr(raw, conn.msgtype), height=2, width=4, step=4, data=np.zeros(8, np.uint8))
+                raw = ts.serialize_cdr(msg, conn.msgtype)
+            bag.write(conn.topic, raw, stamp)
+    return dst
+
+
+def test_a_frame_with_a_short_step_skips_its_task_with_the_reason_and_the_next_bag_goes_on(tmp_path, capsys):
+    from vlm2vla_ros.tools.dataset import main as dataset_main
+
+    bad = copy_with_bad_frames(write_rollout(tmp_path / "good0"), tmp_path / "bad")
+    good = write_rollout(tmp_path / "good")
+    report = export_bag_episodes([bad, good], tmp_path / "eps")
+    assert report.written == ["bag-good-t1"]
+    assert report.skipped == [("bag-bad-t1", "an image's step 4 is smaller than width x channels = 12")]
+    capsys.readouterr()
+    assert dataset_main(["bag", str(bad), str(good), "--out", str(tmp_path / "eps2")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped bag-bad-t1: an image's step 4 is smaller than width x channels = 12" in out

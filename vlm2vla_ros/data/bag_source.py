@@ -46,6 +46,9 @@ def image_to_array(msg: Any) -> np.ndarray:
     channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
     if channels is None:
         raise BagError(f"image encoding {msg.encoding!r} is not supported (rgb8, bgr8 or mono8)")
+    if msg.step < msg.width * channels:
+        # a row must hold every pixel; a short step would otherwise fail later as a bare reshape error
+        raise BagError(f"an image's step {msg.step} is smaller than width x channels = {msg.width * channels}")
     data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
     if len(data) < msg.height * msg.step:
         raise BagError(f"an image holds {len(data)} bytes, fewer than height x step = {msg.height * msg.step}")

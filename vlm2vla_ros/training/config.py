@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,6 +13,9 @@ from typing import Any
 from vlm2vla_ros.data.builder import STAGES
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+_KINDS = {"int": (numbers.Integral, "a whole number"), "float": (numbers.Real, "a number"),
+          "str": (str, "a string"), "bool": (bool, "true or false")}
+"""The scalar fields' annotations -> what their values must be (a YAML "16" is text, not 16)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ class TrainConfig:
     logging_steps: int = 1
     save_steps: int = 200
     save_total_limit: int = 2
+    """Checkpoints kept in checkpoints/ (the newest ones); 0 keeps every one (transformers' convention)."""
     eval_steps: int = 0
-    """Positive: validation loss every this many steps (on val.jsonl)."""
+    """Positive: validation loss every this many steps (on val.jsonl, which must then hold examples)."""
     seed: int = 0
     device: str = "auto"
     """auto, cpu or cuda (multi-GPU: launch with accelerate, leave auto)."""
@@ -72,6 +78,7 @@ class TrainConfig:
         for name in ("model_path", "dataset_dir", "output_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
+        self._check_types()
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown or not self.stages:
             raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
@@ -85,12 +92,38 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.vision_learning_rate >= 0:
+        if self.save_total_limit < 0:
+            raise ValueError(f"save_total_limit must be 0 (keep every checkpoint) or more, got {self.save_total_limit}")
+        if self.eval_steps < 0:
+            raise ValueError(f"eval_steps must be 0 (off) or more, got {self.eval_steps}")
+        if not math.isfinite(self.vision_learning_rate) or not self.vision_learning_rate >= 0:
             raise ValueError(f"vision_learning_rate is a learning rate: 0 (off) or more, got {self.vision_learning_rate}")
-        if not self.plan_total_head >= 0:
+        if not math.isfinite(self.plan_total_head) or not self.plan_total_head >= 0:
             raise ValueError(f"plan_total_head is a loss weight: 0 (off) or more, got {self.plan_total_head}")
-        if not self.learning_rate > 0 or not self.epochs > 0:
-            raise ValueError("learning_rate and epochs must be positive")
+        for name in ("learning_rate", "epochs"):
+            if not math.isfinite(getattr(self, name)) or not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
+        if not math.isfinite(self.weight_decay) or not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a finite number of 0 or more, got {self.weight_decay}")
+        # transformers reads a warmup of 1 or more as a count of steps, not a fraction of them
+        for name in ("warmup_ratio", "lora_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} is a fraction: at least 0 and below 1, got {getattr(self, name)}")
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type by name, before a comparison fails on them obscurely."""
+        for f in fields(self):
+            kind = _KINDS.get(str(f.type))
+            value = getattr(self, f.name)
+            if kind is None or (isinstance(value, kind[0]) and (f.type == "bool" or not isinstance(value, bool))):
+                continue
+            hint = " (YAML reads a number like 5e-5 as text; write 5.0e-5)" if f.type == "float" and _numeric_text(value) else ""
+            raise ValueError(f"{f.name} must be {kind[1]}, got {value!r}{hint}")
+        if isinstance(self.stages, str) or not isinstance(self.stages, (list, tuple)) \
+                or not all(isinstance(stage, str) for stage in self.stages):
+            raise ValueError(f"stages must be a list of stage names of {STAGES}, got {self.stages!r}")
+        if not isinstance(self.stage_repeats, Mapping):
+            raise ValueError(f"stage_repeats must be a mapping of stage to copies, got {self.stage_repeats!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -108,7 +141,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         values = dict(data)
-        if "stages" in values:
+        if isinstance(values.get("stages"), list):
             values["stages"] = tuple(values["stages"])
         return cls(**values)
 
@@ -119,7 +152,24 @@ class TrainConfig:
         file = Path(path)
         if not file.is_file():
             raise ValueError(f"training config file {file} does not exist")
-        data: Any | None = yaml.safe_load(file.read_text())
+        try:
+            data: Any | None = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:  # one line for the CLI: the parser's own text spans several
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise ValueError(f"training config file {file} is not valid YAML: {problem}{where}") from None
         if data is not None and not isinstance(data, dict):
             raise ValueError(f"training config file {file} must hold a mapping")
         return cls.from_dict({**(data or {}), **overrides})
+
+
+def _numeric_text(value: Any) -> bool:
+    """Text that reads as a number, as PyYAML leaves 5e-5 (YAML 1.1 wants a dot in a float)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

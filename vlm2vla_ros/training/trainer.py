@@ -130,6 +130,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
     eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
+    if config.eval_steps > 0 and not eval_examples:
+        # turning evaluation off here would leave a run that was asked for a validation loss without one
+        raise TrainError(f"eval_steps is {config.eval_steps} but {config.dataset_dir}/val.jsonl holds no examples of "
+                         f"the stages {list(config.stages)}; build the dataset with a validation split or leave eval_steps 0")
     set_seed(config.seed)
     model, processor, dtype, cuda = load_model_for_training(config)
     collator: Any = AnswerOnlyCollator(processor, max_length=config.max_length)
