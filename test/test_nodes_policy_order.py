@@ -169,3 +169,98 @@ def test_a_task_fails_when_no_report_or_no_verdict_comes():
             event="done", task_id="no-verifier", cycle=1, steps_executed=1)))
         wait_until(lambda: failed("no-verifier"), "failure without a verdict", seen, frame)
         assert "no verdict on /verifier/verdict for cycle 1 in 1.5 s" in failed("no-verifier")[0]["message"]
+
+
+def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
+    """A rejection published under the running task's id would read as that task ending (the
+    executor stops its chunks); a second task under that id would mix the two runs' messages."""
+    from vlm2vla_ros.nodes.policy_node import PolicyNode
+
+    chunks, statuses = [], []
+    with spinning(lambda: PolicyNode(engine=ScriptedEngine())) as probe:
+        probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_CHUNK))
+        probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
+                                  qos_for(topics.POLICY_STATUS))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.TASK)}
+
+        def frame():
+            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
+
+        seen = {"chunks": chunks, "statuses": statuses}
+        wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "live-1")))
+        wait_until(lambda: chunks, "the first chunk", seen, frame)  # live-1 now waits for the executor
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("pick up the block", "live-1")))
+        pubs[topics.TASK.name].publish(String(data=json.dumps({"task": "  ", "id": "live-1"})))
+        wait_until(lambda: len([s for s in statuses if s["state"] == topics.REJECTED]) == 2, "two rejections", seen)
+        rejected = [s for s in statuses if s["state"] == topics.REJECTED]
+        assert all(s["task_id"] not in ("", "live-1") for s in rejected)
+        assert "task id live-1 is the running task's" in rejected[0]["message"]
+        assert "empty" in rejected[1]["message"]
+        assert [s["state"] for s in statuses if s["task_id"] == "live-1"][-1] == topics.RUNNING  # still running
+
+
+class SeeingEngine:
+    """A verifier model that records the frames it was shown and says done."""
+
+    def __init__(self):
+        self.shown = []
+
+    def verify(self, before, after, subtask, next_subtask):
+        from vlm2vla_ros.policy.types import VerifyResult
+
+        self.shown.append((int(before[0, 0, 0]), int(after[0, 0, 0])))
+        return VerifyResult(True, "advance", {}, {})
+
+
+def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad_one():
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
+
+    engine, verdicts = SeeingEngine(), []
+    with spinning(lambda: VerifierNode(engine=engine, parameter_overrides=[Parameter("backend", value="vlm")])) as probe:
+        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                                  qos_for(topics.VERDICT))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.POLICY_CHUNK, topics.EXECUTOR_EVENT)}
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), "subscriptions", verdicts)
+        time.sleep(0.5)
+        t0 = probe.get_clock().now().nanoseconds
+
+        def frame(value, stamp_ns, encoding="rgb8"):
+            from builtin_interfaces.msg import Time
+
+            msg = to_msg(np.full((8, 8, 3), value, np.uint8), Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), "cam")
+            msg.encoding = encoding
+            pubs[topics.IMAGE.name].publish(msg)
+
+        def judged(cycle, before, after):
+            pubs[topics.POLICY_CHUNK.name].publish(String(data=topics.encode(
+                task_id="frames-1", cycle=cycle, subtask_index=0, subtask="grasp it", next_subtask="", steps=[[1, 0, 0, 1]])))
+            time.sleep(0.2)
+            pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+                event="done", task_id="frames-1", cycle=cycle, steps_executed=1, before_stamp_ns=before, after_stamp_ns=after)))
+
+        frame(10, t0)
+        time.sleep(0.2)
+        judged(1, t0, t0 + 10**9)
+        time.sleep(0.3)
+        frame(20, t0 + 10**9)  # the after frame arrives after the report: waited for
+        wait_until(lambda: len(verdicts) == 1, "verdict 1", verdicts)
+        assert verdicts[0]["verdict"] == "advance" and engine.shown == [(10, 20)]
+        judged(2, t0, t0 + 5 * 10**9)  # no frame anywhere near the after stamp: not judged on another
+        wait_until(lambda: len(verdicts) == 2, "verdict 2", verdicts)
+        assert verdicts[1]["verdict"] == "retry" and "not received" in verdicts[1]["reason"] and len(engine.shown) == 1
+        frame(30, t0 + 6 * 10**9, encoding="yuv422")  # a frame the node cannot decode
+        time.sleep(0.2)
+        judged(3, t0, t0 + 6 * 10**9)
+        wait_until(lambda: len(verdicts) == 3, "verdict 3", verdicts)
+        assert verdicts[2]["verdict"] == "retry" and len(engine.shown) == 1
+        frame(40, t0 + 7 * 10**9)
+        time.sleep(0.2)
+        judged(4, t0, t0 + 7 * 10**9)  # and the node goes on judging
+        wait_until(lambda: len(verdicts) == 4, "verdict 4", verdicts)
+        assert verdicts[3]["verdict"] == "advance" and engine.shown[-1] == (10, 40)

@@ -112,3 +112,16 @@ def test_verifier_needs_the_base_model_name() -> None:
         with pytest.raises(PolicyError, match="openai.base_model"):
             engine.verify(image(0), image(1), "a", "b")
     assert not server.requests
+
+
+def test_a_huge_answer_and_an_endless_timeout_are_refused() -> None:
+    """A broken server that sends megabytes is cut off at MAX_RESPONSE_BYTES; an infinite or NaN
+    timeout (urllib would raise OverflowError on every request) is refused up front."""
+    from vlm2vla_ros.policy.openai_backend import MAX_RESPONSE_BYTES
+
+    huge = f"answered more than {MAX_RESPONSE_BYTES} bytes"
+    with StandInServer(answer=lambda body: "x" * (2 * MAX_RESPONSE_BYTES)) as server, pytest.raises(PolicyError, match=huge):
+        policy(server).verify(image(0), image(1), "a", "b")
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="openai.timeout_s must be a finite positive number"):
+            OpenAIConfig(base_url="http://127.0.0.1:1/v1", timeout_s=bad)

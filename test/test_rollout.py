@@ -237,6 +237,24 @@ def test_operator_verifier_waits_for_a_matching_answer_and_times_out():
     assert j.advance is False and "no operator answer" in j.reason
 
 
+def test_closing_the_operator_verifier_ends_a_wait_for_a_person():
+    """At shutdown a question nobody answers must not hold the process for operator_timeout_s."""
+    asked = []
+    v = OperatorVerifier(asked.append, timeout_s=300.0)
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(v.judge(ctx())), daemon=True)
+    waiter.start()
+    while not asked:
+        threading.Event().wait(0.01)
+    v.close()
+    waiter.join(timeout=5.0)
+    assert not waiter.is_alive() and result[0].advance is False and "shutting down" in result[0].reason
+    assert "shutting down" in v.judge(ctx()).reason and len(asked) == 1  # closed: nobody is asked again
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="operator_timeout_s must be a finite number > 0"):
+            OperatorVerifier(asked.append, timeout_s=bad)
+
+
 def test_the_task_tool_prints_a_chunk_whatever_its_subtask_index(capsys):
     """vlm2vla-task follows a task over DDS; a chunk with a garbled index is printed, not fatal."""
     pytest.importorskip("rclpy")

@@ -12,6 +12,7 @@ Pure Python (no ROS). Backends:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -82,12 +83,19 @@ class OperatorVerifier:
     name = "operator"
 
     def __init__(self, ask: Callable[[VerifyContext], None], timeout_s: float) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"operator_timeout_s must be > 0, got {timeout_s!r}")
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"operator_timeout_s must be a finite number > 0, got {timeout_s!r}")
         self.ask, self.timeout_s = ask, timeout_s
         self._cond = threading.Condition()
         self._pending: tuple[str, int] | None = None
         self._answer: tuple[bool, str, str] | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop waiting: a question still open gets a retry now (the node is shutting down)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def answer(self, text: str, task_id: str = "", cycle: int = -1) -> str:
         """Feed an answer; returns '' if taken, else why it was ignored."""
@@ -105,11 +113,16 @@ class OperatorVerifier:
 
     def judge(self, ctx: VerifyContext) -> Judgement:
         with self._cond:
+            if self._closed:
+                return Judgement(False, "the verifier is shutting down; retrying")
             self._pending, self._answer = (ctx.task_id, ctx.cycle), None
         self.ask(ctx)
         deadline = time.monotonic() + self.timeout_s
         with self._cond:
             while self._answer is None:
+                if self._closed:
+                    self._pending = None
+                    return Judgement(False, "the verifier is shutting down; retrying")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._pending = None

@@ -161,11 +161,13 @@ class PolicyNode(Node):
     def _on_task(self, msg: String) -> None:
         try:
             request = parse_task_message(msg.data, self.config.max_task_chars)
+            with self._lock:
+                live = self._run if self._run is not None and not self._run.done else None
+            if request.task_id and live is not None and request.task_id == live.task_id:
+                raise TaskRejected(f"task id {request.task_id} is the running task's: send another id, or wait for it to end",
+                                   request.task_id)
         except TaskRejected as exc:
-            rejected = TaskRun(exc.task_id or self._new_id(), msg.data[:200] if isinstance(msg.data, str) else "", state=topics.REJECTED)
-            rejected.message = f"task rejected: {exc}"
-            self.get_logger().warning(rejected.message)
-            self._publish_status(rejected)
+            self._reject(exc, msg.data[:200] if isinstance(msg.data, str) else "")
             return
         c = self.config
         with self._lock:
@@ -180,6 +182,17 @@ class PolicyNode(Node):
             self._publish_status(run)
         self.get_logger().info(f"task {task_id}: {request.instruction!r}")
         self._submit(self._generate_subtasks, run)
+
+    def _reject(self, exc: TaskRejected, text: str) -> None:
+        """Publish a refused task's status. Under the running task's own id the status would read
+        as that task ending (the executor would stop its chunks), so it then gets a fresh id."""
+        with self._lock:
+            live = self._run if self._run is not None and not self._run.done else None
+            task_id = exc.task_id if exc.task_id and (live is None or exc.task_id != live.task_id) else self._new_id()
+        rejected = TaskRun(task_id, text, state=topics.REJECTED)
+        rejected.message = f"task rejected: {exc}"
+        self.get_logger().warning(rejected.message)
+        self._publish_status(rejected)
 
     def _on_event(self, msg: String) -> None:
         try:
@@ -240,7 +253,8 @@ class PolicyNode(Node):
 
     def _fail(self, run: TaskRun, reason: str) -> None:
         with self._lock:
-            if run is self._run and run.fail(reason):
+            # closing: the node's own shutdown ended a wait (for a frame, say); that is no failure of the task
+            if run is self._run and not self._closing and run.fail(reason):
                 self.get_logger().error(f"task {run.task_id} failed: {reason}")
                 self._publish_status(run)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,14 @@ from ..rollout import EXECUTED_OK
 from ..topics import PayloadError, decode
 from ..verification import BACKENDS, CountVerifier, EngineVerifier, OperatorVerifier, VerifyContext
 from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
+
+FRAME_WAIT_S = 1.0
+"""How long a judgement waits for a frame named by the executor's report that has not arrived
+yet (the camera's frame and the report reach this node by different paths)."""
+FRAME_TOLERANCE_NS = 500_000_000
+"""A frame missing from the buffer may be stood in for by a kept one this close to it, on the
+same side of the chunk (before it for "before", after it for "after"); never one further off,
+which could show the arm mid-motion."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,8 @@ class VerifierConfig:
             raise ValueError(f"verifier backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.advance_after_chunks < 1:
             raise ValueError(f"verifier advance_after_chunks must be >= 1, got {self.advance_after_chunks}")
-        if not self.operator_timeout_s > 0:
-            raise ValueError(f"verifier operator_timeout_s must be > 0, got {self.operator_timeout_s}")
+        if not (math.isfinite(self.operator_timeout_s) and self.operator_timeout_s > 0):
+            raise ValueError(f"verifier operator_timeout_s must be a finite number > 0, got {self.operator_timeout_s}")
         if self.image_buffer < 2:
             raise ValueError(f"verifier image_buffer must be >= 2, got {self.image_buffer}")
 
@@ -58,7 +67,7 @@ class VerifierNode(Node):
         self.request_pub = self.create_publisher(String, topics.OPERATOR_REQUEST.name, qos_for(topics.OPERATOR_REQUEST))
         self.verifier = self._make_verifier(engine)
         self._frames: collections.OrderedDict[int, Image] = collections.OrderedDict()
-        self._frames_lock = threading.Lock()
+        self._frames_cond = threading.Condition()
         self._chunks: dict[tuple[str, int], dict[str, Any]] = {}
         self._early_reports: dict[tuple[str, int], dict[str, Any]] = {}  # executor reports heard before their chunk
         self._order_lock = threading.Lock()
@@ -94,10 +103,11 @@ class VerifierNode(Node):
     # ---- inputs --------------------------------------------------------------------------
 
     def _on_image(self, msg: Image) -> None:
-        with self._frames_lock:
+        with self._frames_cond:
             self._frames[stamp_ns(msg.header.stamp)] = msg
             while len(self._frames) > self.config.image_buffer:
                 self._frames.popitem(last=False)
+            self._frames_cond.notify_all()
 
     def _on_chunk(self, msg: String) -> None:
         try:
@@ -138,16 +148,9 @@ class VerifierNode(Node):
         self._judge_later(d, chunk)
 
     def _judge_later(self, d: dict[str, Any], chunk: dict[str, Any]) -> None:
-        ctx = VerifyContext(
-            task_id=d["task_id"],
-            cycle=d["cycle"],
-            subtask_index=int(chunk["subtask_index"]),
-            subtask=str(chunk.get("subtask", "")),
-            next_subtask=str(chunk.get("next_subtask", "")),
-            before=self._frame(d.get("before_stamp_ns")),
-            after=self._frame(d.get("after_stamp_ns")),
-        )
-        self._pool.submit(self._judge, ctx, d)
+        """Queue the judgement; the frames are found and decoded on the worker, where a bad one
+        costs this verdict (a retry) and never the node."""
+        self._pool.submit(self._judge, d, chunk)
 
     def _on_answer(self, msg: String) -> None:
         if not isinstance(self.verifier, OperatorVerifier):
@@ -164,20 +167,40 @@ class VerifierNode(Node):
 
     # ---- judging -------------------------------------------------------------------------
 
-    def _frame(self, stamp: Any) -> Any:
-        """The RGB frame with this stamp (exact, else the nearest kept one); None if none."""
+    def _frame(self, stamp: Any, after: bool) -> Any:
+        """The RGB frame with this stamp: waited for up to FRAME_WAIT_S, else the nearest kept
+        one within FRAME_TOLERANCE_NS on the chunk's side of it (after it for the "after" frame);
+        None when there is none or it cannot be decoded."""
         from .images import from_msg as image_from_msg
 
         if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
             return None
-        with self._frames_lock:
+        with self._frames_cond:
+            self._frames_cond.wait_for(lambda: stamp in self._frames, timeout=FRAME_WAIT_S)
             msg = self._frames.get(stamp)
-            if msg is None and self._frames:
-                msg = self._frames[min(self._frames, key=lambda s: abs(s - stamp))]
-        return None if msg is None else image_from_msg(msg)
+            if msg is None:
+                near = [s for s in self._frames if 0 < (s - stamp if after else stamp - s) <= FRAME_TOLERANCE_NS]
+                msg = self._frames[min(near, key=lambda s: abs(s - stamp))] if near else None
+        if msg is None:
+            return None
+        try:
+            return image_from_msg(msg)
+        except ValueError as exc:  # an encoding or size the node cannot read
+            self.get_logger().warning(f"frame {stamp} cannot be read: {exc}")
+            return None
 
-    def _judge(self, ctx: VerifyContext, event: dict[str, Any]) -> None:
+    def _judge(self, event: dict[str, Any], chunk: dict[str, Any]) -> None:
         t0 = monotonic()
+        index = chunk["subtask_index"]
+        ctx = VerifyContext(
+            task_id=event["task_id"],
+            cycle=event["cycle"],
+            subtask_index=index if isinstance(index, int) and not isinstance(index, bool) else -1,
+            subtask=str(chunk.get("subtask", "")),
+            next_subtask=str(chunk.get("next_subtask", "")),
+            before=self._frame(event.get("before_stamp_ns"), after=False),
+            after=self._frame(event.get("after_stamp_ns"), after=True),
+        )
         try:
             j = self.verifier.judge(ctx)
             advance, reason, raw, timings = j.advance, j.reason, j.raw_text, dict(j.timings)
@@ -216,7 +239,11 @@ class VerifierNode(Node):
         self.get_logger().info(f"operator: {question} (publish on {topics.OPERATOR_ANSWER.name})")
 
     def destroy_node(self) -> None:
-        self._pool.shutdown(wait=False)
+        # queued judgements are dropped, and one waiting for a person is woken: nothing is judged
+        # after the node is gone, and the process does not wait minutes for an answer at exit
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(self.verifier, OperatorVerifier):
+            self.verifier.close()
         if self._owns_engine and hasattr(self.engine, "close"):
             self.engine.close()
         super().destroy_node()

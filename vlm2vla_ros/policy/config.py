@@ -7,6 +7,7 @@ at start-up instead of silently running with a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -66,8 +67,10 @@ class OpenAIConfig:
             raise ValueError(f"openai.base_url must start with http:// or https://, got {self.base_url!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("openai.model (the served adapter name) must be a non-empty string")
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
-            raise ValueError(f"openai.timeout_s must be a positive number, got {self.timeout_s!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not (
+            math.isfinite(self.timeout_s) and self.timeout_s > 0
+        ):
+            raise ValueError(f"openai.timeout_s must be a finite positive number, got {self.timeout_s!r}")
 
 
 @dataclass(frozen=True)

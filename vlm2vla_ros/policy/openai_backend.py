@@ -25,6 +25,10 @@ import numpy as np
 from .config import OpenAIConfig
 from .types import Generation, GenerationRequest, PolicyError
 
+MAX_RESPONSE_BYTES = 1 << 20
+"""The most of a server's answer read (a chat completion here is a few kilobytes): a broken or
+hostile server cannot fill the policy's memory."""
+
 
 def image_data_uri(image: np.ndarray) -> str:
     from PIL import Image
@@ -88,7 +92,9 @@ class OpenAIBackend:
         where = f"the inference server at {self.url}"
         try:
             with urllib.request.urlopen(http_request, timeout=self.config.timeout_s) as response:
-                raw = response.read()
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+            if len(raw) > MAX_RESPONSE_BYTES:
+                raise PolicyError(f"{where} answered more than {MAX_RESPONSE_BYTES} bytes (a completion here is a few kilobytes)")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:200]
             raise PolicyError(f"{where} answered HTTP {exc.code}: {detail}") from None
