@@ -78,3 +78,15 @@ def test_executor_limits_must_be_finite_and_positive():
     ]:
         with pytest.raises(ValueError, match=why):
             ExecutorNodeConfig(**bad)
+
+
+def test_a_chunk_report_carries_joints_only_when_they_are_numbers():
+    """JSON has no NaN: a NaN reading would make the chunk's final report fail to encode, and the
+    policy would wait on the chunk; the joints are left out instead."""
+    pytest.importorskip("rclpy")
+    from vlm2vla_ros.nodes.executor_node import _joints
+    from vlm2vla_ros.robot.interface import JointState
+
+    assert _joints(JointState(0.5, 0.1234567, 0.0, -50.0)) == [0.5, 0.12346, 0.0, -50.0]
+    assert _joints(JointState(0.5, float("nan"), 0.0, -50.0)) is None
+    assert _joints(None) is None
