@@ -67,23 +67,33 @@ class ScriptedEngine:
                            "[[1, 0, 0, 1]]", {}, {})
 
 
-def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
+@contextmanager
+def policy_probed(*publish, parameters=()):
+    """The policy node on ScriptedEngine, spinning with a probe that records its chunks and
+    statuses and publishes frames, tasks and the `publish` topics; yields (probe, pubs, chunks,
+    statuses, frame, seen), frame() publishing one camera frame, seen what a failed wait prints.
+    Returns once the policy hears /task."""
     from vlm2vla_ros.nodes.policy_node import PolicyNode
 
     chunks, statuses = [], []
-    with spinning(lambda: PolicyNode(engine=ScriptedEngine())) as probe:
+    with spinning(lambda: PolicyNode(engine=ScriptedEngine(), parameter_overrides=list(parameters))) as probe:
         probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
                                   qos_for(topics.POLICY_CHUNK))
         probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
                                   qos_for(topics.POLICY_STATUS))
         pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-                for t in (topics.IMAGE, topics.TASK, topics.VERDICT, topics.EXECUTOR_EVENT)}
+                for t in (topics.IMAGE, topics.TASK, *publish)}
 
         def frame():
             pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
 
         seen = {"chunks": chunks, "statuses": statuses}
         wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
+        yield probe, pubs, chunks, statuses, frame, seen
+
+
+def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
+    with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT) as (probe, pubs, chunks, statuses, frame, seen):
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", "order-1")))
         for cycle in (1, 2):
             wait_until(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}", seen, frame)
@@ -137,26 +147,12 @@ def test_a_task_fails_when_no_report_or_no_verdict_comes():
     of waiting for ever (report_timeout_s, verdict_timeout_s)."""
     from rclpy.parameter import Parameter
 
-    from vlm2vla_ros.nodes.policy_node import PolicyNode
-
-    chunks, statuses = [], []
     limits = [Parameter("report_timeout_s", value=1.0), Parameter("verdict_timeout_s", value=1.5)]
-    with spinning(lambda: PolicyNode(engine=ScriptedEngine(), parameter_overrides=limits)) as probe:
-        probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
-                                  qos_for(topics.POLICY_CHUNK))
-        probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
-                                  qos_for(topics.POLICY_STATUS))
-        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-                for t in (topics.IMAGE, topics.TASK, topics.EXECUTOR_EVENT)}
-
-        def frame():
-            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
+    with policy_probed(topics.EXECUTOR_EVENT, parameters=limits) as (_probe, pubs, chunks, statuses, frame, seen):
 
         def failed(task_id):
             return [s for s in statuses if s["task_id"] == task_id and s["state"] == topics.FAILED]
 
-        seen = {"chunks": chunks, "statuses": statuses}
-        wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "no-executor")))
         wait_until(lambda: failed("no-executor"), "failure without a report", seen, frame)
         assert failed("no-executor")[0]["message"] == (
@@ -174,22 +170,7 @@ def test_a_task_fails_when_no_report_or_no_verdict_comes():
 def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
     """A rejection published under the running task's id would read as that task ending (the
     executor stops its chunks); a second task under that id would mix the two runs' messages."""
-    from vlm2vla_ros.nodes.policy_node import PolicyNode
-
-    chunks, statuses = [], []
-    with spinning(lambda: PolicyNode(engine=ScriptedEngine())) as probe:
-        probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
-                                  qos_for(topics.POLICY_CHUNK))
-        probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
-                                  qos_for(topics.POLICY_STATUS))
-        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-                for t in (topics.IMAGE, topics.TASK)}
-
-        def frame():
-            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), probe.get_clock().now().to_msg(), "cam"))
-
-        seen = {"chunks": chunks, "statuses": statuses}
-        wait_until(lambda: pubs[topics.TASK.name].get_subscription_count() > 0, "policy subscription", seen, frame)
+    with policy_probed() as (_probe, pubs, chunks, statuses, frame, seen):
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "live-1")))
         wait_until(lambda: chunks, "the first chunk", seen, frame)  # live-1 now waits for the executor
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("pick up the block", "live-1")))
@@ -197,8 +178,8 @@ def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
         wait_until(lambda: len([s for s in statuses if s["state"] == topics.REJECTED]) == 2, "two rejections", seen)
         rejected = [s for s in statuses if s["state"] == topics.REJECTED]
         assert all(s["task_id"] not in ("", "live-1") for s in rejected)
-        assert "task id live-1 is the running task's" in rejected[0]["message"]
-        assert "empty" in rejected[1]["message"]
+        messages = sorted(s["message"] for s in rejected)  # the two /task callbacks run in either order
+        assert "task id live-1 is the running task's" in messages[0] and "empty" in messages[1]
         assert [s["state"] for s in statuses if s["task_id"] == "live-1"][-1] == topics.RUNNING  # still running
 
 
