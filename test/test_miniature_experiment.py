@@ -7,6 +7,7 @@ not the numbers: a micro run trains for a few steps only.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -574,3 +575,88 @@ def test_completion_verdicts_count_each_verdict_against_the_simulator():
     assert len(seen) == 24 and all(b == a == (64, 64, 3) for b, a, _, _ in seen)
     # each case asked in its task's own words; a "move above" is never a task's last subtask
     assert all(subtask for _, _, subtask, _ in seen) and all(following for _, _, _, following in seen[:12])
+
+
+class _Stop(Exception):
+    """A lost process, played by the log: raised when a chosen line is written."""
+
+
+def _stop_at(text: str):
+    def log(line: str) -> None:
+        if text in line:
+            raise _Stop(line)
+
+    return log
+
+
+def _without_times(value):
+    """metrics with every wall-clock figure, and the record of the resumption, left out."""
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items()
+                if k not in ("timings_s", "wall_time_s", "seconds", "resumed", "elapsed_s")}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_a_run_stopped_twice_and_resumed_makes_the_numbers_of_one_never_stopped(tmp_path):
+    """Stopped as the second bind phase starts (the model, the place head and the seed counters
+    live only in memory then) and again inside the grounding evaluation (its folder half
+    written); each resume goes on after the last finished stage, and the end is the run that
+    was never stopped: the same metrics, the same report but for times, the same weights."""
+    import dataclasses
+
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig, read_checkpoint, run_experiment
+
+    config = dataclasses.replace(ExperimentConfig.quick(), bind_phases=((1, 2), (3, 2), (3, 2)))
+    whole, stopped = tmp_path / "whole", tmp_path / "again"  # names of one length: paths are in the adapter config
+    run_experiment(whole, config, log=lambda line: None)
+    second_bind = "pretraining the VLM (vision tower frozen): which block is asked, 3 block(s), beside the mixture ..."
+    with pytest.raises(_Stop):
+        run_experiment(stopped, config, log=_stop_at(second_bind))
+    state = read_checkpoint(stopped)
+    assert state["finished"][-1].startswith("pretraining the VLM (vision tower frozen): which block is asked, 1 block(s)")
+    assert state["counters"]["model"] and (stopped / "checkpoint" / state["counters"]["model"] / "place_head.pt").is_file()
+
+    with pytest.raises(ValueError, match="other settings \\(finetune_steps\\)"):
+        run_experiment(stopped, dataclasses.replace(config, finetune_steps=3), log=lambda line: None, resume=True)
+    lines = []
+
+    def stop_in_grounding(line: str) -> None:
+        lines.append(line)
+        _stop_at("  grounding base:")(line)
+
+    with pytest.raises(_Stop):
+        run_experiment(stopped, config, log=stop_in_grounding, resume=True)
+    assert "going on after stage" in lines[0] and lines[1].endswith(second_bind)
+    assert not any("pretraining data" in line or "vision tower (heat maps" in line for line in lines)
+    assert (stopped / "grounding_eval").is_dir() and read_checkpoint(stopped)["counters"]["model"] is None
+    assert not list((stopped / "checkpoint").glob("model-*"))  # the base is saved: no pretraining model is kept
+    resumed = run_experiment(stopped, config, log=lambda line: None, resume=True)
+
+    never_stopped = json.loads((whole / "metrics.json").read_text())
+    assert _without_times(json.loads((stopped / "metrics.json").read_text())) == _without_times(never_stopped)
+    grounding = list(never_stopped["timings_s"]).index("evaluation: grounding (where things are)")
+    assert [r["stages_done"] for r in resumed["resumed"]] == [len(state["finished"]), grounding]
+    assert list(resumed["timings_s"]) == list(never_stopped["timings_s"])  # each stage timed once, the bind phases apart
+    assert sum(1 for k in never_stopped["timings_s"] if "3 block(s), beside the mixture" in k) == 2
+    assert _weights_digest(stopped) == _weights_digest(whole)
+    assert (stopped / "verifier" / "model.safetensors").read_bytes() == (whole / "verifier" / "model.safetensors").read_bytes()
+
+    def body(report: Path) -> list[str]:
+        """The report without its times: the first paragraph, every "N s", the stage table (last)."""
+        lines = report.read_text().split("## Stage times")[0].splitlines()
+        return [re.sub(r"\b[0-9.]+ s\b", "N s", line) for line in lines if not line.startswith("Wall time")]
+
+    assert body(stopped / "report.md") == body(whole / "report.md")
+    assert "resumed from its checkpoint 2 time(s)" in (stopped / "report.md").read_text()
+
+
+def test_resume_takes_the_checkpoints_settings_and_needs_one(tmp_path, capsys):
+    from vlm2vla_ros.tools.experiment import main
+
+    assert main(["--out", str(tmp_path), "--resume", "--set", "finetune_steps=3"]) == 2
+    assert "drop --quick, --seed" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--resume"]) == 1
+    assert "has no checkpoint" in capsys.readouterr().err

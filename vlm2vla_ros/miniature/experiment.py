@@ -23,7 +23,8 @@ Stages (each timed; the wall time of the run is reported):
    reaching, which link fails, copying (held-out texts), and which of three blocks is asked.
 
 Outputs in the run folder: report.md, metrics.json, plots (miniature_*.png), base/ (model
-folder), adapter/ (PEFT adapter), baseline/ (model folder), data folders.
+folder), adapter/ (PEFT adapter), baseline/ (model folder), data folders, and checkpoint/ (what
+it takes to go on after the last finished stage: run_experiment(..., resume=True)).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, median
@@ -452,31 +453,145 @@ class ExperimentConfig:
         )
 
 
+CHECKPOINT = "checkpoint"
+"""The run folder's checkpoint: state.pkl (the finished stages, the metrics so far, counters and
+the random generators' states), state.json (the same, readable), data.pkl (the pretraining data)
+and model-NN/ (the model as the last finished pretraining stage left it)."""
+
+
 @dataclass
 class Run:
+    """The stages of one run, timed and checkpointed: after each stage the run folder holds what
+    it takes to go on from there (`resume_run`), so that hours of training on a CPU survive a
+    lost process; a resumed run makes the same numbers as one never stopped."""
+
     out: Path
     config: ExperimentConfig
     log: Callable[[str], None]
+    metrics: dict[str, Any]
+    keep: Callable[[Path], dict[str, Any]] = lambda folder: {}
+    """Called after each stage with the checkpoint folder: saves what lives only in memory (the
+    model) there and returns the counters to restore."""
     timings: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.perf_counter)
+    finished: list[str] = field(default_factory=list)
+    """The stages done, in order; a resumed run skips them."""
+    earlier_s: float = 0.0
+    """The finished stages' seconds in the processes before this one."""
+    random: Any = None
+    """The random generators' states a resumed run restores as its first stage starts."""
+    entered: int = 0
 
-    def stage(self, name: str) -> _Stage:
-        return _Stage(self, name)
+    def stage(self, name: str, outputs: Sequence[str] = ()) -> Iterator[None]:
+        """Use as `for _ in run.stage(name):` -- the body runs once, timed, then a checkpoint is
+        written; not at all when a resumed run finished it already. outputs: the run folder's
+        entries the stage writes, removed first (what an interrupted try of it left)."""
+        index, self.entered = self.entered, self.entered + 1
+        if index < len(self.finished):
+            if self.finished[index] != name:
+                raise ValueError(f"{self.out}: stage {index + 1} of the checkpoint is {self.finished[index]!r}, "
+                                 f"this run's is {name!r}; the run cannot go on from it")
+            return
+        for entry in outputs:
+            shutil.rmtree(self.out / entry, ignore_errors=True)
+        if self.random is not None:
+            restore_random(self.random)
+            self.random = None
+        t0 = time.perf_counter()
+        self.log(f"[{self.elapsed():7.1f} s] {name} ...")
+        yield
+        seconds = time.perf_counter() - t0
+        key, copy = name, 1
+        while key in self.timings:  # a phase that comes twice (bind_phases) keeps both times
+            copy += 1
+            key = f"{name} ({copy})"
+        self.timings[key] = round(seconds, 1)
+        self.finished.append(name)
+        self.checkpoint()
+        self.log(f"[{self.elapsed():7.1f} s] {name} done in {seconds:.1f} s")
+
+    def elapsed(self) -> float:
+        return self.earlier_s + time.perf_counter() - self.start
+
+    def checkpoint(self) -> None:
+        """state.pkl replaced in one step, after the model it names is written in full."""
+        import pickle
+
+        folder = self.out / CHECKPOINT
+        folder.mkdir(exist_ok=True)
+        state = {
+            "config": self.config, "machine": machine_record(), "finished": list(self.finished), "timings": dict(self.timings),
+            "elapsed_s": self.elapsed(), "metrics": self.metrics, "counters": self.keep(folder),
+            "random": random_states(),
+        }
+        with (folder / "state.tmp").open("wb") as file:
+            pickle.dump(state, file)
+        os.replace(folder / "state.tmp", folder / "state.pkl")
+        summary = {"finished": state["finished"], "timings_s": state["timings"], "elapsed_s": round(state["elapsed_s"], 1),
+                   "counters": state["counters"], "config": jsonable(self.config.to_dict())}
+        (folder / "state.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        for old in folder.glob("model-*"):
+            if old.name != state["counters"].get("model"):
+                shutil.rmtree(old)
 
 
-class _Stage:
-    def __init__(self, run: Run, name: str) -> None:
-        self.run, self.name = run, name
+def random_states() -> tuple[Any, Any, Any]:
+    """Python's, numpy's and torch's global generators, for a checkpoint."""
+    import random
 
-    def __enter__(self) -> _Stage:
-        self.t0 = time.perf_counter()
-        self.run.log(f"[{time.perf_counter() - self.run.start:7.1f} s] {self.name} ...")
-        return self
+    import numpy as np
+    import torch
 
-    def __exit__(self, *exc: object) -> None:
-        seconds = time.perf_counter() - self.t0
-        self.run.timings[self.name] = round(seconds, 1)
-        self.run.log(f"[{time.perf_counter() - self.run.start:7.1f} s] {self.name} done in {seconds:.1f} s")
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def restore_random(states: tuple[Any, Any, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
+
+
+SAME_ARITHMETIC = ("cpu", "torch", "python", "cpu_capability", "onednn", "mkl_cbwr", "torch_threads", "pinned")
+"""What machine_record() must repeat for a resumed run to compute as the stopped one did."""
+
+
+def check_resumable(out: Path, state: dict[str, Any], config: ExperimentConfig) -> None:
+    """Raises ValueError when the checkpoint was made with another config or other arithmetic
+    (a resumed run would mix two runs' numbers), or when it has no stage finished."""
+    if state["config"] != config:
+        changed = sorted(k for k, v in config.to_dict().items() if state["config"].to_dict().get(k) != v)
+        raise ValueError(f"{out}: the checkpoint was made with other settings ({', '.join(changed)}); "
+                         "--resume takes the checkpoint's own")
+    now = machine_record()
+    changed = [k for k in SAME_ARITHMETIC if state["machine"].get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"{out}: the checkpoint was computed with other arithmetic ("
+                         + ", ".join(f"{k} {state['machine'].get(k)!r}, now {now.get(k)!r}" for k in changed)
+                         + "); give the same --kernels and --threads on the same kind of machine")
+    if not state["finished"]:
+        raise ValueError(f"{out}: the checkpoint has no finished stage")
+
+
+def read_checkpoint(out: Path) -> dict[str, Any]:
+    """The state a run folder's last finished stage left (Run.checkpoint). Raises
+    FileNotFoundError when it has none."""
+    import pickle
+
+    path = Path(out) / CHECKPOINT / "state.pkl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} has no checkpoint ({CHECKPOINT}/state.pkl): there is no run there to go on with")
+    with path.open("rb") as file:
+        return pickle.load(file)
+
+
+def read_train_examples(dataset_dir: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
+    """The examples both fine-tuned models train on: the train split's stages, repeated as set."""
+    return repeat_stages(read_examples(dataset_dir / "train.jsonl", config.fine_tune_stages()), dict(config.stage_repeats))
 
 
 def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
@@ -822,8 +937,13 @@ def grounding_scores(engine: Any, items: Sequence[dict[str, str]], grounding_fil
     return out
 
 
-def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every stage; writes report.md, metrics.json and plots into `out`; returns the metrics."""
+def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], None] = print,
+                   resume: bool = False) -> dict[str, Any]:
+    """Every stage; writes report.md, metrics.json and plots into `out`; returns the metrics.
+    With resume, goes on after the last stage `out`'s checkpoint finished, which must have been
+    made with this config and this arithmetic (check_resumable)."""
+    import pickle
+
     import torch
     from transformers import set_seed
 
@@ -836,19 +956,52 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     from .vision import pretrain_vision, train_reading
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; the experiment always starts from scratch")
+    state = read_checkpoint(out) if resume else None
+    if state:
+        check_resumable(out, state, config)
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; the experiment starts from scratch "
+                              "(--resume goes on with a run that stopped)")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run = Run(out, config, log)
     c = config
     set_seed(c.seed)
     metrics: dict[str, Any] = {"config": c.to_dict()}
+    run = Run(out, config, log, metrics)
+    initial, base_dir, baseline_dir = out / "base_init", out / "base", out / "baseline"
+    model = processor = head = engines = None
+    next_seed, next_verify_seed, next_bind_seed = c.location_first_seed, c.verify_mix_first_seed, c.bind_first_seed
+    if state:
+        metrics = run.metrics = state["metrics"]
+        run.finished, run.timings, run.earlier_s, run.random = state["finished"], state["timings"], state["elapsed_s"], state["random"]
+        counters = state["counters"]
+        next_seed, next_verify_seed, next_bind_seed = counters["next_seed"], counters["next_verify_seed"], counters["next_bind_seed"]
+        if counters["model"]:
+            model, processor = load_model(out / CHECKPOINT / counters["model"])
+        if (out / CHECKPOINT / "data.pkl").is_file():
+            with (out / CHECKPOINT / "data.pkl").open("rb") as file:
+                pretrain_examples, vqa_items = pickle.load(file)
+        metrics.setdefault("resumed", []).append({"after": run.finished[-1], "stages_done": len(run.finished),
+                                                  "at_s": round(run.earlier_s, 1)})
+        log(f"[{run.elapsed():7.1f} s] going on after stage {len(run.finished)}, {run.finished[-1]}")
 
-    with run.stage("tokenizer and base model folder"):
+    def keep(folder: Path) -> dict[str, Any]:
+        """The checkpoint's share of run_experiment's own state: the model while it pretrains."""
+        name = None
+        if model is not None:
+            name = f"model-{len(run.finished):02d}"
+            save_model(model, processor, folder / name)
+            if head is not None:
+                torch.save(head.linear.state_dict(), folder / name / "place_head.pt")
+        return {"next_seed": next_seed, "next_verify_seed": next_verify_seed, "next_bind_seed": next_bind_seed, "model": name,
+                "engine_calls": [engine.calls for engine in engines] if engines else None}
+
+    run.keep = keep
+
+    for _ in run.stage("tokenizer and base model folder", outputs=("base_init",)):
         corpus = list(vqa.corpus_texts(range(100000, 100000 + c.tokenizer_scenes)))
-        initial = build_base(out / "base_init", c.spec, c.seed, corpus, c.split_digits)
-    with run.stage("pretraining data"):
+        build_base(initial, c.spec, c.seed, corpus, c.split_digits)
+    for _ in run.stage("pretraining data", outputs=("pretrain_images", "vqa_eval")):
         pretrain_examples = vqa.pretraining_examples(
             range(c.pretrain_scenes), range(200000, 200000 + c.pretrain_verify_episodes), out / "pretrain_images", c.image_size,
             view=c.view, copies_per_scene=c.copies_per_scene,
@@ -859,13 +1012,23 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         for e in pretrain_examples:
             counts[e["stage"]] = counts.get(e["stage"], 0) + 1
         metrics["pretrain_data"] = {"examples": len(pretrain_examples), "per_kind": counts, "vqa_eval_questions": len(vqa_items)}
-    with run.stage("pretraining the vision tower (heat maps, scene summary)"):
+        (out / CHECKPOINT).mkdir(exist_ok=True)
+        with (out / CHECKPOINT / "data.pkl").open("wb") as file:
+            pickle.dump((pretrain_examples, vqa_items), file)
+    worlds: list[Any] = []
+
+    def scene_worlds() -> list[Any]:
+        """The pretraining scenes' worlds, for the tower's heat maps (made once, when first needed)."""
+        if not worlds:
+            worlds.extend(vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes))
+        return worlds
+
+    for _ in run.stage("pretraining the vision tower (heat maps, scene summary)"):
         torch.manual_seed(c.seed)
         model, processor = load_model(initial)
         metrics["parameters"] = {"base": sum(p.numel() for p in model.parameters())}
-        worlds = [vqa.sample_state(seed)[0] for seed in range(c.pretrain_scenes)]
         vision_losses = pretrain_vision(
-            model, processor, worlds, c.vision_steps, c.vision_batch, c.vision_lr, c.seed, c.image_size,
+            model, processor, scene_worlds(), c.vision_steps, c.vision_batch, c.vision_lr, c.seed, c.image_size,
             centring_weight=c.vision_centring, summary_weight=c.vision_summary, view=c.view, log=log,
             log_every=max(1, c.vision_steps // 5),
         )
@@ -873,7 +1036,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     def read_tower() -> None:
         read = "a lone block" if c.reading_blocks == 1 else "each colour's block"
-        with run.stage(f"pretraining the vision tower: where {read} is from the gripper, new scenes every batch"):
+        for _ in run.stage(f"pretraining the vision tower: where {read} is from the gripper, new scenes every batch"):
             near = draw_new_seeds(c.reading_first_seed, c.reading_batch, lambda seeds: vqa.near_scenes(seeds, c.reading_blocks))
             reading_losses = train_reading(model, processor, near, c.reading_steps, c.reading_lr, c.seed, c.image_size, c.view,
                                            log=log, log_every=max(1, c.reading_steps // 5),
@@ -885,8 +1048,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     train_tower = not c.pretrain_freeze_tower
     weights = "all weights" if train_tower else "vision tower frozen"
 
-    next_seed, next_verify_seed = c.location_first_seed, c.verify_mix_first_seed
-    head = PlaceHead(model.config.text_config.hidden_size, c.place_head, vqa.relative_place_cm, c.seed) if c.place_head else None
+    if c.place_head and model is not None:
+        head = PlaceHead(model.config.text_config.hidden_size, c.place_head, vqa.relative_place_cm, c.seed)
+        if state and state["counters"]["model"]:
+            head.linear.load_state_dict(torch.load(out / CHECKPOINT / state["counters"]["model"] / "place_head.pt"))
 
     def completion_draw(count: int, steps: int) -> Callable[[int], Any]:
         """count new completion cases a step for `steps` steps, on seeds no other phase uses."""
@@ -915,15 +1080,15 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                           group_by_length=c.pretrain_group_by_length, fresh=fresh, place_head=head)
 
     if c.copy_steps:
-        with run.stage(f"pretraining the VLM ({weights}): copying alone, new examples every batch"):
+        for _ in run.stage(f"pretraining the VLM ({weights}): copying alone, new examples every batch"):
             draw = draw_new_seeds(c.copy_first_seed, c.pretrain_batch, lambda seeds: vqa.copy_examples(seeds, c.image_size, c.view))
             phase = train_stream(model, processor, draw, c.copy_steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
                                  log=log, log_every=max(1, c.copy_steps // 5), train_vision_tower=train_tower)
             metrics["pretrain_copy"] = {"steps": phase.steps, "examples": phase.examples,
                                         "seconds": round(phase.seconds, 1), "losses": phase.losses}
-    metrics["pretrain_location"] = []
+    metrics.setdefault("pretrain_location", [])
     for blocks, steps in c.location_phases:
-        with run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
+        for _ in run.stage(f"pretraining the VLM ({weights}): location, {blocks} block(s), new scenes every batch"):
             draw = draw_new_seeds(next_seed, c.pretrain_batch, lambda seeds, blocks=blocks: vqa.location_examples(
                 seeds, blocks, c.image_size, c.location_kinds, c.view, c.location_near))
             phase = train_stream(model, processor, draw, steps, c.pretrain_lr, c.seed, warmup_steps=c.pretrain_warmup,
@@ -931,21 +1096,21 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             next_seed += steps * c.pretrain_batch
             metrics["pretrain_location"].append({"blocks": blocks, "steps": phase.steps, "examples": phase.examples,
                                                  "seconds": round(phase.seconds, 1), "losses": phase.losses})
-    with run.stage(f"pretraining the VLM ({weights}): first question kinds"):
-        first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]
+    first = [e for e in pretrain_examples if e["stage"] in c.first_kinds]
+    mixture = pretrain_examples + first * c.first_kinds_repeat
+    for _ in run.stage(f"pretraining the VLM ({weights}): first question kinds"):
         curriculum = pretrain(first, c.first_steps, c.first_steps // 5)
         metrics["pretrain_first"] = {"kinds": list(c.first_kinds), "examples": len(first), "steps": curriculum.steps,
                                      "new_examples": curriculum.examples - len(first),
                                      "seconds": round(curriculum.seconds, 1), "losses": curriculum.losses}
-    with run.stage(f"pretraining the VLM ({weights})"):
-        mixture = pretrain_examples + first * c.first_kinds_repeat
+    for _ in run.stage(f"pretraining the VLM ({weights})"):
         pre = pretrain(mixture, c.pretrain_steps, c.pretrain_steps // 10)
         metrics["pretrain"] = {"steps": pre.steps, "new_examples": pre.examples - len(mixture),
                                "seconds": round(pre.seconds, 1), "losses": pre.losses}
     if c.tower_again_steps:
-        with run.stage("pretraining the vision tower again (heat maps, scene summary)"):
+        for _ in run.stage("pretraining the vision tower again (heat maps, scene summary)"):
             again = pretrain_vision(
-                model, processor, worlds, c.tower_again_steps, c.vision_batch, c.vision_lr, c.seed + 1, c.image_size,
+                model, processor, scene_worlds(), c.tower_again_steps, c.vision_batch, c.vision_lr, c.seed + 1, c.image_size,
                 centring_weight=c.vision_centring, summary_weight=c.vision_summary, view=c.view, log=log,
                 log_every=max(1, c.tower_again_steps // 5),
             )
@@ -953,11 +1118,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         if c.reading_steps:
             read_tower()
     bind_tower = train_tower and not c.tower_again_steps
-    metrics["pretrain_bind"] = []
-    next_bind_seed = c.bind_first_seed
+    metrics.setdefault("pretrain_bind", [])
     for blocks, steps in c.bind_phases:
         bind_weights = "all weights" if bind_tower else "vision tower frozen"
-        with run.stage(f"pretraining the VLM ({bind_weights}): which block is asked, {blocks} block(s), beside the mixture"):
+        for _ in run.stage(f"pretraining the VLM ({bind_weights}): which block is asked, {blocks} block(s), beside the mixture"):
             parts = [(c.bind_fresh, draw_new_seeds(next_bind_seed, c.bind_fresh, lambda seeds, blocks=blocks:
                                                    vqa.location_examples(seeds, blocks, c.image_size, c.bind_kinds, c.view)))]
             if c.bind_verify_mix:
@@ -967,13 +1131,13 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             metrics["pretrain_bind"].append({"blocks": blocks, "steps": phase.steps, "new_examples": phase.examples - len(mixture),
                                              "seconds": round(phase.seconds, 1), "losses": phase.losses,
                                              "place_losses": phase.place_losses})
-    with run.stage("saving the base"):
-        base_dir = save_model(model, processor, out / "base")
+    for _ in run.stage("saving the base", outputs=("base",)):
+        save_model(model, processor, base_dir)
         write_model_view(base_dir, c.view)
         shutil.rmtree(initial)
-        del model
+        model = processor = None
 
-    with run.stage("action data (expert, English only)"):
+    for _ in run.stage("action data (expert, English only)", outputs=("episodes", "dataset")):
         exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
                                         c.view, c.frames_at_moves())
         reach = data.export_reach_demonstrations(out / "episodes", range(c.reach_first_seed, c.reach_first_seed + c.reach_demos),
@@ -992,15 +1156,14 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
             train_file.write_text("".join(weighted), encoding="utf-8")
             near_copies_added = len(weighted) - len(lines)
-        train_examples = repeat_stages(read_examples(out / "dataset" / "train.jsonl", c.fine_tune_stages()), dict(c.stage_repeats))
         metrics["action_data"] = {
             "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
             "grasp_demos": len(grasp.written),
             "rehearsal_examples": len(rehearsal), "near_plan_copies_added": near_copies_added,
             "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
-            "train_examples": len(train_examples),
+            "train_examples": len(read_train_examples(out / "dataset", c)),
         }
-    with run.stage("VLM2VLA: LoRA fine-tuning"):
+    for _ in run.stage("VLM2VLA: LoRA fine-tuning", outputs=("adapter",)):
         lora = train_lora(c.lora_train(base_dir, out / "dataset", out / "adapter"))
         shutil.rmtree(out / "adapter" / "checkpoints", ignore_errors=True)
         lora_log = json.loads((out / "adapter" / "train_log.json").read_text())
@@ -1010,23 +1173,27 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             "losses": [[e["step"], e["loss"]] for e in lora_log["log_history"] if "loss" in e],
             "plan_total_head": lora_log["plan_total_head"],
         }
-    with run.stage("baseline: action tokens, full fine-tuning"):
+    for _ in run.stage("baseline: action tokens, full fine-tuning", outputs=("baseline",)):
         torch.manual_seed(c.seed)
         model, processor = load_model(base_dir)
         added = action_tokens.add_action_tokens(model, processor)
-        examples = action_tokens.to_action_token_examples(train_examples)
+        examples = action_tokens.to_action_token_examples(read_train_examples(out / "dataset", c))
         base_ft = train_full(model, processor, examples, c.finetune_steps, c.finetune_batch, c.baseline_lr, c.seed,
                              warmup_steps=max(1, c.finetune_steps // 20), log=log, log_every=max(1, c.finetune_steps // 10))
-        baseline_dir = save_model(model, processor, out / "baseline")
+        save_model(model, processor, baseline_dir)
         metrics["baseline_train"] = {"steps": base_ft.steps, "seconds": round(base_ft.seconds, 1), "tokens_added": added,
                                      "losses": base_ft.losses}
-        del model
+        model = processor = None
 
-    with run.stage("evaluation: VQA"):
-        vlm2vla = load_policy(policy_config(base_dir, out / "adapter", c))
-        base_engine = load_policy(policy_config(base_dir, None, c))
-        model, processor = load_model(baseline_dir)
-        baseline = PolicyEngine(action_tokens.ActionTokenBackend(model, processor), policy_config(baseline_dir, None, c))
+    def load_engines() -> tuple[Any, Any, Any]:
+        """VLM2VLA, the base and the baseline, as the evaluations use them."""
+        baseline_model, baseline_processor = load_model(baseline_dir)
+        return (load_policy(policy_config(base_dir, out / "adapter", c)), load_policy(policy_config(base_dir, None, c)),
+                PolicyEngine(action_tokens.ActionTokenBackend(baseline_model, baseline_processor),
+                             policy_config(baseline_dir, None, c)))
+
+    for _ in run.stage("evaluation: VQA"):
+        engines = vlm2vla, base_engine, baseline = load_engines()
         vqa_file = out / "vqa_eval" / "vqa.jsonl"
         v_vlm2vla = vqa_scores(vlm2vla, vqa_items, vqa_file)
         v_baseline = vqa_scores(baseline, vqa_items, vqa_file, adapter_off=False)
@@ -1052,12 +1219,16 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             acc[f"{name}_retention"] = acc[name]["accuracy"] / acc["base"]["accuracy"] if acc["base"]["accuracy"] else math.nan
         log(f"  VQA accuracy: base (adapter off) {acc['base']['accuracy']:.3f}, VLM2VLA {acc['vlm2vla']['accuracy']:.3f}, "
             f"baseline {acc['baseline']['accuracy']:.3f}; adapter off = base: {acc['adapter_off_answers_equal_base']}")
-    with run.stage("evaluation: closed loop (VLM2VLA)"):
+    if engines is None:  # a resumed run: loaded before the random generators are restored, as in one never stopped
+        engines = vlm2vla, base_engine, baseline = load_engines()
+        for engine, calls in zip(engines, state["counters"]["engine_calls"]):
+            engine.calls = calls  # their sampling seeds go on where the stopped run's were
+    baseline_policy = StageMix(baseline, baseline, base_engine)  # the base judges, as for VLM2VLA
+    for _ in run.stage("evaluation: closed loop (VLM2VLA)"):
         metrics["closed_loop_vlm2vla"] = closed_loop(every_scene(vlm2vla), c, log, "VLM2VLA")
-    with run.stage("evaluation: closed loop (baseline)"):
-        baseline_policy = StageMix(baseline, baseline, base_engine)  # the base judges, as for VLM2VLA
+    for _ in run.stage("evaluation: closed loop (baseline)"):
         metrics["closed_loop_baseline"] = closed_loop(every_scene(baseline_policy), c, log, "baseline")
-    with run.stage("evaluation: grounding (where things are)"):
+    for _ in run.stage("evaluation: grounding (where things are)", outputs=("grounding_eval",)):
         # after the closed loop, so that adding it left every earlier number unchanged
         grounding_dir = out / "grounding_eval"
         places = vqa.grounding_set(range(910000, 910000 + c.grounding_scenes), grounding_dir, c.image_size, c.view)
@@ -1076,7 +1247,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             block = metrics["grounding"][name]["block"]
             log(f"  grounding {name}: blocks within {g_vlm2vla['tolerance_cm']:.1f} cm {block['within_tolerance']:.2f}, "
                 f"mean error {block['mean_abs_cm']} cm")
-    with run.stage("evaluation: reaching the named block (chunk stage alone)"):
+    for _ in run.stage("evaluation: reaching the named block (chunk stage alone)"):
         # last, so that adding it left every earlier number unchanged
         metrics["reach"] = {"vlm2vla": reach_scores(vlm2vla, c), "baseline": reach_scores(baseline, c),
                             "vlm2vla_alone": reach_scores(vlm2vla, c, alone=True),
@@ -1084,11 +1255,11 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         for name in metrics["reach"]:
             log(f"  reach {name}: " + ", ".join(f"after {a['cycles']} cycle(s) {a['mean_cm']:.1f} cm, "
                                                 f"{a['within_tolerance']:.2f} within" for a in metrics["reach"][name]["after"]))
-    with run.stage("evaluation: which link fails (the named objects alone)"):
+    for _ in run.stage("evaluation: which link fails (the named objects alone)"):
         # last, so that adding it left every earlier number unchanged
         metrics["chain"] = chain_scores({"vlm2vla": vlm2vla, "baseline": baseline_policy}, base_engine, c, log)
     if c.copy_eval:
-        with run.stage("evaluation: copying (held-out texts)"):
+        for _ in run.stage("evaluation: copying (held-out texts)", outputs=("copy_eval",)):
             # last, so that adding it left every earlier number unchanged
             copy_items = vqa.copy_set(range(930000, 930000 + c.copy_eval), out / "copy_eval", c.image_size, c.view)
             copy_file = out / "copy_eval" / "copy.jsonl"
@@ -1099,7 +1270,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             for name in ("base", "vlm2vla", "baseline"):
                 log(f"  copying {name}: {metrics['copy'][name]['exact']:.2f} exact")
     if c.binding_eval:
-        with run.stage("evaluation: which block is asked (three-block scenes)"):
+        for _ in run.stage("evaluation: which block is asked (three-block scenes)", outputs=("binding_eval",)):
             # last, so that adding it left every earlier number unchanged
             binding_dir = out / "binding_eval"
             items = vqa.binding_set(990000, c.binding_eval, binding_dir, 3, c.image_size, c.view)
@@ -1109,7 +1280,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                 log(f"  binding {name}: near the asked block / another / none {b['near_asked']} / {b['near_other']} / "
                     f"{b['near_none']} of {b['questions']}, median {b['median_cm']} cm")
     if c.judged_kinds:
-        with run.stage("evaluation: closed loop, the simulator judging"):
+        for _ in run.stage("evaluation: closed loop, the simulator judging"):
             # last, so that adding it left every earlier number unchanged
             metrics["closed_loop_judged"] = {
                 "kinds": list(c.judged_kinds),
@@ -1117,27 +1288,28 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                 "baseline": closed_loop(every_scene(baseline), c, log, "baseline, the simulator judging", judged=True),
             }
     if c.verifier_steps:
-        with run.stage("a verifier of its own: the base fine-tuned on completion cases alone"):
+        verifier_dir = out / "verifier"
+        for _ in run.stage("a verifier of its own: the base fine-tuned on completion cases alone", outputs=("verifier",)):
             # last, so that adding it left every earlier number unchanged
-            verifier_dir = out / "verifier"
             fit_verifier = train_verifier(base_dir, verifier_dir, c, log)
-        with run.stage("evaluation: closed loop, a verifier of its own"):
+            metrics["verifier"] = {"steps": fit_verifier.steps, "seconds": round(fit_verifier.seconds, 1),
+                                   "cases": fit_verifier.examples, "losses": fit_verifier.losses}
+        for _ in run.stage("evaluation: closed loop, a verifier of its own"):
             verifier = load_policy(policy_config(verifier_dir, None, c))
-            metrics["verifier"] = {
-                "steps": fit_verifier.steps, "seconds": round(fit_verifier.seconds, 1), "cases": fit_verifier.examples,
-                "losses": fit_verifier.losses, "kinds": list(c.judged_kinds),
+            metrics["verifier"].update({
+                "kinds": list(c.judged_kinds),
                 "verdicts": {"base": completion_verdicts(base_engine, c), "verifier": completion_verdicts(verifier, c)},
                 "vlm2vla": closed_loop(every_scene(StageMix(vlm2vla, vlm2vla, verifier)), c, log,
                                        "VLM2VLA, a verifier of its own", kinds=c.judged_kinds),
                 "baseline": closed_loop(every_scene(StageMix(baseline, baseline, verifier)), c, log,
                                         "baseline, a verifier of its own", kinds=c.judged_kinds),
-            }
+            })
             verifier.close()
     for engine in (vlm2vla, base_engine, baseline):
         engine.close()
 
     metrics["timings_s"] = run.timings
-    metrics["wall_time_s"] = round(time.perf_counter() - run.start, 1)
+    metrics["wall_time_s"] = round(run.elapsed(), 1)
     metrics["machine"] = machine_record()
     metrics["checkpoint_bytes"] = folder_bytes(base_dir) + folder_bytes(out / "adapter", ("adapter_config.json", "adapter_model.safetensors"))
     write_report(out, metrics)
@@ -1153,6 +1325,15 @@ def machine_record() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu": cpu_model(), **arithmetic_record()}
+
+
+def resumed_words(resumed: Sequence[dict[str, Any]]) -> str:
+    """The report's word on a run that went on from its checkpoint (`--resume`)."""
+    if not resumed:
+        return ""
+    after = "; ".join(f"after stage {r['stages_done']}, {r['after']}, {r['at_s']:.0f} s in" for r in resumed)
+    return (f" The run was resumed from its checkpoint {len(resumed)} time(s) ({after}): its numbers are those of a run "
+            "never stopped, and the wall time counts each finished stage once, not the work lost with the stopped process.")
 
 
 def arithmetic_line(machine: dict[str, Any]) -> str:
@@ -1215,7 +1396,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         f"Wall time {m['wall_time_s']:.0f} s ({m['wall_time_s'] / 60:.1f} min) on {m['machine']['cpus']} CPU core(s), "
         f"torch {m['machine']['torch']} with {m['machine']['torch_threads']} thread(s), "
         f"{m['machine']['cpu']} ({m['machine']['cpu_capability']} kernels); seed {c['seed']}. "
-        + arithmetic_line(m["machine"]),
+        + arithmetic_line(m["machine"]) + resumed_words(m.get("resumed", [])),
         "",
         "## VQA accuracy (held-out scenes, English and Spanish questions)",
         "",

@@ -139,6 +139,17 @@ class PolicyEngine:
         on its first request (on a GPU: minutes for Gemma-3-12B, docs/benchmarks.md)."""
         return self.config.backend == "transformers" and self.config.static_cache_tokens > 0
 
+    @property
+    def calls(self) -> int:
+        """Generations so far: the n-th samples with seed config.seed + n, so an engine given
+        another's count (a resumed experiment's) samples on as that one would have."""
+        return self._calls
+
+    @calls.setter
+    def calls(self, count: int) -> None:
+        with self._lock:
+            self._calls = count
+
     def warm_up(self) -> float:
         """Run every stage once on a grey image and return the seconds it took; answers unused.
 

@@ -3,6 +3,7 @@
     vlm2vla-experiment --out runs/mini [--seed 0] [--quick] [--ship-to models/vlm2vla-mini]
                        [--kernels pinned|native] [--threads N] [--settings config/miniature/tower_recipe.txt]
                        [--set reach_demos=6000 --set "location_kinds=('relative', 'direction')" ...]
+    vlm2vla-experiment --out runs/mini --resume [--kernels pinned|native] [--threads N] [--ship-to ...]
 
 Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English and Spanish),
 fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token baseline (full
@@ -12,7 +13,9 @@ OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base
 (miniature/kernels.py) so that x86-64 CPUs with AVX2 of one vendor train the same weights: AMD
 EPYC machines make one set, an Intel Xeon another, since MKL takes its AVX2 path on Intel
 CPUs only (docs/miniature.md, finding 32), and inside the test suite it has twice made yet
-others (finding 33); --kernels native lets torch choose for this CPU.
+others (finding 33); --kernels native lets torch choose for this CPU. After every stage the run
+folder holds a checkpoint; --resume goes on after the last finished stage of a run whose process
+was lost, with the checkpoint's settings, and makes the numbers of a run never stopped.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ from typing import Any
 
 def parse_args(argv: list | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="vlm2vla-experiment", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="run folder (must not exist or be empty)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every stage (default %(default)s)")
+    ap.add_argument("--out", required=True, help="run folder (must not exist or be empty, unless --resume)")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on after the last stage the run in --out finished (its checkpoint), with its settings; "
+                         "give the --kernels and --threads it was started with")
+    ap.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
     ap.add_argument("--quick", action="store_true", help="micro run with tiny sizes and step counts (tests)")
     ap.add_argument("--ship-to", default="", help="copy the VLM2VLA base + adapter here (e.g. models/vlm2vla-mini)")
     ap.add_argument("--threads", type=int, default=0,
@@ -129,16 +135,29 @@ def main(argv: list | None = None) -> int:
         os.environ.update(kernels.PINNED_ENVIRONMENT)
     import torch
 
-    from ..miniature.experiment import ExperimentConfig, run_experiment, ship
+    from ..miniature.experiment import ExperimentConfig, read_checkpoint, run_experiment, ship
 
-    config = ExperimentConfig.quick(args.seed) if args.quick else ExperimentConfig.full(args.seed)
-    if args.view:
-        config = dataclasses.replace(config, view=args.view)
-    try:
-        config = with_settings(config, [pair for path in args.settings for pair in settings_file(path)] + args.set)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = Path(args.out).expanduser()
+    if args.resume:
+        if args.quick or args.seed is not None or args.view or args.settings or args.set:
+            print("error: --resume goes on with the checkpoint's own settings: drop --quick, --seed, --view, --settings "
+                  "and --set", file=sys.stderr)
+            return 2
+        try:
+            config = read_checkpoint(out)["config"]
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        seed = 0 if args.seed is None else args.seed
+        config = ExperimentConfig.quick(seed) if args.quick else ExperimentConfig.full(seed)
+        if args.view:
+            config = dataclasses.replace(config, view=args.view)
+        try:
+            config = with_settings(config, [pair for path in args.settings for pair in settings_file(path)] + args.set)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if run_in_child:
         child = [sys.executable, "-m", "vlm2vla_ros.tools.experiment", *argv]
         return subprocess.run(child, env=kernels.with_pinned_environment(os.environ), check=False).returncode
@@ -148,14 +167,13 @@ def main(argv: list | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         arithmetic = contextlib.nullcontext()
-    out = Path(args.out).expanduser()
     try:
         with arithmetic:
-            metrics = run_experiment(out, config, log=lambda line: print(line, flush=True))
+            metrics = run_experiment(out, config, log=lambda line: print(line, flush=True), resume=args.resume)
     except kernels.ArithmeticNotPinned as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.ship_to:
