@@ -600,47 +600,60 @@ def _without_times(value):
 
 
 @pytest.mark.slow
-def test_a_run_stopped_twice_and_resumed_makes_the_numbers_of_one_never_stopped(tmp_path):
-    """Stopped as the second bind phase starts (the model, the place head and the seed counters
-    live only in memory then) and again inside the grounding evaluation (its folder half
-    written); each resume goes on after the last finished stage, and the end is the run that
-    was never stopped: the same metrics, the same report but for times, the same weights."""
+def test_a_run_stopped_five_times_and_resumed_makes_the_numbers_of_one_never_stopped(tmp_path):
+    """Stopped in its first stage (nothing finished), after the tower's reading phase (its
+    gradients are left on the weights and the place head does not exist yet), after the location
+    phases (the location seeds have moved on), as the first three-block bind phase starts (the
+    place head and the completion seeds too) and inside the grounding evaluation (its folder half written,
+    the engines' sampling counts moved on); each resume goes on after the last finished stage,
+    and the end is the run that was never stopped: the same metrics, weights and report but for
+    times. A finished run is not resumed again."""
     import dataclasses
 
     from vlm2vla_ros.miniature.experiment import ExperimentConfig, read_checkpoint, run_experiment
 
-    config = dataclasses.replace(ExperimentConfig.quick(), bind_phases=((1, 2), (3, 2), (3, 2)))
+    config = dataclasses.replace(ExperimentConfig.quick(), bind_phases=((1, 2), (3, 2), (3, 2)), bind_verify_mix=1)
     whole, stopped = tmp_path / "whole", tmp_path / "again"  # names of one length: paths are in the adapter config
     run_experiment(whole, config, log=lambda line: None)
-    second_bind = "pretraining the VLM (vision tower frozen): which block is asked, 3 block(s), beside the mixture ..."
-    with pytest.raises(_Stop):
-        run_experiment(stopped, config, log=_stop_at(second_bind))
-    state = read_checkpoint(stopped)
-    assert state["finished"][-1].startswith("pretraining the VLM (vision tower frozen): which block is asked, 1 block(s)")
-    assert state["counters"]["model"] and (stopped / "checkpoint" / state["counters"]["model"] / "place_head.pt").is_file()
+    never_stopped = json.loads((whole / "metrics.json").read_text())
+    stages = list(never_stopped["timings_s"])
+    bind = "pretraining the VLM (vision tower frozen): which block is asked, 3 block(s), beside the mixture"
+    stops = [  # (a line the stopped process writes, the stages finished by then)
+        ("tokenizer and base model folder ...", 0),
+        ("copying alone, new examples every batch ...", stages.index("pretraining the VLM (vision tower frozen): copying alone, "
+                                                                     "new examples every batch")),
+        ("first question kinds ...", stages.index("pretraining the VLM (vision tower frozen): first question kinds")),
+        (f"{bind} ...", stages.index(bind)),
+        ("  grounding base:", stages.index("evaluation: grounding (where things are)")),
+    ]
+    for number, (text, finished) in enumerate(stops):
+        lines = []
 
+        def log(line: str, text=text, lines=lines) -> None:
+            lines.append(line)
+            _stop_at(text)(line)
+
+        with pytest.raises(_Stop):
+            run_experiment(stopped, config, log=log, resume=number > 0)
+        state = read_checkpoint(stopped)
+        assert len(state["finished"]) == finished, text
+        if number:
+            assert "going on after stage" in lines[0] and lines[1].endswith(f"{stages[stops[number - 1][1]]} ...")
+        if number == 1:
+            saved = stopped / "checkpoint" / state["counters"]["model"]
+            assert (saved / "gradients.pt").is_file() and not (saved / "place_head.pt").exists()
+        if number == 3:
+            assert (stopped / "checkpoint" / state["counters"]["model"] / "place_head.pt").is_file()
+        if number == 4:
+            assert (stopped / "grounding_eval").is_dir() and state["counters"]["model"] is None
+            assert not list((stopped / "checkpoint").glob("model-*"))  # the base is saved: no pretraining model is kept
     with pytest.raises(ValueError, match="other settings \\(finetune_steps\\)"):
         run_experiment(stopped, dataclasses.replace(config, finetune_steps=3), log=lambda line: None, resume=True)
-    lines = []
-
-    def stop_in_grounding(line: str) -> None:
-        lines.append(line)
-        _stop_at("  grounding base:")(line)
-
-    with pytest.raises(_Stop):
-        run_experiment(stopped, config, log=stop_in_grounding, resume=True)
-    assert "going on after stage" in lines[0] and lines[1].endswith(second_bind)
-    assert not any("pretraining data" in line or "vision tower (heat maps" in line for line in lines)
-    assert (stopped / "grounding_eval").is_dir() and read_checkpoint(stopped)["counters"]["model"] is None
-    assert not list((stopped / "checkpoint").glob("model-*"))  # the base is saved: no pretraining model is kept
     resumed = run_experiment(stopped, config, log=lambda line: None, resume=True)
 
-    never_stopped = json.loads((whole / "metrics.json").read_text())
     assert _without_times(json.loads((stopped / "metrics.json").read_text())) == _without_times(never_stopped)
-    grounding = list(never_stopped["timings_s"]).index("evaluation: grounding (where things are)")
-    assert [r["stages_done"] for r in resumed["resumed"]] == [len(state["finished"]), grounding]
-    assert list(resumed["timings_s"]) == list(never_stopped["timings_s"])  # each stage timed once, the bind phases apart
-    assert sum(1 for k in never_stopped["timings_s"] if "3 block(s), beside the mixture" in k) == 2
+    assert [r["stages_done"] for r in resumed["resumed"]] == [finished for _, finished in stops]
+    assert list(resumed["timings_s"]) == stages  # each stage timed once, the repeated bind phase apart
     assert _weights_digest(stopped) == _weights_digest(whole)
     assert (stopped / "verifier" / "model.safetensors").read_bytes() == (whole / "verifier" / "model.safetensors").read_bytes()
 
@@ -650,7 +663,9 @@ def test_a_run_stopped_twice_and_resumed_makes_the_numbers_of_one_never_stopped(
         return [re.sub(r"\b[0-9.]+ s\b", "N s", line) for line in lines if not line.startswith("Wall time")]
 
     assert body(stopped / "report.md") == body(whole / "report.md")
-    assert "resumed from its checkpoint 2 time(s)" in (stopped / "report.md").read_text()
+    assert "resumed from its checkpoint 5 time(s)" in (stopped / "report.md").read_text()
+    with pytest.raises(ValueError, match="the run is finished"):
+        run_experiment(stopped, config, log=lambda line: None, resume=True)
 
 
 def test_resume_takes_the_checkpoints_settings_and_needs_one(tmp_path, capsys):

@@ -514,7 +514,8 @@ class Run:
         return self.earlier_s + time.perf_counter() - self.start
 
     def checkpoint(self) -> None:
-        """state.pkl replaced in one step, after the model it names is written in full."""
+        """state.pkl replaced in one step, after the model it names is on the disk in full (synced,
+        so that a power cut cannot leave a checkpoint naming a model that was never written)."""
         import pickle
 
         folder = self.out / CHECKPOINT
@@ -524,8 +525,12 @@ class Run:
             "elapsed_s": self.elapsed(), "metrics": self.metrics, "counters": self.keep(folder),
             "random": random_states(),
         }
+        if state["counters"]["model"]:
+            synced(folder / state["counters"]["model"])
         with (folder / "state.tmp").open("wb") as file:
             pickle.dump(state, file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(folder / "state.tmp", folder / "state.pkl")
         summary = {"finished": state["finished"], "timings_s": state["timings"], "elapsed_s": round(state["elapsed_s"], 1),
                    "counters": state["counters"], "config": jsonable(self.config.to_dict())}
@@ -533,6 +538,14 @@ class Run:
         for old in folder.glob("model-*"):
             if old.name != state["counters"].get("model"):
                 shutil.rmtree(old)
+
+
+def synced(folder: Path) -> None:
+    """Every file in folder flushed to the disk."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as file:
+                os.fsync(file.fileno())
 
 
 def random_states() -> tuple[Any, Any, Any]:
@@ -562,7 +575,7 @@ SAME_ARITHMETIC = ("cpu", "torch", "python", "cpu_capability", "onednn", "mkl_cb
 
 def check_resumable(out: Path, state: dict[str, Any], config: ExperimentConfig) -> None:
     """Raises ValueError when the checkpoint was made with another config or other arithmetic
-    (a resumed run would mix two runs' numbers), or when it has no stage finished."""
+    (a resumed run would mix two runs' numbers), or when the run is finished."""
     if state["config"] != config:
         changed = sorted(k for k, v in config.to_dict().items() if state["config"].to_dict().get(k) != v)
         raise ValueError(f"{out}: the checkpoint was made with other settings ({', '.join(changed)}); "
@@ -573,8 +586,8 @@ def check_resumable(out: Path, state: dict[str, Any], config: ExperimentConfig) 
         raise ValueError(f"{out}: the checkpoint was computed with other arithmetic ("
                          + ", ".join(f"{k} {state['machine'].get(k)!r}, now {now.get(k)!r}" for k in changed)
                          + "); give the same --kernels and --threads on the same kind of machine")
-    if not state["finished"]:
-        raise ValueError(f"{out}: the checkpoint has no finished stage")
+    if (out / "report.md").is_file():
+        raise ValueError(f"{out}: the run is finished (report.md is written); there is nothing to go on with")
 
 
 def read_checkpoint(out: Path) -> dict[str, Any]:
@@ -978,25 +991,36 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         next_seed, next_verify_seed, next_bind_seed = counters["next_seed"], counters["next_verify_seed"], counters["next_bind_seed"]
         if counters["model"]:
             model, processor = load_model(out / CHECKPOINT / counters["model"])
-        if (out / CHECKPOINT / "data.pkl").is_file():
+            gradients = out / CHECKPOINT / counters["model"] / "gradients.pt"
+            if gradients.is_file():  # what the tower's training leaves, which the next phase's first step adds
+                left = torch.load(gradients)
+                for name, parameter in model.named_parameters():
+                    parameter.grad = left.get(name)
+        if "pretraining data" in run.finished:  # (a data.pkl of a stage not finished may be half written)
             with (out / CHECKPOINT / "data.pkl").open("rb") as file:
                 pretrain_examples, vqa_items = pickle.load(file)
-        metrics.setdefault("resumed", []).append({"after": run.finished[-1], "stages_done": len(run.finished),
+        last = run.finished[-1] if run.finished else "none"
+        metrics.setdefault("resumed", []).append({"after": last, "stages_done": len(run.finished),
                                                   "at_s": round(run.earlier_s, 1)})
-        log(f"[{run.elapsed():7.1f} s] going on after stage {len(run.finished)}, {run.finished[-1]}")
+        log(f"[{run.elapsed():7.1f} s] going on after stage {len(run.finished)}, {last}")
 
     def keep(folder: Path) -> dict[str, Any]:
-        """The checkpoint's share of run_experiment's own state: the model while it pretrains."""
+        """The checkpoint's share of run_experiment's own state: the model while it pretrains,
+        with the gradients a phase leaves (the tower's phases do not clear theirs, and the next
+        phase's first step adds them) and the place head once there is one."""
         name = None
         if model is not None:
             name = f"model-{len(run.finished):02d}"
             save_model(model, processor, folder / name)
+            torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, folder / name / "gradients.pt")
             if head is not None:
                 torch.save(head.linear.state_dict(), folder / name / "place_head.pt")
         return {"next_seed": next_seed, "next_verify_seed": next_verify_seed, "next_bind_seed": next_bind_seed, "model": name,
                 "engine_calls": [engine.calls for engine in engines] if engines else None}
 
     run.keep = keep
+    if not state:
+        run.checkpoint()  # nothing finished: a run lost in its first stage can be resumed too
 
     for _ in run.stage("tokenizer and base model folder", outputs=("base_init",)):
         corpus = list(vqa.corpus_texts(range(100000, 100000 + c.tokenizer_scenes)))
@@ -1050,8 +1074,9 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
 
     if c.place_head and model is not None:
         head = PlaceHead(model.config.text_config.hidden_size, c.place_head, vqa.relative_place_cm, c.seed)
-        if state and state["counters"]["model"]:
-            head.linear.load_state_dict(torch.load(out / CHECKPOINT / state["counters"]["model"] / "place_head.pt"))
+        saved_head = out / CHECKPOINT / str(state["counters"]["model"]) / "place_head.pt" if state else None
+        if saved_head and saved_head.is_file():  # (a checkpoint from before the head existed has none)
+            head.linear.load_state_dict(torch.load(saved_head))
 
     def completion_draw(count: int, steps: int) -> Callable[[int], Any]:
         """count new completion cases a step for `steps` steps, on seeds no other phase uses."""
@@ -1134,7 +1159,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     for _ in run.stage("saving the base", outputs=("base",)):
         save_model(model, processor, base_dir)
         write_model_view(base_dir, c.view)
-        shutil.rmtree(initial)
+        shutil.rmtree(initial, ignore_errors=True)  # (gone already when a lost process had got this far)
         model = processor = None
 
     for _ in run.stage("action data (expert, English only)", outputs=("episodes", "dataset")):
