@@ -454,15 +454,16 @@ class ExperimentConfig:
 
 
 CHECKPOINT = "checkpoint"
-"""The run folder's checkpoint: state.pkl (the finished stages, the metrics so far, counters and
-the random generators' states), state.json (the same, readable), data.pkl (the pretraining data)
-and model-NN/ (the model as the last finished pretraining stage left it)."""
+"""The run folder's checkpoint: state.pkl (the finished stages, the metrics so far, the seed
+counters, the evaluation engines' sampling counts and the random generators' states),
+state.json (the same, readable), data.pkl (the pretraining data) and model-NN/ (the model as
+the last finished pretraining stage left it, with its gradients and the place head)."""
 
 
 @dataclass
 class Run:
     """The stages of one run, timed and checkpointed: after each stage the run folder holds what
-    it takes to go on from there (`resume_run`), so that hours of training on a CPU survive a
+    it takes to go on from there (run_experiment's resume), so that hours of training on a CPU survive a
     lost process; a resumed run makes the same numbers as one never stopped."""
 
     out: Path
@@ -525,7 +526,7 @@ class Run:
             "elapsed_s": self.elapsed(), "metrics": self.metrics, "counters": self.keep(folder),
             "random": random_states(),
         }
-        if state["counters"]["model"]:
+        if state["counters"].get("model"):
             synced(folder / state["counters"]["model"])
         with (folder / "state.tmp").open("wb") as file:
             pickle.dump(state, file)
