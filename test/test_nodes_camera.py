@@ -62,8 +62,11 @@ def test_a_device_that_stops_is_opened_again_and_a_file_is_not(monkeypatch):
 
     class Capture:  # cv2.VideoCapture: the first one dies after a frame, the next ones work
         def __init__(self, target):
-            self.target, self.reads = target, 0
+            self.target, self.reads, self.settings = target, 0, {}
             opened.append(self)
+
+        def set(self, prop, value):
+            self.settings[prop] = value
 
         def isOpened(self):
             return True
@@ -82,11 +85,58 @@ def test_a_device_that_stops_is_opened_again_and_a_file_is_not(monkeypatch):
     assert [device.read() for _ in range(REOPEN_AFTER_FAILURES)] == [None] * REOPEN_AFTER_FAILURES
     assert [c.target for c in opened] == [0, 0] and device.reopened == 1
     assert int(device.read()[0, 0, 0]) == 2  # frames again, from the device opened anew
+    # a device queues one frame, opened anew too: a frame read is at most one frame old
+    assert [c.settings for c in opened] == [{cv2.CAP_PROP_BUFFERSIZE: 1}] * 2
     opened.clear()
     video = open_source("/dev/video3", loop=False)
     video.read()
     assert [video.read() for _ in range(REOPEN_AFTER_FAILURES)] == [None] * REOPEN_AFTER_FAILURES
     assert len(opened) == 2 and video.reopened == 1
+
+
+@pytest.mark.ros
+def test_a_malformed_frame_is_skipped_and_the_camera_goes_on():
+    """A frame of the wrong shape or type is logged and skipped like a missing one; the node
+    keeps publishing the good frames that follow."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from vlm2vla_ros import topics
+    from vlm2vla_ros.frames import FrameSource
+    from vlm2vla_ros.nodes.camera_node import CameraNode
+    from vlm2vla_ros.nodes.common import qos_for
+
+    class Frames(FrameSource):
+        name = "malformed then good"
+
+        def __init__(self):
+            self.sequence = [np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8, 3), np.float32)]
+
+        def read(self):
+            return self.sequence.pop(0) if self.sequence else np.full((8, 8, 3), 7, np.uint8)
+
+    owns = not rclpy.ok()
+    if owns:
+        rclpy.init()
+    try:
+        source = Frames()
+        cam = CameraNode(source=source, parameter_overrides=[Parameter("width", value=0), Parameter("height", value=0),
+                                                             Parameter("rate_hz", value=20)])
+        probe = rclpy.create_node("malformed_probe")
+        got = []
+        probe.create_subscription(Image, topics.IMAGE.name, got.append, qos_for(topics.IMAGE))
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            rclpy.spin_once(cam, timeout_sec=0.05)
+            rclpy.spin_once(probe, timeout_sec=0.05)
+        assert got and not source.sequence and cam.frames >= 1  # both bad frames read, skipped, and the good ones sent
+        assert (got[0].height, got[0].width, bytes(got[0].data[:3])) == (8, 8, bytes([7, 7, 7]))
+        cam.destroy_node()
+        probe.destroy_node()
+    finally:
+        if owns:
+            rclpy.shutdown()
 
 
 def test_a_video_file_that_ends_is_not_opened_again(tmp_path):

@@ -62,7 +62,7 @@ class OpenCVSource(FrameSource):
         self._target, self._loop, self._device = target, loop and isinstance(target, str), device
         self._failures = 0
         self.reopened = 0
-        self._cap = cv2.VideoCapture(target)
+        self._cap = self._open()
         if not self._cap.isOpened():
             raise FrameSourceError(f"OpenCV cannot open {target!r} (no such device or unreadable video)")
 
@@ -75,11 +75,19 @@ class OpenCVSource(FrameSource):
             self._failures += 1
             if self._device and self._failures % REOPEN_AFTER_FAILURES == 0:
                 self._cap.release()
-                self._cap = self._cv2.VideoCapture(self._target)
+                self._cap = self._open()
                 self.reopened += 1
             return None
         self._failures = 0
         return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
+
+    def _open(self) -> Any:
+        cap = self._cv2.VideoCapture(self._target)
+        if self._device:
+            # one frame queued instead of the driver's usual four: read at 5 Hz from a 30 Hz camera,
+            # the oldest of four queued frames is several reads old, yet it is stamped when read
+            cap.set(self._cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
 
     def close(self) -> None:
         self._cap.release()

@@ -64,11 +64,17 @@ class CameraNode(Node):
                 self._publish_frame()
 
     def _publish_frame(self) -> None:
+        c = self.config
         try:
             frame = self.source.read()
+            frame = None if frame is None else transform(frame, c.rotate_deg, c.width, c.height)
         except FrameSourceError as exc:
             frame = None
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+        except Exception as exc:  # a malformed frame (shape, type, a decoding error) is a missing frame, not the camera's end
+            frame = None
+            self.get_logger().error(f"{self.source.name} gave a frame that cannot be used ({type(exc).__name__}: {exc}); "
+                                    "skipped", throttle_duration_sec=5.0)
         if frame is None:
             if self._no_frame_since is None:
                 self._no_frame_since = monotonic()
@@ -80,9 +86,7 @@ class CameraNode(Node):
         if self._no_frame_since is not None:
             self.get_logger().info(f"{self.source.name} gives frames again")
         self._no_frame_since = None
-        c = self.config
-        img = transform(frame, c.rotate_deg, c.width, c.height)
-        self.pub.publish(to_msg(img, self.get_clock().now().to_msg(), c.frame_id))
+        self.pub.publish(to_msg(frame, self.get_clock().now().to_msg(), c.frame_id))
         self.frames += 1
 
     def stop_publishing(self) -> None:
