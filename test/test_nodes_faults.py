@@ -163,6 +163,40 @@ def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):
     assert rig.wait_event(tid, ("done", "aborted"))["event"] == "done"
 
 
+def test_a_volatile_publisher_stops_the_robot_and_only_a_latched_one_releases_it(rig):
+    """A plain `ros2 topic pub` or a teleop button publishes volatile, which a latched
+    subscription never hears: its `true` must stop the robot all the same. Its `false` does not
+    release: a release comes latched, so that an executor started later still sees an e-stop
+    that was never released."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    volatile = rig.node.create_publisher(Bool, topics.ESTOP.name, QoSProfile(
+        depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE))
+
+    def state_becomes(wanted, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not (rig.statuses and rig.statuses[-1]["estop"] is wanted) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return rig.statuses[-1]["estop"] is wanted
+
+    try:
+        deadline = time.monotonic() + 10
+        while volatile.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert volatile.get_subscription_count() == 1  # the executor's volatile subscription, and only it, matches
+        volatile.publish(Bool(data=True))
+        assert state_becomes(True)
+        rig.send_chunk("volatile-estop-1")
+        assert "e-stop is engaged" in rig.wait_event("volatile-estop-1", ("rejected", "started"))["reason"]
+        volatile.publish(Bool(data=False))
+        time.sleep(0.5)
+        assert rig.statuses[-1]["estop"] is True
+    finally:
+        rig.estop_pub.publish(Bool(data=False))
+        assert state_becomes(False)
+        rig.node.destroy_publisher(volatile)
+
+
 def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
     backend = rig.graph.backend
     before = backend.world.gripper

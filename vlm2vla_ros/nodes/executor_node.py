@@ -31,7 +31,16 @@ from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
 from ..topics import PayloadError, decode
-from .common import config_path, load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
+from .common import (
+    EVENTS_QOS,
+    config_path,
+    load_config,
+    monotonic,
+    publish_json,
+    qos_for,
+    run_node_main,
+    stamp_ns,
+)
 
 IDLE, EXECUTING, ESTOPPED, FAULT = "idle", "executing", "estopped", "fault"
 
@@ -113,6 +122,9 @@ class ExecutorNode(Node):
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self.create_subscription(Bool, topics.ESTOP.name, self._on_estop, qos_for(topics.ESTOP), callback_group=fast)
+        # DDS gives a latched (transient-local) subscription nothing from a volatile publisher, such
+        # as a plain `ros2 topic pub` or a teleop button: this one hears those, and may only stop
+        self.create_subscription(Bool, topics.ESTOP.name, self._on_volatile_estop, EVENTS_QOS, callback_group=fast)
         self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=fast)
         self.create_subscription(
             Header, topics.POLICY_HEARTBEAT.name, self._on_heartbeat, qos_for(topics.POLICY_HEARTBEAT), callback_group=fast
@@ -167,13 +179,20 @@ class ExecutorNode(Node):
             # under the chunk lock: a chunk being accepted now either sees the e-stop or starts
             # before it and is stopped by it; it never clears the latch set here
             with self._lock:
-                self._estopped = True
+                again, self._estopped = self._estopped, True
                 self.chunks.estop("e-stop received on /executor/estop")
-            self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
+            if not again:  # (a latched publisher's stop comes on both subscriptions)
+                self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
         elif self._estopped:
             self._estopped = False
             self.get_logger().info("e-stop released; the next task may move the robot again")
         self._publish_status()
+
+    def _on_volatile_estop(self, msg: Bool) -> None:
+        """A stop from any publisher counts; a release must come latched, on the subscription
+        above, so that an executor started later still sees an e-stop that was never released."""
+        if msg.data:
+            self._on_estop(msg)
 
     def _on_policy_status(self, msg: String) -> None:
         try:
