@@ -11,7 +11,7 @@ Arguments (documented in docs/ros_interface.md):
   adapter   LoRA adapter folder ('' keeps the YAML's)
   sim       true: simulated Stretch; the executor owns the sim and publishes its camera
             (no camera_node), so the topics are the same as on the robot
-  dry_run   true: the executor plans and reports every chunk and moves nothing
+  dry_run   true: the executor plans and reports every chunk and moves nothing ('' = the YAML's)
   half      all | robot (camera + executor) | compute (policy + verifier)
   record    true: `ros2 bag record` of every rollout topic
   bag_dir   output folder of the bag (must not exist)
@@ -32,15 +32,11 @@ ARGUMENTS = {
     "model": ("", "model folder for policy and verifier ('' = the YAML's; 'tiny' = tiny test model)"),
     "adapter": ("", "LoRA adapter folder ('' = the YAML's)"),
     "sim": ("false", "true: simulated Stretch (the executor owns the sim and publishes its camera)"),
-    "dry_run": ("false", "true: plan and report chunks, move nothing"),
+    "dry_run": ("", "true: plan and report chunks, move nothing ('' = the YAML's executor dry_run)"),
     "half": ("all", "all | robot (camera + executor) | compute (policy + verifier)"),
     "record": ("false", "true: ros2 bag record every rollout topic"),
     "bag_dir": ("vlm2vla_bag", "output folder of the bag (must not exist)"),
 }
-
-
-def _true(value):
-    return value.strip().lower() in ("true", "1", "yes")
 
 
 def _default_config():
@@ -59,6 +55,7 @@ def _sim_view(config, model):
 
 
 def _nodes(context):
+    from vlm2vla_ros.nodes.bringup import launch_flag
     from vlm2vla_ros.topics import ROLLOUT_TOPICS
 
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
@@ -66,12 +63,12 @@ def _nodes(context):
     if half not in HALVES:
         raise RuntimeError(f"half must be one of {HALVES}, got {half!r}")
     config = arg["config"] or _default_config()
-    sim, dry_run = _true(arg["sim"]), _true(arg["dry_run"])
+    sim, dry_run, record = (launch_flag(arg[name], name) for name in ("sim", "dry_run", "record"))
     model = {"model_path": arg["model"]} if arg["model"] else {}
     adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
     actions = []
     if half in ("all", "robot"):
-        executor_params = {"dry_run": dry_run}
+        executor_params = {} if dry_run is None else {"dry_run": dry_run}  # not given: the YAML's stands
         if sim:
             executor_params.update(backend="sim", sim_camera=True)
             if half == "all":  # the simulated camera shows the policy the view its model was trained on
@@ -86,7 +83,9 @@ def _nodes(context):
                             parameters=[config, {**model, **adapter}], output="screen"))
         actions.append(Node(package=PACKAGE, executable="verifier_node", name="verifier_node",
                             parameters=[config, model], output="screen"))
-    if _true(arg["record"]):
+    if record:
+        if os.path.exists(arg["bag_dir"]):  # ros2 bag record would refuse it and exit while the robot runs unrecorded
+            raise RuntimeError(f"bag_dir {arg['bag_dir']!r} exists: give a new folder (bag_dir:=...) or move the old bag")
         actions.append(ExecuteProcess(
             cmd=["ros2", "bag", "record", "-o", arg["bag_dir"], *[t.name for t in ROLLOUT_TOPICS]],
             output="screen",

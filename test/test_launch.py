@@ -31,6 +31,23 @@ def test_launch_file_parses_and_declares_the_documented_arguments():
     assert "generate_launch_description" in LAUNCH.read_text()
 
 
+def test_dry_run_is_the_yamls_unless_given_and_a_flag_typo_is_refused():
+    """A launch default of false would switch off a dry run set in the YAML; a typo read as false
+    would run the real robot (sim:=ture) or move it (dry_run:=treu)."""
+    from vlm2vla_ros.nodes.bringup import launch_flag
+
+    tree = ast.parse(LAUNCH.read_text())
+    defaults = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", "") == "ARGUMENTS" for t in node.targets))
+    dry_run = {k.value: v.elts[0].value for k, v in zip(defaults.keys, defaults.values)}["dry_run"]
+    assert dry_run == "" and launch_flag(dry_run, "dry_run") is None
+    assert [launch_flag(t, "sim") for t in ("true", " TRUE", "1", "yes", "false", "0", "no")] == [True] * 4 + [False] * 3
+    for typo in ("ture", "flase", "on"):
+        with pytest.raises(ValueError, match=f"launch argument sim must be true or false, got '{typo}'"):
+            launch_flag(typo, "sim")
+    assert 'executor_params = {} if dry_run is None else {"dry_run": dry_run}' in LAUNCH.read_text()
+
+
 def _launch_available():
     try:
         return importlib.util.find_spec("launch_ros") is not None and importlib.util.find_spec("launch.actions") is not None

@@ -97,6 +97,19 @@ class Graph:
                 self.backend.close()
 
 
+def launch_flag(text: str, name: str) -> bool | None:
+    """A launch argument's true/false, or None when it was not given (''). Anything else is
+    refused: a typo read as false could run the real robot (`sim:=ture`) or move it (`dry_run:=treu`)."""
+    value = text.strip().lower()
+    if not value:
+        return None
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(f"launch argument {name} must be true or false, got {text!r}")
+
+
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
