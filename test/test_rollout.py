@@ -136,6 +136,8 @@ def test_parse_task_plain_and_json():
     req = parse_task_message(topics.encode_task("pick it", "my-id.1"), 100)
     assert (req.instruction, req.task_id) == ("pick it", "my-id.1")
     assert parse_task_message("Pon el bloque rojo en el cuenco", 100).task_id is None
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a zero-width non-joiner inside a Persian word
+    assert parse_task_message(persian, 100).instruction == persian
 
 
 @pytest.mark.parametrize(
@@ -151,6 +153,10 @@ def test_parse_task_plain_and_json():
         ('{"task": "a", "id": "bad id!"}', "task id"),
         ('{"task": "   ", "id": "ok"}', "empty"),
         ("abc\x00def", "control characters"),
+        ("pick up\x85the block", "control characters"),  # C1 controls and DEL are control characters too
+        ("pick up the block\x7f", "control characters"),
+        ("pick up the \u202eblock der", "control characters"),  # a right-to-left override reorders what is shown
+        ('{"task": "a", "id": "abc\\n"}', "task id"),  # a final newline is not part of an id
     ],
 )
 def test_parse_task_rejects_bad_payloads(payload, why):
