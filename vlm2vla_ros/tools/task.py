@@ -116,7 +116,7 @@ def main(argv: list | None = None) -> int:
     from ..rollout import TASK_ID_RE
 
     task_id = args.id or f"cli-{os.getpid()}-{int(time.time())}"
-    if not TASK_ID_RE.match(task_id):
+    if not TASK_ID_RE.fullmatch(task_id):
         print("error: --id must be 1-64 letters, digits or _ . : -", file=sys.stderr)
         return EXIT_USAGE
 
