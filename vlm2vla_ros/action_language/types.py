@@ -44,7 +44,11 @@ class ActionLimits:
             raise ValueError(f"ActionLimits.decimals must be an integer from 0 to 4, got {self.decimals!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"ActionLimits.max_steps must be a positive integer, got {self.max_steps!r}")
-        if not isinstance(self.max_abs_cm, (int, float)) or not math.isfinite(self.max_abs_cm):
+        try:
+            finite = not isinstance(self.max_abs_cm, bool) and math.isfinite(self.max_abs_cm)
+        except (TypeError, OverflowError):  # not a number, or an int past a float's range
+            finite = False
+        if not finite:
             raise ValueError(f"ActionLimits.max_abs_cm must be a finite number, got {self.max_abs_cm!r}")
         if self.max_units < 1:
             raise ValueError(
