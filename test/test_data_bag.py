@@ -17,8 +17,9 @@ def typestore():
     return get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
 
 
-def write_rollout(path, state="succeeded", aborted_steps=None):
-    """Two cycles on subtask 0 then one on subtask 1; frames every 100 ms, rgb8 8x8."""
+def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), encoding="rgb8"):
+    """Two cycles on subtask 0 then one on subtask 1; frames every 100 ms (but the k-th of
+    drop_frames), 8x8, rgb8 or bgra8 (a pixel of value v is (v, v+1, v+2))."""
     ts = typestore()
     Image = ts.types["sensor_msgs/msg/Image"]
     Header = ts.types["std_msgs/msg/Header"]
@@ -26,16 +27,18 @@ def write_rollout(path, state="succeeded", aborted_steps=None):
     String = ts.types["std_msgs/msg/String"]
 
     def image(stamp, value):
-        data = np.full((8, 8, 3), value, dtype=np.uint8)
+        data = np.zeros((8, 8, 3), dtype=np.uint8) + np.array([value, value + 1, value + 2], dtype=np.uint8)
+        if encoding == "bgra8":
+            data = np.concatenate([data[:, :, ::-1], np.full((8, 8, 1), 255, np.uint8)], axis=2)
         header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
-        return ts.serialize_cdr(Image(header=header, height=8, width=8, encoding="rgb8", is_bigendian=0, step=24,
-                                      data=data.reshape(-1)), "sensor_msgs/msg/Image")
+        return ts.serialize_cdr(Image(header=header, height=8, width=8, encoding=encoding, is_bigendian=0,
+                                      step=8 * data.shape[2], data=data.reshape(-1)), "sensor_msgs/msg/Image")
 
     def text(**fields):
         return ts.serialize_cdr(String(data=topics.encode(**fields)), "std_msgs/msg/String")
 
     with BagWriter(path, topics.ROLLOUT_TOPICS) as bag:
-        for k in range(12):
+        for k in (k for k in range(12) if k not in drop_frames):
             bag.write(topics.IMAGE.name, image(10**9 + k * 10**8, 10 * k), 10**9 + k * 10**8)
         bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state="running",
                                                  subtasks=["reach", "lift"]), 10**9)
@@ -69,6 +72,30 @@ def test_rollout_bag_becomes_an_annotated_episode(tmp_path):
     assert np.asarray(Image.open(episode.image_path(episode.final_image)))[0, 0, 0] == 90
     again = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
     assert again.existing == ["bag-bag-t1"] and again.written == []
+
+
+def test_a_camera_driver_in_bgra8_reads_as_the_nodes_read_it(tmp_path):
+    report = export_bag_episodes([write_rollout(tmp_path / "bag", encoding="bgra8")], tmp_path / "eps")
+    assert report.written == ["bag-bag-t1"] and report.skipped == []
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    from PIL import Image
+
+    assert tuple(np.asarray(Image.open(episode.image_path(episode.steps[0].image)))[0, 0]) == (10, 11, 12)
+
+
+def test_a_missing_frame_is_stood_in_for_only_by_one_taken_after_the_previous_chunk_ended(tmp_path):
+    """Cycle 2 names the frame at 1.4 s and cycle 1 ended at 1.3 s. Without the 1.4 s frame, the
+    1.3 s one shows the scene cycle 2 saw; without both, the 1.2 s one shows the scene before
+    cycle 1 moved the arm, and the task is skipped rather than paired with it."""
+    from PIL import Image
+
+    stood_in = export_bag_episodes([write_rollout(tmp_path / "one", drop_frames=(4,))], tmp_path / "eps")
+    assert stood_in.written == ["bag-one-t1"]
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    assert np.asarray(Image.open(episode.image_path(episode.steps[2].image)))[0, 0, 0] == 30  # the 1.3 s frame
+    refused = export_bag_episodes([write_rollout(tmp_path / "two", drop_frames=(3, 4))], tmp_path / "eps")
+    assert refused.written == [] and refused.skipped == [
+        ("bag-two-t1", f"cycle 2's frame (stamp {14 * 10**8}) is not in the bag, nor one taken after the previous chunk ended")]
 
 
 def test_aborted_chunk_keeps_only_executed_steps_and_drops_its_plan(tmp_path):

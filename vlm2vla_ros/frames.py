@@ -149,6 +149,36 @@ def open_source(spec: str, loop: bool = True, sim_backend: Any = None, width: in
     raise FrameSourceError(f"camera source {spec!r} does not exist (use sim, device:N, a video file or a folder)")
 
 
+IMAGE_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+"""The sensor_msgs/Image encodings read here: those a camera driver gives in 8 bits."""
+
+
+def image_array(encoding: str, height: int, width: int, step: int, data: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB from a sensor_msgs/Image's fields (rows may be padded to `step` bytes):
+    the one reader of images off the wire and out of bags. Raises ValueError saying what does
+    not fit."""
+    channels = IMAGE_CHANNELS.get(encoding)
+    if channels is None:
+        raise ValueError(f"image encoding {encoding!r} is not supported (one of {sorted(IMAGE_CHANNELS)})")
+    height, width, step = int(height), int(width), int(step)
+    if height < 1 or width < 1:
+        raise ValueError(f"an image of {width}x{height} pixels has none")
+    if step < width * channels:
+        # a row must hold every pixel; a short step would otherwise fail later as a bare reshape error
+        raise ValueError(f"an image's step {step} is smaller than width x channels = {width * channels}")
+    buffer = np.frombuffer(bytes(data), dtype=np.uint8)
+    if buffer.size < height * step:
+        raise ValueError(f"an image holds {buffer.size} bytes, fewer than height x step = {height * step}")
+    image = buffer[: height * step].reshape(height, step)[:, : width * channels].reshape(height, width, channels)
+    if encoding in ("bgr8", "bgra8"):
+        image = image[:, :, 2::-1]
+    elif encoding == "rgba8":
+        image = image[:, :, :3]
+    elif encoding == "mono8":
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
 def transform(image: np.ndarray, rotate_deg: int = 0, width: int = 0, height: int = 0) -> np.ndarray:
     """Rotate clockwise by rotate_deg (the RE1 head camera is mounted sideways), then resize.
 

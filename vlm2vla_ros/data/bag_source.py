@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vlm2vla_ros import topics
+from vlm2vla_ros.frames import image_array
 
 from .episode import EpisodeError, write_episode
 from .sim_source import ExportReport
@@ -42,23 +43,11 @@ class _Task:
 
 
 def image_to_array(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8 or mono8) -> HxWx3 uint8 RGB."""
-    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
-    if channels is None:
-        raise BagError(f"image encoding {msg.encoding!r} is not supported (rgb8, bgr8 or mono8)")
-    if msg.step < msg.width * channels:
-        # a row must hold every pixel; a short step would otherwise fail later as a bare reshape error
-        raise BagError(f"an image's step {msg.step} is smaller than width x channels = {msg.width * channels}")
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if len(data) < msg.height * msg.step:
-        raise BagError(f"an image holds {len(data)} bytes, fewer than height x step = {msg.height * msg.step}")
-    rows = data[: msg.height * msg.step].reshape(msg.height, msg.step)[:, : msg.width * channels]
-    image = rows.reshape(msg.height, msg.width, channels)
-    if msg.encoding == "bgr8":
-        image = image[:, :, ::-1]
-    if channels == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image)
+    """A bag's sensor_msgs/Image -> HxWx3 uint8 RGB (frames.image_array, as the nodes read them)."""
+    try:
+        return image_array(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ValueError as exc:
+        raise BagError(str(exc)) from None
 
 
 def _stamp(header: Any) -> int:
@@ -112,14 +101,16 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], dict[str, _Task], i
     return frames, tasks, bad
 
 
-def _frame_at(frames: list[tuple[int, Any]], stamp: int) -> Any | None:
-    """The last frame at or before `stamp` (within FRAME_TOLERANCE_NS)."""
+def _frame_at(frames: list[tuple[int, Any]], stamp: int, not_before: int = 0) -> Any | None:
+    """The last frame at or before `stamp` (within FRAME_TOLERANCE_NS), and not before
+    `not_before`: when the frame a chunk names is missing (a best-effort topic drops frames), an
+    earlier one stands in only if the robot has not moved since, i.e. after the previous chunk ended."""
     best = None
     for frame_stamp, msg in frames:
         if frame_stamp > stamp:
             break
         best = (frame_stamp, msg)
-    if best is None or stamp - best[0] > FRAME_TOLERANCE_NS:
+    if best is None or stamp - best[0] > FRAME_TOLERANCE_NS or best[0] < not_before:
         return None
     return best[1]
 
@@ -175,9 +166,10 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
         executed = int(event.get("steps_executed", 0))
         if not isinstance(steps, list) or executed <= 0:
             continue
-        frame = _frame_at(frames, int(chunk.get("image_stamp_ns") or event.get("chunk_image_stamp_ns") or 0))
+        frame = _frame_at(frames, int(chunk.get("image_stamp_ns") or event.get("chunk_image_stamp_ns") or 0), after_stamp)
         if frame is None:
-            raise EpisodeError(f"cycle {cycle}'s frame (stamp {chunk.get('image_stamp_ns')}) is not in the bag")
+            raise EpisodeError(f"cycle {cycle}'s frame (stamp {chunk.get('image_stamp_ns')}) is not in the bag, nor one "
+                               "taken after the previous chunk ended")
         complete = executed >= len(steps)
         for j, step in enumerate(steps[:executed]):
             images.append(image_to_array(frame) if j == 0 else None)

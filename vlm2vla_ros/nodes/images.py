@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+from ..frames import image_array
 
 
 def to_msg(rgb: np.ndarray, stamp: Any, frame_id: str) -> Image:
@@ -35,19 +35,4 @@ def to_msg(rgb: np.ndarray, stamp: Any, frame_id: str) -> Image:
 
 def from_msg(msg: Image) -> np.ndarray:
     """HxWx3 uint8 RGB from an Image in rgb8, bgr8, mono8, rgba8 or bgra8 (rows may be padded)."""
-    enc = msg.encoding
-    if enc not in CHANNELS:
-        raise ValueError(f"image encoding {enc!r} is not supported (use one of {sorted(CHANNELS)})")
-    ch = CHANNELS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if h < 1 or w < 1 or step < w * ch or buf.size < h * step:
-        raise ValueError(f"image {w}x{h} {enc} step {step} does not fit its {buf.size} data bytes")
-    img = buf[: h * step].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    if enc in ("bgr8", "bgra8"):
-        img = img[:, :, 2::-1]
-    elif enc == "rgba8":
-        img = img[:, :, :3]
-    elif enc == "mono8":
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
+    return image_array(msg.encoding, msg.height, msg.width, msg.step, msg.data)
