@@ -248,3 +248,27 @@ def test_stop_publishing_waits_for_a_tick_under_way():
     finally:
         if owns:
             rclpy.shutdown()
+
+
+def test_image_array_reads_every_encoding_with_padded_rows_and_names_what_does_not_fit():
+    from vlm2vla_ros.frames import image_array
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    pad = np.zeros((2, 2), np.uint8)  # two bytes of padding at the end of every row
+
+    def rows(pixels):
+        return np.concatenate([pixels.reshape(2, -1), pad], axis=1).tobytes()
+
+    alpha = np.full((2, 3, 1), 255, np.uint8)
+    grey = rgb[:, :, :1]
+    cases = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "rgba8": np.concatenate([rgb, alpha], 2),
+             "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], 2), "mono8": grey}
+    for encoding, pixels in cases.items():
+        got = image_array(encoding, 2, 3, 3 * pixels.shape[2] + 2, rows(pixels))
+        assert np.array_equal(got, np.repeat(grey, 3, 2) if encoding == "mono8" else rgb), encoding
+    for args, message in [(("yuv422", 2, 3, 6, b""), "encoding 'yuv422' is not supported"),
+                          (("rgb8", 2, 3, 8, bytes(16)), "step 8 is smaller than width x channels = 9"),
+                          (("rgb8", 2, 3, 9, bytes(17)), "holds 17 bytes, fewer than height x step = 18"),
+                          (("rgb8", 0, 3, 9, b""), "has none")]:
+        with pytest.raises(ValueError, match=message):
+            image_array(*args)
