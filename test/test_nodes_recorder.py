@@ -149,3 +149,22 @@ def test_a_bag_that_fails_to_close_does_not_keep_the_robot_open(ros):
     with pytest.raises(RecordingError, match="disk full"):
         graph.close()
     assert graph.backend.closed and graph.nodes == [] and graph.by_name == {}
+
+
+def test_a_bag_that_cannot_be_written_is_reported_at_the_next_flush(ros, tmp_path):
+    """A full disk: the write fails on the writer thread; the recorder says so at its next flush
+    instead of recording nothing in silence until the run ends."""
+    recorder = RecorderNode(tmp_path / "bag", rollout_topics=(topics.TASK,), flush_period_s=0.1)
+    try:
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        recorder.writer._writer.write = full
+        recorder.writer.write(topics.TASK.name, b"\x00\x01\x00\x00\x00\x00\x00\x00", 1)
+        deadline = time.monotonic() + 10
+        while recorder.failure is None and time.monotonic() < deadline:
+            rclpy.spin_once(recorder, timeout_sec=0.05)
+        assert recorder.failure == "OSError: [Errno 28] No space left on device"
+    finally:
+        with pytest.raises(Exception, match="No space left on device"):
+            recorder.destroy_node()

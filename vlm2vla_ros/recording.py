@@ -103,6 +103,12 @@ class BagWriter:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def error(self) -> BaseException | None:
+        """The first failure to write, commit or close (a full disk), once there is one; close()
+        raises it. Messages queued after it may be lost."""
+        return self._error
+
     def write(self, topic: str, data: bytes, timestamp_ns: int) -> bool:
         """Queue one serialized message; returns False once the bag is closed."""
         if topic not in self.counts:

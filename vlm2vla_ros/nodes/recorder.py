@@ -44,8 +44,16 @@ class RecorderNode(Node):
                 _msg_class(topic.msgtype), topic.name, self._writer_for(topic.name), qos_for(topic),
                 callback_group=group, raw=True,
             )
-        self.create_timer(flush_period_s, self.writer.flush, callback_group=group)
+        self.failure: str | None = None  # said once, loudly: a recording that silently stopped loses a run
+        self.create_timer(flush_period_s, self._flush, callback_group=group)
         self.get_logger().info(f"recording {len(self.topics)} topics to {bag_dir}")
+
+    def _flush(self) -> None:
+        self.writer.flush()
+        if self.writer.error is not None and self.failure is None:
+            self.failure = f"{type(self.writer.error).__name__}: {self.writer.error}"
+            self.get_logger().error(f"RECORDING FAILED ({self.failure}): the bag {self.writer.path} is not being written "
+                                    "(a full disk?); stop the run, or its messages from now on are lost")
 
     def _writer_for(self, name: str) -> Any:
         def write(data: bytes) -> None:
@@ -57,5 +65,7 @@ class RecorderNode(Node):
         return self.writer.close()
 
     def destroy_node(self) -> None:
-        self.close()
-        super().destroy_node()
+        try:
+            self.close()
+        finally:  # a bag that failed still leaves the node destroyed (its error is raised)
+            super().destroy_node()
