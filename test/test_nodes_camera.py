@@ -272,3 +272,27 @@ def test_image_array_reads_every_encoding_with_padded_rows_and_names_what_does_n
                           (("rgb8", 0, 3, 9, b""), "has none")]:
         with pytest.raises(ValueError, match=message):
             image_array(*args)
+
+
+def test_a_device_frame_that_cannot_be_converted_is_a_frame_source_error(monkeypatch):
+    """The camera node skips a FrameSourceError and goes on; a bare cv2.error would end it."""
+    import cv2
+
+    from vlm2vla_ros.frames import FrameSourceError
+
+    class Capture:
+        def __init__(self, target):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def set(self, prop, value):
+            pass
+
+        def read(self):
+            return True, np.zeros((4, 4, 2), np.uint8)  # two channels: BGR2RGB cannot take it
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    with pytest.raises(FrameSourceError, match="opencv:0 gave a frame that cannot be converted"):
+        open_source("device:0", loop=False).read()

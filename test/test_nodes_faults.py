@@ -137,6 +137,9 @@ def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):
             ev = rig.wait_event(tid, ("aborted", "failed", "done"))
             if not (ev["event"] == "aborted" and "watchdog" in ev["reason"]):
                 break
+            deadline = time.monotonic() + 3  # release only a stop the executor has taken in
+            while not (rig.statuses and rig.statuses[-1]["estop"] is True) and time.monotonic() < deadline:
+                time.sleep(0.02)
             rig.estop_pub.publish(Bool(data=False))
             time.sleep(0.5)  # frames again before the next attempt
         else:
@@ -189,8 +192,10 @@ def test_a_volatile_publisher_stops_the_robot_and_only_a_latched_one_releases_it
         rig.send_chunk("volatile-estop-1")
         assert "e-stop is engaged" in rig.wait_event("volatile-estop-1", ("rejected", "started"))["reason"]
         volatile.publish(Bool(data=False))
-        time.sleep(0.5)
+        time.sleep(1.0)
         assert rig.statuses[-1]["estop"] is True
+        rig.send_chunk("volatile-estop-2")
+        assert "e-stop is engaged" in rig.wait_event("volatile-estop-2", ("rejected", "started"))["reason"]
     finally:
         rig.estop_pub.publish(Bool(data=False))
         assert state_becomes(False)

@@ -296,7 +296,7 @@ def test_a_cycle_that_waits_too_long_for_the_executor_or_the_verifier_is_overdue
     assert run.overdue(10**6, 120.0, 600.0) == ""
 
 
-@pytest.mark.parametrize("bad", ["abc!!", "ok id", "x" * 65])
+@pytest.mark.parametrize("bad", ["abc!!", "ok id", "x" * 65, "ok\n"])
 def test_the_task_tool_refuses_an_id_the_policy_would_refuse(bad, capsys):
     """Before anything is sent: an id with a valid start and invalid rest is refused whole."""
     from vlm2vla_ros.tools.task import EXIT_USAGE, main

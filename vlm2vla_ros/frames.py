@@ -79,7 +79,10 @@ class OpenCVSource(FrameSource):
                 self.reopened += 1
             return None
         self._failures = 0
-        return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
+        try:
+            return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
+        except self._cv2.error as exc:  # a frame of the wrong layout: the camera goes on, this frame is lost
+            raise FrameSourceError(f"{self.name} gave a frame that cannot be converted: {exc}") from None
 
     def _open(self) -> Any:
         cap = self._cv2.VideoCapture(self._target)

@@ -67,14 +67,16 @@ class CameraNode(Node):
         c = self.config
         try:
             frame = self.source.read()
-            frame = None if frame is None else transform(frame, c.rotate_deg, c.width, c.height)
         except FrameSourceError as exc:
             frame = None
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
-        except Exception as exc:  # a malformed frame (shape, type, a decoding error) is a missing frame, not the camera's end
-            frame = None
-            self.get_logger().error(f"{self.source.name} gave a frame that cannot be used ({type(exc).__name__}: {exc}); "
-                                    "skipped", throttle_duration_sec=5.0)
+        if frame is not None:
+            try:
+                frame = transform(frame, c.rotate_deg, c.width, c.height)
+            except Exception as exc:  # a malformed frame (shape, type, size) is a missing frame, not the camera's end
+                frame = None
+                self.get_logger().error(f"{self.source.name} gave a frame that cannot be used ({type(exc).__name__}: "
+                                        f"{exc}); skipped", throttle_duration_sec=5.0)
         if frame is None:
             if self._no_frame_since is None:
                 self._no_frame_since = monotonic()

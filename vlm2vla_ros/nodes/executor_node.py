@@ -121,10 +121,13 @@ class ExecutorNode(Node):
             String, topics.POLICY_CHUNK.name, self._on_chunk, qos_for(topics.POLICY_CHUNK),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
-        self.create_subscription(Bool, topics.ESTOP.name, self._on_estop, qos_for(topics.ESTOP), callback_group=fast)
         # DDS gives a latched (transient-local) subscription nothing from a volatile publisher, such
-        # as a plain `ros2 topic pub` or a teleop button: this one hears those, and may only stop
-        self.create_subscription(Bool, topics.ESTOP.name, self._on_volatile_estop, EVENTS_QOS, callback_group=fast)
+        # as a plain `ros2 topic pub` or a teleop button: a volatile subscription hears those, and may
+        # only stop. A latched publisher's messages come on both, one callback at a time, the volatile
+        # one first (made first), so a stop's second copy is taken before a release sent after it.
+        estop_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Bool, topics.ESTOP.name, self._on_volatile_estop, EVENTS_QOS, callback_group=estop_group)
+        self.create_subscription(Bool, topics.ESTOP.name, self._on_estop, qos_for(topics.ESTOP), callback_group=estop_group)
         self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=fast)
         self.create_subscription(
             Header, topics.POLICY_HEARTBEAT.name, self._on_heartbeat, qos_for(topics.POLICY_HEARTBEAT), callback_group=fast
@@ -183,9 +186,11 @@ class ExecutorNode(Node):
                 self.chunks.estop("e-stop received on /executor/estop")
             if not again:  # (a latched publisher's stop comes on both subscriptions)
                 self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
-        elif self._estopped:
-            self._estopped = False
-            self.get_logger().info("e-stop released; the next task may move the robot again")
+        else:
+            with self._lock:
+                released, self._estopped = self._estopped, False
+            if released:
+                self.get_logger().info("e-stop released; the next task may move the robot again")
         self._publish_status()
 
     def _on_volatile_estop(self, msg: Bool) -> None:

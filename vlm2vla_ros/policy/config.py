@@ -38,8 +38,12 @@ class StageSampling:
     max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if (isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float))
-                or not (math.isfinite(self.temperature) and self.temperature >= 0)):  # NaN ran greedy without a word
+        try:  # NaN ran greedy without a word; an int past a float's range raised OverflowError
+            usable = (not isinstance(self.temperature, bool) and math.isfinite(self.temperature)
+                      and self.temperature >= 0)
+        except (TypeError, OverflowError):
+            usable = False
+        if not usable:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
