@@ -105,6 +105,25 @@ def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp
     assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3, 4]
     with pytest.raises(TrainError, match="holds no checkpoint"):
         train(config.replace(output_dir=str(tmp_path / "fresh")), resume=True)
+    # another learning rate or accumulation is another run; how long it goes on is not
+    with pytest.raises(TrainError, match="other settings than the run started with: grad_accum, learning_rate"):
+        train(config.replace(max_steps=6, learning_rate=1e-3, grad_accum=2), resume=True)
+    # a checkpoint cut short while it was written (no trainer_state.json) is passed over
+    (out / "checkpoints" / "checkpoint-9").mkdir()
+    (out / "checkpoints" / "checkpoint-9" / "adapter_model.safetensors").write_bytes(b"")
+    again = train(config.replace(max_steps=5), resume=True)
+    assert again.steps == 5
+
+
+def test_the_cli_reports_a_run_whose_steps_logged_no_loss(model_dir, dataset_dir, tmp_path, capsys):
+    """logging_steps above the step count: the adapter is saved, and the summary says n/a."""
+    from vlm2vla_ros.tools.train import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text("logging_steps: 50\nbatch_size: 2\ngrad_accum: 1\n")
+    assert main(["--model", str(model_dir), "--data", str(dataset_dir), "--out", str(tmp_path / "a"), "--config",
+                 str(config), "--max-steps", "1", "--device", "cpu"]) == 0
+    assert "loss n/a -> n/a" in capsys.readouterr().out
 
 
 def test_stage_repeats_upweight_a_stage_in_training(model_dir, dataset_dir, tmp_path):

@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(
         f"trained {result.steps} steps on {result.train_examples} examples in {result.seconds:.1f} s; "
-        f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; adapter: {result.output_dir}"
+        f"loss {_loss(result.first_loss)} -> {_loss(result.last_loss)}; adapter: {result.output_dir}"
     )
     return 0
+
+
+def _loss(value: float | None) -> str:
+    """A logged loss, or n/a when no step was logged (logging_steps above the step count)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

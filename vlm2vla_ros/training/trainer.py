@@ -124,8 +124,14 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     has_checkpoint = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     if has_checkpoint and not resume:
         raise TrainError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it or choose a new output folder")
-    if resume and not has_checkpoint:
-        raise TrainError(f"--resume was given but {checkpoints} holds no checkpoint to continue from")
+    # a checkpoint cut short while it was written (a second Ctrl-C, a killed process) has no trainer_state.json
+    complete = sorted((p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+                      key=lambda p: int(p.name.rpartition("-")[2]) if p.name.rpartition("-")[2].isdigit() else -1)
+    if resume and not complete:
+        raise TrainError(f"--resume was given but {checkpoints} holds no checkpoint to continue from"
+                         + (" (only ones cut short while being written)" if has_checkpoint else ""))
+    if resume:
+        _check_resumable(out, config)
     train_examples = repeat_stages(load_split(config, "train"), config.stage_repeats)
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
@@ -191,13 +197,21 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         data_collator=collator,
         callbacks=[_Stop()],
     )
+    if head is not None:
+        head.linear.to(trainer.args.device)  # where the Trainer put the model (a GPU), not where it was loaded
+    if not resume and trainer.is_world_process_zero():
+        (out / RUN_CONFIG).write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
     start = time.perf_counter()
     with stop:
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=str(complete[-1]) if resume else None)
     seconds = time.perf_counter() - start
     interrupted = stop.requested
     history = trainer.state.log_history
     losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    if not trainer.is_world_process_zero():  # (each process of a multi-GPU run trains; one writes)
+        return TrainResult(output_dir=out, steps=trainer.state.global_step, first_loss=losses[0][1] if losses else None,
+                           last_loss=losses[-1][1] if losses else None, seconds=seconds, interrupted=interrupted,
+                           train_examples=len(train_examples))
     if not interrupted:
         model.save_pretrained(out)
     log = {
@@ -224,6 +238,27 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         interrupted=interrupted,
         train_examples=len(train_examples),
     )
+
+
+RUN_CONFIG = "train_config.json"
+"""The settings a run started with, which a resumed run must keep (RESUME_MAY_CHANGE aside)."""
+RESUME_MAY_CHANGE = ("max_steps", "epochs", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
+                     "dataloader_workers", "report_to")
+"""Settings a resumed run may change: how long it goes on and what it logs, not what it learns."""
+
+
+def _check_resumable(out: Path, config: TrainConfig) -> None:
+    """TrainError naming the settings a resumed run changed that would make it another run (a new
+    grad_accum also makes the Trainer skip the wrong batches); runs from before RUN_CONFIG pass."""
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return
+    started = json.loads(path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(config.to_dict()))
+    changed = sorted(k for k in set(started) | set(now) if k not in RESUME_MAY_CHANGE and started.get(k) != now.get(k))
+    if changed:
+        raise TrainError(f"--resume with other settings than the run started with: {', '.join(changed)} "
+                         f"(see {path}; only {', '.join(RESUME_MAY_CHANGE)} may change)")
 
 
 def _plan_total_head(config: TrainConfig, model: Any, examples: list[dict[str, Any]]) -> PlaceHead | None:
