@@ -100,8 +100,23 @@ def test_split_is_by_episode_and_deterministic(episodes_dir, tmp_path):
     train = {e["episode_id"] for e in lines(out / "train.jsonl")}
     val = {e["episode_id"] for e in lines(out / "val.jsonl")}
     assert train and val and not train & val
-    assert all(split_of(i, 0.3, "vlm2vla") == "val" for i in val) or len(val) == 1
+    groups = {e["episode_id"]: e["split_group"] for e in lines(out / "val.jsonl")}
+    assert all(split_of(groups[i], 0.3, "vlm2vla") == "val" for i in val) or len(val) == 1
     assert split_of("x", 0.3, "s") == split_of("x", 0.3, "s")
+
+
+def test_one_demonstration_in_two_languages_lands_in_one_split(tmp_path):
+    """An es episode is the en one's scene and moves with other words: were it validated while
+    its twin trains, validation would score what the model was trained on."""
+    root = tmp_path / "episodes"
+    for lang in ("en", "es"):
+        export_sim_episodes(root, ["pick_up"], range(8), image_size=32, lang=lang)
+    out = tmp_path / "ds"
+    build_dataset(load_episodes([root]).episodes, out, make_labeller(LabellerSettings("annotations")), BuildConfig(val_fraction=0.5))
+    split_by_id = {e["episode_id"]: name for name in ("train", "val") for e in lines(out / f"{name}.jsonl")}
+    assert len(split_by_id) == 16 and set(split_by_id.values()) == {"train", "val"}
+    for seed in range(8):
+        assert split_by_id[f"sim-pick_up-en-{seed:05d}"] == split_by_id[f"sim-pick_up-es-{seed:05d}"]
 
 
 def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):

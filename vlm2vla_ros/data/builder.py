@@ -10,7 +10,7 @@ policy engine asks with.
 Output folder (resumable: an episode whose examples file exists is not labelled again):
     images/<episode_id>/...   frames the examples use (copied, so the folder is portable)
     episodes/<episode_id>.jsonl  that episode's examples, written atomically
-    train.jsonl, val.jsonl    all examples, split by a hash of the episode id
+    train.jsonl, val.jsonl    all examples, split by a hash of the episode's split group
     build.json                settings, counts, skipped episodes with reasons
 """
 
@@ -108,9 +108,17 @@ class BuildReport:
         )
 
 
-def split_of(episode_id: str, val_fraction: float, salt: str) -> str:
-    """"val" or "train", fixed by a hash of the episode id (stable across reruns and machines)."""
-    digest = hashlib.sha256(f"{salt}:{episode_id}".encode()).digest()
+def split_group(episode: EpisodeRecord) -> str:
+    """What the split is drawn for: episodes of one demonstration (the same scene in another
+    language) share meta["split_group"] and so a split, or validation would score examples
+    whose twins were trained on. An episode without one is its own group."""
+    group = episode.meta.get("split_group")
+    return group if isinstance(group, str) and group else episode.episode_id
+
+
+def split_of(group: str, val_fraction: float, salt: str) -> str:
+    """"val" or "train", fixed by a hash of the split group (stable across reruns and machines)."""
+    digest = hashlib.sha256(f"{salt}:{group}".encode()).digest()
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
@@ -201,6 +209,7 @@ class EpisodeExamples:
                 "id": f"{self.episode.episode_id}/{stage}/{len([e for e in self.examples if e['stage'] == stage])}",
                 "stage": stage,
                 "episode_id": self.episode.episode_id,
+                "split_group": split_group(self.episode),
                 "messages": prompts.with_answer(messages, answer),
                 "images": list(images),
                 "meta": meta,
@@ -365,15 +374,26 @@ def build_settings(config: BuildConfig, labeller: Labeller | str) -> dict[str, A
     return {**config.fingerprint(), "labeller": name}
 
 
+def _file_split_group(file: Path) -> str:
+    """The split group an episode file's examples were written with (its name for files
+    written before examples carried one)."""
+    with file.open(encoding="utf-8") as handle:
+        first = handle.readline()
+    group = json.loads(first).get("split_group") if first.strip() else None
+    return group if isinstance(group, str) and group else file.stem
+
+
 def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport, labeller: str) -> None:
     """train.jsonl and val.jsonl from every episode file in the folder (old runs' included)."""
     files = sorted((out_dir / "episodes").glob("*.jsonl"))
     ids = [f.stem for f in files]
-    splits = {i: split_of(i, config.val_fraction, config.split_salt) for i in ids}
-    if config.val_fraction > 0 and len(ids) >= 2 and "val" not in splits.values():
-        # Too few episodes for the hash to pick one: the lowest hash goes to validation.
-        lowest = min(ids, key=lambda i: hashlib.sha256(f"{config.split_salt}:{i}".encode()).digest())
-        splits[lowest] = "val"
+    groups = {i: _file_split_group(f) for f, i in zip(files, ids)}
+    by_group = {g: split_of(g, config.val_fraction, config.split_salt) for g in groups.values()}
+    if config.val_fraction > 0 and len(by_group) >= 2 and "val" not in by_group.values():
+        # Too few groups for the hash to pick one: the lowest hash goes to validation.
+        lowest = min(by_group, key=lambda g: hashlib.sha256(f"{config.split_salt}:{g}".encode()).digest())
+        by_group[lowest] = "val"
+    splits = {i: by_group[groups[i]] for i in ids}
     counts: dict[str, dict[str, int]] = {"train": {}, "val": {}}
     handles = {name: (out_dir / f"{name}.jsonl.tmp").open("w", encoding="utf-8") for name in ("train", "val")}
     try:

@@ -90,6 +90,8 @@ def export_sim_episodes(
         if not episode.success and not keep_failures:
             report.skipped.append((episode_id, "the expert's demonstration failed the task's success check"))
             continue
-        write_expert_episode(out_root, episode_id, episode, lang, "sim", {"task_kind": kind, "seed": seed, "lang": lang})
+        # The scene and the expert's moves do not depend on the language: twins split together.
+        meta = {"task_kind": kind, "seed": seed, "lang": lang, "split_group": f"sim-{kind}-{seed:05d}"}
+        write_expert_episode(out_root, episode_id, episode, lang, "sim", meta)
         report.written.append(episode_id)
     return report
