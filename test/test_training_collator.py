@@ -125,3 +125,23 @@ def test_pretokenize_refuses_an_example_without_an_answer(processor, tmp_path):
     example = {"id": "y", "messages": prompts.plan_messages("t", "s"), "images": []}
     with pytest.raises(ValueError, match="y does not end with the assistant's answer"):
         AnswerOnlyCollator(processor).pretokenize([example])
+
+
+def test_a_conversation_longer_than_max_length_is_refused_not_cut(processor, tmp_path):
+    """Cut, the chunk example would train "[[2.5, 0.0," with no end: the model would learn to stop
+    mid-action. lengths() is what vlm2vla-train leaves such examples out by."""
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    batch_examples = [{**e, "id": f"e{i}"} for i, e in enumerate(examples(tmp_path))]
+    lengths = AnswerOnlyCollator(processor).lengths(batch_examples)
+    full = AnswerOnlyCollator(processor)(batch_examples)["attention_mask"].sum(dim=1).tolist()
+    assert lengths == full
+    longest = max(range(4), key=lambda i: lengths[i])
+    tight = AnswerOnlyCollator(processor, max_length=lengths[longest] - 1)
+    pattern = f"example e{longest} is {lengths[longest]} tokens long, more than max_length {lengths[longest] - 1}"
+    with pytest.raises(ValueError, match=pattern):
+        tight(batch_examples)
+    with pytest.raises(ValueError, match=pattern):
+        tight.pretokenize(batch_examples)
+    fitting = [e for i, e in enumerate(batch_examples) if i != longest]
+    assert tight(fitting)["input_ids"].shape[0] == 3

@@ -203,3 +203,33 @@ def test_a_plan_total_head_trains_beside_the_adapter_and_is_not_saved(model_dir,
         train(config.replace(dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "none")))
     with pytest.raises(ValueError, match="plan_total_head is a loss weight"):
         config.replace(plan_total_head=-1.0)
+
+
+def test_examples_longer_than_max_length_are_left_out_and_counted(model_dir, dataset_dir, tmp_path, capsys):
+    """One chunk answer made 40 moves long: cut at max_length it would train an unclosed list."""
+    from vlm2vla_ros.training import TrainConfig, TrainError, train
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir, data)
+    lines = (data / "train.jsonl").read_text().splitlines()
+    long = json.loads(lines[0])
+    long["id"] += "-long"
+    long["messages"][-1]["content"][0]["text"] = "[" + ", ".join(["[1.0, 0.0, 0.0, 0]"] * 40) + "]"
+    (data / "train.jsonl").write_text("\n".join([*lines, json.dumps(long)]) + "\n")
+    from transformers import AutoProcessor
+
+    from vlm2vla_ros.training import AnswerOnlyCollator
+
+    lengths = AnswerOnlyCollator(AutoProcessor.from_pretrained(model_dir)).lengths([json.loads(x) for x in lines] + [long])
+    assert max(lengths[:-1]) < lengths[-1]
+    fits = max(lengths[:-1])
+    config = TrainConfig(
+        model_path=str(model_dir), dataset_dir=str(data), output_dir=str(tmp_path / "adapter"), max_length=fits,
+        max_steps=1, batch_size=2, grad_accum=1, gradient_checkpointing=False, save_steps=1000, device="cpu",
+    )
+    train(config)
+    log = json.loads((tmp_path / "adapter" / "train_log.json").read_text())
+    assert log["train_examples"] == len(lines) and log["too_long_examples"] == {"train": 1, "val": 0}
+    assert f"left out 1 training and 0 validation example(s) longer than max_length {fits}" in capsys.readouterr().out
+    with pytest.raises(TrainError, match=f"every training example is longer than max_length {min(lengths) - 1}"):
+        train(config.replace(max_length=min(lengths) - 1, output_dir=str(tmp_path / "none")))

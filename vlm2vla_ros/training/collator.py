@@ -5,23 +5,18 @@ whole conversation goes through the processor's own chat template (as the policy
 prompts do); the prompt boundary is where the same conversation without its answer, rendered
 with add_generation_prompt=True, ends. Labels are -100 on the prompt (image tokens included),
 on padding and after the answer's end-of-turn token, so the loss is exactly the answer plus
-end-of-turn: what the model must write at run time, and when to stop.
+end-of-turn: what the model must write at run time, and when to stop. A conversation longer
+than max_length is refused, never cut.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 IGNORE_INDEX = -100
-
-
-@dataclass
-class CollatorStats:
-    truncated: int = 0
-    batches: int = 0
 
 
 @dataclass
@@ -29,7 +24,6 @@ class AnswerOnlyCollator:
     processor: Any
     max_length: int = 1024
     end_of_turn: str = "<end_of_turn>"
-    stats: CollatorStats = field(default_factory=CollatorStats)
 
     def __post_init__(self) -> None:
         tokenizer = self.processor.tokenizer
@@ -50,6 +44,8 @@ class AnswerOnlyCollator:
             prompt_texts.append(self.processor.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True))
             images.append(load_images(example.get("images", [])))
         batch = self._process(full_texts, images, padding=True)
+        for example, length in zip(examples, batch["attention_mask"].sum(dim=1).tolist()):
+            self._check_length(example, int(length))
         prompts = self._process(prompt_texts, images, padding=False)
         input_ids = batch["input_ids"]
         labels = torch.full_like(input_ids, IGNORE_INDEX)
@@ -58,14 +54,13 @@ class AnswerOnlyCollator:
             start, stop = self._answer_span(prompt_ids, input_ids[row, :length].tolist())
             labels[row, start:stop] = input_ids[row, start:stop]
         batch["labels"] = labels
-        self.stats.batches += 1
         return dict(batch)
 
     def _answer_span(self, prompt_ids: Sequence[int], ids: Sequence[int]) -> tuple[int, int]:
         """[start, stop) of the answer plus its end-of-turn token inside a conversation's ids."""
         start = _common_prefix(prompt_ids, ids)
         ends = [i for i in range(start, len(ids)) if ids[i] == self.end_id]
-        return start, (ends[0] + 1 if ends else len(ids))  # no end-of-turn left: the answer was truncated
+        return start, (ends[0] + 1 if ends else len(ids))  # a template that leaves the turn open
 
     def pretokenize(self, examples: Sequence[dict[str, Any]]) -> PretokenizedExamples:
         """Tokenise every example and every distinct image once, for loops that revisit them.
@@ -77,28 +72,17 @@ class AnswerOnlyCollator:
         import torch
 
         processor, tokenizer = self.processor, self.processor.tokenizer
-        image_text = (getattr(processor, "boi_token", None), getattr(processor, "full_image_sequence", None))
-
-        def render(messages: list[dict[str, Any]], prompt: bool) -> str:
-            if prompt:
-                text = processor.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-            else:
-                text = processor.apply_chat_template(messages, tokenize=False)
-            return text.replace(*image_text) if image_text[0] and image_text[1] else text
-
         for example in examples:
             if not example["messages"] or example["messages"][-1].get("role") != "assistant":
                 raise ValueError(f"example {example.get('id', '?')} does not end with the assistant's answer")
-        fulls = tokenizer([render(e["messages"], False) for e in examples], add_special_tokens=False)["input_ids"]
-        prompts = tokenizer([render(e["messages"], True) for e in examples], add_special_tokens=False)["input_ids"]
+        fulls = self._token_ids(examples, prompt=False)
+        prompts = self._token_ids(examples, prompt=True)
         index: dict[Any, int] = {}  # a file by its path, an image in memory by its identity
         sources: list[Any] = []
         rows = []
         for example, ids, prompt_ids in zip(examples, fulls, prompts):
+            self._check_length(example, len(ids))
             start, stop = self._answer_span(prompt_ids, ids)
-            if len(ids) > self.max_length:
-                self.stats.truncated += 1
-                ids, stop = ids[: self.max_length], min(stop, self.max_length)
             images = []
             for image in example.get("images", []):
                 key = str(image) if isinstance(image, (str, os.PathLike)) else id(image)
@@ -120,6 +104,25 @@ class AnswerOnlyCollator:
         image_token_id = tokenizer.convert_tokens_to_ids(soft_token) if soft_token else None
         return PretokenizedExamples(rows, pixels, tokenizer.pad_token_id, image_token_id)
 
+    def lengths(self, examples: Sequence[dict[str, Any]]) -> list[int]:
+        """Each whole conversation's length in tokens, image tokens included, as a batch has it."""
+        return [len(ids) for ids in self._token_ids(examples, prompt=False)]
+
+    def _token_ids(self, examples: Sequence[dict[str, Any]], prompt: bool) -> list[list[int]]:
+        """Token ids of each conversation (prompt: without its answer, up to the generation
+        prompt), with every image's soft tokens written out as the processor expands them."""
+        processor = self.processor
+        image_text = (getattr(processor, "boi_token", None), getattr(processor, "full_image_sequence", None))
+        texts = []
+        for example in examples:
+            messages = example["messages"]
+            if prompt:
+                text = processor.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+            else:
+                text = processor.apply_chat_template(messages, tokenize=False)
+            texts.append(text.replace(*image_text) if image_text[0] and image_text[1] else text)
+        return processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
     def _process(self, texts: list[str], images: list[list[Any]], padding: bool) -> Any:
         has_images = any(images)
         kwargs: dict[str, Any] = {"text": texts, "add_special_tokens": False}
@@ -127,13 +130,15 @@ class AnswerOnlyCollator:
             kwargs["images"] = images
         if padding:
             kwargs.update(return_tensors="pt", padding=True)
-        out = self.processor(**kwargs)
-        if padding and out["input_ids"].shape[1] > self.max_length:
-            self.stats.truncated += int((out["attention_mask"].sum(dim=1) > self.max_length).sum())
-            for key in ("input_ids", "attention_mask", "token_type_ids"):
-                if key in out:
-                    out[key] = out[key][:, : self.max_length]
-        return out
+        return self.processor(**kwargs)
+
+    def _check_length(self, example: dict[str, Any], length: int) -> None:
+        """Refuse, not cut: a cut conversation trains an answer without its end (an action list
+        never closed, no end-of-turn) or no answer at all. vlm2vla-train leaves such examples out
+        before it starts (lengths())."""
+        if length > self.max_length:
+            raise ValueError(f"example {example.get('id', '?')} is {length} tokens long, more than max_length "
+                             f"{self.max_length}; leave it out or raise max_length")
 
 
 @dataclass(frozen=True)

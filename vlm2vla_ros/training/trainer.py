@@ -143,6 +143,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     set_seed(config.seed)
     model, processor, dtype, cuda = load_model_for_training(config)
     collator: Any = AnswerOnlyCollator(processor, max_length=config.max_length)
+    train_examples, too_long = _within_max_length(collator, train_examples)
+    eval_examples, eval_too_long = _within_max_length(collator, eval_examples)
+    if not train_examples:
+        raise TrainError(f"every training example is longer than max_length {config.max_length} tokens; raise it")
+    if too_long or eval_too_long:
+        print(f"vlm2vla-train: left out {too_long} training and {eval_too_long} validation example(s) longer than "
+              f"max_length {config.max_length} tokens (a cut answer would teach the model to stop mid-action)")
     head = _plan_total_head(config, model, train_examples)
     if head is not None:
         collator = _WithPlaceTargets(collator, head)
@@ -222,7 +229,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         "train_examples": len(train_examples),
         "eval_examples": len(eval_examples),
         "seconds": round(seconds, 2),
-        "truncated_examples": collator.stats.truncated,
+        "too_long_examples": {"train": too_long, "val": eval_too_long},
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "plan_total_head": _head_summary(getattr(trainer, "place_losses", None)),
         "log_history": history,
@@ -275,12 +282,18 @@ def _plan_total_head(config: TrainConfig, model: Any, examples: list[dict[str, A
     return head
 
 
+def _within_max_length(collator: AnswerOnlyCollator, examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The examples that fit max_length whole, and how many did not. Cutting one would train
+    an answer without its end (an action list never closed, no end-of-turn), or none at all."""
+    kept = [e for e, n in zip(examples, collator.lengths(examples)) if n <= collator.max_length]
+    return kept, len(examples) - len(kept)
+
+
 class _WithPlaceTargets:
     """The collator's batch with each example's place target beside it (PLACE_TARGETS)."""
 
     def __init__(self, collator: AnswerOnlyCollator, head: PlaceHead) -> None:
         self.collator, self.head = collator, head
-        self.stats = collator.stats
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         return {**self.collator(examples), PLACE_TARGETS: place_targets(self.head, examples)}
