@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -368,14 +369,16 @@ def read_vqa(path: Path) -> list[dict[str, str]]:
     return items
 
 
+VQA_WORD = re.compile(r"[-+]?\w+(?:[.,'-]\w+)*")
+"""A word of an answer: letters and digits, with a sign in front and '.', ',', "'" or '-' inside
+kept (3.5, -2, left-hand), so that "3.5" or "-3" is not read as the answer "3"."""
+
+
 def vqa_correct(prediction: str, answer: str) -> bool:
-    """The reference answer appears as the start of the prediction (case and punctuation ignored)."""
-
-    def norm(text: str) -> str:
-        return " ".join("".join(c.lower() if c.isalnum() else " " for c in text).split())
-
-    pred, ref = norm(prediction), norm(answer)
-    return bool(ref) and (pred == ref or pred.startswith(ref + " "))
+    """The reference answer's words are the prediction's first words (case and the punctuation
+    around words ignored)."""
+    pred, ref = VQA_WORD.findall(prediction.lower()), VQA_WORD.findall(answer.lower())
+    return bool(ref) and pred[: len(ref)] == ref
 
 
 def vqa_answers(
