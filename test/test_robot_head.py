@@ -4,6 +4,7 @@ head when (executor, stretch_body stand-in, simulator)."""
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -195,7 +196,10 @@ def test_no_head_motion_when_off_in_dry_run_or_after_an_abort():
     aborted = recording()
     executor = ChunkExecutor(aborted, EMB, SAFETY, head=TRACK)
     steps = iter([False, False, True])  # abort after the last step, before the aim
-    report = executor.execute(CHUNK, lambda: next(steps, True))
+    # answered in this thread only: the executor's watcher thread polls too, as often as the
+    # machine's load lets it, and its calls would eat the sequence (a flake under load)
+    main = threading.current_thread()
+    report = executor.execute(CHUNK, lambda: threading.current_thread() is main and next(steps, True))
     assert report.status == "aborted" and "before aiming the head" in report.reason
     assert executor.aim_head() is None  # latched: nothing moves, the head included
     for backend in (off, dry, aborted):

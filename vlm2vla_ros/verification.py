@@ -12,13 +12,13 @@ Pure Python (no ROS). Backends:
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import positive
 from .rollout import verdict_from_text
 
 BACKENDS = ("vlm", "openai", "operator", "count")
@@ -83,8 +83,7 @@ class OperatorVerifier:
     name = "operator"
 
     def __init__(self, ask: Callable[[VerifyContext], None], timeout_s: float) -> None:
-        if not (math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(f"operator_timeout_s must be a finite number > 0, got {timeout_s!r}")
+        positive(timeout_s, "operator_timeout_s")
         self.ask, self.timeout_s = ask, timeout_s
         self._cond = threading.Condition()
         self._pending: tuple[str, int] | None = None

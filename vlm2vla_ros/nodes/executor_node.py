@@ -27,6 +27,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Header, String
 
 from .. import topics
+from ..checks import positive, real
 from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
@@ -69,13 +70,9 @@ class ExecutorNodeConfig:
             raise ValueError(f"executor backend must be 'sim' or 'stretch_body', got {self.backend!r}")
         if self.sim_view:
             check_view(self.sim_view)
-        # finite too: an infinite or NaN limit would switch a watchdog off without a word
         for name in ("watchdog_timeout_s", "after_image_timeout_s", "sim_camera_rate_hz"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"executor {name} must be a finite number > 0, got {value}")
-        if not (math.isfinite(self.heartbeat_timeout_s) and self.heartbeat_timeout_s >= 0):
-            raise ValueError(f"executor heartbeat_timeout_s must be a finite number >= 0 (0: off), got {self.heartbeat_timeout_s}")
+            positive(getattr(self, name), f"executor {name}")
+        real(self.heartbeat_timeout_s, "executor heartbeat_timeout_s", lo=0.0)
         if self.image_width < 1 or self.image_height < 1:
             raise ValueError(f"executor image_width and image_height must be >= 1, got {self.image_width}x{self.image_height}")
         if self.sim_camera and self.backend != "sim":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import math
 import os
 import threading
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from .. import topics
+from ..checks import positive, real
 from ..rollout import TaskRejected, TaskRun, parse_task_message
 from ..topics import PayloadError, decode
 from .common import load_config, monotonic, package_path, publish_json, qos_for, run_node_main, stamp_ns
@@ -57,11 +57,9 @@ class PolicyNodeConfig:
         if self.max_retries_per_subtask < 0 or self.max_cycles < 1:
             raise ValueError("policy max_retries_per_subtask must be >= 0 and max_cycles >= 1")
         for name in ("image_timeout_s", "heartbeat_hz"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"policy {name} must be a finite number > 0, got {getattr(self, name)}")
+            positive(getattr(self, name), f"policy {name}")
         for name in ("report_timeout_s", "verdict_timeout_s"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"policy {name} must be a finite number >= 0 (0: off), got {getattr(self, name)}")
+            real(getattr(self, name), f"policy {name}", lo=0.0)
 
 
 def shipped_model() -> tuple[Path, Path]:

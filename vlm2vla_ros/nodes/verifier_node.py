@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from .. import topics
+from ..checks import positive
 from ..rollout import EXECUTED_OK
 from ..topics import PayloadError, decode
 from ..verification import BACKENDS, CountVerifier, EngineVerifier, OperatorVerifier, VerifyContext
@@ -51,8 +51,7 @@ class VerifierConfig:
             raise ValueError(f"verifier backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.advance_after_chunks < 1:
             raise ValueError(f"verifier advance_after_chunks must be >= 1, got {self.advance_after_chunks}")
-        if not (math.isfinite(self.operator_timeout_s) and self.operator_timeout_s > 0):
-            raise ValueError(f"verifier operator_timeout_s must be a finite number > 0, got {self.operator_timeout_s}")
+        positive(self.operator_timeout_s, "verifier operator_timeout_s")
         if self.image_buffer < 2:
             raise ValueError(f"verifier image_buffer must be >= 2, got {self.image_buffer}")
 

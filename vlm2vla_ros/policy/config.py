@@ -7,7 +7,6 @@ at start-up instead of silently running with a default.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlm2vla_ros.action_language import ActionLimits
+from vlm2vla_ros.checks import positive, real
 
 from .prompts import DEFAULT_PROMPTS, PromptTemplates
 
@@ -38,13 +38,7 @@ class StageSampling:
     max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        try:  # NaN ran greedy without a word; an int past a float's range raised OverflowError
-            usable = (not isinstance(self.temperature, bool) and math.isfinite(self.temperature)
-                      and self.temperature >= 0)
-        except (TypeError, OverflowError):
-            usable = False
-        if not usable:
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        real(self.temperature, "temperature", lo=0.0)  # NaN ran greedy without a word
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.max_new_tokens is not None and (
@@ -72,10 +66,7 @@ class OpenAIConfig:
             raise ValueError(f"openai.base_url must start with http:// or https://, got {self.base_url!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("openai.model (the served adapter name) must be a non-empty string")
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not (
-            math.isfinite(self.timeout_s) and self.timeout_s > 0
-        ):
-            raise ValueError(f"openai.timeout_s must be a finite positive number, got {self.timeout_s!r}")
+        positive(self.timeout_s, "openai.timeout_s")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ._checks import check_keys
+from ..checks import check_keys
 from .embodiment import EmbodimentConfig
 from .head import HeadTrackingConfig
 from .safety import SafetyConfig

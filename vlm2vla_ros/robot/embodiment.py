@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..action_language.types import ActionStep
-from ._checks import check_keys, positive, real
+from ..checks import check_keys, positive, real
 from .interface import JointDelta
 
 JOINTS = ("lift", "arm", "base")

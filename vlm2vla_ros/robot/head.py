@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_keys, real
+from ..checks import check_keys, real
 from .interface import JointState
 
 GRASP_CENTRE_AT_ZERO_M = (-0.02392, -0.35044, 0.02497)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..action_language.types import ActionChunk, ActionStep
-from ._checks import boolean, check_keys, integer, positive, real
+from ..checks import boolean, check_keys, integer, positive, real
 from .embodiment import GRIPPER_PCT_RANGE, JOINTS, EmbodimentConfig, map_step
 from .interface import JointDelta, JointState, RobotStatus
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_keys, real
+from ..checks import check_keys, real
 from .embodiment import GRIPPER_PCT_RANGE
 from .head import PAN_LIMITS_RAD, TILT_LIMITS_RAD
 from .interface import BackendError, JointDelta, JointState, RobotStatus

@@ -1,7 +1,8 @@
-"""Strict readers for configuration dicts: every bad value is refused with a sentence naming it.
+"""Strict readers for configuration values: every bad value is refused with a sentence naming it.
 
-Configuration decides how far a motor may move, so a typo must fail loudly at start-up
-instead of silently falling back to a default.
+Configuration decides how far a motor may move and how long a watchdog waits, so a typo must
+fail loudly at start-up instead of silently falling back to a default (an infinite or NaN
+timeout would switch a watchdog off without a word).
 """
 
 from __future__ import annotations
@@ -22,21 +23,32 @@ def check_keys(data: Any, allowed: Iterable[str], where: str) -> Mapping[str, An
     return data
 
 
-def real(value: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """A finite number in [lo, hi] (bools and strings are refused, they are always typos here)."""
+def _number(value: Any, where: str) -> float:
+    """value as a float; bools and strings are refused (they are always typos here), and an int
+    past a float's range reads as infinite."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where} must be a number, got {value!r}")
-    out = float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def real(value: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """A finite number in [lo, hi]."""
+    out = _number(value, where)
     if not math.isfinite(out) or not lo <= out <= hi:
-        raise ValueError(f"{where} must be a finite number in [{lo}, {hi}], got {value!r}")
+        bounds = f">= {lo:g}" if hi == math.inf and lo > -math.inf else f"in [{lo:g}, {hi:g}]"
+        raise ValueError(f"{where} must be a finite number {bounds}, got {value!r}")
     return out
 
 
 def positive(value: Any, where: str, hi: float = math.inf) -> float:
     """A finite number in (0, hi]."""
-    out = real(value, where, 0.0, hi)
-    if out <= 0.0:
-        raise ValueError(f"{where} must be greater than zero, got {value!r}")
+    out = _number(value, where)
+    if not math.isfinite(out) or not 0.0 < out <= hi:
+        bounds = "> 0" if hi == math.inf else f"in (0, {hi:g}]"
+        raise ValueError(f"{where} must be a finite number {bounds}, got {value!r}")
     return out
 
 
