@@ -105,12 +105,19 @@ def test_split_is_by_episode_and_deterministic(episodes_dir, tmp_path):
     assert split_of("x", 0.3, "s") == split_of("x", 0.3, "s")
 
 
-def test_one_demonstration_in_two_languages_lands_in_one_split(tmp_path):
+@pytest.mark.parametrize("exported_before_groups", [False, True])
+def test_one_demonstration_in_two_languages_lands_in_one_split(tmp_path, exported_before_groups):
     """An es episode is the en one's scene and moves with other words: were it validated while
-    its twin trains, validation would score what the model was trained on."""
+    its twin trains, validation would score what the model was trained on. An export made before
+    episodes carried a split group is grouped by its ids."""
     root = tmp_path / "episodes"
     for lang in ("en", "es"):
         export_sim_episodes(root, ["pick_up"], range(8), image_size=32, lang=lang)
+    if exported_before_groups:
+        for file in root.glob("*/episode.json"):
+            data = json.loads(file.read_text())
+            del data["meta"]["split_group"]
+            file.write_text(json.dumps(data))
     out = tmp_path / "ds"
     build_dataset(load_episodes([root]).episodes, out, make_labeller(LabellerSettings("annotations")), BuildConfig(val_fraction=0.5))
     split_by_id = {e["episode_id"]: name for name in ("train", "val") for e in lines(out / f"{name}.jsonl")}

@@ -44,7 +44,8 @@ def test_offline_summary_counts_unparsed_answers():
     [("Yes.", "yes", True), ("yes, there is", "Yes", True), ("yesterday", "yes", False), ("", "yes", False),
      ("Two cups", "two", True), ("no", "yes", False), ("3.5", "3", False), ("-3", "3", False), ("3.", "3", True),
      ("2.5 cm", "2.5", True), ("más lejos.", "Más lejos", True), ("más", "más lejos", False),
-     ("left-hand", "left", False), ("the red block, I think", "the red block", True)],
+     ("left-hand", "left", False), ("the red block, I think", "the red block", True), ("it\u2019s red", "it's red", True),
+     ("yes_", "yes", True), ("yes,no", "yes", True), ("+3", "3", True)],
 )
 def test_vqa_answers_are_matched_as_words(prediction, answer, correct):
     assert vqa_correct(prediction, answer) is correct

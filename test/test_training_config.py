@@ -64,7 +64,7 @@ def test_the_cli_refuses_an_infinite_learning_rate(capsys):
     from vlm2vla_ros.tools.train import main
 
     assert main(["--model", "m", "--data", "d", "--out", "o", "--lr", "inf"]) == 1
-    assert "learning_rate must be a finite number above 0, got inf" in capsys.readouterr().err
+    assert "learning_rate must be a finite number > 0, got inf" in capsys.readouterr().err
 
 
 def test_valid_values_are_kept_as_given():

@@ -233,3 +233,7 @@ def test_examples_longer_than_max_length_are_left_out_and_counted(model_dir, dat
     assert f"left out 1 training and 0 validation example(s) longer than max_length {fits}" in capsys.readouterr().out
     with pytest.raises(TrainError, match=f"every training example is longer than max_length {min(lengths) - 1}"):
         train(config.replace(max_length=min(lengths) - 1, output_dir=str(tmp_path / "none")))
+    # a validation loss asked for is not dropped in silence when no validation example fits
+    (data / "val.jsonl").write_text(json.dumps(long) + "\n")
+    with pytest.raises(TrainError, match="eval_steps is 1 but every validation example is longer than max_length"):
+        train(config.replace(eval_steps=1, output_dir=str(tmp_path / "no-val")))

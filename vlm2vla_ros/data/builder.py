@@ -43,6 +43,7 @@ from vlm2vla_ros.policy.prompts import PromptTemplates
 
 from .episode import EpisodeRecord
 from .labeller import AnnotationLabeller, LabelError, Labeller, VerbaliserLabeller
+from .sim_source import sim_episode_id, sim_split_group
 
 REHEARSAL_STAGE = "rehearsal"
 """A base model's own pretraining examples mixed into the fine-tuning data (the builder writes
@@ -111,9 +112,16 @@ class BuildReport:
 def split_group(episode: EpisodeRecord) -> str:
     """What the split is drawn for: episodes of one demonstration (the same scene in another
     language) share meta["split_group"] and so a split, or validation would score examples
-    whose twins were trained on. An episode without one is its own group."""
+    whose twins were trained on. A `dataset sim` episode exported before the group was written
+    gets it from its id; any other episode is its own group."""
     group = episode.meta.get("split_group")
-    return group if isinstance(group, str) and group else episode.episode_id
+    if isinstance(group, str) and group:
+        return group
+    kind, seed, lang = (episode.meta.get(k) for k in ("task_kind", "seed", "lang"))
+    named = isinstance(kind, str) and isinstance(seed, int) and not isinstance(seed, bool) and isinstance(lang, str)
+    if named and episode.episode_id == sim_episode_id(kind, seed, lang):
+        return sim_split_group(kind, seed)
+    return episode.episode_id
 
 
 def split_of(group: str, val_fraction: float, salt: str) -> str:
@@ -363,7 +371,7 @@ def build_dataset(
     stats = getattr(labeller, "stats", None)
     if stats is not None:
         report.labeller = dataclasses.asdict(stats)
-    assemble_splits(out_dir, config, report, labeller.name)
+    assemble_splits(out_dir, config, report, labeller.name, {e.episode_id: split_group(e) for e in episodes})
     return report
 
 
@@ -383,11 +391,15 @@ def _file_split_group(file: Path) -> str:
     return group if isinstance(group, str) and group else file.stem
 
 
-def assemble_splits(out_dir: Path, config: BuildConfig, report: BuildReport, labeller: str) -> None:
-    """train.jsonl and val.jsonl from every episode file in the folder (old runs' included)."""
+def assemble_splits(
+    out_dir: Path, config: BuildConfig, report: BuildReport, labeller: str, groups_now: dict[str, str]
+) -> None:
+    """train.jsonl and val.jsonl from every episode file in the folder (old runs' included).
+    groups_now: this run's episodes' split groups, which win over those their files recorded
+    (a file built before examples carried one has none)."""
     files = sorted((out_dir / "episodes").glob("*.jsonl"))
     ids = [f.stem for f in files]
-    groups = {i: _file_split_group(f) for f, i in zip(files, ids)}
+    groups = {i: groups_now.get(i) or _file_split_group(f) for f, i in zip(files, ids)}
     by_group = {g: split_of(g, config.val_fraction, config.split_salt) for g in groups.values()}
     if config.val_fraction > 0 and len(by_group) >= 2 and "val" not in by_group.values():
         # Too few groups for the hash to pick one: the lowest hash goes to validation.

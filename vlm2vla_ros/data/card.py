@@ -69,7 +69,7 @@ def write_card(out_dir: Path, tokenizer: Any | None = None) -> Path:
         "Built by vlm2vla-dataset (docs/data_and_training.md). One example per line in train.jsonl / "
         "val.jsonl: stage, chat messages ending with the answer, image paths relative to this folder.",
         "",
-        f"Episodes: train {stats['episodes']['train']}, validation {stats['episodes']['val']} (split by episode id).",
+        f"Episodes: train {stats['episodes']['train']}, validation {stats['episodes']['val']} (split by split group: an episode, or one scene's episodes in every language).",
         "",
         "| stage | train | val | answer length, " + unit + " (mean / max) | prompt text length, " + unit + " (mean / max) |",
         "|---|---|---|---|---|",

@@ -55,6 +55,12 @@ def sim_episode_id(task_kind: str, seed: int, lang: str) -> str:
     return f"sim-{task_kind}-{lang}-{seed:05d}"
 
 
+def sim_split_group(task_kind: str, seed: int) -> str:
+    """The split group of a simulated demonstration in every language: the scene and the
+    expert's moves do not depend on the language, so twins are split together."""
+    return f"sim-{task_kind}-{seed:05d}"
+
+
 def export_sim_episodes(
     out_root: Path,
     task_kinds: Sequence[str],
@@ -90,8 +96,7 @@ def export_sim_episodes(
         if not episode.success and not keep_failures:
             report.skipped.append((episode_id, "the expert's demonstration failed the task's success check"))
             continue
-        # The scene and the expert's moves do not depend on the language: twins split together.
-        meta = {"task_kind": kind, "seed": seed, "lang": lang, "split_group": f"sim-{kind}-{seed:05d}"}
+        meta = {"task_kind": kind, "seed": seed, "lang": lang, "split_group": sim_split_group(kind, seed)}
         write_expert_episode(out_root, episode_id, episode, lang, "sim", meta)
         report.written.append(episode_id)
     return report

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vlm2vla_ros.checks import positive, real
 from vlm2vla_ros.data.builder import STAGES
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -96,15 +96,10 @@ class TrainConfig:
             raise ValueError(f"save_total_limit must be 0 (keep every checkpoint) or more, got {self.save_total_limit}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps must be 0 (off) or more, got {self.eval_steps}")
-        if not math.isfinite(self.vision_learning_rate) or not self.vision_learning_rate >= 0:
-            raise ValueError(f"vision_learning_rate is a learning rate: 0 (off) or more, got {self.vision_learning_rate}")
-        if not math.isfinite(self.plan_total_head) or not self.plan_total_head >= 0:
-            raise ValueError(f"plan_total_head is a loss weight: 0 (off) or more, got {self.plan_total_head}")
+        for name in ("vision_learning_rate", "plan_total_head", "weight_decay"):  # (0: off)
+            real(getattr(self, name), name, lo=0.0)
         for name in ("learning_rate", "epochs"):
-            if not math.isfinite(getattr(self, name)) or not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
-        if not math.isfinite(self.weight_decay) or not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be a finite number of 0 or more, got {self.weight_decay}")
+            positive(getattr(self, name), name)
         # transformers reads a warmup of 1 or more as a count of steps, not a fraction of them
         for name in ("warmup_ratio", "lora_dropout"):
             if not 0 <= getattr(self, name) < 1:

@@ -369,15 +369,19 @@ def read_vqa(path: Path) -> list[dict[str, str]]:
     return items
 
 
-VQA_WORD = re.compile(r"[-+]?\w+(?:[.,'-]\w+)*")
-"""A word of an answer: letters and digits, with a sign in front and '.', ',', "'" or '-' inside
-kept (3.5, -2, left-hand), so that "3.5" or "-3" is not read as the answer "3"."""
+VQA_WORD = re.compile(r"-?[^\W_]+(?:[.'-][^\W_]+)*")
+"""A word of an answer: letters and digits, with a minus sign in front and '.', "'" or '-'
+inside kept (3.5, -2, left-hand, it's), so that "3.5" or "-3" is not read as the answer "3"."""
 
 
 def vqa_correct(prediction: str, answer: str) -> bool:
-    """The reference answer's words are the prediction's first words (case and the punctuation
-    around words ignored)."""
-    pred, ref = VQA_WORD.findall(prediction.lower()), VQA_WORD.findall(answer.lower())
+    """The reference answer's words are the prediction's first words (case, a typographic
+    apostrophe and the punctuation around words ignored)."""
+
+    def words(text: str) -> list[str]:
+        return VQA_WORD.findall(text.lower().replace("\u2019", "'"))
+
+    pred, ref = words(prediction), words(answer)
     return bool(ref) and pred[: len(ref)] == ref
 
 

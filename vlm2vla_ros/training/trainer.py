@@ -132,7 +132,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                          + (" (only ones cut short while being written)" if has_checkpoint else ""))
     if resume:
         _check_resumable(out, config)
-    train_examples = repeat_stages(load_split(config, "train"), config.stage_repeats)
+    train_examples = load_split(config, "train")
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
     eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
@@ -147,9 +147,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     eval_examples, eval_too_long = _within_max_length(collator, eval_examples)
     if not train_examples:
         raise TrainError(f"every training example is longer than max_length {config.max_length} tokens; raise it")
+    if config.eval_steps > 0 and not eval_examples:
+        raise TrainError(f"eval_steps is {config.eval_steps} but every validation example is longer than max_length "
+                         f"{config.max_length} tokens; raise it or leave eval_steps 0")
     if too_long or eval_too_long:
         print(f"vlm2vla-train: left out {too_long} training and {eval_too_long} validation example(s) longer than "
               f"max_length {config.max_length} tokens (a cut answer would teach the model to stop mid-action)")
+    train_examples = repeat_stages(train_examples, config.stage_repeats)
     head = _plan_total_head(config, model, train_examples)
     if head is not None:
         collator = _WithPlaceTargets(collator, head)
