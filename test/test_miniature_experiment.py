@@ -222,6 +222,7 @@ def test_shipped_checkpoint_loads_in_the_policy_engine(run):
     _, ship = run
     assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert (ship / "base" / "config.json").is_file()
+    assert (ship / "verifier" / "config.json").is_file()  # the quick run trains a verifier of its own
     # every stage is drawn centred on the gripper (the default); the shipped base says so for the demo's camera
     from vlm2vla_ros.sim.views import read_model_view
 

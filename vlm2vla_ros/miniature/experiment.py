@@ -1378,11 +1378,14 @@ def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
 
 
 def ship(out: Path, target: Path) -> Path:
-    """Copy the run's base model and adapter (the demo's default checkpoint) to target/{base,adapter}."""
+    """Copy the run's base model and adapter (the demo's default checkpoint) to target/{base,adapter},
+    and its verifier of its own (verifier_steps) to target/verifier when it made one."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     shutil.copytree(out / "base", target / "base")
+    if (out / "verifier" / "config.json").is_file():
+        shutil.copytree(out / "verifier", target / "verifier")
     (target / "adapter").mkdir()
     shutil.copyfile(out / "adapter" / "adapter_model.safetensors", target / "adapter" / "adapter_model.safetensors")
     # The adapter names its base by the run folder's path; point it at the shipped copy instead.

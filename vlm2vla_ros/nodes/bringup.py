@@ -1,8 +1,9 @@
 """One-process bringup: the whole graph (or one half) in one process with one executor.
 
 For machines without `ros2 launch` (pip-installed ROS 2), for the offline demo and the tests,
-and to share one model between policy and verifier (the verifier uses the base model: the
-same weights with the LoRA adapter switched off). Parameters come from the same YAML the
+and to share one model between policy and verifier when both load the same one (the verifier
+uses the base model: the same weights with the LoRA adapter switched off); a verifier given
+another model (its own, as the shipped 'mini' may have) loads it, as in a process of its own. Parameters come from the same YAML the
 launch file uses (`node_name: ros__parameters:`); with `sim` the simulated Stretch is one
 SimBackend object shared by the executor (which moves it) and the camera (which renders it).
 `record` writes every rollout topic to a rosbag2 folder with `rosbags`.
@@ -174,18 +175,28 @@ def build_graph(
             graph.add(ExecutorNode(backend=backend, **kw("executor_node")))
             graph.add(CameraNode(sim_backend=backend if sim else None, **kw("camera_node")))
         if half in ("all", "compute"):
-            verifier_backend = params.get("verifier_node", {}).get("backend", "vlm")
+            p, v = params.get("policy_node", {}), params.get("verifier_node", {})
             if engine is None:
-                p = params.get("policy_node", {})
                 engine = load_engine(str(p.get("policy_config", "")), str(p.get("model_path", "")), str(p.get("adapter_path", "")))
                 graph._owns_engine = True
             graph.engine = engine
             graph.add(PolicyNode(engine=engine, **kw("policy_node")))
-            graph.add(VerifierNode(engine=engine if verifier_backend == "vlm" else None, **kw("verifier_node")))
+            shares = v.get("backend", "vlm") == "vlm" and verifier_shares_policy_model(p, v)
+            graph.add(VerifierNode(engine=engine if shares else None, **kw("verifier_node")))
     except BaseException:
         graph.close()
         raise
     return graph
+
+
+def verifier_shares_policy_model(policy: dict[str, Any], verifier: dict[str, Any]) -> bool:
+    """Whether the verifier node would load the policy's own base model (or names none), so one
+    process can give it the policy's engine instead of loading the weights twice."""
+    from .policy_node import resolve_shipped, resolve_verifier_model
+
+    own = resolve_verifier_model(str(verifier.get("model_path", "")))
+    base, _adapter = resolve_shipped(str(policy.get("model_path", "")), str(policy.get("adapter_path", "")))
+    return not own or os.path.expanduser(own) == os.path.expanduser(base)
 
 
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
@@ -211,7 +222,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sim", action="store_true", help="simulated Stretch instead of stretch_body")
     ap.add_argument("--seed", type=int, default=0, help="sim scene seed")
     ap.add_argument("--task-kind", default=None, help="sim task kind (default: drawn from the seed)")
-    ap.add_argument("--model", default=None, help="model folder ('tiny': the tiny random test model)")
+    ap.add_argument("--model", default=None, help="model folder of policy and verifier ('tiny': the tiny random test model)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter folder")
     ap.add_argument("--record", action="store_true", help="record every rollout topic to a rosbag2 folder")
     ap.add_argument("--bag-dir", default="vlm2vla_bag", help="bag folder for --record (must not exist)")
@@ -223,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, dict[str, Any]] = {}
-    if args.model:
+    if args.model:  # both nodes, as the launch file's model argument
         overrides.setdefault("policy_node", {})["model_path"] = args.model
+        overrides.setdefault("verifier_node", {})["model_path"] = args.model
     if args.adapter:
         overrides.setdefault("policy_node", {})["adapter_path"] = args.adapter
     rclpy.init()

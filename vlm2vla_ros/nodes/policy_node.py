@@ -85,6 +85,17 @@ def resolve_shipped(model_path: str, adapter_path: str) -> tuple[str, str]:
     return str(base), adapter_path or str(adapter)
 
 
+def resolve_verifier_model(model_path: str) -> str:
+    """The model a verifier loads: 'mini' is the shipped checkpoint's verifier of its own when it
+    ships one (`vlm2vla-experiment --ship-to` with verifier_steps, docs/miniature.md finding 36),
+    else its base (a verifier judges with the adapter off); other values pass."""
+    if model_path != SHIPPED_MODEL:
+        return model_path
+    base, _adapter = shipped_model()
+    verifier = base.parent / "verifier"
+    return str(verifier) if (verifier / "config.json").is_file() else str(base)
+
+
 def build_policy_config(policy_config: str, model_path: str, adapter_path: str) -> Any:
     """The PolicyConfig a node runs: the YAML file, with model and adapter paths overridden."""
     from ..policy.config import PolicyConfig

@@ -89,9 +89,9 @@ class VerifierNode(Node):
             return OperatorVerifier(self._ask_operator, c.operator_timeout_s)
         if engine is None:
             from ..policy import load_policy
-            from .policy_node import build_policy_config
+            from .policy_node import build_policy_config, resolve_verifier_model
 
-            cfg = build_policy_config(c.policy_config, c.model_path, "")
+            cfg = build_policy_config(c.policy_config, resolve_verifier_model(c.model_path), "")
             if c.backend == "openai":
                 cfg = cfg.replace(backend="openai")
             engine = load_policy(cfg)

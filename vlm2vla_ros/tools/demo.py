@@ -47,6 +47,11 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="scene seed")
     ap.add_argument("--task-kind", default=DEFAULT_KIND, help="sim task kind (default %(default)s)")
     ap.add_argument("--verifier", default="vlm", choices=("vlm", "count"), help="verifier backend")
+    ap.add_argument(
+        "--verifier-model", default="",
+        help="model folder of the vlm verifier (default: the --model's; 'mini': the shipped verifier of its own when "
+             "there is one, else the shipped base)",
+    )
     ap.add_argument("--max-cycles", type=int, default=8, help="cycle limit of the task")
     ap.add_argument("--timeout", type=float, default=240.0, help="time limit of the rollout, seconds")
     ap.add_argument("--fps", type=float, default=4.0, help="camera rate (and video frame rate)")
@@ -182,7 +187,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..nodes.bringup import DEFAULT_CONFIG, build_graph, run_graph
     from ..nodes.common import Shutdown, config_path
-    from ..nodes.policy_node import TINY_MODEL, resolve_shipped
+    from ..nodes.policy_node import TINY_MODEL, resolve_shipped, resolve_verifier_model
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
     from ..sim.views import read_model_view
@@ -190,7 +195,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     # Resolved and checked here, so a missing checkpoint fails before anything is written.
     model, adapter = resolve_shipped(args.model, args.adapter)
-    for what, folder in (("model", model if model != TINY_MODEL else ""), ("adapter", adapter)):
+    verifier_model = resolve_verifier_model(args.verifier_model or args.model) if args.verifier == "vlm" else ""
+    checked = (("model", model), ("adapter", adapter), ("verifier model", verifier_model))
+    for what, folder in ((w, f) for w, f in checked if f != TINY_MODEL):
         if folder and not Path(folder).expanduser().is_dir():
             raise FileNotFoundError(f"{what} folder {folder} does not exist")
     out = Path(args.out).expanduser()
@@ -203,10 +210,11 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     instruction = (args.task or scene_task.instruction()).strip()
     backend = SimBackend(world, view=read_model_view(model))  # the camera the model was trained with
     print(f"scene seed {args.seed} ({scene_task.kind}): {scene_task.instruction()}", flush=True)
-    print(f"model: {model}{f' + adapter {adapter}' if adapter else ''}; loading ...", flush=True)
+    own_verifier = f"; verifier: {verifier_model}" if verifier_model and verifier_model != model else ""
+    print(f"model: {model}{f' + adapter {adapter}' if adapter else ''}{own_verifier}; loading ...", flush=True)
     overrides = {
         "policy_node": {"model_path": model, "adapter_path": adapter, "max_cycles": args.max_cycles},
-        "verifier_node": {"backend": args.verifier},
+        "verifier_node": {"backend": args.verifier, "model_path": verifier_model},
         "camera_node": {"rate_hz": args.fps},
     }
     rclpy.init()
@@ -252,6 +260,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "scene": {"seed": args.seed, "kind": scene_task.kind, "instruction": scene_task.instruction()},
         "model": model,
         "adapter": adapter,
+        "verifier": args.verifier if args.verifier != "vlm" else verifier_model,
         "camera_view": backend.view,
         "policy_state": status.get("state", "no status"),
         "policy_message": status.get("message", "" if sent.is_set() else "the task was never delivered"),
