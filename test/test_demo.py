@@ -99,6 +99,7 @@ def test_a_missing_model_folder_is_refused_before_the_previous_bag_is_touched(tm
     (out / "bag" / "metadata.yaml").write_text("old")
     assert demo.main(["--out", str(out), "--model", str(tmp_path / "nowhere")]) == 1
     assert demo.main(["--out", str(out), "--model", "tiny", "--adapter", str(tmp_path / "no-adapter")]) == 1
+    assert demo.main(["--out", str(out), "--model", "tiny", "--verifier-model", str(tmp_path / "no-judge")]) == 1
     assert [p.name for p in out.iterdir()] == ["bag"] and (out / "bag" / "metadata.yaml").read_text() == "old"
     # two earlier bags from the same second both stay
     first = demo.keep_previous_bag(out / "bag")
