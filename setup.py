@@ -23,7 +23,8 @@ TOOLS = {
     "vlm2vla-experiment": "experiment",
     "vlm2vla-reading-budget": "reading_budget",
 }
-MODEL_FOLDERS = ["models/vlm2vla-mini/base", "models/vlm2vla-mini/adapter"]
+# verifier/: the run's verifier of its own, when the shipped run made one (--ship-to copies it)
+MODEL_FOLDERS = ["models/vlm2vla-mini/base", "models/vlm2vla-mini/adapter", "models/vlm2vla-mini/verifier"]
 # The one-process graph lives beside the nodes it composes.
 BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"
 

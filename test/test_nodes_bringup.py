@@ -1,16 +1,24 @@
-"""Which model the verifier loads: the shipped 'mini' verifier of its own when there is one, and
-in the one-process graph the policy's engine only when both nodes would load the same model."""
+"""Which model the verifier loads: by default the policy's (one engine in one process), the
+shipped 'mini' verifier of its own when there is one, and another model only when given one."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
-from vlm2vla_ros.nodes import policy_node
-from vlm2vla_ros.nodes.bringup import verifier_shares_policy_model
-from vlm2vla_ros.nodes.policy_node import resolve_verifier_model
+pytest.importorskip("rclpy")  # (bringup and policy_node are node modules)
+
+from vlm2vla_ros.nodes import policy_node  # noqa: E402
+from vlm2vla_ros.nodes.bringup import (  # noqa: E402
+    load_params,
+    model_overrides,
+    verifier_model_path,
+    verifier_shares_policy_model,
+)
+from vlm2vla_ros.nodes.policy_node import resolve_verifier_model  # noqa: E402
 
 
 @pytest.fixture
@@ -24,13 +32,28 @@ def shipped(tmp_path, monkeypatch):
 
 
 def test_mini_verifies_with_its_own_verifier_when_one_ships_else_with_its_base(shipped):
+    both = model_overrides("mini", None)
+    assert both == {"policy_node": {"model_path": "mini"}, "verifier_node": {"model_path": "mini"}}
     assert resolve_verifier_model("mini") == str(shipped / "base")
-    assert verifier_shares_policy_model({"model_path": "mini"}, {"model_path": "mini"})
+    assert verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
     (shipped / "verifier").mkdir()
     (shipped / "verifier" / "config.json").write_text("{}")
     assert resolve_verifier_model("mini") == str(shipped / "verifier")
-    assert not verifier_shares_policy_model({"model_path": "mini"}, {"model_path": "mini"})
+    assert not verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
     assert resolve_verifier_model("/models/judge") == "/models/judge"
+
+
+def test_the_shipped_yaml_gives_the_verifier_the_policys_model():
+    """Set for the policy alone, the model is the verifier's too: shared in one process, and
+    the model a verifier process is launched with (the YAML's verifier model_path is '')."""
+    params = load_params(str(Path(__file__).resolve().parents[1] / "config" / "vlm2vla.yaml"))
+    assert params["verifier_node"]["model_path"] == ""
+    params["policy_node"]["model_path"] = "/models/vlm2vla"
+    assert verifier_shares_policy_model(params["policy_node"], params["verifier_node"])
+    assert verifier_model_path(params) == "/models/vlm2vla"
+    params["verifier_node"]["model_path"] = "/models/judge"
+    assert verifier_model_path(params) == "/models/judge"
+    assert not verifier_shares_policy_model(params["policy_node"], params["verifier_node"])
 
 
 @pytest.mark.parametrize(
@@ -38,9 +61,9 @@ def test_mini_verifies_with_its_own_verifier_when_one_ships_else_with_its_base(s
     [
         ({"model_path": "tiny"}, {"model_path": "tiny"}, True),
         ({"model_path": "tiny"}, {}, True),  # none named: the policy's
-        ({"model_path": "/m/a", "adapter_path": "/m/lora"}, {"model_path": "/m/a"}, True),
+        ({"model_path": "/m/a", "adapter_path": "/m/lora"}, {"model_path": "/m/a/"}, True),
         ({"model_path": "/m/a"}, {"model_path": "/m/judge"}, False),
-        ({"model_path": "~/m"}, {"model_path": os.path.expanduser("~/m")}, True),
+        ({"model_path": "~/m"}, {"model_path": os.path.join(os.path.expanduser("~"), "m")}, True),
     ],
 )
 def test_the_one_process_graph_shares_the_engine_only_for_the_same_model(policy, verifier, shares):
@@ -48,18 +71,20 @@ def test_the_one_process_graph_shares_the_engine_only_for_the_same_model(policy,
 
 
 @pytest.mark.ros
-def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path):
+def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path, monkeypatch):
     """As in a process of its own: the weights it was given judge, not the policy's."""
-    rclpy = pytest.importorskip("rclpy")
+    import rclpy
+
     from vlm2vla_ros.nodes.bringup import build_graph
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
     from vlm2vla_ros.policy.tiny_model import ensure_tiny_model
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     judge = tmp_path / "judge"
     shutil.copytree(ensure_tiny_model(), judge)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rclpy.init()
     try:
-        for verifier_model, shared in (("tiny", True), (str(judge), False)):
+        for verifier_model, shared in (("", True), ("tiny", True), (str(judge), False)):
             graph = build_graph(None, "compute", overrides={
                 "policy_node": {"model_path": "tiny"}, "verifier_node": {"model_path": verifier_model},
             })
@@ -70,5 +95,8 @@ def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path):
                     assert verifier.engine.config.model_path == str(judge)
             finally:
                 graph.close()
+        # alone, '' has no policy engine to share: refused, not loaded from nowhere
+        with pytest.raises(ValueError, match="needs model_path"):
+            VerifierNode(parameter_overrides=[rclpy.parameter.Parameter("model_path", value="")])
     finally:
         rclpy.shutdown()

@@ -190,13 +190,24 @@ def build_graph(
 
 
 def verifier_shares_policy_model(policy: dict[str, Any], verifier: dict[str, Any]) -> bool:
-    """Whether the verifier node would load the policy's own base model (or names none), so one
-    process can give it the policy's engine instead of loading the weights twice."""
+    """Whether the verifier node names no model ('' = the policy's) or the policy's own base
+    model, so one process gives it the policy's engine instead of loading the weights twice."""
     from .policy_node import resolve_shipped, resolve_verifier_model
 
     own = resolve_verifier_model(str(verifier.get("model_path", "")))
     base, _adapter = resolve_shipped(str(policy.get("model_path", "")), str(policy.get("adapter_path", "")))
-    return not own or os.path.expanduser(own) == os.path.expanduser(base)
+    return not own or _same_folder(own, base)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
+def verifier_model_path(params: dict[str, dict[str, Any]]) -> str:
+    """The model a verifier node in a process of its own loads: its model_path, or the policy
+    node's when its own is '' (the YAML's default)."""
+    own = str(params.get("verifier_node", {}).get("model_path", ""))
+    return own or str(params.get("policy_node", {}).get("model_path", ""))
 
 
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
@@ -213,6 +224,18 @@ def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Sh
     finally:
         graph.close()
     return shutdown
+
+
+def model_overrides(model: str | None, adapter: str | None) -> dict[str, dict[str, Any]]:
+    """Parameters for a --model and --adapter: the model is the policy's and the verifier's, as
+    the launch file's model argument ('mini': the verifier takes the shipped one of its own)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if model:
+        overrides["policy_node"] = {"model_path": model}
+        overrides["verifier_node"] = {"model_path": model}
+    if adapter:
+        overrides.setdefault("policy_node", {})["adapter_path"] = adapter
+    return overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -233,12 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    overrides: dict[str, dict[str, Any]] = {}
-    if args.model:  # both nodes, as the launch file's model argument
-        overrides.setdefault("policy_node", {})["model_path"] = args.model
-        overrides.setdefault("verifier_node", {})["model_path"] = args.model
-    if args.adapter:
-        overrides.setdefault("policy_node", {})["adapter_path"] = args.adapter
+    overrides = model_overrides(args.model, args.adapter)
     rclpy.init()
     try:
         graph = build_graph(

@@ -4,7 +4,8 @@ It keeps the recent camera frames, remembers each chunk's subtask and next subta
 /policy/action_chunk, and on a "done"/"dry_run" event from /executor/event judges the
 frames the executor named as before and after. The policy applies the verdict (next
 subtask, retry, the per-subtask retry limit, task completion: rollout.TaskRun). Backends are
-in verification.py: vlm (the base model, shared with the policy in one process), openai,
+in verification.py: vlm (the base model, adapter off: in one process the policy's engine unless
+the verifier is given a model of its own), openai,
 operator (/verifier/operator_request -> a person -> /verifier/operator_answer), count.
 """
 
@@ -42,8 +43,8 @@ class VerifierConfig:
     backend: str = "vlm"  # vlm | openai | operator | count
     advance_after_chunks: int = 1  # backend count
     operator_timeout_s: float = 300.0  # backend operator: no answer -> retry
-    policy_config: str = ""  # backend vlm/openai in its own process: the policy YAML to load
-    model_path: str = ""  # ... with this model ('tiny' = tiny test model)
+    policy_config: str = ""  # backend vlm/openai with a model of its own: the policy YAML to load
+    model_path: str = ""  # ... with this model ('' = the policy node's; 'tiny' = tiny test model)
     image_buffer: int = 50  # frames kept to find the before/after images by stamp
 
     def __post_init__(self) -> None:
@@ -94,6 +95,9 @@ class VerifierNode(Node):
             cfg = build_policy_config(c.policy_config, resolve_verifier_model(c.model_path), "")
             if c.backend == "openai":
                 cfg = cfg.replace(backend="openai")
+            elif not cfg.model_path:  # '' means the policy's model, which only a shared engine has
+                raise ValueError("verifier_node: backend vlm in a process of its own needs model_path (or a "
+                                 "policy_config that names a model); the launch file gives it the policy's")
             engine = load_policy(cfg)
             self._owns_engine = True
         self.engine = engine

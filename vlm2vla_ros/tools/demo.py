@@ -56,7 +56,10 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=240.0, help="time limit of the rollout, seconds")
     ap.add_argument("--fps", type=float, default=4.0, help="camera rate (and video frame rate)")
     ap.add_argument("--config", default=None, help="ROS 2 parameters YAML (default: the package's vlm2vla.yaml)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.verifier_model and args.verifier != "vlm":
+        ap.error("--verifier-model is the vlm verifier's model; --verifier count loads none")
+    return args
 
 
 class Watcher:

@@ -9,7 +9,7 @@ Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English 
 fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token baseline (full
 fine-tuning), evaluates VQA accuracy and closed-loop success on held-out seeds, and writes
 OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base + adapter
-(the offline demo's model). --quick is a micro run for tests. The arithmetic is pinned
+(the offline demo's model), and the run's verifier of its own when it made one (verifier_steps). --quick is a micro run for tests. The arithmetic is pinned
 (miniature/kernels.py) so that x86-64 CPUs with AVX2 of one vendor train the same weights: AMD
 EPYC machines make one set, an Intel Xeon another, since MKL takes its AVX2 path on Intel
 CPUs only (docs/miniature.md, finding 32), and inside the test suite it has twice made yet
@@ -39,7 +39,7 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                          "give the --kernels and --threads it was started with")
     ap.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
     ap.add_argument("--quick", action="store_true", help="micro run with tiny sizes and step counts (tests)")
-    ap.add_argument("--ship-to", default="", help="copy the VLM2VLA base + adapter here (e.g. models/vlm2vla-mini)")
+    ap.add_argument("--ship-to", default="", help="copy the VLM2VLA base + adapter (+ verifier/) here (e.g. models/vlm2vla-mini)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: 2 with pinned kernels, torch's default with native ones)")
     ap.add_argument("--kernels", default="pinned", choices=("pinned", "native"),
