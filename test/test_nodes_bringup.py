@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("rclpy")  # (bringup and policy_node are node modules)
 
-from vlm2vla_ros.nodes import policy_node  # noqa: E402
-from vlm2vla_ros.nodes.bringup import (  # noqa: E402
+from vlm2vla_ros.nodes import policy_node
+from vlm2vla_ros.nodes.bringup import (
     load_params,
     model_overrides,
     verifier_model_path,
     verifier_shares_policy_model,
 )
-from vlm2vla_ros.nodes.policy_node import resolve_verifier_model  # noqa: E402
+from vlm2vla_ros.nodes.policy_node import resolve_verifier_model
 
 
 @pytest.fixture
