@@ -83,7 +83,7 @@ def test_vision_tower_adapted_at_its_own_rate(model_dir, dataset_dir, tmp_path):
         name.split(".")[-3] for name in weights if "vision_tower" in name}
     assert 0.5 * 5e-5 < largest_b("vision_tower") <= 5e-5 * 1.0001
     assert 0.5 * 5e-3 < largest_b("language_model") <= 5e-3 * 1.0001
-    with pytest.raises(ValueError, match="vision_learning_rate is a learning rate"):
+    with pytest.raises(ValueError, match="vision_learning_rate must be a finite number >= 0"):
         config.replace(vision_learning_rate=-1e-4)
 
 
@@ -201,7 +201,7 @@ def test_a_plan_total_head_trains_beside_the_adapter_and_is_not_saved(model_dir,
 
     with pytest.raises(TrainError, match="--plan-totals"):  # plans without totals give the head nothing to learn
         train(config.replace(dataset_dir=str(dataset_dir), output_dir=str(tmp_path / "none")))
-    with pytest.raises(ValueError, match="plan_total_head is a loss weight"):
+    with pytest.raises(ValueError, match="plan_total_head must be a finite number >= 0"):
         config.replace(plan_total_head=-1.0)
 
 
