@@ -54,13 +54,12 @@ def _sim_view(config, model):
     return sim_camera_view(params)
 
 
-def _verifier_model(config):
-    """The YAML's verifier model, the policy's when the verifier's is '' (its own process
-    cannot share the policy's engine)."""
-    from vlm2vla_ros.nodes.bringup import load_params, verifier_model_path
+def _verifier_params(config):
+    """The policy's model (and settings) for a verifier whose YAML leaves its model to the
+    policy: its own process cannot share the policy's engine."""
+    from vlm2vla_ros.nodes.bringup import load_params, verifier_process_params
 
-    path = verifier_model_path(load_params(config))
-    return {"model_path": path} if path else {}
+    return verifier_process_params(load_params(config))
 
 
 def _nodes(context):
@@ -75,7 +74,6 @@ def _nodes(context):
     sim, dry_run, record = (launch_flag(arg[name], name) for name in ("sim", "dry_run", "record"))
     model = {"model_path": arg["model"]} if arg["model"] else {}
     adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
-    verifier_model = model or _verifier_model(config)
     actions = []
     if half in ("all", "robot"):
         executor_params = {} if dry_run is None else {"dry_run": dry_run}  # not given: the YAML's stands
@@ -92,7 +90,7 @@ def _nodes(context):
         actions.append(Node(package=PACKAGE, executable="policy_node", name="policy_node",
                             parameters=[config, {**model, **adapter}], output="screen"))
         actions.append(Node(package=PACKAGE, executable="verifier_node", name="verifier_node",
-                            parameters=[config, verifier_model], output="screen"))
+                            parameters=[config, model or _verifier_params(config)], output="screen"))
     if record:
         if os.path.exists(arg["bag_dir"]):  # ros2 bag record would refuse it and exit while the robot runs unrecorded
             raise RuntimeError(f"bag_dir {arg['bag_dir']!r} exists: give a new folder (bag_dir:=...) or move the old bag")

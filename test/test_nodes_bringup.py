@@ -15,7 +15,7 @@ from vlm2vla_ros.nodes import policy_node
 from vlm2vla_ros.nodes.bringup import (
     load_params,
     model_overrides,
-    verifier_model_path,
+    verifier_process_params,
     verifier_shares_policy_model,
 )
 from vlm2vla_ros.nodes.policy_node import resolve_verifier_model
@@ -40,6 +40,9 @@ def test_mini_verifies_with_its_own_verifier_when_one_ships_else_with_its_base(s
     (shipped / "verifier" / "config.json").write_text("{}")
     assert resolve_verifier_model("mini") == str(shipped / "verifier")
     assert not verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
+    # 'mini' for the policy alone: its base, in one process (shared) and in a verifier process alike
+    assert verifier_shares_policy_model({"model_path": "mini"}, {"model_path": ""})
+    assert verifier_process_params({"policy_node": {"model_path": "mini"}}) == {"model_path": str(shipped / "base")}
     assert resolve_verifier_model("/models/judge") == "/models/judge"
 
 
@@ -49,10 +52,13 @@ def test_the_shipped_yaml_gives_the_verifier_the_policys_model():
     params = load_params(str(Path(__file__).resolve().parents[1] / "config" / "vlm2vla.yaml"))
     assert params["verifier_node"]["model_path"] == ""
     params["policy_node"]["model_path"] = "/models/vlm2vla"
+    params["policy_node"]["policy_config"] = "/cfg/policy.yaml"
     assert verifier_shares_policy_model(params["policy_node"], params["verifier_node"])
-    assert verifier_model_path(params) == "/models/vlm2vla"
+    assert verifier_process_params(params) == {"model_path": "/models/vlm2vla", "policy_config": "/cfg/policy.yaml"}
+    params["verifier_node"]["policy_config"] = "/cfg/verifier.yaml"
+    assert verifier_process_params(params) == {"model_path": "/models/vlm2vla"}
     params["verifier_node"]["model_path"] = "/models/judge"
-    assert verifier_model_path(params) == "/models/judge"
+    assert verifier_process_params(params) == {}  # the YAML's own stands
     assert not verifier_shares_policy_model(params["policy_node"], params["verifier_node"])
 
 

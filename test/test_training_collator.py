@@ -136,7 +136,7 @@ def test_a_conversation_longer_than_max_length_is_refused_not_cut(processor, tmp
     lengths = AnswerOnlyCollator(processor).lengths(batch_examples)
     full = AnswerOnlyCollator(processor)(batch_examples)["attention_mask"].sum(dim=1).tolist()
     assert lengths == full
-    longest = max(range(4), key=lambda i: lengths[i])
+    longest = max(range(len(lengths)), key=lambda i: lengths[i])
     tight = AnswerOnlyCollator(processor, max_length=lengths[longest] - 1)
     pattern = f"example e{longest} is {lengths[longest]} tokens long, more than max_length {lengths[longest] - 1}"
     with pytest.raises(ValueError, match=pattern):

@@ -260,7 +260,7 @@ def load_jsonl(file: Path, report: LoadReport) -> None:
 def load_episodes(paths: Iterable[os.PathLike]) -> LoadReport:
     """Episodes from episode folders, folders of episode folders, and JSONL files.
 
-    Duplicate episode ids keep the first and skip the rest, so a split by id stays clean.
+    Duplicate episode ids keep the first and skip the rest, so the split stays clean.
     """
     report = LoadReport()
     for raw in paths:

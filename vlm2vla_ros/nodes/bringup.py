@@ -3,8 +3,8 @@
 For machines without `ros2 launch` (pip-installed ROS 2), for the offline demo and the tests,
 and to share one model between policy and verifier when both load the same one (the verifier
 uses the base model: the same weights with the LoRA adapter switched off); a verifier given
-another model (its own, as the shipped 'mini' may have) loads it, as in a process of its own. Parameters come from the same YAML the
-launch file uses (`node_name: ros__parameters:`); with `sim` the simulated Stretch is one
+another model (its own, as the shipped 'mini' may have) loads it, as in a process of its own.
+Parameters come from the same YAML the launch file uses (`node_name: ros__parameters:`); with `sim` the simulated Stretch is one
 SimBackend object shared by the executor (which moves it) and the camera (which renders it).
 `record` writes every rollout topic to a rosbag2 folder with `rosbags`.
 
@@ -203,11 +203,22 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
-def verifier_model_path(params: dict[str, dict[str, Any]]) -> str:
-    """The model a verifier node in a process of its own loads: its model_path, or the policy
-    node's when its own is '' (the YAML's default)."""
-    own = str(params.get("verifier_node", {}).get("model_path", ""))
-    return own or str(params.get("policy_node", {}).get("model_path", ""))
+def verifier_process_params(params: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What a verifier node in a process of its own is given when its YAML leaves its model to
+    the policy (model_path '', the default): what one process would share, the policy's base
+    model, and the policy's policy_config (device, dtype, 4-bit) unless it names its own."""
+    from .policy_node import resolve_shipped
+
+    verifier, policy = params.get("verifier_node", {}), params.get("policy_node", {})
+    if str(verifier.get("model_path", "")):
+        return {}
+    out = {}
+    base, _adapter = resolve_shipped(str(policy.get("model_path", "")), "")
+    if base:
+        out["model_path"] = base
+    if not str(verifier.get("policy_config", "")) and str(policy.get("policy_config", "")):
+        out["policy_config"] = str(policy["policy_config"])
+    return out
 
 
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:

@@ -9,7 +9,8 @@ Builds and pretrains a small Gemma-3-architecture VLM on simulator VQA (English 
 fine-tunes it into VLM2VLA (LoRA, actions as text) and into the action-token baseline (full
 fine-tuning), evaluates VQA accuracy and closed-loop success on held-out seeds, and writes
 OUT/report.md, OUT/metrics.json and the plots. --ship-to copies the VLM2VLA base + adapter
-(the offline demo's model), and the run's verifier of its own when it made one (verifier_steps). --quick is a micro run for tests. The arithmetic is pinned
+(the offline demo's model), and the run's verifier of its own when it made one
+(verifier_steps). --quick is a micro run for tests. The arithmetic is pinned
 (miniature/kernels.py) so that x86-64 CPUs with AVX2 of one vendor train the same weights: AMD
 EPYC machines make one set, an Intel Xeon another, since MKL takes its AVX2 path on Intel
 CPUs only (docs/miniature.md, finding 32), and inside the test suite it has twice made yet

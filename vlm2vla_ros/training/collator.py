@@ -110,7 +110,9 @@ class AnswerOnlyCollator:
 
     def _token_ids(self, examples: Sequence[dict[str, Any]], prompt: bool) -> list[list[int]]:
         """Token ids of each conversation (prompt: without its answer, up to the generation
-        prompt), with every image's soft tokens written out as the processor expands them."""
+        prompt), with every image's soft tokens written out as the processor expands them
+        (Gemma 3's boi_token -> full_image_sequence; a processor without them would be
+        undercounted here and refused later, at its batch)."""
         processor = self.processor
         image_text = (getattr(processor, "boi_token", None), getattr(processor, "full_image_sequence", None))
         texts = []
