@@ -4,8 +4,9 @@ For machines without `ros2 launch` (pip-installed ROS 2), for the offline demo a
 and to share one model between policy and verifier when both load the same one (the verifier
 uses the base model: the same weights with the LoRA adapter switched off); a verifier given
 another model (its own, as the shipped 'mini' may have) loads it, as in a process of its own.
-Parameters come from the same YAML the launch file uses (`node_name: ros__parameters:`); with `sim` the simulated Stretch is one
-SimBackend object shared by the executor (which moves it) and the camera (which renders it).
+Parameters come from the same YAML the launch file uses (`node_name: ros__parameters:`); with
+`sim` the simulated Stretch is one SimBackend object shared by the executor (which moves it)
+and the camera (which renders it).
 `record` writes every rollout topic to a rosbag2 folder with `rosbags`.
 
     python -m vlm2vla_ros.nodes.bringup --sim --model tiny --record --bag-dir out/bag
