@@ -95,17 +95,36 @@ def test_a_device_that_stops_is_opened_again_and_a_file_is_not(monkeypatch):
 
 
 @pytest.mark.ros
+def first_images(cam, timeout_s=10.0):
+    """The images a probe node hears on the image topic while the camera node is spun, up to
+    the first one (empty if none within timeout_s)."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from vlm2vla_ros import topics
+    from vlm2vla_ros.nodes.common import qos_for
+
+    probe = rclpy.create_node("camera_probe")
+    got = []
+    probe.create_subscription(Image, topics.IMAGE.name, got.append, qos_for(topics.IMAGE))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not got and time.monotonic() < deadline:
+            rclpy.spin_once(cam, timeout_sec=0.05)
+            rclpy.spin_once(probe, timeout_sec=0.05)
+    finally:
+        probe.destroy_node()
+    return got
+
+
 def test_a_malformed_frame_is_skipped_and_the_camera_goes_on():
     """A frame of the wrong shape or type is logged and skipped like a missing one; the node
     keeps publishing the good frames that follow."""
     rclpy = pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
-    from vlm2vla_ros import topics
     from vlm2vla_ros.frames import FrameSource
     from vlm2vla_ros.nodes.camera_node import CameraNode
-    from vlm2vla_ros.nodes.common import qos_for
 
     class Frames(FrameSource):
         name = "malformed then good"
@@ -123,17 +142,10 @@ def test_a_malformed_frame_is_skipped_and_the_camera_goes_on():
         source = Frames()
         cam = CameraNode(source=source, parameter_overrides=[Parameter("width", value=0), Parameter("height", value=0),
                                                              Parameter("rate_hz", value=20)])
-        probe = rclpy.create_node("malformed_probe")
-        got = []
-        probe.create_subscription(Image, topics.IMAGE.name, got.append, qos_for(topics.IMAGE))
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            rclpy.spin_once(cam, timeout_sec=0.05)
-            rclpy.spin_once(probe, timeout_sec=0.05)
+        got = first_images(cam)
         assert got and not source.sequence and cam.frames >= 1  # both bad frames read, skipped, and the good ones sent
         assert (got[0].height, got[0].width, bytes(got[0].data[:3])) == (8, 8, bytes([7, 7, 7]))
         cam.destroy_node()
-        probe.destroy_node()
     finally:
         if owns:
             rclpy.shutdown()
@@ -160,11 +172,8 @@ def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
     rclpy = pytest.importorskip("rclpy")
     import cv2
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
-    from vlm2vla_ros import topics
     from vlm2vla_ros.nodes.camera_node import CameraNode
-    from vlm2vla_ros.nodes.common import qos_for
     from vlm2vla_ros.nodes.images import from_msg
 
     img = np.zeros((30, 60, 3), np.uint8)
@@ -179,13 +188,7 @@ def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
             Parameter("width", value=0), Parameter("height", value=0), Parameter("rate_hz", value=20),
             Parameter("frame_id", value="head_cam"),
         ])
-        sub_node = rclpy.create_node("cam_probe")
-        got = []
-        sub_node.create_subscription(Image, topics.IMAGE.name, got.append, qos_for(topics.IMAGE))
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            rclpy.spin_once(cam, timeout_sec=0.05)
-            rclpy.spin_once(sub_node, timeout_sec=0.05)
+        got = first_images(cam)
         assert got, "no frame received"
         msg = got[0]
         assert msg.header.frame_id == "head_cam" and msg.encoding == "rgb8" and msg.header.stamp.sec > 0
@@ -195,7 +198,6 @@ def test_camera_node_publishes_rotated_stamped_frames(tmp_path):
         with pytest.raises(ValueError, match="rotate_deg"):
             CameraNode(parameter_overrides=[Parameter("source", value=str(tmp_path)), Parameter("rotate_deg", value=45)])
         cam.destroy_node()
-        sub_node.destroy_node()
     finally:
         if owns:
             rclpy.shutdown()
