@@ -219,10 +219,17 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     interrupted = stop.requested
     history = trainer.state.log_history
     losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    result = TrainResult(
+        output_dir=out,
+        steps=trainer.state.global_step,
+        first_loss=losses[0][1] if losses else None,
+        last_loss=losses[-1][1] if losses else None,
+        seconds=seconds,
+        interrupted=interrupted,
+        train_examples=len(train_examples),
+    )
     if not trainer.is_world_process_zero():  # (each process of a multi-GPU run trains; one writes)
-        return TrainResult(output_dir=out, steps=trainer.state.global_step, first_loss=losses[0][1] if losses else None,
-                           last_loss=losses[-1][1] if losses else None, seconds=seconds, interrupted=interrupted,
-                           train_examples=len(train_examples))
+        return result
     if not interrupted:
         model.save_pretrained(out)
     log = {
@@ -240,15 +247,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     }
     _merge_log(out / "train_log.json", log)
     plot_loss(out / "train_log.json", out / "loss.png")
-    return TrainResult(
-        output_dir=out,
-        steps=trainer.state.global_step,
-        first_loss=losses[0][1] if losses else None,
-        last_loss=losses[-1][1] if losses else None,
-        seconds=seconds,
-        interrupted=interrupted,
-        train_examples=len(train_examples),
-    )
+    return result
 
 
 RUN_CONFIG = "train_config.json"
