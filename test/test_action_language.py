@@ -290,7 +290,8 @@ def test_validate_chunk_rounds_to_the_grid_and_array_has_four_columns():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"decimals": 5}, {"decimals": -1}, {"max_steps": 0}, {"max_abs_cm": math.nan}, {"max_abs_cm": 0.04}],
+    [{"decimals": 5}, {"decimals": -1}, {"max_steps": 0}, {"max_abs_cm": math.nan}, {"max_abs_cm": 0.04},
+     {"max_abs_cm": -10.0}, {"max_abs_cm": "10"}, {"max_abs_cm": True}, {"max_abs_cm": 10**400}],
 )
 def test_limits_reject_nonsense(kwargs):
     with pytest.raises(ValueError, match="ActionLimits"):

@@ -225,3 +225,10 @@ def test_bad_trajectories_raise_action_value_error(deltas, gripper, reason):
 def test_merge_config_rejects_nonsense(kwargs):
     with pytest.raises(ValueError, match="MergeConfig"):
         MergeConfig(**kwargs)
+
+
+@pytest.mark.parametrize("field", ["axis_cm", "total_cm"])
+@pytest.mark.parametrize("value", [0, -2.5, math.inf, math.nan, "2.5", True])
+def test_merge_thresholds_must_be_positive_finite_numbers(field, value):
+    with pytest.raises(ValueError, match=f"MergeConfig.{field} must be a (finite )?number"):
+        MergeConfig(**{field: value})

@@ -48,7 +48,7 @@ def test_from_dict_reads_nested_sections() -> None:
         ({"model_path": "/m", "plan": {"temperature": float("inf")}}, "temperature must be a finite number >= 0"),
         ({"model_path": "/m", "plan": {"temperature": 10**400}}, "temperature must be a finite number >= 0"),
         ({"model_path": "/m", "limits": {"max_abs_cm": 10**400}}, "max_abs_cm must be a finite number"),
-        ({"model_path": "/m", "plan": {"top_p": 0}}, r"top_p must be in \(0, 1\]"),
+        ({"model_path": "/m", "plan": {"top_p": 0}}, r"top_p must be a finite number in \(0, 1\]"),
         ({"model_path": "/m", "plan": {"max_new_tokens": 0}}, "max_new_tokens must be a positive integer"),
         ({"model_path": "/m", "max_retries": 0}, "max_retries must be a positive integer"),
         ({"model_path": "/m", "constrained": "yes"}, "constrained must be true or false"),

@@ -91,7 +91,8 @@ def test_a_dead_band_as_wide_as_the_table_never_moves_above_the_block():
 
 
 @pytest.mark.parametrize("sigma, persistent, dead_band",
-                         [(-1.0, 0.0, 0.0), (float("nan"), 0.0, 0.0), (1.0, 1.5, 0.0), (1.0, -0.1, 0.0), (1.0, 0.0, -2.0)])
+                         [(-1.0, 0.0, 0.0), (float("nan"), 0.0, 0.0), (1.0, 1.5, 0.0), (1.0, -0.1, 0.0), (1.0, 0.0, -2.0),
+                          ("2", 0.0, 0.0), (1.0, float("nan"), 0.0), (1.0, True, 0.0)])
 def test_reading_errors_out_of_range_are_refused(sigma, persistent, dead_band):
     with pytest.raises(ValueError, match="ReadingError"):
         ReadingError(sigma, persistent, dead_band)

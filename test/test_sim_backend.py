@@ -126,3 +126,9 @@ def test_render_from_another_thread_while_moving():
         sim.move_by(JointDelta(base_m=0.001 if i < 100 else -0.001), timeout_s=1.0)
     thread.join()
     assert not errors and len(images) == 20 and all(isinstance(im, np.ndarray) for im in images)
+
+
+@pytest.mark.parametrize("time_scale", [-1.0, math.inf, math.nan, "1", True])
+def test_a_time_scale_that_is_not_a_finite_number_at_least_zero_is_refused(time_scale):
+    with pytest.raises(ValueError, match="time_scale must be a (finite )?number"):
+        SimBackend(SimWorld([]), time_scale=time_scale)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import positive
 from .types import DEFAULT_LIMITS, ActionLimits, ActionStep, ActionValueError
 
 MAX_INPUT_DELTA_CM = 100.0
@@ -32,9 +33,7 @@ class MergeConfig:
 
     def __post_init__(self) -> None:
         for name in ("axis_cm", "total_cm"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"MergeConfig.{name} must be a positive finite number, got {value!r}")
+            positive(getattr(self, name), f"MergeConfig.{name}")
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ Units: centimetres in the task frame (+dx forward, +dy left, +dz up); gripper 1 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+
+from ..checks import positive
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,7 @@ class ActionLimits:
             raise ValueError(f"ActionLimits.decimals must be an integer from 0 to 4, got {self.decimals!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"ActionLimits.max_steps must be a positive integer, got {self.max_steps!r}")
-        try:
-            finite = not isinstance(self.max_abs_cm, bool) and math.isfinite(self.max_abs_cm)
-        except (TypeError, OverflowError):  # not a number, or an int past a float's range
-            finite = False
-        if not finite:
-            raise ValueError(f"ActionLimits.max_abs_cm must be a finite number, got {self.max_abs_cm!r}")
+        positive(self.max_abs_cm, "ActionLimits.max_abs_cm")
         if self.max_units < 1:
             raise ValueError(
                 f"ActionLimits.max_abs_cm={self.max_abs_cm!r} is below the resolution of {self.decimals} decimals"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm2vla_ros.action_language import ActionChunk, ActionLimits, MergeConfig
+from vlm2vla_ros.checks import real
 from vlm2vla_ros.sim.expert import ScriptedExpert
 from vlm2vla_ros.sim.tasks import MOVE_ABOVE
 from vlm2vla_ros.sim.world import SimWorld
@@ -46,11 +47,8 @@ class ReadingError:
 
     def __post_init__(self) -> None:
         for name in ("sigma_cm", "dead_band_cm"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"ReadingError.{name} must be a finite number >= 0, got {value!r}")
-        if not 0.0 <= self.persistent <= 1.0:
-            raise ValueError(f"ReadingError.persistent must be within [0, 1], got {self.persistent!r}")
+            real(getattr(self, name), f"ReadingError.{name}", lo=0.0)
+        real(self.persistent, "ReadingError.persistent", 0.0, 1.0)
 
     @property
     def persistent_sigma_cm(self) -> float:

@@ -39,8 +39,7 @@ class StageSampling:
 
     def __post_init__(self) -> None:
         real(self.temperature, "temperature", lo=0.0)  # NaN ran greedy without a word
-        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        positive(self.top_p, "top_p", hi=1.0)
         if self.max_new_tokens is not None and (
             isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1
         ):

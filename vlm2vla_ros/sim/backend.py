@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vlm2vla_ros.checks import real
 from vlm2vla_ros.robot.interface import BackendError, JointDelta, JointState, RobotStatus
 from vlm2vla_ros.sim.views import TABLE_VIEW, check_view
 from vlm2vla_ros.sim.world import SimWorld
@@ -45,8 +46,7 @@ class SimBackend:
     def __init__(
         self, world: SimWorld, geometry: SimGeometry | None = None, time_scale: float = 0.0, view: str = TABLE_VIEW
     ) -> None:
-        if not (math.isfinite(time_scale) and time_scale >= 0):
-            raise ValueError(f"time_scale must be a finite number >= 0, got {time_scale!r}.")
+        real(time_scale, "time_scale", lo=0.0)
         self.view = check_view(view)
         """The head camera's view (sim.views.VIEWS): the whole table, or following the gripper."""
         self.geometry = geometry or SimGeometry()
