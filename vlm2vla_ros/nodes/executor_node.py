@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -28,6 +28,7 @@ from std_msgs.msg import Bool, Header, String
 
 from .. import topics
 from ..checks import positive, real
+from ..robot.embodiment import EmbodimentConfig
 from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
@@ -63,6 +64,7 @@ class ExecutorNodeConfig:
     sim_seed: int = 0  # backend sim without a shared world: scene of this seed ...
     sim_task_kind: str = ""  # ... and task kind ('' = drawn from the seed)
     sim_time_scale: float = 0.0  # >0: sim moves take this fraction of their real duration
+    sim_action_scale: float = 1.0  # backend sim: the robot config's action_scale in its place (see below)
     sim_view: str = ""  # the sim camera: table | gripper | '' = the policy model's own (else table)
 
     def __post_init__(self) -> None:
@@ -73,10 +75,21 @@ class ExecutorNodeConfig:
         for name in ("watchdog_timeout_s", "after_image_timeout_s", "sim_camera_rate_hz"):
             positive(getattr(self, name), f"executor {name}")
         real(self.heartbeat_timeout_s, "executor heartbeat_timeout_s", lo=0.0)
+        positive(self.sim_action_scale, "executor sim_action_scale", hi=1.0)
         if self.image_width < 1 or self.image_height < 1:
             raise ValueError(f"executor image_width and image_height must be >= 1, got {self.image_width}x{self.image_height}")
         if self.sim_camera and self.backend != "sim":
             raise ValueError("executor sim_camera needs backend 'sim'")
+
+
+def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig) -> EmbodimentConfig:
+    """The embodiment chunks are executed with. The robot config's action_scale (0.3 as shipped)
+    throttles a first run on hardware; the simulated Stretch, where the models are trained and
+    evaluated moving by the whole chunk, takes sim_action_scale (1.0) instead, or a policy that
+    reaches its block in the experiment's closed loop falls short of it in the demo."""
+    if config.backend != "sim":
+        return embodiment
+    return replace(embodiment, action_scale=config.sim_action_scale)
 
 
 POLICY_STATES_KEPT = 64
@@ -94,7 +107,8 @@ class ExecutorNode(Node):
         self._owns_backend = backend is None
         self.backend = backend if backend is not None else self._make_backend(robot_cfg)
         self.chunks = ChunkExecutor(
-            self.backend, robot_cfg.embodiment, robot_cfg.safety, dry_run=c.dry_run, head=robot_cfg.head
+            self.backend, executed_embodiment(c, robot_cfg.embodiment), robot_cfg.safety, dry_run=c.dry_run,
+            head=robot_cfg.head,
         )
 
         self._lock = threading.Lock()
