@@ -39,6 +39,8 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
         assert key in s
     base, adapter = shipped_model()
     assert (s["model"], s["adapter"]) == (str(base), str(adapter))
+    assert s["verifier"] == str(base.parent / "verifier")  # the shipped checkpoint's verifier of its own judges
+    assert s["scene"]["kind"] == "pick_up"  # the task the shipped model was evaluated on
     assert s["camera_view"] == read_model_view(base)  # the simulated camera shows what the model was trained on
     assert s["task"] == s["scene"]["instruction"] and s["success_source"].startswith("simulator check_success")
     assert isinstance(s["success"], bool)

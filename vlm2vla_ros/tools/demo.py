@@ -1,21 +1,23 @@
 """vlm2vla-demo: the whole system on a simulated Stretch, end to end, on a laptop CPU.
 
-    vlm2vla-demo --out demo_out [--task "put the red block in the bowl"] [--model DIR]
+    vlm2vla-demo --out demo_out [--task "pick up the red block"] [--model DIR] [--seed N]
 
 Starts the simulated Stretch and the full node graph in one process (camera, policy,
 executor, verifier, recorder), loads the model (default: the miniature VLM2VLA shipped in
-models/vlm2vla-mini, base + LoRA adapter, trained by `vlm2vla-experiment` on the simulator,
-docs/miniature.md), sends one task and runs it until the policy ends it, the cycle limit or
-the time limit. Writes to --out:
+models/vlm2vla-mini, base + LoRA adapter + a verifier of its own, trained by
+`vlm2vla-experiment` on the simulator, docs/miniature.md), sends one task and runs it until
+the policy ends it, the cycle limit or the time limit. Writes to --out:
 - bag/          rosbag2 (sqlite3) of every rollout topic;
 - summary.json  task, success, subtasks, cycles, parse failures, timings, verdicts, events;
 - rollout.gif   the camera view with the current subtask and plan drawn on it.
 
 `success` is the simulator's own check of the scene's task on the final world state; it
-never comes from the policy's or the verifier's claims. The shipped miniature writes the
-action language fluently but does not yet read block positions precisely enough to grasp
-(0% closed-loop success in its documented run), so expect success=false for now; `--model
-tiny` runs the untrained test model instead.
+never comes from the policy's or the verifier's claims. The default scene is a pick-up, the
+task the shipped miniature was evaluated on: its experiment's closed loop picked up 9 of 20
+held-out blocks among three with its verifier (docs/miniature.md, finding 39); this demo
+picked up 5 of 10 on held-out seeds 50000-50009 and 3 of 10 on seeds 0-9, scenes its
+training demonstrated (seed 0, the default, succeeds). It fails the longer task kinds
+(put_in, stack, ...); `--model tiny` runs the untrained test model instead.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 from .. import topics
 
-DEFAULT_KIND = "put_in"
+DEFAULT_KIND = "pick_up"
 
 
 def parse_args(argv: list | None) -> argparse.Namespace:
