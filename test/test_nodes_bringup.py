@@ -1,4 +1,4 @@
-"""Which model the verifier loads: by default the policy's (one engine in one process), the
+"""Which model the verifier loads: by default the policy's checkpoint (one engine in one process), the
 shipped 'mini' verifier of its own when there is one, and another model only when given one."""
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ def test_mini_verifies_with_its_own_verifier_when_one_ships_else_with_its_base(s
     assert both == {"policy_node": {"model_path": "mini"}, "verifier_node": {"model_path": "mini"}}
     assert resolve_verifier_model("mini") == str(shipped / "base")
     assert verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
+    # 'mini' for the policy alone (the verifier's '' is the policy's checkpoint): its base, shared
+    assert verifier_shares_policy_model({"model_path": "mini"}, {"model_path": ""})
+    assert verifier_process_params({"policy_node": {"model_path": "mini"}}) == {"model_path": str(shipped / "base")}
     (shipped / "verifier").mkdir()
     (shipped / "verifier" / "config.json").write_text("{}")
     assert resolve_verifier_model("mini") == str(shipped / "verifier")
     assert not verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
-    # 'mini' for the policy alone: its base, in one process (shared) and in a verifier process alike
-    assert verifier_shares_policy_model({"model_path": "mini"}, {"model_path": ""})
-    assert verifier_process_params({"policy_node": {"model_path": "mini"}}) == {"model_path": str(shipped / "base")}
+    # ... and once a verifier ships with it, that verifier, in one process and in its own alike
+    assert not verifier_shares_policy_model({"model_path": "mini"}, {"model_path": ""})
+    assert verifier_process_params({"policy_node": {"model_path": "mini"}}) == {"model_path": str(shipped / "verifier")}
     assert resolve_verifier_model("/models/judge") == "/models/judge"
 
 
@@ -101,6 +104,14 @@ def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path, monkeypat
                     assert verifier.engine.config.model_path == str(judge)
             finally:
                 graph.close()
+        # the shipped checkpoint with the YAML's verifier model '': its verifier of its own judges
+        graph = build_graph(None, "compute", overrides={"policy_node": {"model_path": "mini"}})
+        try:
+            verifier = graph.by_name["verifier_node"]
+            assert verifier.engine is not graph.engine
+            assert verifier.engine.config.model_path == str(policy_node.shipped_model()[0].parent / "verifier")
+        finally:
+            graph.close()
         # alone, '' has no policy engine to share: refused, not loaded from nowhere
         with pytest.raises(ValueError, match="needs model_path"):
             VerifierNode(parameter_overrides=[rclpy.parameter.Parameter("model_path", value="")])

@@ -183,19 +183,31 @@ def build_graph(
             graph.engine = engine
             graph.add(PolicyNode(engine=engine, **kw("policy_node")))
             shares = v.get("backend", "vlm") == "vlm" and verifier_shares_policy_model(p, v)
-            graph.add(VerifierNode(engine=engine if shares else None, **kw("verifier_node")))
+            # Not shared: a model of its own, the policy's checkpoint's verifier when it names none.
+            own = {**v, **verifier_process_params(params)} if not shares else v
+            overrides = [Parameter(k, value=value) for k, value in own.items()]
+            graph.add(VerifierNode(engine=engine if shares else None, parameter_overrides=overrides))
     except BaseException:
         graph.close()
         raise
     return graph
 
 
-def verifier_shares_policy_model(policy: dict[str, Any], verifier: dict[str, Any]) -> bool:
-    """Whether the verifier node names no model ('' = the policy's) or the policy's own base
-    model, so one process gives it the policy's engine instead of loading the weights twice."""
-    from .policy_node import resolve_shipped, resolve_verifier_model
+def verifier_model(policy: dict[str, Any], verifier: dict[str, Any]) -> str:
+    """The model the verifier judges with: its own model_path, or when it names none ('') the
+    policy's checkpoint as a verifier ('mini': the shipped verifier of its own when one ships,
+    else the shipped base; any other model: itself, the adapter off)."""
+    from .policy_node import resolve_verifier_model
 
-    own = resolve_verifier_model(str(verifier.get("model_path", "")))
+    return resolve_verifier_model(str(verifier.get("model_path", "")) or str(policy.get("model_path", "")))
+
+
+def verifier_shares_policy_model(policy: dict[str, Any], verifier: dict[str, Any]) -> bool:
+    """Whether the verifier judges with the policy's own base model, so one process gives it the
+    policy's engine instead of loading the weights twice."""
+    from .policy_node import resolve_shipped
+
+    own = verifier_model(policy, verifier)
     base, _adapter = resolve_shipped(str(policy.get("model_path", "")), str(policy.get("adapter_path", "")))
     return not own or _same_folder(own, base)
 
@@ -205,18 +217,16 @@ def _same_folder(a: str, b: str) -> bool:
 
 
 def verifier_process_params(params: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """What a verifier node in a process of its own is given when its YAML leaves its model to
-    the policy (model_path '', the default): what one process would share, the policy's base
-    model, and the policy's policy_config (device, dtype, 4-bit) unless it names its own."""
-    from .policy_node import resolve_shipped
-
+    """What a verifier node that loads its own model is given when its YAML leaves the model to
+    the policy (model_path '', the default): the policy's checkpoint as a verifier
+    (verifier_model), and the policy's policy_config (device, dtype, 4-bit) unless it names its own."""
     verifier, policy = params.get("verifier_node", {}), params.get("policy_node", {})
     if str(verifier.get("model_path", "")):
         return {}
     out = {}
-    base, _adapter = resolve_shipped(str(policy.get("model_path", "")), "")
-    if base:
-        out["model_path"] = base
+    own = verifier_model(policy, verifier)
+    if own:
+        out["model_path"] = own
     if not str(verifier.get("policy_config", "")) and str(policy.get("policy_config", "")):
         out["policy_config"] = str(policy["policy_config"])
     return out
