@@ -54,12 +54,17 @@ def _sim_view(config, model):
     return sim_camera_view(params)
 
 
-def _verifier_params(config):
-    """The policy's model (and settings) for a verifier whose YAML leaves its model to the
-    policy: its own process cannot share the policy's engine."""
+def _verifier_params(config, model):
+    """The policy's checkpoint as a verifier (and the policy's settings) for a verifier whose
+    YAML leaves its model to the policy, or for the model argument, which sets both nodes'
+    models: its own process cannot share the policy's engine."""
     from vlm2vla_ros.nodes.bringup import load_params, verifier_process_params
 
-    return verifier_process_params(load_params(config))
+    params = load_params(config)
+    if model:
+        params.setdefault("policy_node", {})["model_path"] = model
+        params.setdefault("verifier_node", {})["model_path"] = ""
+    return verifier_process_params(params)
 
 
 def _nodes(context):
@@ -90,7 +95,7 @@ def _nodes(context):
         actions.append(Node(package=PACKAGE, executable="policy_node", name="policy_node",
                             parameters=[config, {**model, **adapter}], output="screen"))
         actions.append(Node(package=PACKAGE, executable="verifier_node", name="verifier_node",
-                            parameters=[config, model or _verifier_params(config)], output="screen"))
+                            parameters=[config, _verifier_params(config, arg["model"])], output="screen"))
     if record:
         if os.path.exists(arg["bag_dir"]):  # ros2 bag record would refuse it and exit while the robot runs unrecorded
             raise RuntimeError(f"bag_dir {arg['bag_dir']!r} exists: give a new folder (bag_dir:=...) or move the old bag")

@@ -33,7 +33,7 @@ def shipped(tmp_path, monkeypatch):
 
 def test_mini_verifies_with_its_own_verifier_when_one_ships_else_with_its_base(shipped):
     both = model_overrides("mini", None)
-    assert both == {"policy_node": {"model_path": "mini"}, "verifier_node": {"model_path": "mini"}}
+    assert both == {"policy_node": {"model_path": "mini"}, "verifier_node": {"model_path": ""}}
     assert resolve_verifier_model("mini") == str(shipped / "base")
     assert verifier_shares_policy_model(both["policy_node"], both["verifier_node"])
     # 'mini' for the policy alone (the verifier's '' is the policy's checkpoint): its base, shared

@@ -13,18 +13,25 @@ SHIPPED_ROBOT = Path(__file__).resolve().parents[1] / "config" / "stretch_re1.ya
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize(("backend", "scale"), [("sim", 1.0), ("stretch_body", 0.3)])
-def test_the_sim_executes_whole_chunks_and_the_robot_the_configs_first_run_scale(backend, scale):
+@pytest.mark.parametrize(("configured", "simulated", "scale"),
+                         [("sim", True, 1.0), ("stretch_body", False, 0.3), ("sim", False, 0.3), ("stretch_body", True, 0.3)])
+def test_only_the_simulator_executes_whole_chunks_the_robot_keeps_the_first_run_scale(configured, simulated, scale):
     """The robot config's action_scale (0.3 as shipped) throttles a first run on hardware; in the
     simulator, where the models were trained and evaluated at 1.0, the demo fell short of every
-    block with it."""
+    block with it. A backend that is not the simulator never gets the simulator's scale, whatever
+    the configuration says."""
     pytest.importorskip("rclpy")
     from vlm2vla_ros.nodes.executor_node import ExecutorNodeConfig, executed_embodiment
+    from vlm2vla_ros.sim.backend import SimBackend
+    from vlm2vla_ros.sim.scene import make_scene
 
     shipped = RobotConfig.from_yaml(SHIPPED_ROBOT).embodiment
     assert shipped.action_scale == 0.3
-    assert executed_embodiment(ExecutorNodeConfig(backend=backend), shipped).action_scale == scale
-    assert executed_embodiment(ExecutorNodeConfig(backend="sim", sim_action_scale=0.5), shipped).action_scale == 0.5
+    backend = SimBackend(make_scene(3, "pick_up")[0]) if simulated else object()
+    assert executed_embodiment(ExecutorNodeConfig(backend=configured), shipped, backend).action_scale == scale
+    if simulated and configured == "sim":
+        config = ExecutorNodeConfig(backend="sim", sim_action_scale=0.5)
+        assert executed_embodiment(config, shipped, backend).action_scale == 0.5
 
 
 @pytest.mark.ros
@@ -52,9 +59,11 @@ def test_a_sim_executor_node_moves_the_whole_step():
     rclpy.init(context=context)
     try:
         node = ExecutorNode(backend=sim, context=context, parameter_overrides=[Parameter("backend", value="sim")])
-        report = node.chunks.execute(parse_action_chunk("[[0.0, 0.0, 2.0, 1]]"))
-        assert report.status == "done"
-        assert sim.status().joints.lift_m == pytest.approx(start + 0.02)  # the whole 2 cm, not 0.6
-        node.destroy_node()
+        try:
+            report = node.chunks.execute(parse_action_chunk("[[0.0, 0.0, 2.0, 1]]"))
+            assert report.status == "done"
+            assert sim.status().joints.lift_m == pytest.approx(start + 0.02)  # the whole 2 cm, not 0.6
+        finally:
+            node.destroy_node()
     finally:
         rclpy.shutdown(context=context)

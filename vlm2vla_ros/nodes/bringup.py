@@ -1,9 +1,10 @@
 """One-process bringup: the whole graph (or one half) in one process with one executor.
 
 For machines without `ros2 launch` (pip-installed ROS 2), for the offline demo and the tests,
-and to share one model between policy and verifier when both load the same one (the verifier
-uses the base model: the same weights with the LoRA adapter switched off); a verifier given
-another model (its own, as the shipped 'mini' may have) loads it, as in a process of its own.
+and to share one model between policy and verifier when the verifier judges with the policy's
+base model (the same weights with the LoRA adapter switched off); a verifier that judges with
+another model (a verifier of its own, as the shipped 'mini' has) loads it, as in a process of
+its own.
 Parameters come from the same YAML the launch file uses (`node_name: ros__parameters:`); with
 `sim` the simulated Stretch is one SimBackend object shared by the executor (which moves it)
 and the camera (which renders it).
@@ -225,7 +226,7 @@ def verifier_process_params(params: dict[str, dict[str, Any]]) -> dict[str, str]
         return {}
     out = {}
     own = verifier_model(policy, verifier)
-    if own:
+    if own and verifier.get("backend", "vlm") == "vlm":  # openai names its model in policy_config
         out["model_path"] = own
     if not str(verifier.get("policy_config", "")) and str(policy.get("policy_config", "")):
         out["policy_config"] = str(policy["policy_config"])
@@ -249,12 +250,13 @@ def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Sh
 
 
 def model_overrides(model: str | None, adapter: str | None) -> dict[str, dict[str, Any]]:
-    """Parameters for a --model and --adapter: the model is the policy's and the verifier's, as
-    the launch file's model argument ('mini': the verifier takes the shipped one of its own)."""
+    """Parameters for a --model and --adapter: the model is the policy's, and the verifier's is
+    left to it ('': the policy's checkpoint as a verifier, for 'mini' the shipped verifier of its
+    own), as with the launch file's model argument."""
     overrides: dict[str, dict[str, Any]] = {}
     if model:
         overrides["policy_node"] = {"model_path": model}
-        overrides["verifier_node"] = {"model_path": model}
+        overrides["verifier_node"] = {"model_path": ""}
     if adapter:
         overrides.setdefault("policy_node", {})["adapter_path"] = adapter
     return overrides

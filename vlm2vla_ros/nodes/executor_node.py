@@ -82,12 +82,15 @@ class ExecutorNodeConfig:
             raise ValueError("executor sim_camera needs backend 'sim'")
 
 
-def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig) -> EmbodimentConfig:
+def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig, backend: Any) -> EmbodimentConfig:
     """The embodiment chunks are executed with. The robot config's action_scale (0.3 as shipped)
     throttles a first run on hardware; the simulated Stretch, where the models are trained and
     evaluated moving by the whole chunk, takes sim_action_scale (1.0) instead, or a policy that
-    reaches its block in the experiment's closed loop falls short of it in the demo."""
-    if config.backend != "sim":
+    reaches its block in the experiment's closed loop falls short of it in the demo. Only a
+    backend that is the simulator, by configuration and by type, gets it: hardware never does."""
+    from ..sim.backend import SimBackend
+
+    if config.backend != "sim" or not isinstance(backend, SimBackend):
         return embodiment
     return replace(embodiment, action_scale=config.sim_action_scale)
 
@@ -107,7 +110,7 @@ class ExecutorNode(Node):
         self._owns_backend = backend is None
         self.backend = backend if backend is not None else self._make_backend(robot_cfg)
         self.chunks = ChunkExecutor(
-            self.backend, executed_embodiment(c, robot_cfg.embodiment), robot_cfg.safety, dry_run=c.dry_run,
+            self.backend, executed_embodiment(c, robot_cfg.embodiment, self.backend), robot_cfg.safety, dry_run=c.dry_run,
             head=robot_cfg.head,
         )
 

@@ -44,7 +44,7 @@ class VerifierConfig:
     advance_after_chunks: int = 1  # backend count
     operator_timeout_s: float = 300.0  # backend operator: no answer -> retry
     policy_config: str = ""  # backend vlm/openai with a model of its own: the policy YAML to load
-    model_path: str = ""  # ... with this model ('' = the policy node's; 'tiny' = tiny test model)
+    model_path: str = ""  # ... with this model ('' = the policy's checkpoint as a verifier; 'tiny' = tiny test model)
     image_buffer: int = 50  # frames kept to find the before/after images by stamp
 
     def __post_init__(self) -> None:
