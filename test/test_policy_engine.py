@@ -338,3 +338,46 @@ def test_random_adapter_is_saved_in_peft_format(tiny, tmp_path: Path) -> None:
     out = build_random_adapter(tiny[0], tmp_path / "lora", seed=1, r=2)
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 2 and "language_model" in config["target_modules"]
+
+
+class ScriptedBackend:
+    """Answers with the given generations in turn."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+
+    def generate(self, request):
+        return self.answers.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_subtask_list_cut_off_at_the_token_limit_is_a_failed_try() -> None:
+    """'1. Grasp the red block\\n2. Lift it\\n3' parses as two subtasks: the third was lost to
+    max_new_tokens, and a task run on the two would end 'done' with its work half done."""
+    from vlm2vla_ros.policy.types import Generation
+
+    def answer(text, cut_off):
+        return Generation(text=text, new_tokens=9, prompt_tokens=1, reused_tokens=0, seconds=0.0, cut_off=cut_off)
+
+    backend = ScriptedBackend(answer("1. Grasp the red block\n2. Lift it\n3", True),
+                              answer("1. Grasp the red block\n2. Lift it\n3. Put it in the bowl", False))
+    result = PolicyEngine(backend, PolicyConfig(model_path="unused", max_retries=2)).subtasks(camera(0), TASK)
+    assert result.subtasks == ["Grasp the red block", "Lift it", "Put it in the bowl"] and result.parse_failures == 1
+    cut = ScriptedBackend(*[answer("1. Grasp the red block\n2. Lift it\n3", True)] * 2)
+    with pytest.raises(PolicyError, match="cut off at .* tokens, so it may be incomplete"):
+        PolicyEngine(cut, PolicyConfig(model_path="unused", max_retries=2)).subtasks(camera(0), TASK)
+
+
+def test_the_transformers_backend_says_when_it_stopped_at_the_token_limit(engine: PolicyEngine) -> None:
+    from vlm2vla_ros.policy import prompts
+    from vlm2vla_ros.policy.types import GenerationRequest
+
+    messages = prompts.subtasks_messages(TASK, engine.config.prompts)
+    short = GenerationRequest(messages, (camera(0),), StageSampling(temperature=0.0), max_new_tokens=2)
+    assert engine.backend.generate(short).cut_off
+    free = GenerationRequest(messages, (camera(0),), StageSampling(temperature=0.0), max_new_tokens=400,
+                             regex=prompts.VERDICT_REGEX)
+    ended = engine.backend.generate(free)  # a verdict is a word or two, then the end token
+    assert ended.new_tokens < 400 and not ended.cut_off

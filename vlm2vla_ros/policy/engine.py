@@ -79,7 +79,7 @@ class PolicyEngine:
         images = as_images([image], 1)
         messages = prompts.subtasks_messages(task, self.config.prompts)
         request = self._request(messages, images, self.config.subtasks, self._subtasks_budget, self._subtasks_regex)
-        generation, subtasks, failures, seconds, tokens = self._attempts("subtasks", request, parse_subtasks)
+        generation, subtasks, failures, seconds, tokens = self._attempts("subtasks", request, parse_subtasks, whole=True)
         return SubtaskResult(subtasks, generation.text, {"subtasks": seconds}, {"subtasks": tokens}, failures)
 
     def cycle(self, image: np.ndarray, task: str, subtask: str) -> CycleResult:
@@ -195,9 +195,11 @@ class PolicyEngine:
         )
 
     def _attempts(
-        self, stage: str, request: GenerationRequest, parse: Callable[[str], T]
+        self, stage: str, request: GenerationRequest, parse: Callable[[str], T], whole: bool = False
     ) -> tuple[Generation, T, int, float, int]:
-        """Generate and parse up to max_retries times: (generation, value, failures, seconds, tokens)."""
+        """Generate and parse up to max_retries times: (generation, value, failures, seconds, tokens).
+        whole: an answer cut off at max_new_tokens is a failed try, since its end may be missing
+        and still parse (a subtask list that lost its last items)."""
         failures = 0
         seconds = 0.0
         tokens = 0
@@ -212,6 +214,8 @@ class PolicyEngine:
             if generation.prefix is not None:
                 request.prefix = generation.prefix  # a retry continues from the same cache
             try:
+                if whole and generation.cut_off:
+                    raise ValueError(f"the answer was cut off at {request.max_new_tokens} tokens, so it may be incomplete")
                 return generation, parse(generation.text), failures, seconds, tokens
             except (ActionParseError, ValueError) as exc:
                 failures += 1

@@ -120,6 +120,7 @@ class OpenAIBackend:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             reused_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
             seconds=time.perf_counter() - start,
+            cut_off=answer["choices"][0].get("finish_reason") == "length",
         )
 
     def close(self) -> None:

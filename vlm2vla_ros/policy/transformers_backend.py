@@ -245,7 +245,9 @@ class TransformersBackend:
             output = self.model.generate(**model_inputs, **options)
         sequence = output.sequences[0]
         new_ids = sequence[len(ids) :]
-        new_ids = new_ids[~torch.isin(new_ids, torch.tensor(self.stop_ids, device=new_ids.device))]
+        stops = torch.isin(new_ids, torch.tensor(self.stop_ids, device=new_ids.device))
+        cut_off = int(new_ids.numel()) >= request.max_new_tokens and not bool(stops.any())
+        new_ids = new_ids[~stops]
         text = self.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
         prefix = None
         if static_cache is None and (request.keep_prefix or reused):
@@ -258,6 +260,7 @@ class TransformersBackend:
             reused_tokens=reused,
             seconds=time.perf_counter() - start,
             prefix=prefix,
+            cut_off=cut_off,
         )
 
     def _reusable_length(self, state: _PrefixState | None, ids: list[int], use_adapter: bool) -> int:

@@ -54,6 +54,8 @@ class Generation:
     reused_tokens: int
     seconds: float
     prefix: Any = None
+    cut_off: bool = False
+    """It stopped at max_new_tokens, not at an end token: the text may be incomplete."""
 
 
 @dataclass(frozen=True)
