@@ -330,7 +330,11 @@ def test_subtasks_are_read_from_numbered_bulleted_or_python_lists(text):
         ("1. Grasp\nthen carefully\n2. Lift", "between list items"),
         ("1. Grasp\n- Lift", "mixes numbered and bullet"),
         ("\n".join(f"{i}. Step" for i in range(1, 14)), "13 subtasks"),
-        ("1. " + "a" * 161, "161 characters"),
+        ("1. " + "a" * 81, "81 characters, more than 80"),
+        ("1. 3 blocks: stack them", "starts with '3', not a letter"),
+        ("1. Grasp the\x00 block", "control characters"),
+        ("1. Grasp the \u202eblock", "control characters"),
+        ("1. Grasp the block\n2. Lift\x1b[2J it", "control characters"),
         ("[" * 9000 + "'a'" + "]" * 9000, "not a valid list"),
         ("1. a\n" * 10001, "more than the limit of 20000"),
     ],
@@ -349,7 +353,7 @@ def test_subtask_limit_is_configurable_and_formatter_is_canonical():
         format_subtasks(["Grasp the red block", " Move  to the bowl "])
         == "1. Grasp the red block\n2. Move to the bowl"
     )
-    for bad in ([], ["ok", ""], ["two\nlines"], "a string", ["x" * 200], [3]):
+    for bad in ([], ["ok", ""], ["two\nlines"], "a string", ["x" * 81], [3], ["-move left"], ["lift\x7f"]):
         with pytest.raises(ActionValueError):
             format_subtasks(bad)
 
@@ -357,7 +361,7 @@ def test_subtask_limit_is_configurable_and_formatter_is_canonical():
 @FAST
 @given(
     st.lists(
-        st.text(alphabet="abcdefghij ,.'-1", min_size=1, max_size=40).filter(str.strip),
+        st.text(alphabet="abcdefghij ,.'-1", min_size=1, max_size=40).filter(lambda t: t.strip()[:1].isalpha()),
         min_size=1,
         max_size=12,
     )

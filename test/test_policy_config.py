@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlm2vla_ros.action_language import ActionLimits, parse_subtasks
+from vlm2vla_ros.action_language import ActionLimits, format_subtasks, parse_subtasks
 from vlm2vla_ros.policy import PolicyConfig, PromptTemplates, StageSampling, prompts
 
 
@@ -119,6 +119,17 @@ def test_every_text_the_subtask_grammar_allows_parses(text: str) -> None:
     assert len(subtasks) == text.count("\n") + 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=100), min_size=1, max_size=12))
+def test_every_subtask_list_the_formatter_writes_the_grammar_allows(items: list[str]) -> None:
+    """Training data the constrained decoder could never write is refused where it is written."""
+    try:
+        text = format_subtasks(items)
+    except ValueError:
+        return
+    assert re.fullmatch(prompts.subtasks_regex(), text)
+
+
 def test_subtask_grammar_bounds() -> None:
     regex = prompts.subtasks_regex(max_items=3, max_chars=5)
     assert re.fullmatch(regex, "1. Grasp\n2. Lift\n3. Place")
@@ -132,7 +143,7 @@ def test_subtask_grammar_bounds() -> None:
 def test_every_simulated_tasks_subtask_list_fits_the_decoders_grammar() -> None:
     """The constrained decoder must be able to write the list the expert's data teaches, for the
     longest task (a two-part multi-step task has ten subtasks), in both languages."""
-    from vlm2vla_ros.action_language import MAX_SUBTASKS, format_subtasks
+    from vlm2vla_ros.action_language import MAX_SUBTASKS
     from vlm2vla_ros.sim.scene import make_scene
     from vlm2vla_ros.sim.tasks import TASK_KINDS
 

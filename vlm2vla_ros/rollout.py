@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from .action_language.subtasks import control_characters
 from .topics import EXECUTOR_EVENT, FAILED, PLANNING, PREEMPTED, RUNNING, SUCCEEDED, TERMINAL_STATES, VERDICT
 
 TASK_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" would let a final newline through
-# Bidirectional overrides, embeddings and isolates: they make logged or displayed text read in
-# another order than the model reads it. (Joiners stay: Persian and Indic scripts need them.)
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Phases of a cycle while the task is running.
 GENERATING, EXECUTING, VERIFYING = "generating", "executing", "verifying"
 # Executor report statuses after which the verifier judges the result.
@@ -83,7 +80,7 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
         raise TaskRejected("the task is empty (or only whitespace)", task_id)
     if len(instruction) > max_chars:
         raise TaskRejected(f"the task has {len(instruction)} characters, more than the limit of {max_chars}", task_id)
-    if any((unicodedata.category(c) == "Cc" and c not in "\t\n") or c in BIDI_CONTROLS for c in instruction):
+    if control_characters(instruction, allowed="\t\n"):
         raise TaskRejected("the task contains control characters", task_id)
     return TaskRequest(instruction, task_id)
 

@@ -10,7 +10,16 @@ from .parser import MAX_TEXT_CHARS
 from .types import ActionParseError, ActionValueError
 
 MAX_SUBTASKS = 12
-MAX_SUBTASK_CHARS = 160
+MAX_SUBTASK_CHARS = 80
+"""The constrained decoder's limit too (policy.prompts.subtasks_regex): a subtask it could never
+write is neither read from a model nor written into training data."""
+SUBTASK_FIRST_CHAR = "[A-Za-z]"
+"""A subtask starts with a letter, in the decoder's grammar and here alike."""
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+"""C0 and C1 controls, DEL, and the bidirectional overrides, embeddings and isolates, which make
+logged or displayed text read in another order than the model reads it (joiners stay: Persian
+and Indic scripts need them), as a regex character range."""
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 
 _NUMBERED = re.compile(r"[ \t]*(\d{1,3})[.)](?:[ \t]+(.*))?")
 _BULLET = re.compile(r"[ \t]*[-*\u2022](?:[ \t]+(.*))?")
@@ -24,6 +33,11 @@ def format_subtasks(subtasks: Sequence[str]) -> str:
     items = list(subtasks)
     _check_items(items, MAX_SUBTASKS, ActionValueError)
     return "\n".join(f"{index}. {_clean(item)}" for index, item in enumerate(items, start=1))
+
+
+def control_characters(text: str, allowed: str = "") -> list[str]:
+    """The characters of text that CONTROL_CHARS names, but those in allowed."""
+    return [c for c in _CONTROL.findall(text) if c not in allowed]
 
 
 def parse_subtasks(text: str, max_subtasks: int = MAX_SUBTASKS) -> list[str]:
@@ -96,5 +110,10 @@ def _check_items(items: list[str], max_subtasks: int, error: Callable[[str], Exc
             raise error(f"subtask {index} is empty")
         if "\n" in item or "\r" in item:
             raise error(f"subtask {index} spans several lines")
-        if len(item) > MAX_SUBTASK_CHARS:
-            raise error(f"subtask {index} has {len(item)} characters, more than {MAX_SUBTASK_CHARS}")
+        clean = _clean(item)  # (tabs and the like become spaces)
+        if len(clean) > MAX_SUBTASK_CHARS:
+            raise error(f"subtask {index} has {len(clean)} characters, more than {MAX_SUBTASK_CHARS}")
+        if not re.match(SUBTASK_FIRST_CHAR, clean):
+            raise error(f"subtask {index} starts with {clean[0]!r}, not a letter")
+        if control_characters(clean):
+            raise error(f"subtask {index} contains control characters")

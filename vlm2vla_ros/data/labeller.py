@@ -22,13 +22,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlm2vla_ros.action_language import MAX_SUBTASK_CHARS, MAX_SUBTASKS, MergeConfig, merge_segments
+from vlm2vla_ros.action_language import MAX_SUBTASKS, MergeConfig, format_subtasks, merge_segments
 
 from .episode import EpisodeRecord
 
 LABELLERS = ("annotations", "verbaliser", "openai")
 DEFAULT_MERGE = MergeConfig()
 ON_FAILURE = ("fallback", "skip")
+MAX_LABEL_CHARS = 320
+"""The longest subtask or plan a labeller may answer (a plan; subtasks are held to the action
+language's own rule as well)."""
 
 
 class LabelError(ValueError):
@@ -303,8 +306,12 @@ def parse_label_answer(text: str, steps: int) -> list[SubtaskLabel]:
         if not starts and begin != 0:
             raise LabelError(f"the first subtask starts at step {begin}, not 0")
         for name, value in (("subtask", subtask), ("plan", plan)):
-            if not isinstance(value, str) or not value.strip() or "\n" in value.strip() or len(value) > MAX_SUBTASK_CHARS * 2:
+            if not isinstance(value, str) or not value.strip() or "\n" in value.strip() or len(value) > MAX_LABEL_CHARS:
                 raise LabelError(f"subtask {i}'s {name} is not a short one-line text: {value!r:.60}")
+        try:  # a subtask the decoder could never write would be refused by the dataset builder later
+            format_subtasks([subtask])
+        except ValueError as exc:
+            raise LabelError(f"subtask {i}: {exc}") from None
         starts.append(begin)
         labels.append(SubtaskLabel(begin, 0, " ".join(subtask.split()), " ".join(plan.split())))
     stops = starts[1:] + [steps]

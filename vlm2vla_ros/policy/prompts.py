@@ -18,12 +18,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from vlm2vla_ros.action_language import (
+    MAX_SUBTASK_CHARS,
     MAX_SUBTASKS,
     ActionChunk,
     ActionLimits,
     format_action_chunk,
     format_subtasks,
 )
+from vlm2vla_ros.action_language.subtasks import CONTROL_CHARS, SUBTASK_FIRST_CHAR
 
 Message = dict[str, Any]
 
@@ -37,9 +39,9 @@ NO_NEXT_SUBTASK = "none, this is the last subtask"
 SUBTASK_LIST_MAX_ITEMS = MAX_SUBTASKS
 """The decoder allows as many subtasks as the action language does (a two-part multi-step task
 has ten; a cap of eight here made every such list wrong)."""
-SUBTASK_MAX_CHARS = 80
-# Characters str.splitlines() breaks on may not appear inside a subtask.
-_SUBTASK_CHAR = "[^\\n\\r\\x0b\\x0c\\x1c-\\x1e\\x85\\u2028\\u2029]"
+SUBTASK_MAX_CHARS = MAX_SUBTASK_CHARS
+# No control character, nor one str.splitlines() breaks on, inside a subtask (the parser's rule).
+_SUBTASK_CHAR = f"[^{CONTROL_CHARS}\\u2028\\u2029]"
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def subtasks_regex(max_items: int = SUBTASK_LIST_MAX_ITEMS, max_chars: int = SUB
     """
     if max_items < 1 or max_chars < 1:
         raise ValueError(f"subtasks_regex needs max_items >= 1 and max_chars >= 1, got {max_items} and {max_chars}")
-    item = f"[A-Za-z]{_SUBTASK_CHAR}{{0,{max_chars - 1}}}"
+    item = f"{SUBTASK_FIRST_CHAR}{_SUBTASK_CHAR}{{0,{max_chars - 1}}}"
     rest = ""
     for number in range(max_items, 1, -1):
         rest = f"(\\n{number}\\. {item}{rest})?"
