@@ -15,7 +15,7 @@ MAX_SUBTASK_CHARS = 80
 write is neither read from a model nor written into training data."""
 SUBTASK_FIRST_CHAR = "[A-Za-z]"
 """A subtask starts with a letter, in the decoder's grammar and here alike."""
-CONTROL_CHARS = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 """C0 and C1 controls, DEL, and the bidirectional overrides, embeddings and isolates, which make
 logged or displayed text read in another order than the model reads it (joiners stay: Persian
 and Indic scripts need them), as a regex character range."""
