@@ -429,7 +429,7 @@ def test_plan_with_total_states_the_move_left_as_place_answers_write_it():
     from vlm2vla_ros.action_language import format_cm, plan_with_total
 
     assert plan_with_total(" Move forward. ", (12.04, -0.04, -6.0)) == "[12.0, 0.0, -6.0] cm to go. Move forward."
-    assert plan_with_total("Move up.", (0, 25, 3.25)) == "[0.0, 25.0, 3.2] cm to go. Move up."
+    assert plan_with_total("Move up.", (0, 25, 3.25)) == "[0.0, 25.0, 3.3] cm to go. Move up."  # ties away from zero
     assert [format_cm(v) for v in (-0.04, 0.05, -12.36, 40)] == ["0.0", "0.1", "-12.4", "40.0"]
     for plan, total in [("", (1, 2, 3)), ("Move up.", (1, 2)), ("Move up.", (1, math.inf, 3)), ("Move up.", "abc")]:
         with pytest.raises(ActionValueError):
@@ -446,3 +446,22 @@ def test_read_plan_total_reads_back_what_plan_with_total_wrote_and_nothing_else(
                  "[1000.0, 2.0, 3.0] cm to go. Move up.", ""]:
         assert read_plan_total(plan) is None, plan
 
+
+
+@pytest.mark.parametrize("move_cm", [0.25, 0.35, -0.35, 3.25, 1.15, 0.05, 2.675])
+def test_a_total_and_the_chunk_that_copies_it_round_alike(move_cm):
+    """One rounding in the dataset path (the grammar's: ties away from zero on the shortest
+    decimal form): round-half-even made 0.25 a chunk of 0.2 that parses back as 0.3, and a
+    0.35 total of "0.3" above a chunk of 0.4."""
+    from vlm2vla_ros.action_language import format_cm, merge_trajectory, parse_action_chunk
+
+    (step,) = merge_trajectory([[move_cm, 0.0, 0.0]], [1])
+    assert format_cm(move_cm) == f"{step.dx:.1f}"
+    assert parse_action_chunk(f"[[{move_cm}, 0.0, 0.0, 1]]").steps[0].dx == step.dx
+
+
+def test_a_split_first_move_changes_the_gripper_with_its_last_piece():
+    from vlm2vla_ros.action_language import merge_trajectory
+
+    steps = merge_trajectory([[25.0, 0.0, 0.0]], [0], initial_gripper=1)
+    assert [(s.dx, s.gripper) for s in steps] == [(8.3, 1), (8.3, 1), (8.4, 0)]

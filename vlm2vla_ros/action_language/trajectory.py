@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import positive
+from .grammar import float_to_units
 from .types import DEFAULT_LIMITS, ActionLimits, ActionStep, ActionValueError
 
 MAX_INPUT_DELTA_CM = 100.0
@@ -118,7 +119,7 @@ def merge_trajectory(
     previous = (0, 0, 0)
     steps: list[ActionStep] = []
     for segment in segments:
-        position = tuple(int(round(v * scale)) for v in ends[segment.stop - 1])
+        position = tuple(float_to_units(float(v), limits) for v in ends[segment.stop - 1])  # the grammar's rounding
         move = tuple(b - a for a, b in zip(previous, position))
         previous = position
         in_force = initial_gripper if segment.start == 0 and initial_gripper is not None else grip[segment.start]
@@ -127,7 +128,7 @@ def merge_trajectory(
             continue
         pieces = _split(move, limits.max_units)
         for index, piece in enumerate(pieces):
-            grip_after = segment.gripper if index == len(pieces) - 1 else grip[segment.start]
+            grip_after = segment.gripper if index == len(pieces) - 1 else in_force  # it changes with the last piece
             steps.append(ActionStep(piece[0] / scale, piece[1] / scale, piece[2] / scale, grip_after))
     return steps or [ActionStep(0.0, 0.0, 0.0, grip[-1])]
 

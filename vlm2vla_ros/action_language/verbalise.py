@@ -11,8 +11,9 @@ import math
 import re
 from collections.abc import Sequence
 
+from .grammar import float_to_units, units_to_text
 from .parser import step_values
-from .types import ActionChunk, ActionStep, ActionValueError
+from .types import ActionChunk, ActionLimits, ActionStep, ActionValueError
 
 STILL_CM = 0.05
 """A move whose largest component is below this (half a millimetre) is no move."""
@@ -54,11 +55,14 @@ def verbalise_moves(steps: Sequence[ActionStep] | ActionChunk, initial_gripper: 
     return _sentences(clauses)
 
 
+_ONE_DECIMAL = ActionLimits(decimals=1)
+
+
 def format_cm(value_cm: float) -> str:
     """A length in cm as the plans' totals and the miniature's place answers write it: one
-    decimal, never "-0.0" ("12.0", "-3.5")."""
-    text = f"{value_cm:.1f}"
-    return "0.0" if text == "-0.0" else text
+    decimal, never "-0.0" ("12.0", "-3.5"), rounded as the action grammar rounds (ties away from
+    zero, on the shortest decimal form), so a total and the chunk that copies it agree."""
+    return units_to_text(float_to_units(value_cm, _ONE_DECIMAL), 1)
 
 
 def plan_with_total(plan: str, total_cm: Sequence[float]) -> str:
