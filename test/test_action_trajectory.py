@@ -185,6 +185,7 @@ def test_below_resolution_is_what_merging_drops_as_no_move():
     assert not below_resolution([[0.04, 0.0, 0.0]] * 3)
     assert not below_resolution([0.0, 0.0, -0.06])
     assert below_resolution([[0.3, 0.0, 0.0]], ActionLimits(decimals=0))
+    assert not below_resolution([[0.05, 0.0, 0.0]])  # a tie writes 0.1, as merging and the grammar round it
     still = [[0.0, 0.0, -2.0], [0.003, -0.002, 0.001]]
     assert merge_trajectory(still, [1, 1], MergeConfig(axis_cm=1.9)) == [ActionStep(0.0, 0.0, -2.0, 1)]  # noise dropped
 

@@ -52,7 +52,7 @@ def below_resolution(deltas_cm: Sequence, limits: ActionLimits = DEFAULT_LIMITS)
     still (encoder noise); merge_trajectory, which rounds positions cumulatively, writes such a
     move as nothing unless the rounding carried from the moves before tips it over."""
     total = np.asarray(deltas_cm, dtype=float).reshape(-1, 3).sum(axis=0)
-    return not np.any(np.rint(total * 10**limits.decimals))
+    return not any(float_to_units(float(v), limits) for v in total)  # the grammar's rounding: ties away from zero
 
 
 def merge_segments(
