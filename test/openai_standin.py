@@ -41,6 +41,7 @@ class StandInServer:
         self.delay_s = 0.0
         self.status = 200
         self.malformed = False
+        self.finish_reason = "stop"
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,7 +61,7 @@ class StandInServer:
                     "id": "standin",
                     "object": "chat.completion",
                     "model": body.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": server.finish_reason}],
                     "usage": {"prompt_tokens": 300, "completion_tokens": len(text) // 3 + 1,
                               "prompt_tokens_details": {"cached_tokens": 0}},
                 }

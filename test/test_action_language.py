@@ -335,6 +335,12 @@ def test_subtasks_are_read_from_numbered_bulleted_or_python_lists(text):
         ("1. Grasp the\x00 block", "control characters"),
         ("1. Grasp the \u202eblock", "control characters"),
         ("1. Grasp the block\n2. Lift\x1b[2J it", "control characters"),
+        # controls that str.split() or str.splitlines() would have turned into spaces or breaks
+        ("1. Grasp the\x85 block", "control characters"),
+        ("1. Grasp the\u2028 block", "control characters"),
+        ("1. Grasp\x1f the block", "control characters"),
+        ("1. Grasp\x0c the block", "control characters"),
+        ("1. Grasp the\u200f block", "control characters"),
         ("[" * 9000 + "'a'" + "]" * 9000, "not a valid list"),
         ("1. a\n" * 10001, "more than the limit of 20000"),
     ],

@@ -102,6 +102,9 @@ def test_broken_servers_give_one_clear_reason(server, episodes, tmp_path, fault,
         ('{"subtasks": [{"start_step": 0, "subtask": "a", "plan": "b"}, {"start_step": 0, "subtask": "c", "plan": "d"}]}', "not after"),
         ('{"subtasks": [{"start_step": 0, "subtask": "", "plan": "b"}]}', "subtask is not"),
         ('{"subtasks": [{"start_step": 0, "subtask": "a", "plan": "b"}, {"start_step": 99, "subtask": "c", "plan": "d"}]}', "not a step"),
+        ('{"subtasks": [{"start_step": 0, "subtask": "a", "plan": "b"}, {"start_step": 5, "subtask": "%s", "plan": "d"}]}'
+         % ("c" * 81), "subtask 1 of the labeller's answer: it has 81 characters, more than 80"),
+        ('{"subtasks": [{"start_step": 0, "subtask": "2 blocks", "plan": "b"}]}', "subtask 0 of the labeller's answer: it starts"),
     ],
 )
 def test_malformed_label_answers_are_rejected(answer, reason):

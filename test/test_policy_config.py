@@ -119,15 +119,27 @@ def test_every_text_the_subtask_grammar_allows_parses(text: str) -> None:
     assert len(subtasks) == text.count("\n") + 1
 
 
+_ITEM_TEXT = st.text(st.characters(codec="utf-8"), max_size=100)
+_LETTER_FIRST = st.builds(str.__add__, st.sampled_from("aZ"), st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), max_size=79))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(min_size=1, max_size=100), min_size=1, max_size=12))
+@given(st.lists(st.one_of(_LETTER_FIRST, _LETTER_FIRST, _LETTER_FIRST, _ITEM_TEXT), min_size=1, max_size=4))
 def test_every_subtask_list_the_formatter_writes_the_grammar_allows(items: list[str]) -> None:
-    """Training data the constrained decoder could never write is refused where it is written."""
+    """Training data the constrained decoder could never write is refused where it is written:
+    whatever the formatter accepts, the decoder's grammar allows and the parser reads back."""
     try:
         text = format_subtasks(items)
     except ValueError:
         return
     assert re.fullmatch(prompts.subtasks_regex(), text)
+    assert parse_subtasks(text) == [" ".join(item.split()) for item in items]
+
+
+def test_the_formatter_accepts_letter_first_items_the_decoder_can_write() -> None:
+    items = ["Grasp the red block", "Coge el bloque rojo", "z\t tabs and  spaces", "A" * 80]
+    text = format_subtasks(items)
+    assert re.fullmatch(prompts.subtasks_regex(), text) and len(parse_subtasks(text)) == 4
 
 
 def test_subtask_grammar_bounds() -> None:

@@ -81,6 +81,16 @@ def test_unparseable_answers_are_retried_then_fail_clearly() -> None:
     assert info.value.failures == 2 and len(server.requests) == 3  # one plan, two chunk tries
 
 
+def test_an_answer_the_server_stopped_at_the_token_limit_is_cut_off() -> None:
+    """vLLM's finish_reason 'length': a subtask list that may have lost its last items is a failed try."""
+    with StandInServer() as server:
+        engine = policy(server)
+        assert engine.subtasks(image(0), TASK).subtasks == ["Grasp the block", "Lift the block"]
+        server.finish_reason = "length"
+        with pytest.raises(PolicyError, match="subtasks stage produced no usable answer .*cut off at"):
+            engine.subtasks(image(0), TASK)
+
+
 def test_timeouts_http_errors_and_malformed_answers_become_policy_errors() -> None:
     with StandInServer() as server:
         engine = policy(server, timeout_s=0.2)

@@ -15,10 +15,11 @@ MAX_SUBTASK_CHARS = 80
 write is neither read from a model nor written into training data."""
 SUBTASK_FIRST_CHAR = "[A-Za-z]"
 """A subtask starts with a letter, in the decoder's grammar and here alike."""
-CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
-"""C0 and C1 controls, DEL, and the bidirectional overrides, embeddings and isolates, which make
-logged or displayed text read in another order than the model reads it (joiners stay: Persian
-and Indic scripts need them), as a regex character range."""
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""C0 and C1 controls, DEL, the line and paragraph separators (with the C0 and C1 ones, every
+break str.splitlines() knows), and the bidirectional marks, overrides, embeddings and isolates,
+which make logged or displayed text read in another order than the model reads it (joiners
+stay: Persian and Indic scripts need them), as a regex character range."""
 _CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 
 _NUMBERED = re.compile(r"[ \t]*(\d{1,3})[.)](?:[ \t]+(.*))?")
@@ -64,7 +65,7 @@ def _clean(item: str) -> str:
 
 
 def _numbered_or_bullets(text: str) -> list[str] | None:
-    lines = text.splitlines()
+    lines = text.replace("\r\n", "\n").split("\n")  # not splitlines(): a control that breaks a line is refused
     matches = [(_NUMBERED.fullmatch(line), _BULLET.fullmatch(line)) for line in lines]
     rows = [i for i, (numbered, bullet) in enumerate(matches) if numbered or bullet]
     if not rows:
@@ -110,10 +111,10 @@ def _check_items(items: list[str], max_subtasks: int, error: Callable[[str], Exc
             raise error(f"subtask {index} is empty")
         if "\n" in item or "\r" in item:
             raise error(f"subtask {index} spans several lines")
-        clean = _clean(item)  # (tabs and the like become spaces)
+        if control_characters(item, allowed="\t"):  # before _clean, which would make some of them spaces
+            raise error(f"subtask {index} contains control characters")
+        clean = _clean(item)  # (tabs and runs of spaces become one space)
         if len(clean) > MAX_SUBTASK_CHARS:
             raise error(f"subtask {index} has {len(clean)} characters, more than {MAX_SUBTASK_CHARS}")
         if not re.match(SUBTASK_FIRST_CHAR, clean):
             raise error(f"subtask {index} starts with {clean[0]!r}, not a letter")
-        if control_characters(clean):
-            raise error(f"subtask {index} contains control characters")

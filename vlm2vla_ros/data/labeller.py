@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlm2vla_ros.action_language import MAX_SUBTASKS, MergeConfig, format_subtasks, merge_segments
+from vlm2vla_ros.action_language import (
+    MAX_SUBTASK_CHARS,
+    MAX_SUBTASKS,
+    MergeConfig,
+    format_subtasks,
+    merge_segments,
+)
 
 from .episode import EpisodeRecord
 
@@ -100,7 +106,8 @@ LABEL_USER_PROMPT = (
     "Moves:\n{moves}\n\n"
     "Split the trajectory into the consecutive subtasks the robot completed, in order. For each "
     "subtask give the step where it starts (the first starts at step 0, starts strictly "
-    "increase), a short imperative subtask (for example \"grasp the red block\"), and a "
+    "increase), a short imperative subtask (for example \"grasp the red block\"; at most "
+    f"{MAX_SUBTASK_CHARS} characters, starting with a letter), and a "
     "one-sentence motion plan that names the direction first (for example \"Move down toward "
     "the block, then close the gripper.\").\n"
     "Answer with JSON only: {{\"subtasks\": [{{\"start_step\": 0, \"subtask\": \"...\", "
@@ -310,8 +317,9 @@ def parse_label_answer(text: str, steps: int) -> list[SubtaskLabel]:
                 raise LabelError(f"subtask {i}'s {name} is not a short one-line text: {value!r:.60}")
         try:  # a subtask the decoder could never write would be refused by the dataset builder later
             format_subtasks([subtask])
-        except ValueError as exc:
-            raise LabelError(f"subtask {i}: {exc}") from None
+        except ValueError as exc:  # its message numbers the one-item list's item 1; name the answer's
+            reason = str(exc).replace("subtask 1 ", "it ", 1)
+            raise LabelError(f"subtask {i} of the labeller's answer: {reason}") from None
         starts.append(begin)
         labels.append(SubtaskLabel(begin, 0, " ".join(subtask.split()), " ".join(plan.split())))
     stops = starts[1:] + [steps]

@@ -215,7 +215,10 @@ class PolicyEngine:
                 request.prefix = generation.prefix  # a retry continues from the same cache
             try:
                 if whole and generation.cut_off:
-                    raise ValueError(f"the answer was cut off at {request.max_new_tokens} tokens, so it may be incomplete")
+                    raise ValueError(
+                        f"the answer was cut off at {request.max_new_tokens} tokens, so it may be incomplete "
+                        "(raise the stage's max_new_tokens if this repeats)"
+                    )
                 return generation, parse(generation.text), failures, seconds, tokens
             except (ActionParseError, ValueError) as exc:
                 failures += 1

@@ -40,8 +40,8 @@ SUBTASK_LIST_MAX_ITEMS = MAX_SUBTASKS
 """The decoder allows as many subtasks as the action language does (a two-part multi-step task
 has ten; a cap of eight here made every such list wrong)."""
 SUBTASK_MAX_CHARS = MAX_SUBTASK_CHARS
-# No control character, nor one str.splitlines() breaks on, inside a subtask (the parser's rule).
-_SUBTASK_CHAR = f"[^{CONTROL_CHARS}\\u2028\\u2029]"
+# No control character inside a subtask (the parser's rule; CONTROL_CHARS holds every line break).
+_SUBTASK_CHAR = f"[^{CONTROL_CHARS}]"
 
 
 @dataclass(frozen=True)
