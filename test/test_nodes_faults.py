@@ -27,8 +27,9 @@ from vlm2vla_ros.sim.backend import SimBackend  # noqa: E402
 from vlm2vla_ros.sim.scene import make_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-# 8 steps of +10 cm forward (x0.3 action scale = 3 cm of arm each, ~0.21 s at the sim's arm
-# speed); time_scale 2 makes the chunk take about 3.4 s of wall time.
+# 8 steps of +10 cm forward (x0.3 action scale, the robot config's, which the rig gives the
+# simulator too: 3 cm of arm each, ~0.21 s at the sim's arm speed); time_scale 2 makes the chunk
+# take about 3.4 s of wall time.
 LONG_CHUNK = [[10.0, 0.0, 0.0, 1]] * 8
 LONG_CHUNK_STEP_M = 0.03
 
@@ -98,7 +99,10 @@ def rig():
     backend = SimBackend(world, time_scale=2.0)
     g = build_graph(
         None, "robot", sim=True, backend=backend,
-        overrides={"executor_node": {"heartbeat_timeout_s": 0.0, "watchdog_timeout_s": 1.0}, "camera_node": {"rate_hz": 10.0}},
+        overrides={
+            "executor_node": {"heartbeat_timeout_s": 0.0, "watchdog_timeout_s": 1.0, "sim_action_scale": 0.3},
+            "camera_node": {"rate_hz": 10.0},
+        },
     )
     r = Rig(g, rclpy.create_node("fault_probe"))
     with background_spin([*g.nodes, r.node]) as r.executor:

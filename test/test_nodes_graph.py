@@ -65,7 +65,9 @@ def graph(tmp_path_factory):
     g = build_graph(
         None, "all", sim=True, record_dir=str(bag), sim_seed=3, sim_task_kind="put_in",
         overrides={
-            "policy_node": {"model_path": "tiny", "max_cycles": 6, "max_task_chars": 80},
+            # as many cycles as the longest subtask list: the count verifier advances after every chunk,
+            # so a task succeeds in as many cycles as the tiny model's list has items, whatever they are
+            "policy_node": {"model_path": "tiny", "max_cycles": 12, "max_task_chars": 80},
             "verifier_node": {"backend": "count", "advance_after_chunks": 1},
             "camera_node": {"rate_hz": 10.0},
         },
