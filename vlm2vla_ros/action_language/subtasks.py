@@ -31,9 +31,8 @@ def format_subtasks(subtasks: Sequence[str]) -> str:
     """Canonical text: "1. Grasp the red block\\n2. Move to the bowl"."""
     if isinstance(subtasks, str):
         raise ActionValueError("expected a sequence of subtasks, got a single string")
-    items = list(subtasks)
-    _check_items(items, MAX_SUBTASKS, ActionValueError)
-    return "\n".join(f"{index}. {_clean(item)}" for index, item in enumerate(items, start=1))
+    items = _checked_items(list(subtasks), MAX_SUBTASKS, ActionValueError)
+    return "\n".join(f"{index}. {item}" for index, item in enumerate(items, start=1))
 
 
 def control_characters(text: str, allowed: str = "") -> list[str]:
@@ -56,8 +55,7 @@ def parse_subtasks(text: str, max_subtasks: int = MAX_SUBTASKS) -> list[str]:
     items = _numbered_or_bullets(text)
     if items is None:
         items = _string_list(text)
-    _check_items(items, max_subtasks, lambda reason: ActionParseError(reason, text))
-    return [_clean(item) for item in items]
+    return _checked_items(items, max_subtasks, lambda reason: ActionParseError(reason, text))
 
 
 def _clean(item: str) -> str:
@@ -99,11 +97,13 @@ def _string_list(text: str) -> list[str]:
     return value
 
 
-def _check_items(items: list[str], max_subtasks: int, error: Callable[[str], Exception]) -> None:
+def _checked_items(items: list[str], max_subtasks: int, error: Callable[[str], Exception]) -> list[str]:
+    """The items with their whitespace collapsed, once every rule holds; error(reason) otherwise."""
     if not items:
         raise error("the subtask list is empty")
     if len(items) > max_subtasks:
         raise error(f"{len(items)} subtasks, more than the limit of {max_subtasks}")
+    cleaned = []
     for index, item in enumerate(items, start=1):
         if not isinstance(item, str):
             raise error(f"subtask {index} is a {type(item).__name__}, not text")
@@ -118,3 +118,5 @@ def _check_items(items: list[str], max_subtasks: int, error: Callable[[str], Exc
             raise error(f"subtask {index} has {len(clean)} characters, more than {MAX_SUBTASK_CHARS}")
         if not re.match(SUBTASK_FIRST_CHAR, clean):
             raise error(f"subtask {index} starts with {clean[0]!r}, not a letter")
+        cleaned.append(clean)
+    return cleaned

@@ -191,8 +191,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
 
     from ..nodes.bringup import DEFAULT_CONFIG, build_graph, run_graph
+    from ..nodes.bringup import verifier_model as bringup_verifier_model
     from ..nodes.common import Shutdown, config_path
-    from ..nodes.policy_node import TINY_MODEL, resolve_shipped, resolve_verifier_model
+    from ..nodes.policy_node import TINY_MODEL, resolve_shipped
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
     from ..sim.views import read_model_view
@@ -200,7 +201,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     # Resolved and checked here, so a missing checkpoint fails before anything is written.
     model, adapter = resolve_shipped(args.model, args.adapter)
-    verifier_model = resolve_verifier_model(args.verifier_model or args.model) if args.verifier == "vlm" else ""
+    verifier_model = (
+        bringup_verifier_model({"model_path": args.model}, {"model_path": args.verifier_model})
+        if args.verifier == "vlm" else ""
+    )
     checked = (("model", model), ("adapter", adapter), ("verifier model", verifier_model))
     for what, folder in ((w, f) for w, f in checked if f != TINY_MODEL):
         if folder and not Path(folder).expanduser().is_dir():
