@@ -8,9 +8,11 @@ import pytest
 from vlm2vla_ros.action_language import ActionChunk, ActionStep, format_action_chunk
 from vlm2vla_ros.training.evaluate import (
     compare_chunks,
+    format_metrics,
     read_vqa,
     summarise_offline,
     vqa_correct,
+    wilson_interval,
     write_report,
 )
 
@@ -51,6 +53,22 @@ def test_vqa_answers_are_matched_as_words(prediction, answer, correct):
     assert vqa_correct(prediction, answer) is correct
 
 
+@pytest.mark.parametrize(("successes", "trials", "low", "high"), [
+    (9, 20, 0.2582, 0.6579),  # statsmodels proportion_confint(9, 20, method="wilson")
+    (31, 100, 0.2278, 0.4063),
+    (0, 20, 0.0, 0.1611),  # not empty at none, as the normal approximation would be
+    (20, 20, 0.8389, 1.0),
+])
+def test_wilson_interval_matches_the_reference_values(successes, trials, low, high):
+    assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=1e-4)
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(1, 0), (-1, 5), (6, 5)])
+def test_wilson_interval_refuses_impossible_counts(successes, trials):
+    with pytest.raises(ValueError, match="successes <= trials"):
+        wilson_interval(successes, trials)
+
+
 def test_vqa_file_problems_name_the_line(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "q.jsonl").write_text(json.dumps({"image": "a.png", "question": "q?", "answer": "a"}) + "\n{bad\n")
@@ -68,12 +86,15 @@ def test_report_holds_every_section_and_plots(tmp_path):
     results = {
         "model": "m", "adapter": "a",
         "offline": {"metrics": asdict(summarise_offline(rows)), "rows": rows},
-        "closed_loop": {"success_rate": {"pick_up": 0.5}, "episodes": [{"task_kind": "pick_up"}] * 2},
+        "closed_loop": {"success_rate": {"pick_up": 0.5},
+                        "episodes": [{"task_kind": "pick_up", "success": True}, {"task_kind": "pick_up", "success": False}]},
         "vqa": {"result": {"questions": 4, "accuracy_adapter": 0.5, "accuracy_base": 0.75, "retention": 2 / 3}},
     }
     report = write_report(tmp_path, results).read_text()
     assert "| step L2 error (cm) | 0.50 |" in report
-    assert "| pick_up | 0.50 | 2 |" in report and "retention (with / without): 0.667" in report
+    assert "| pick_up | 0.50 | 0.09-0.91 | 2 |" in report and "retention (with / without): 0.667" in report
+    assert "Verdicts from the base (the adapter off)" in report
+    assert "pick_up 0.50 (0.09-0.91, 2 episodes)" in format_metrics(results)
     assert (tmp_path / "step_l2.png").is_file() and (tmp_path / "closed_loop.png").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["vqa"]["result"]["questions"] == 4
 
@@ -300,9 +321,12 @@ class _StubEngine:
     """Answers every chunk with one small move; counts how often it was loaded and closed."""
 
     loaded = 0
+    instances: list = []
 
     def __init__(self, config):
         type(self).loaded += 1
+        type(self).instances.append(self)
+        self.config = config
         self.closed = False
 
     def cycle(self, image, task, subtask):
@@ -320,6 +344,7 @@ def stub_engine(monkeypatch):
     import vlm2vla_ros.policy
 
     _StubEngine.loaded = 0
+    _StubEngine.instances = []
     monkeypatch.setattr(vlm2vla_ros.policy, "load_policy", _StubEngine)
     return _StubEngine
 
@@ -362,6 +387,63 @@ def test_eval_writes_the_finished_parts_when_a_later_part_fails(tmp_path, capsys
     assert metrics["failed"]["part"] == "closed loop" and str(failure) in metrics["failed"]["error"]
     report = (out / "report.md").read_text()
     assert "| examples | 3 |" in report and "## Not finished" in report and str(failure) in report
+
+
+def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, capsys, monkeypatch, stub_engine):
+    from vlm2vla_ros.tools.eval import main
+    from vlm2vla_ros.training import evaluate
+
+    seen = {}
+
+    def closed_loop(engine, kinds, seeds, max_cycles, image_size, progress=False, view=None):
+        seen["engine"] = engine
+        return {"pick_up": 0.5}, [{"task_kind": "pick_up", "success": s % 2 == 0} for s in seeds]
+
+    monkeypatch.setattr(evaluate, "closed_loop_eval", closed_loop)
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    out = tmp_path / "report"
+    argv = ["--model", str(tmp_path), "--adapter", str(tmp_path / "a"), "--out", str(out), "--sim-kinds", "pick_up",
+            "--sim-seeds", "4", "--verifier-model", str(judge)]
+    assert main(argv) == 0
+    policy, verifier = stub_engine.instances
+    assert verifier.config.model_path == str(judge) and verifier.config.adapter_path is None
+    assert policy.config.adapter_path == str(tmp_path / "a")
+    engine = seen["engine"]  # subtasks and cycles from the policy, verdicts from the verifier model
+    assert (engine.subtasks_from, engine.cycles_from, engine.verifier) == (policy, policy, verifier)
+    assert policy.closed and verifier.closed
+    report = (out / "report.md").read_text()
+    assert f"Verdicts from `{judge}`" in report and "| pick_up | 0.50 | 0.15-0.85 | 4 |" in report
+    assert "pick_up 0.50 (0.15-0.85, 4 episodes)" in capsys.readouterr().out
+
+
+def test_eval_mini_is_the_shipped_checkpoint_and_its_verifier(tmp_path, monkeypatch, stub_engine):
+    from vlm2vla_ros.nodes.policy_node import shipped_model
+    from vlm2vla_ros.tools.eval import main
+    from vlm2vla_ros.training import evaluate
+
+    views = []
+    monkeypatch.setattr(evaluate, "closed_loop_eval", lambda engine, kinds, seeds, *a, view=None, **k: (
+        views.append(view) or ({"pick_up": 1.0}, [{"task_kind": "pick_up", "success": True}])))
+    argv = ["--model", "mini", "--verifier-model", "mini", "--out", str(tmp_path / "r"), "--sim-kinds", "pick_up",
+            "--sim-seeds", "1"]
+    assert main(argv) == 0
+    base, adapter = shipped_model()
+    policy, verifier = stub_engine.instances
+    assert (policy.config.model_path, policy.config.adapter_path) == (str(base), str(adapter))
+    assert verifier.config.model_path == str(base.parent / "verifier")
+    assert views == ["gripper"]  # the camera the shipped model was trained with
+
+
+def test_eval_refuses_a_verifier_model_it_cannot_use_before_loading(tmp_path, capsys, stub_engine):
+    from vlm2vla_ros.tools.eval import main
+
+    base = ["--model", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*base, "--sim-kinds", "pick_up", "--verifier-model", str(tmp_path / "missing")]) == 1
+    assert "verifier model folder" in capsys.readouterr().err
+    assert main([*base, "--data", str(_dataset(tmp_path)), "--verifier-model", str(tmp_path)]) == 1
+    assert "give --sim-kinds too" in capsys.readouterr().err
+    assert stub_engine.loaded == 0 and not (tmp_path / "r").exists()
 
 
 def test_eval_max_examples_takes_the_first_ones(tmp_path, capsys, stub_engine):

@@ -109,6 +109,8 @@ def test_report_and_metrics(run):
         assert episode["seed"] == own["seed"] and episode["lang"] == "en" and not episode["alone"]
         assert set(judged[model]["success_rate"]) == {"en"} and 0 <= episode.get("subtasks_done", 0) <= 3
     assert "## Closed-loop success with the simulator judging" in report
+    # every closed-loop rate carries its 95% interval over its episodes: one episode pins little
+    assert re.search(r"\| pick_up \| en \| 1 \| (0% \(0-79%\)|100% \(21-100%\)) \|", report)
     assert list(metrics["timings_s"])[-6:] == ["evaluation: which link fails (the named objects alone)",
                                                "evaluation: copying (held-out texts)",
                                                "evaluation: which block is asked (three-block scenes)",

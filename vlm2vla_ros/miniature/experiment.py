@@ -48,7 +48,7 @@ from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.sim.views import check_view, write_model_view
-from vlm2vla_ros.training.evaluate import StageMix, jsonable, write_vqa
+from vlm2vla_ros.training.evaluate import StageMix, jsonable, wilson_interval, write_vqa
 
 from .kernels import arithmetic_record
 from .model import BaseSpec
@@ -1412,6 +1412,17 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
 
 
+def _rate(value: float | None, episodes: int) -> str:
+    """A success rate over `episodes` with its 95% Wilson interval, e.g. "45% (26-66%)"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or episodes <= 0:
+        return "-"
+    low, high = wilson_interval(round(value * episodes), episodes)
+    return f"{100 * value:.0f}% ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+RATE_NOTE = "In brackets: the 95% Wilson interval of each rate over its episodes."
+
+
 def write_report(out: Path, m: dict[str, Any]) -> Path:
     """metrics.json, the plots and report.md."""
     (out / "metrics.json").write_text(json.dumps(jsonable(m), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -1454,7 +1465,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "## Closed-loop success in the simulator (held-out seeds)",
         "",
         "Seeds from 50000 on, never used for training or for choosing settings; success is the simulator's own check. "
-        "Spanish instructions were never seen with actions.",
+        f"Spanish instructions were never seen with actions. {RATE_NOTE}",
         "",
         "| task kind | language | episodes | VLM2VLA | baseline |",
         "|---|---|---|---|---|",
@@ -1462,7 +1473,7 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
     for lang, rates in cl_v["success_rate"].items():
         for kind, rate in rates.items():
             n = sum(1 for e in cl_v["episodes"] if e["lang"] == lang and e["task_kind"] == kind)
-            lines.append(f"| {kind} | {lang} | {n} | {_pct(rate)} | {_pct(cl_b['success_rate'][lang][kind])} |")
+            lines.append(f"| {kind} | {lang} | {n} | {_rate(rate, n)} | {_rate(cl_b['success_rate'][lang][kind], n)} |")
     lines += ["", "![closed-loop success](miniature_success.png)", ""]
     if "closed_loop_judged" in m:
         lines += judged_lines(m["closed_loop_judged"])
@@ -1727,7 +1738,7 @@ def judged_lines(j: dict[str, Any]) -> list[str]:
         "The same scenes and policies, but each subtask is judged by the simulator's view of it in place of the base: "
         "a perfect verifier outside the policy, standing in for the paper's (Gemini 2.5 Pro, which the paper chose "
         "because a VLA trained to verify itself was not reliable). Privileged, so not the headline figure: it shows "
-        "what the policy's own subtask lists, plans and chunks achieve apart from its verifier.",
+        f"what the policy's own subtask lists, plans and chunks achieve apart from its verifier. {RATE_NOTE}",
         "",
         "| task kind | episodes | VLM2VLA | baseline | subtasks judged done, VLM2VLA / baseline |",
         "|---|---|---|---|---|",
@@ -1735,8 +1746,9 @@ def judged_lines(j: dict[str, Any]) -> list[str]:
     for kind in j["kinds"]:
         done = {name: [e.get("subtasks_done", 0) for e in j[name]["episodes"] if e["task_kind"] == kind]
                 for name in ("vlm2vla", "baseline")}
-        lines.append(f"| {kind} | {len(done['vlm2vla'])} | {_pct(j['vlm2vla']['success_rate']['en'][kind])} | "
-                     f"{_pct(j['baseline']['success_rate']['en'][kind])} | {sum(done['vlm2vla'])} / {sum(done['baseline'])} |")
+        n = len(done["vlm2vla"])
+        lines.append(f"| {kind} | {n} | {_rate(j['vlm2vla']['success_rate']['en'][kind], n)} | "
+                     f"{_rate(j['baseline']['success_rate']['en'][kind], n)} | {sum(done['vlm2vla'])} / {sum(done['baseline'])} |")
     return lines + [""]
 
 
@@ -1763,16 +1775,17 @@ def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline
         "",
         f"A copy of the base fine-tuned for {v['steps']} steps ({v['seconds']:.0f} s) on {v['cases']} new subtask-completion "
         "cases alone, judging each subtask in place of the base: a verifier outside the policy, as the paper's is, "
-        "but not privileged. The same scenes as the headline, beside it.",
+        f"but not privileged. The same scenes as the headline, beside it. {RATE_NOTE}",
         "",
         "| task kind | episodes | VLM2VLA, its verifier | VLM2VLA, the base judging | baseline, its verifier | baseline, the base judging |",
         "|---|---|---|---|---|---|",
     ]
     for kind in v["kinds"]:
         episodes = sum(1 for e in v["vlm2vla"]["episodes"] if e["task_kind"] == kind)
-        lines.append(f"| {kind} | {episodes} | {_pct(v['vlm2vla']['success_rate']['en'][kind])} | "
-                     f"{_pct(headline_vlm2vla['success_rate']['en'].get(kind))} | "
-                     f"{_pct(v['baseline']['success_rate']['en'][kind])} | {_pct(headline_baseline['success_rate']['en'].get(kind))} |")
+        lines.append(f"| {kind} | {episodes} | {_rate(v['vlm2vla']['success_rate']['en'][kind], episodes)} | "
+                     f"{_rate(headline_vlm2vla['success_rate']['en'].get(kind), episodes)} | "
+                     f"{_rate(v['baseline']['success_rate']['en'][kind], episodes)} | "
+                     f"{_rate(headline_baseline['success_rate']['en'].get(kind), episodes)} |")
     lines += verdict_table_head("Verdicts on held-out completion cases (before and after images around one subtask; "
                                 "labels from the simulator, ", ("judge", "subtask"), ("right",))
     for judge, label in (("base", "the base"), ("verifier", "its verifier")):

@@ -1,10 +1,14 @@
 """vlm2vla-eval: how good is an adapter? Offline metrics, closed-loop sim success, VQA retention.
 
     vlm2vla-eval --model MODEL_DIR --adapter ADAPTER_DIR --out REPORT_DIR
-                 [--data DATASET] [--sim-kinds pick_up put_in --sim-seeds 10] [--vqa vqa.jsonl]
+                 [--data DATASET] [--sim-kinds pick_up put_in --sim-seeds 10 [--verifier-model DIR]]
+                 [--vqa vqa.jsonl]
 
+--model mini: the shipped miniature checkpoint (its adapter unless --adapter names another);
 --data: offline metrics on the dataset's held-out chunk examples (val.jsonl);
---sim-kinds: closed-loop success in the simulator over seeded scenes per task kind;
+--sim-kinds: closed-loop success in the simulator over seeded scenes per task kind, each rate with
+  its 95% Wilson interval; the verdicts come from the base (the adapter off), or from
+  --verifier-model (mini: the shipped checkpoint's verifier of its own), as the demo runs it;
 --vqa: a JSONL of {image, question, answer}, answered with the adapter on and off.
 Writes REPORT_DIR/report.md (+ plots) and metrics.json, and prints the metrics. Every input is
 read before the model loads; when a part fails later, the parts already finished are still written.
@@ -50,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sim-seeds", type=_positive_int, default=10, help="scenes per task kind")
     ap.add_argument("--sim-first-seed", type=int, default=10_000, help="far from the seeds used for training data")
     ap.add_argument("--max-cycles", type=_positive_int, default=20, help="cycle limit of each closed-loop episode")
+    ap.add_argument("--verifier-model", default=None,
+                    help="model folder that judges the closed loop's subtasks ('mini': the shipped verifier of its "
+                    "own); default: the base with the adapter off")
     ap.add_argument("--image-size", type=_image_side, default=224, help="side of the rendered sim frames, pixels")
     ap.add_argument("--vqa", default=None, help="VQA JSONL of {image, question, answer}")
     ap.add_argument("--device", default="auto")
@@ -85,6 +92,7 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vlm2vla_ros.nodes.policy_node import resolve_shipped, resolve_verifier_model
     from vlm2vla_ros.policy import PolicyConfig, PolicyError, load_policy
     from vlm2vla_ros.sim.views import read_model_view
     from vlm2vla_ros.training import evaluate
@@ -92,30 +100,44 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data or args.sim_kinds or args.vqa):
         print("vlm2vla-eval: nothing to evaluate; give --data, --sim-kinds or --vqa", file=sys.stderr)
         return 1
+    if args.verifier_model and not args.sim_kinds:
+        print("vlm2vla-eval: --verifier-model judges the closed loop; give --sim-kinds too", file=sys.stderr)
+        return 1
     out = Path(args.out)
+    engine = verifier = None
     try:
         # Every input first: a wrong path fails in a second, not after the model load and the long runs.
         if out.exists() and not out.is_dir():
             raise ValueError(f"report folder {out} is a file")
+        model, adapter = resolve_shipped(args.model, args.adapter or "")
+        verifier_model = resolve_verifier_model(args.verifier_model) if args.verifier_model else None
+        if verifier_model and not Path(verifier_model).is_dir():
+            raise ValueError(f"verifier model folder {verifier_model} does not exist")
         examples = offline_examples(args.data, args.split, args.max_examples) if args.data else []
         vqa_items = evaluate.read_vqa(Path(args.vqa)) if args.vqa else []
-        base = PolicyConfig.from_yaml(args.config) if args.config else PolicyConfig(model_path=args.model)
+        base = PolicyConfig.from_yaml(args.config) if args.config else PolicyConfig(model_path=model)
         # One try per stage and free decoding by default, so the parse rate measures the model.
         config = base.replace(
-            model_path=args.model, adapter_path=args.adapter, device=args.device,
+            model_path=model, adapter_path=adapter or None, device=args.device,
             constrained=args.constrained, max_retries=1,
         )
         view = read_model_view(config.model_path) if args.sim_kinds else None  # the camera the model was trained with
         engine = load_policy(config)
-    except (ValueError, PolicyError) as exc:
+        if verifier_model:
+            verifier = load_policy(config.replace(model_path=verifier_model, adapter_path=None))
+    except (ValueError, PolicyError, FileNotFoundError) as exc:
+        if engine is not None:  # the verifier's load failed after the policy's
+            engine.close()
         print(f"vlm2vla-eval: {exc}", file=sys.stderr)
         return 1
     if vqa_items and not hasattr(engine.backend, "has_adapter"):  # vqa_retention's own check, before the long runs
         engine.close()
+        if verifier is not None:
+            verifier.close()
         print("vlm2vla-eval: --vqa needs the transformers backend (the adapter is switched on and off in process)",
               file=sys.stderr)
         return 1
-    results: dict[str, Any] = {"model": args.model, "adapter": args.adapter, "constrained": args.constrained}
+    results: dict[str, Any] = {"model": model, "adapter": adapter or None, "constrained": args.constrained}
     part = "evaluation"
     try:
         if examples:
@@ -125,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.sim_kinds:
             part = "closed loop"
             seeds = list(range(args.sim_first_seed, args.sim_first_seed + args.sim_seeds))
+            judged_by = engine if verifier is None else evaluate.StageMix(engine, engine, verifier)
             rates, records = evaluate.closed_loop_eval(
-                engine, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
+                judged_by, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
             )
-            results["closed_loop"] = {"success_rate": rates, "episodes": records}
+            results["closed_loop"] = {"success_rate": rates, "episodes": records, "verifier": verifier_model}
         if vqa_items:
             part = "VQA"
             vqa, rows = evaluate.vqa_retention(engine, vqa_items, progress=True)
@@ -141,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         engine.close()
+        if verifier is not None:
+            verifier.close()
         report = write_results(out, results) if any(name in results for name in PARTS) else None
     if report is not None:
         print(evaluate.format_metrics(results))

@@ -315,6 +315,18 @@ def reach_episode(
     return record
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for z = 1.96): 20 episodes pin a rate only
+    to about +-20 points, so a report's rates carry it. Unlike the normal approximation it stays
+    inside [0, 1] and is not empty at 0 or n successes."""
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def closed_loop_eval(
     engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False,
     view: str = TABLE_VIEW,
@@ -472,10 +484,15 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
             lines += ["![step L2 error](step_l2.png)", ""]
     closed = results.get("closed_loop")
     if closed:
-        lines += ["## Closed loop in the simulator", "", "| task kind | success rate | episodes |", "|---|---|---|"]
+        verifier = closed.get("verifier")
+        lines += ["## Closed loop in the simulator", "",
+                  f"Verdicts from {'`' + verifier + '`' if verifier else 'the base (the adapter off)'}; "
+                  "the interval is the 95% Wilson interval of the rate over its episodes.", "",
+                  "| task kind | success rate | 95% interval | episodes |", "|---|---|---|---|"]
         for kind, rate in closed["success_rate"].items():
             n = sum(1 for r in closed["episodes"] if r["task_kind"] == kind)
-            lines.append(f"| {kind} | {rate:.2f} | {n} |")
+            low, high = wilson_interval(sum(bool(r["success"]) for r in closed["episodes"] if r["task_kind"] == kind), n)
+            lines.append(f"| {kind} | {rate:.2f} | {low:.2f}-{high:.2f} | {n} |")
         lines.append("")
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(list(closed["success_rate"]), list(closed["success_rate"].values()))
@@ -529,7 +546,12 @@ def format_metrics(results: dict[str, Any]) -> str:
         )
     closed = results.get("closed_loop")
     if closed:
-        out.append("closed loop success: " + ", ".join(f"{k} {v:.2f}" for k, v in closed["success_rate"].items()))
+        parts = []
+        for kind, rate in closed["success_rate"].items():
+            outcomes = [bool(r["success"]) for r in closed["episodes"] if r["task_kind"] == kind]
+            low, high = wilson_interval(sum(outcomes), len(outcomes))
+            parts.append(f"{kind} {rate:.2f} ({low:.2f}-{high:.2f}, {len(outcomes)} episodes)")
+        out.append("closed loop success: " + ", ".join(parts))
     vqa = results.get("vqa")
     if vqa:
         r = vqa["result"]
