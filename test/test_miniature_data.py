@@ -139,6 +139,20 @@ def test_grasp_starts_where_a_short_move_above_leaves_the_gripper():
     assert 0.25 < alone / len(starts) < 0.75
 
 
+def test_a_closed_grasp_start_rests_where_the_world_lets_a_closed_gripper_be():
+    """A close beside the block that grasps nothing leaves the fingers on what is beneath them,
+    not inside the block: the world's next move, a still one, moves nothing (before the fix,
+    seeds such as 6000057 rose 1.1 cm there, a "move above" chunk in the grasp demonstrations)."""
+    risen = []
+    for seed in range(6_000_000, 6_000_200):
+        start = data.grasp_start(seed)
+        if start is not None and not start[0].gripper_open:
+            world = start[0]
+            if max(abs(v) for v in world.move_gripper(0.0, 0.0, 0.0)) > 1e-12:
+                risen.append(seed)
+    assert risen == []
+
+
 @pytest.mark.parametrize("limits", [ActionLimits(max_steps=1), ActionLimits()], ids=["one move", "whole subtask"])
 def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path, limits):
     """The chunks the builder cuts from grasp demonstrations, of one move or of a whole subtask,

@@ -141,8 +141,14 @@ def grasp_start(seed: int) -> tuple[SimWorld, Task] | None:
     block = world.object(task.pick)
     put_gripper_by(world, block, rng.uniform(0.0, GRASP_START_OFF_M), rng.uniform(0.0, 2 * math.pi),
                    rng.uniform(*GRASP_START_HEIGHT_M))
-    if rng.random() < GRASP_START_CLOSED and world.set_gripper(False) is not None:
-        world.set_gripper(True)  # the close held the block: a grasp already done teaches nothing
+    if rng.random() < GRASP_START_CLOSED:
+        if world.set_gripper(False) is not None:
+            world.set_gripper(True)  # the close held the block: a grasp already done teaches nothing
+        else:
+            # Closed beside the block below its top, the fingers would be inside it; the world
+            # lifts a closed gripper onto what is beneath it at its next move, which the
+            # demonstration would record as a "move above" that rises (finding 40). Settle it now.
+            world.move_gripper(0.0, 0.0, 0.0)
     return world, task
 
 
