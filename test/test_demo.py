@@ -26,8 +26,8 @@ def _run_demo(out: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_path):
     from vlm2vla_ros import topics
-    from vlm2vla_ros.nodes.policy_node import shipped_model
     from vlm2vla_ros.recording import read_bag
+    from vlm2vla_ros.shipped import shipped_model
     from vlm2vla_ros.sim.views import read_model_view
 
     out = tmp_path / "demo"
@@ -81,12 +81,13 @@ def test_demo_rejects_bad_arguments(tmp_path):
 
 
 def test_a_missing_shipped_checkpoint_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch):
+    from vlm2vla_ros import shipped
     from vlm2vla_ros.nodes import policy_node
     from vlm2vla_ros.tools import demo
 
-    monkeypatch.setattr(policy_node, "package_path", lambda *parts: tmp_path.joinpath(*parts))
+    monkeypatch.setattr(shipped, "package_path", lambda *parts: tmp_path.joinpath(*parts))
     with pytest.raises(FileNotFoundError, match="vlm2vla-experiment .*--ship-to models/vlm2vla-mini"):
-        policy_node.shipped_model()
+        shipped.shipped_model()
     with pytest.raises(FileNotFoundError):
         policy_node.build_policy_config("", "mini", "")
     assert demo.main(["--out", str(tmp_path / "out")]) == 1

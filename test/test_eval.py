@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -402,6 +404,7 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
     monkeypatch.setattr(evaluate, "closed_loop_eval", closed_loop)
     judge = tmp_path / "judge"
     judge.mkdir()
+    (judge / "config.json").write_text("{}")
     out = tmp_path / "report"
     argv = ["--model", str(tmp_path), "--adapter", str(tmp_path / "a"), "--out", str(out), "--sim-kinds", "pick_up",
             "--sim-seeds", "4", "--verifier-model", str(judge)]
@@ -418,7 +421,7 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
 
 
 def test_eval_mini_is_the_shipped_checkpoint_and_its_verifier(tmp_path, monkeypatch, stub_engine):
-    from vlm2vla_ros.nodes.policy_node import shipped_model
+    from vlm2vla_ros.shipped import shipped_model
     from vlm2vla_ros.tools.eval import main
     from vlm2vla_ros.training import evaluate
 
@@ -435,12 +438,27 @@ def test_eval_mini_is_the_shipped_checkpoint_and_its_verifier(tmp_path, monkeypa
     assert views == ["gripper"]  # the camera the shipped model was trained with
 
 
+def test_eval_runs_without_ros():
+    """vlm2vla-eval, 'mini' included, is for machines with the model stack and no ROS."""
+    code = ("import sys; sys.modules['rclpy'] = None\n"
+            "from vlm2vla_ros.tools.eval import main\n"
+            "from vlm2vla_ros.shipped import resolve_shipped, resolve_verifier_model\n"
+            "assert resolve_shipped('mini', '')[0].endswith('base') and resolve_verifier_model('mini').endswith('verifier')\n"
+            "sys.exit(main(['--model', 'mini', '--out', 'unused']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "nothing to evaluate" in done.stderr, done.stderr
+
+
 def test_eval_refuses_a_verifier_model_it_cannot_use_before_loading(tmp_path, capsys, stub_engine):
     from vlm2vla_ros.tools.eval import main
 
     base = ["--model", str(tmp_path), "--out", str(tmp_path / "r")]
     assert main([*base, "--sim-kinds", "pick_up", "--verifier-model", str(tmp_path / "missing")]) == 1
     assert "verifier model folder" in capsys.readouterr().err
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")  # an adapter is not a model that judges alone
+    assert main([*base, "--sim-kinds", "pick_up", "--verifier-model", str(tmp_path / "adapter")]) == 1
+    assert "holds no config.json" in capsys.readouterr().err
     assert main([*base, "--data", str(_dataset(tmp_path)), "--verifier-model", str(tmp_path)]) == 1
     assert "give --sim-kinds too" in capsys.readouterr().err
     assert stub_engine.loaded == 0 and not (tmp_path / "r").exists()

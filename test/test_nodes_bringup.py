@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("rclpy")  # (bringup and policy_node are node modules)
 
-from vlm2vla_ros.nodes import policy_node
+from vlm2vla_ros import shipped as shipped_module
 from vlm2vla_ros.nodes.bringup import (
     load_params,
     model_overrides,
     verifier_process_params,
     verifier_shares_policy_model,
 )
-from vlm2vla_ros.nodes.policy_node import resolve_verifier_model
+from vlm2vla_ros.shipped import resolve_verifier_model
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def shipped(tmp_path, monkeypatch):
     for folder, name in (("base", "config.json"), ("adapter", "adapter_config.json")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).write_text("{}")
-    monkeypatch.setattr(policy_node, "shipped_model", lambda: (tmp_path / "base", tmp_path / "adapter"))
+    monkeypatch.setattr(shipped_module, "shipped_model", lambda: (tmp_path / "base", tmp_path / "adapter"))
     return tmp_path
 
 
@@ -109,7 +109,7 @@ def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path, monkeypat
         try:
             verifier = graph.by_name["verifier_node"]
             assert verifier.engine is not graph.engine
-            assert verifier.engine.config.model_path == str(policy_node.shipped_model()[0].parent / "verifier")
+            assert verifier.engine.config.model_path == str(shipped_module.shipped_model()[0].parent / "verifier")
         finally:
             graph.close()
         # alone, '' has no policy engine to share: refused, not loaded from nowhere

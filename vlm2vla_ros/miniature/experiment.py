@@ -1412,12 +1412,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
 
 
-def _rate(value: float | None, episodes: int) -> str:
-    """A success rate over `episodes` with its 95% Wilson interval, e.g. "45% (26-66%)"."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or episodes <= 0:
+def _rate(episodes: Sequence[dict[str, Any]]) -> str:
+    """The success rate of `episodes` (closed_loop_episode records) with its 95% Wilson
+    interval, e.g. "45% (26-66%)"; "-" for none."""
+    if not episodes:
         return "-"
-    low, high = wilson_interval(round(value * episodes), episodes)
-    return f"{100 * value:.0f}% ({100 * low:.0f}-{100 * high:.0f}%)"
+    wins = sum(bool(e.get("success")) for e in episodes)
+    low, high = wilson_interval(wins, len(episodes))
+    return f"{100 * wins / len(episodes):.0f}% ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def _of(run: dict[str, Any], kind: str, lang: str = "en") -> list[dict[str, Any]]:
+    """A closed-loop run's episodes of one task kind and language."""
+    return [e for e in run["episodes"] if e["task_kind"] == kind and e.get("lang", "en") == lang]
 
 
 RATE_NOTE = "In brackets: the 95% Wilson interval of each rate over its episodes."
@@ -1471,9 +1478,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "|---|---|---|---|---|",
     ]
     for lang, rates in cl_v["success_rate"].items():
-        for kind, rate in rates.items():
-            n = sum(1 for e in cl_v["episodes"] if e["lang"] == lang and e["task_kind"] == kind)
-            lines.append(f"| {kind} | {lang} | {n} | {_rate(rate, n)} | {_rate(cl_b['success_rate'][lang][kind], n)} |")
+        for kind in rates:
+            mine = _of(cl_v, kind, lang)
+            lines.append(f"| {kind} | {lang} | {len(mine)} | {_rate(mine)} | {_rate(_of(cl_b, kind, lang))} |")
     lines += ["", "![closed-loop success](miniature_success.png)", ""]
     if "closed_loop_judged" in m:
         lines += judged_lines(m["closed_loop_judged"])
@@ -1746,9 +1753,8 @@ def judged_lines(j: dict[str, Any]) -> list[str]:
     for kind in j["kinds"]:
         done = {name: [e.get("subtasks_done", 0) for e in j[name]["episodes"] if e["task_kind"] == kind]
                 for name in ("vlm2vla", "baseline")}
-        n = len(done["vlm2vla"])
-        lines.append(f"| {kind} | {n} | {_rate(j['vlm2vla']['success_rate']['en'][kind], n)} | "
-                     f"{_rate(j['baseline']['success_rate']['en'][kind], n)} | {sum(done['vlm2vla'])} / {sum(done['baseline'])} |")
+        lines.append(f"| {kind} | {len(done['vlm2vla'])} | {_rate(_of(j['vlm2vla'], kind))} | "
+                     f"{_rate(_of(j['baseline'], kind))} | {sum(done['vlm2vla'])} / {sum(done['baseline'])} |")
     return lines + [""]
 
 
@@ -1782,10 +1788,8 @@ def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline
     ]
     for kind in v["kinds"]:
         episodes = sum(1 for e in v["vlm2vla"]["episodes"] if e["task_kind"] == kind)
-        lines.append(f"| {kind} | {episodes} | {_rate(v['vlm2vla']['success_rate']['en'][kind], episodes)} | "
-                     f"{_rate(headline_vlm2vla['success_rate']['en'].get(kind), episodes)} | "
-                     f"{_rate(v['baseline']['success_rate']['en'][kind], episodes)} | "
-                     f"{_rate(headline_baseline['success_rate']['en'].get(kind), episodes)} |")
+        lines.append(f"| {kind} | {episodes} | {_rate(_of(v['vlm2vla'], kind))} | {_rate(_of(headline_vlm2vla, kind))} | "
+                     f"{_rate(_of(v['baseline'], kind))} | {_rate(_of(headline_baseline, kind))} |")
     lines += verdict_table_head("Verdicts on held-out completion cases (before and after images around one subtask; "
                                 "labels from the simulator, ", ("judge", "subtask"), ("right",))
     for judge, label in (("base", "the base"), ("verifier", "its verifier")):

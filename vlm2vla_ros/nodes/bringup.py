@@ -116,8 +116,8 @@ def launch_flag(text: str, name: str) -> bool | None:
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
+    from ..shipped import resolve_shipped
     from ..sim.views import TABLE_VIEW, read_model_view
-    from .policy_node import resolve_shipped
 
     p = params.get("policy_node", {})
     model, _ = resolve_shipped(str(p.get("model_path", "")), str(p.get("adapter_path", "")))
@@ -198,7 +198,7 @@ def verifier_model(policy: dict[str, Any], verifier: dict[str, Any]) -> str:
     """The model the verifier judges with: its own model_path, or when it names none ('') the
     policy's checkpoint as a verifier ('mini': the shipped verifier of its own when one ships,
     else the shipped base; any other model: itself, the adapter off)."""
-    from .policy_node import resolve_verifier_model
+    from ..shipped import resolve_verifier_model
 
     return resolve_verifier_model(str(verifier.get("model_path", "")) or str(policy.get("model_path", "")))
 
@@ -206,7 +206,7 @@ def verifier_model(policy: dict[str, Any], verifier: dict[str, Any]) -> str:
 def verifier_shares_policy_model(policy: dict[str, Any], verifier: dict[str, Any]) -> bool:
     """Whether the verifier judges with the policy's own base model, so one process gives it the
     policy's engine instead of loading the weights twice."""
-    from .policy_node import resolve_shipped
+    from ..shipped import resolve_shipped
 
     own = verifier_model(policy, verifier)
     base, _adapter = resolve_shipped(str(policy.get("model_path", "")), str(policy.get("adapter_path", "")))

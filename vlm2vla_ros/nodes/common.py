@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import rclpy
@@ -29,9 +28,9 @@ from rclpy.qos import (
 )
 from std_msgs.msg import String
 
+from ..shipped import package_path
 from ..topics import EVENTS, LATCHED, SENSOR, Topic, encode
 
-PACKAGE = "vlm2vla_ros"
 T = TypeVar("T")
 
 EVENTS_QOS = QoSProfile(
@@ -48,20 +47,6 @@ LATCHED_QOS = QoSProfile(
 
 def qos_for(topic: Topic) -> QoSProfile:
     return {SENSOR: qos_profile_sensor_data, EVENTS: EVENTS_QOS, LATCHED: LATCHED_QOS}[topic.qos]
-
-
-def package_path(*parts: str) -> Path:
-    """A path in the package's shared data (config/, models/): the installed share dir when it
-    holds it, else the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidate = Path(get_package_share_directory(PACKAGE), *parts)
-        if candidate.exists():
-            return candidate
-    except Exception:  # not installed with colcon (pip editable install, tests)
-        pass
-    return Path(__file__).resolve().parents[2].joinpath(*parts)
 
 
 def config_path(name: str) -> str:

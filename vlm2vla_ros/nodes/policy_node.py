@@ -17,7 +17,6 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -28,13 +27,12 @@ from std_msgs.msg import Header, String
 from .. import topics
 from ..checks import positive, real
 from ..rollout import TaskRejected, TaskRun, parse_task_message
+from ..shipped import resolve_shipped
 from ..topics import PayloadError, decode
-from .common import load_config, monotonic, package_path, publish_json, qos_for, run_node_main, stamp_ns
+from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
 
 FINAL_EVENTS = ("done", "dry_run", "aborted", "rejected", "failed")
 TINY_MODEL = "tiny"
-SHIPPED_MODEL = "mini"
-SHIPPED_MODEL_DIR = ("models", "vlm2vla-mini")
 
 
 @dataclass(frozen=True)
@@ -60,40 +58,6 @@ class PolicyNodeConfig:
             positive(getattr(self, name), f"policy {name}")
         for name in ("report_timeout_s", "verdict_timeout_s"):
             real(getattr(self, name), f"policy {name}", lo=0.0)
-
-
-def shipped_model() -> tuple[Path, Path]:
-    """(base, adapter) folders of the miniature VLM2VLA checkpoint shipped with the package
-    (written by `vlm2vla-experiment --ship-to models/vlm2vla-mini`, docs/miniature.md)."""
-    root = package_path(*SHIPPED_MODEL_DIR)
-    base, adapter = root / "base", root / "adapter"
-    for folder, name in ((base, "config.json"), (adapter, "adapter_config.json")):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(
-                f"the shipped miniature model is missing {folder / name}; restore models/vlm2vla-mini from the "
-                "repository, rebuild it with `vlm2vla-experiment --out runs/mini --ship-to models/vlm2vla-mini`, "
-                "or use model_path 'tiny'"
-            )
-    return base, adapter
-
-
-def resolve_shipped(model_path: str, adapter_path: str) -> tuple[str, str]:
-    """'mini' becomes the shipped base and, unless one is given, its adapter; other values pass."""
-    if model_path != SHIPPED_MODEL:
-        return model_path, adapter_path
-    base, adapter = shipped_model()
-    return str(base), adapter_path or str(adapter)
-
-
-def resolve_verifier_model(model_path: str) -> str:
-    """The model a verifier loads: 'mini' is the shipped checkpoint's verifier of its own when it
-    ships one (`vlm2vla-experiment --ship-to` with verifier_steps, docs/miniature.md finding 36),
-    else its base (a verifier judges with the adapter off); other values pass."""
-    if model_path != SHIPPED_MODEL:
-        return model_path
-    base, _adapter = shipped_model()
-    verifier = base.parent / "verifier"
-    return str(verifier) if (verifier / "config.json").is_file() else str(base)
 
 
 def build_policy_config(policy_config: str, model_path: str, adapter_path: str) -> Any:

@@ -90,7 +90,8 @@ class VerifierNode(Node):
             return OperatorVerifier(self._ask_operator, c.operator_timeout_s)
         if engine is None:
             from ..policy import load_policy
-            from .policy_node import build_policy_config, resolve_verifier_model
+            from ..shipped import resolve_verifier_model
+            from .policy_node import build_policy_config
 
             cfg = build_policy_config(c.policy_config, resolve_verifier_model(c.model_path), "")
             if c.backend == "openai":

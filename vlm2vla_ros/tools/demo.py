@@ -193,7 +193,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ..nodes.bringup import DEFAULT_CONFIG, build_graph, run_graph
     from ..nodes.bringup import verifier_model as bringup_verifier_model
     from ..nodes.common import Shutdown, config_path
-    from ..nodes.policy_node import TINY_MODEL, resolve_shipped
+    from ..nodes.policy_node import TINY_MODEL
+    from ..shipped import resolve_shipped
     from ..sim.backend import SimBackend
     from ..sim.scene import make_scene
     from ..sim.views import read_model_view

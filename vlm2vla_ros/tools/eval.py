@@ -8,7 +8,8 @@
 --data: offline metrics on the dataset's held-out chunk examples (val.jsonl);
 --sim-kinds: closed-loop success in the simulator over seeded scenes per task kind, each rate with
   its 95% Wilson interval; the verdicts come from the base (the adapter off), or from
-  --verifier-model (mini: the shipped checkpoint's verifier of its own), as the demo runs it;
+  --verifier-model (mini: the shipped checkpoint's verifier of its own); with --constrained too,
+  as the demo runs it;
 --vqa: a JSONL of {image, question, answer}, answered with the adapter on and off.
 Writes REPORT_DIR/report.md (+ plots) and metrics.json, and prints the metrics. Every input is
 read before the model loads; when a part fails later, the parts already finished are still written.
@@ -92,8 +93,8 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from vlm2vla_ros.nodes.policy_node import resolve_shipped, resolve_verifier_model
     from vlm2vla_ros.policy import PolicyConfig, PolicyError, load_policy
+    from vlm2vla_ros.shipped import resolve_shipped, resolve_verifier_model
     from vlm2vla_ros.sim.views import read_model_view
     from vlm2vla_ros.training import evaluate
 
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"report folder {out} is a file")
         model, adapter = resolve_shipped(args.model, args.adapter or "")
         verifier_model = resolve_verifier_model(args.verifier_model) if args.verifier_model else None
-        if verifier_model and not Path(verifier_model).is_dir():
-            raise ValueError(f"verifier model folder {verifier_model} does not exist")
+        if verifier_model and not (Path(verifier_model) / "config.json").is_file():
+            raise ValueError(f"verifier model folder {verifier_model} holds no config.json: give a whole model folder "
+                             "(a verifier judges with its own weights, no adapter)")
         examples = offline_examples(args.data, args.split, args.max_examples) if args.data else []
         vqa_items = evaluate.read_vqa(Path(args.vqa)) if args.vqa else []
         base = PolicyConfig.from_yaml(args.config) if args.config else PolicyConfig(model_path=model)
@@ -163,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         results["failed"] = {"part": part, "error": f"{type(exc).__name__}: {exc}"}
         raise
     finally:
-        engine.close()
-        if verifier is not None:
-            verifier.close()
+        try:
+            engine.close()
+        finally:
+            if verifier is not None:
+                verifier.close()
         report = write_results(out, results) if any(name in results for name in PARTS) else None
     if report is not None:
         print(evaluate.format_metrics(results))
