@@ -45,26 +45,26 @@ def _default_config():
     return os.path.join(get_package_share_directory(PACKAGE), "config", "vlm2vla.yaml")
 
 
-def _sim_view(config, model):
-    from vlm2vla_ros.nodes.bringup import load_params, sim_camera_view
+def _params(config, model):
+    """The YAML's parameters with the model argument applied as vlm2vla-bringup's --model is."""
+    from vlm2vla_ros.nodes.bringup import load_params, model_overrides
 
-    params = load_params(config)
-    if model:
-        params.setdefault("policy_node", {})["model_path"] = model
-    return sim_camera_view(params)
+    return load_params(config, model_overrides(model, None))
+
+
+def _sim_view(config, model):
+    from vlm2vla_ros.nodes.bringup import sim_camera_view
+
+    return sim_camera_view(_params(config, model))
 
 
 def _verifier_params(config, model):
     """The policy's checkpoint as a verifier (and the policy's settings) for a verifier whose
-    YAML leaves its model to the policy, or for the model argument, which sets both nodes'
-    models: its own process cannot share the policy's engine."""
-    from vlm2vla_ros.nodes.bringup import load_params, verifier_process_params
+    YAML leaves its model to the policy, or for the model argument, which leaves it so: its
+    own process cannot share the policy's engine."""
+    from vlm2vla_ros.nodes.bringup import verifier_process_params
 
-    params = load_params(config)
-    if model:
-        params.setdefault("policy_node", {})["model_path"] = model
-        params.setdefault("verifier_node", {})["model_path"] = ""
-    return verifier_process_params(params)
+    return verifier_process_params(_params(config, model))
 
 
 def _nodes(context):

@@ -34,22 +34,25 @@ HALVES = ("all", "robot", "compute")
 DEFAULT_CONFIG = "vlm2vla.yaml"
 
 
-def load_params(path: str | None) -> dict[str, dict[str, Any]]:
-    """{node_name: {param: value}} from a ROS 2 parameters YAML (None/'' -> {})."""
-    if not path:
-        return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read parameters file {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"parameters file {path} must map node names to 'ros__parameters'")
-    out = {}
+def load_params(path: str | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """{node_name: {param: value}} from a ROS 2 parameters YAML (None/'' -> {}), with `overrides`
+    (the same shape, e.g. model_overrides') laid over it."""
+    data: Any = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read parameters file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"parameters file {path} must map node names to 'ros__parameters'")
+    out: dict[str, dict[str, Any]] = {}
     for node, section in data.items():
         params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else None
         if not isinstance(params, dict):
             raise ValueError(f"parameters file {path}: '{node}' needs a 'ros__parameters' mapping")
         out[str(node).lstrip("/")] = params
+    for node, values in (overrides or {}).items():
+        out.setdefault(node, {}).update(values)
     return out
 
 
@@ -149,9 +152,7 @@ def build_graph(
 
     if half not in HALVES:
         raise ValueError(f"half must be one of {HALVES}, got {half!r}")
-    params = load_params(params_file)
-    for node, values in (overrides or {}).items():
-        params.setdefault(node, {}).update(values)
+    params = load_params(params_file, overrides)
     if sim:
         params.setdefault("executor_node", {})["backend"] = "sim"
         # The sim renders an upright head-camera view: the RE1 mount's rotation does not apply.
