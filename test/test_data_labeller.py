@@ -5,6 +5,7 @@ import json
 import pytest
 from openai_standin import StandInServer
 
+from vlm2vla_ros.action_language import format_subtasks
 from vlm2vla_ros.data import (
     LabellerSettings,
     OpenAILabellerConfig,
@@ -110,6 +111,15 @@ def test_broken_servers_give_one_clear_reason(server, episodes, tmp_path, fault,
 def test_malformed_label_answers_are_rejected(answer, reason):
     with pytest.raises(LabelError, match=reason):
         parse_label_answer(answer, 10)
+
+
+def test_label_subtasks_are_written_as_the_formatter_writes_them():
+    """A subtask with a tab and runs of spaces is kept in the one form the dataset builder and the
+    decoder use, so the same words never become two training targets."""
+    answer = json.dumps({"subtasks": [{"start_step": 0, "subtask": "  reach\tthe   block ", "plan": "Move  down."}]})
+    (label,) = parse_label_answer(answer, 10)
+    assert (label.subtask, label.plan) == ("reach the block", "Move down.")
+    assert format_subtasks([label.subtask]) == "1. reach the block"
 
 
 def test_rate_limiter_spaces_requests():

@@ -86,6 +86,9 @@ def test_report_and_metrics(run):
         assert chain[model]["expert_subtasks"]["episodes"][0]["subtasks"][0].startswith("move above the")
         assert 0.0 <= chain[model]["lists_right"]["pick_up"] <= 1.0
     assert "## Which link fails" in report
+    success_rows = [line for line in report.split("## Which link fails")[1].splitlines() if "| success:" in line]
+    assert len(success_rows) == 3  # each success rate with its interval, e.g. "0% (0-79%)" of one episode
+    assert all(re.search(r"\| \d+% \(\d+-\d+%\) \| \d+% \(\d+-\d+%\) \|$", row) for row in success_rows), success_rows
     # every verdict of the runs with the expert's subtasks is counted against the simulator
     assert sum(chain["expert_verifier"]["verdicts"].values()) == judged["cycles"]
     for model in ("vlm2vla", "baseline"):

@@ -13,7 +13,7 @@ from .parser import (
     step_values,
     validate_chunk,
 )
-from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, format_subtasks, parse_subtasks
+from .subtasks import MAX_SUBTASK_CHARS, MAX_SUBTASKS, checked_subtasks, format_subtasks, parse_subtasks
 from .trajectory import MergeConfig, Segment, below_resolution, merge_segments, merge_trajectory
 from .types import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionParseError, ActionStep, ActionValueError
 from .verbalise import CM_VECTOR_PATTERN, format_cm, plan_with_total, read_plan_total, verbalise_moves
@@ -33,6 +33,7 @@ __all__ = [
     "Segment",
     "below_resolution",
     "chunk_regex",
+    "checked_subtasks",
     "chunk_to_array",
     "format_action_chunk",
     "format_cm",

@@ -29,10 +29,16 @@ _STRING_LIST_START = re.compile(r"\[\s*[\"']")
 
 def format_subtasks(subtasks: Sequence[str]) -> str:
     """Canonical text: "1. Grasp the red block\\n2. Move to the bowl"."""
+    items = checked_subtasks(subtasks)
+    return "\n".join(f"{index}. {item}" for index, item in enumerate(items, start=1))
+
+
+def checked_subtasks(subtasks: Sequence[str]) -> list[str]:
+    """The subtasks as format_subtasks writes them (whitespace collapsed), once every rule holds;
+    ActionValueError naming the first one that breaks a rule otherwise."""
     if isinstance(subtasks, str):
         raise ActionValueError("expected a sequence of subtasks, got a single string")
-    items = _checked_items(list(subtasks), MAX_SUBTASKS, ActionValueError)
-    return "\n".join(f"{index}. {item}" for index, item in enumerate(items, start=1))
+    return _checked_items(list(subtasks), MAX_SUBTASKS, ActionValueError)
 
 
 def control_characters(text: str, allowed: str = "") -> list[str]:

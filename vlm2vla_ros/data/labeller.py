@@ -26,7 +26,7 @@ from vlm2vla_ros.action_language import (
     MAX_SUBTASK_CHARS,
     MAX_SUBTASKS,
     MergeConfig,
-    format_subtasks,
+    checked_subtasks,
     merge_segments,
 )
 
@@ -316,12 +316,12 @@ def parse_label_answer(text: str, steps: int) -> list[SubtaskLabel]:
             if not isinstance(value, str) or not value.strip() or "\n" in value.strip() or len(value) > MAX_LABEL_CHARS:
                 raise LabelError(f"subtask {i}'s {name} is not a short one-line text: {value!r:.60}")
         try:  # a subtask the decoder could never write would be refused by the dataset builder later
-            format_subtasks([subtask])
+            (subtask,) = checked_subtasks([subtask])
         except ValueError as exc:  # its message numbers the one-item list's item 1; name the answer's
             reason = str(exc).replace("subtask 1 ", "it ", 1)
             raise LabelError(f"subtask {i} of the labeller's answer: {reason}") from None
         starts.append(begin)
-        labels.append(SubtaskLabel(begin, 0, " ".join(subtask.split()), " ".join(plan.split())))
+        labels.append(SubtaskLabel(begin, 0, subtask, " ".join(plan.split())))
     stops = starts[1:] + [steps]
     return [SubtaskLabel(label.start, stop, label.subtask, label.plan) for label, stop in zip(labels, stops)]
 

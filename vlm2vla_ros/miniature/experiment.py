@@ -1803,32 +1803,33 @@ def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline
 
 def chain_lines(ch: dict[str, Any]) -> list[str]:
     """The report's section on which link of the chain fails (chain_scores)."""
-    v, b, judged = ch["vlm2vla"], ch["baseline"], ch["expert_verifier"]["success_rate"]["en"]
+    v, b, expert = ch["vlm2vla"], ch["baseline"], ch["expert_verifier"]
     lines = [
         "## Which link fails: the named objects alone (held-out scenes)",
         "",
         "The closed loop's English scenes of these kinds with every object the task does not name taken away, so no "
         "block has to be picked out of several. Run again with stages taken from the scripted expert's own solution of "
-        "each scene (privileged: it knows the world). The verifier is the base with the adapter off for both models.",
+        "each scene (privileged: it knows the world). The verifier is the base with the adapter off for both models. "
+        + RATE_NOTE,
         "",
         "| task kind | episodes | run | VLM2VLA | baseline |",
         "|---|---|---|---|---|",
     ]
     for kind in ch["kinds"]:
-        n = sum(1 for e in ch["expert_verifier"]["episodes"] if e["task_kind"] == kind)
+        n = len(_of(expert, kind))
         lines += [
             f"| {kind} | {n} | the model's own subtask lists equal to the expert's | {_pct(v['lists_right'][kind])} | "
             f"{_pct(b['lists_right'][kind])} |",
-            f"| {kind} | {n} | success: the expert's subtasks and chunks, the verifier judging | {_pct(judged[kind])} | "
-            f"{_pct(judged[kind])} |",
+            f"| {kind} | {n} | success: the expert's subtasks and chunks, the verifier judging | {_rate(_of(expert, kind))} | "
+            f"{_rate(_of(expert, kind))} |",
             f"| {kind} | {n} | success: the expert's subtasks, the model's plans and chunks, the verifier judging | "
-            f"{_pct(v['expert_subtasks']['success_rate']['en'][kind])} | {_pct(b['expert_subtasks']['success_rate']['en'][kind])} |",
+            f"{_rate(_of(v['expert_subtasks'], kind))} | {_rate(_of(b['expert_subtasks'], kind))} |",
             f"| {kind} | {n} | success: the model alone (its subtasks, plans and chunks, the verifier judging) | "
-            f"{_pct(v['own']['success_rate']['en'][kind])} | {_pct(b['own']['success_rate']['en'][kind])} |",
+            f"{_rate(_of(v['own'], kind))} | {_rate(_of(b['own'], kind))} |",
         ]
     lines += verdict_table_head("The verifier's verdicts in the runs with the expert's subtasks, against the simulator's "
                                 "view of each subtask (", ("chunks from",))
-    for label, run in (("the expert", ch["expert_verifier"]), ("VLM2VLA", v["expert_subtasks"]), ("baseline", b["expert_subtasks"])):
+    for label, run in (("the expert", expert), ("VLM2VLA", v["expert_subtasks"]), ("baseline", b["expert_subtasks"])):
         lines.append(f"| {label} | " + " | ".join(str(run["verdicts"][k]) for k in VERDICTS) + " |")
         for action, counts in run.get("verdicts_by_subtask", {}).items():
             lines.append(f"| {label}: {action.replace('_', ' ')} | " + " | ".join(str(counts[k]) for k in VERDICTS) + " |")
