@@ -21,7 +21,16 @@ Machines without `ros2 launch`: python -m vlm2vla_ros.nodes.bringup (same YAML, 
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    ExecuteProcess,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -99,10 +108,15 @@ def _nodes(context):
     if record:
         if os.path.exists(arg["bag_dir"]):  # ros2 bag record would refuse it and exit while the robot runs unrecorded
             raise RuntimeError(f"bag_dir {arg['bag_dir']!r} exists: give a new folder (bag_dir:=...) or move the old bag")
-        actions.append(ExecuteProcess(
+        bag = ExecuteProcess(
             cmd=["ros2", "bag", "record", "-o", arg["bag_dir"], *[t.name for t in ROLLOUT_TOPICS]],
             output="screen",
-        ))
+        )
+        # a recorder that exits (full disk, killed) ends the launch, the robot stopping with its
+        # nodes, instead of leaving the tasks to run unrecorded (the bringup does the same)
+        ended = "ros2 bag record exited: shutting down so that no run goes unrecorded"
+        actions += [bag, RegisterEventHandler(OnProcessExit(target_action=bag, on_exit=[
+            LogInfo(msg=ended), EmitEvent(event=Shutdown(reason=ended))]))]
     return actions
 
 

@@ -64,19 +64,36 @@ def _launch_available():
     ("compute", "false", {"policy_node", "verifier_node"}),
 ])
 def test_launch_description_lists_the_expected_nodes(half, sim, expected):
+    module, context = _launch_context(half=half, sim=sim)
+    nodes = module._nodes(context)
+    names = {n.node_executable for n in nodes if hasattr(n, "node_executable")}
+    assert names == expected
+
+
+@pytest.mark.skipif(not _launch_available(), reason="ROS 2 launch/launch_ros are not installed (no pip wheels)")
+def test_a_bag_recorder_that_exits_shuts_the_launch_down(tmp_path):
+    from launch.actions import ExecuteProcess, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+
+    module, context = _launch_context(half="all", sim="true", record="true", bag_dir=str(tmp_path / "bag"))
+    actions = module._nodes(context)
+    (bag,) = [a for a in actions if type(a) is ExecuteProcess]
+    assert "bag" in " ".join(str(part) for part in bag.cmd)
+    (handler,) = [a for a in actions if isinstance(a, RegisterEventHandler)]
+    assert isinstance(handler.event_handler, OnProcessExit)
+
+
+def _launch_context(**arguments):
+    """The launch file's module and a context with its declared defaults and `arguments`."""
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument
 
     spec = importlib.util.spec_from_file_location("stretch_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    ld = module.generate_launch_description()
     context = LaunchContext()
-    for action in ld.entities:
+    for action in module.generate_launch_description().entities:
         if isinstance(action, DeclareLaunchArgument):
             action.visit(context)
-    context.launch_configurations.update({"half": half, "sim": sim, "config": str(REPO / "config" / "vlm2vla.yaml")})
-    opaque = ld.entities[-1]
-    nodes = module._nodes(context)
-    names = {n.node_executable for n in nodes if hasattr(n, "node_executable")}
-    assert names == expected and opaque is not None
+    context.launch_configurations.update({"config": str(REPO / "config" / "vlm2vla.yaml"), **arguments})
+    return module, context

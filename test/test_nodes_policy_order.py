@@ -110,6 +110,23 @@ def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
         assert len(chunks) == 2  # one chunk per subtask, none sent again
 
 
+def test_a_verifier_that_failed_ends_the_task_with_its_reason():
+    """More chunks with nothing judging them would only move the robot: the task fails at once."""
+    with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT) as (probe, pubs, chunks, statuses, frame, seen):
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", "broken-1")))
+        wait_until(lambda: chunks, "the first chunk", seen, frame)
+        pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+            event="done", task_id="broken-1", cycle=1, steps_executed=1, after_stamp_ns=probe.get_clock().now().nanoseconds)))
+        pubs[topics.VERDICT.name].publish(String(data=topics.encode(
+            task_id="broken-1", cycle=1, verdict="retry", reason="verifier error: RuntimeError: out of memory", error=True)))
+        wait_until(lambda: any(s["state"] == topics.FAILED for s in statuses), "failure", seen, frame)
+        failed = [s for s in statuses if s["state"] == topics.FAILED]
+        assert failed[0]["task_id"] == "broken-1"
+        assert failed[0]["message"] == "the verifier failed on cycle 1: verifier error: RuntimeError: out of memory"
+        time.sleep(0.5)
+        assert len(chunks) == 1  # no retry chunk
+
+
 def test_the_verifier_judges_a_report_heard_before_its_chunk():
     from rclpy.parameter import Parameter
 
@@ -192,6 +209,8 @@ class SeeingEngine:
     def verify(self, before, after, subtask, next_subtask):
         from vlm2vla_ros.policy.types import VerifyResult
 
+        if int(after[0, 0, 0]) == 50:
+            raise RuntimeError("out of memory")
         self.shown.append((int(before[0, 0, 0]), int(after[0, 0, 0])))
         return VerifyResult(True, "advance", {}, {})
 
@@ -248,3 +267,10 @@ def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad
         judged(4, t0, t0 + 7 * 10**9)  # and the node goes on judging
         wait_until(lambda: len(verdicts) == 4, "verdict 4", verdicts)
         assert verdicts[3]["verdict"] == "advance" and engine.shown[-1] == (10, 40)
+        assert [v["error"] for v in verdicts] == [False] * 4  # a frame not received is a retry, not the verifier failing
+        frame(50, t0 + 8 * 10**9)
+        time.sleep(0.2)
+        judged(5, t0, t0 + 8 * 10**9)  # the model raises: a retry that says the verifier itself failed
+        wait_until(lambda: len(verdicts) == 5, "verdict 5", verdicts)
+        assert (verdicts[4]["verdict"], verdicts[4]["error"]) == ("retry", True)
+        assert verdicts[4]["reason"] == "verifier error: RuntimeError: out of memory"

@@ -168,3 +168,32 @@ def test_a_bag_that_cannot_be_written_is_reported_at_the_next_flush(ros, tmp_pat
     finally:
         with pytest.raises(Exception, match="No space left on device"):
             recorder.destroy_node()
+
+
+def test_a_recording_that_fails_ends_the_run_with_its_error(ros, tmp_path):
+    """A bag that can no longer be written stops the graph (the robot with it) and the run ends
+    with the bag's error, instead of going on unrecorded until someone reads the log."""
+    from vlm2vla_ros.recording import RecordingError
+
+    recorder = RecorderNode(tmp_path / "bag", rollout_topics=(topics.TASK,), flush_period_s=0.1)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    recorder.writer._writer.write = full
+    recorder.writer.write(topics.TASK.name, b"\x00\x01\x00\x00\x00\x00\x00\x00", 1)
+    graph = Graph(recorder=recorder)
+    graph.add(recorder)
+    gave_up = []
+
+    def done():  # the run's own end never comes; a minute bounds the test if the failure is ignored
+        if time.monotonic() - start > 60:
+            gave_up.append(True)
+            return True
+        return False
+
+    start = time.monotonic()
+    with pytest.raises(RecordingError, match="No space left on device"):
+        run_graph(graph, done=done, shutdown=Shutdown())
+    assert not gave_up and recorder.failure == "OSError: [Errno 28] No space left on device"
+    assert graph.nodes == []

@@ -115,6 +115,20 @@ def test_a_verdict_heard_before_the_executors_report_is_applied_with_the_report(
     assert run.state == topics.FAILED and run.held_verdict is None and run.index == 0
 
 
+def test_a_verifier_that_fails_ends_the_task_instead_of_retrying_unjudged():
+    run = running(("a", "b"), retries=3)
+    assert run.chunk_sent(1) and run.executed(1, "done")
+    assert not run.verifier_failed(2, "late")  # another cycle's failure changes nothing
+    assert run.verifier_failed(1, "verifier error: RuntimeError: out of memory")
+    assert run.state == topics.FAILED and run.message == (
+        "the verifier failed on cycle 1: verifier error: RuntimeError: out of memory")
+    assert not run.needs_chunk and not run.verdict(1, False)
+    # heard before the executor's report (topics keep no order), it fails the task all the same
+    run = running(("a",))
+    assert run.chunk_sent(1) and run.verifier_failed(1, "") and "no reason given" in run.message
+    assert not run.executed(1, "done") and run.state == topics.FAILED
+
+
 def test_preempted_and_failed_runs_take_no_more_events():
     run = running()
     assert run.preempt("t2") and run.state == topics.PREEMPTED and "t2" in run.message
@@ -157,6 +171,9 @@ def test_parse_task_plain_and_json():
         ("pick up the block\x7f", "control characters"),
         ("pick up the \u202eblock der", "control characters"),  # a right-to-left override reorders what is shown
         ('{"task": "a", "id": "abc\\n"}', "task id"),  # a final newline is not part of an id
+        ('{"task": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),  # not a RecursionError out of the node
+        ("\u200b", "no letters or digits"),  # a zero-width space is no task
+        ("\ufeff \u2060 ...", "no letters or digits"),
     ],
 )
 def test_parse_task_rejects_bad_payloads(payload, why):
@@ -196,6 +213,7 @@ def test_chunk_payload_round_trip():
         (chunk_payload(task_id=""), "task_id"),
         (chunk_payload(image_stamp_ns="5"), "image_stamp_ns"),
         (chunk_payload(steps=[[10**400, 0, 0, 1]]), "too large for a float"),  # JSON integers are unbounded
+        ("[" * 200000, "nested too deeply"),  # refused like any bad payload, not a RecursionError in the spin loop
     ],
 )
 def test_chunk_payload_rejects_malformed(text, why):

@@ -51,8 +51,8 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
     """Read a /task payload: plain text, or a JSON object {"task": text, "id": optional id}.
 
     A payload whose first non-blank character is '{' is read as JSON. Raises TaskRejected for
-    empty or whitespace-only text, text longer than max_chars, control characters, and JSON
-    that is malformed or has other keys or types.
+    empty or whitespace-only text, text longer than max_chars, control characters, text with no
+    letter or digit, and JSON that is malformed, nested too deeply or has other keys or types.
     """
     if not isinstance(data, str):
         raise TaskRejected(f"the task must be a string, got {type(data).__name__}")
@@ -63,6 +63,8 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
             obj = json.loads(data)
         except ValueError as exc:
             raise TaskRejected(f"the task looks like JSON but does not parse: {exc}") from None
+        except RecursionError:  # a few KB of nested brackets would otherwise end the node
+            raise TaskRejected("the task looks like JSON but is nested too deeply to parse") from None
         if not isinstance(obj, dict):
             raise TaskRejected("a JSON task must be an object {\"task\": ..., \"id\": ...}")
         unknown = sorted(set(obj) - {"task", "id"})
@@ -82,6 +84,8 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
         raise TaskRejected(f"the task has {len(instruction)} characters, more than the limit of {max_chars}", task_id)
     if control_characters(instruction, allowed="\t\n"):
         raise TaskRejected("the task contains control characters", task_id)
+    if not any(char.isalnum() for char in instruction):  # e.g. only a zero-width space: nothing to do
+        raise TaskRejected("the task has no letters or digits", task_id)
     return TaskRequest(instruction, task_id)
 
 
@@ -219,6 +223,13 @@ class TaskRun:
             return self.fail(f"cycle limit of {self.max_cycles} reached before the task was done")
         self.phase = GENERATING
         return True
+
+    def verifier_failed(self, cycle: int, reason: str) -> bool:
+        """The verifier could not judge the running cycle (its model or server raised): the task
+        fails with the verifier's reason, instead of retrying with nothing judging the retries."""
+        if self.state != RUNNING or self.phase not in (EXECUTING, VERIFYING) or cycle != self.cycle:
+            return False
+        return self.fail(f"the verifier failed on cycle {cycle}: {reason or 'no reason given'}")
 
     def overdue(self, waited_s: float, report_timeout_s: float, verdict_timeout_s: float) -> str:
         """Why the cycle has waited too long in its phase ('' if it has not; a timeout of 0 is

@@ -86,6 +86,8 @@ def decode(text: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
         data = json.loads(text)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"payload is not JSON: {exc}") from None
+    except RecursionError:  # deeply nested brackets: refused like any bad payload, not raised into the spin loop
+        raise PayloadError("payload is JSON nested too deeply to parse") from None
     if not isinstance(data, dict):
         raise PayloadError(f"payload is a JSON {type(data).__name__}, not an object")
     if data.get("v") != SCHEMA_VERSION:

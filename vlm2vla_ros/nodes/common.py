@@ -59,14 +59,16 @@ def load_config(node: Node, cls: type[T]) -> T:
 
     Parameters are dynamically typed so `rate_hz: 5` in YAML works for a float field; values
     are coerced to the field's default's type, and cls's own checks (if any) then run. A value
-    that cannot be coerced raises ValueError naming the parameter.
+    that cannot be coerced raises ValueError naming the parameter. They are read once, here, so
+    they are declared read-only: `ros2 param set /executor_node dry_run true` on a running node
+    is refused instead of reporting success while the robot keeps moving.
     """
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init or f.name.startswith("_"):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        node.declare_parameter(f.name, default, ParameterDescriptor(dynamic_typing=True))
+        node.declare_parameter(f.name, default, ParameterDescriptor(dynamic_typing=True, read_only=True))
         value = node.get_parameter(f.name).value
         values[f.name] = _coerce(value, default, f.name, node.get_name())
     return cls(**values)  # type: ignore[call-arg]

@@ -194,7 +194,11 @@ class PolicyNode(Node):
             run = self._run
             if run is None or d["task_id"] != run.task_id:
                 return
-            if not run.verdict(d["cycle"], d["verdict"] == "advance", str(d.get("reason", ""))):
+            if d.get("error") is True:  # the verifier itself failed: more chunks would move the robot unjudged
+                changed = run.verifier_failed(d["cycle"], str(d.get("reason", "")))
+            else:
+                changed = run.verdict(d["cycle"], d["verdict"] == "advance", str(d.get("reason", "")))
+            if not changed:
                 return
             self._publish_status(run)
             if run.needs_chunk:

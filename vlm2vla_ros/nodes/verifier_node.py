@@ -205,11 +205,13 @@ class VerifierNode(Node):
             before=self._frame(event.get("before_stamp_ns"), after=False),
             after=self._frame(event.get("after_stamp_ns"), after=True),
         )
+        error = False
         try:
             j = self.verifier.judge(ctx)
             advance, reason, raw, timings = j.advance, j.reason, j.raw_text, dict(j.timings)
-        except Exception as exc:  # a failed verifier never advances
+        except Exception as exc:  # a failed verifier never advances, and says so: the policy ends the task
             advance, reason, raw, timings = False, f"verifier error: {type(exc).__name__}: {exc}", "", {}
+            error = True
             self.get_logger().error(reason)
         timings.setdefault("verify_total_s", round(monotonic() - t0, 4))
         publish_json(
@@ -221,6 +223,7 @@ class VerifierNode(Node):
             next_subtask=ctx.next_subtask,
             verdict="advance" if advance else "retry",
             reason=reason,
+            error=error,
             backend=self.config.backend,
             raw_text=raw,
             before_stamp_ns=event.get("before_stamp_ns", 0),
