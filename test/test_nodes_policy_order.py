@@ -127,6 +127,36 @@ def test_a_verifier_that_failed_ends_the_task_with_its_reason():
         assert len(chunks) == 1  # no retry chunk
 
 
+def test_a_task_plans_from_a_frame_taken_after_it_came():
+    """A camera that stopped before the task came leaves a last frame that may be minutes old: the
+    task fails saying so instead of planning from it. Frames with no capture stamp are named."""
+    from rclpy.parameter import Parameter
+
+    with policy_probed(parameters=[Parameter("image_timeout_s", value=1.0)]) as (probe, pubs, chunks, statuses, frame, seen):
+        frame()
+        time.sleep(0.3)  # the camera's last frame, then silence
+
+        def failed(task_id):
+            return [s["message"] for s in statuses if s["task_id"] == task_id and s["state"] == topics.FAILED]
+
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "after-stop")))
+        wait_until(lambda: failed("after-stop"), "failure without a new frame", seen)
+        assert failed("after-stop") == ["no new camera frame on /camera/image_raw within 1 s"]
+        assert chunks == []
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "fresh-frames")))
+        wait_until(lambda: chunks, "a chunk once frames come again", seen, frame)
+        assert chunks[0]["task_id"] == "fresh-frames"
+
+        from builtin_interfaces.msg import Time
+
+        def unstamped():
+            pubs[topics.IMAGE.name].publish(to_msg(np.zeros((32, 32, 3), np.uint8), Time(), "cam"))
+
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "unstamped")))
+        wait_until(lambda: failed("unstamped"), "failure on unstamped frames", seen, unstamped)
+        assert "frames arrive, but with no capture stamp" in failed("unstamped")[0]
+
+
 def test_the_verifier_judges_a_report_heard_before_its_chunk():
     from rclpy.parameter import Parameter
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -274,10 +275,17 @@ def test_the_simulator_records_the_aim_and_refuses_it_when_runstopped():
 
 
 @pytest.mark.ros
-def test_the_executor_node_aims_the_head_when_it_starts(tmp_path):
+@pytest.mark.parametrize("estop_latched", [False, True])
+def test_the_executor_node_aims_the_head_when_it_starts_unless_the_estop_is_engaged(tmp_path, estop_latched):
+    """A person who stopped the robot before the executor (re)started keeps the head still too."""
     rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
+    from std_msgs.msg import Bool
 
+    from vlm2vla_ros import topics
+    from vlm2vla_ros.nodes import executor_node
+    from vlm2vla_ros.nodes.common import qos_for
     from vlm2vla_ros.nodes.executor_node import ExecutorNode
     from vlm2vla_ros.sim.backend import SimBackend
     from vlm2vla_ros.sim.scene import make_scene
@@ -288,10 +296,25 @@ def test_the_executor_node_aims_the_head_when_it_starts(tmp_path):
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
+        operator = rclpy.create_node("operator", context=context)
+        if estop_latched:  # latched (transient local), as an e-stop button's publisher is
+            operator.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP)).publish(Bool(data=True))
         node = ExecutorNode(backend=sim, context=context, parameter_overrides=[
             Parameter("robot_config", value=str(robot_config)), Parameter("backend", value="sim")])
-        expected = TRACK.pose_for(sim.status().joints)
-        assert sim.head_pose == (expected.pan_rad, expected.tilt_rad)
+        assert sim.head_pose is None  # not from the constructor: the e-stop has not been heard yet
+        spin = SingleThreadedExecutor(context=context)
+        for each in (node, operator):
+            spin.add_node(each)
+        deadline = time.monotonic() + executor_node.HEAD_AIM_DELAY_S + 5
+        while sim.head_pose is None and not node._head_timer.is_canceled() and time.monotonic() < deadline:
+            spin.spin_once(timeout_sec=0.1)
+        if estop_latched:
+            assert node._estopped and sim.head_pose is None
+        else:
+            expected = TRACK.pose_for(sim.status().joints)
+            assert sim.head_pose == (expected.pan_rad, expected.tilt_rad)
+        spin.shutdown()
         node.destroy_node()
+        operator.destroy_node()
     finally:
         rclpy.shutdown(context=context)

@@ -97,6 +97,9 @@ def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig
 
 POLICY_STATES_KEPT = 64
 """How many tasks' latest /policy/status states the executor remembers (to refuse stale chunks)."""
+HEAD_AIM_DELAY_S = 1.0
+"""The start-up head aim waits this long, so that a latched e-stop (someone stopped the robot
+before this executor started) has arrived and keeps the head still too."""
 
 
 class ExecutorNode(Node):
@@ -155,13 +158,18 @@ class ExecutorNode(Node):
             self.create_timer(1.0 / c.sim_camera_rate_hz, self._publish_sim_frame, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         mode = "DRY RUN, nothing moves" if c.dry_run else "live"
-        self._aim_head_at_start()
+        self._head_timer = self.create_timer(HEAD_AIM_DELAY_S, self._aim_head_at_start, callback_group=estop_group)
         self.get_logger().info(f"executor ready: backend {self.backend.name} ({mode})")
 
     def _aim_head_at_start(self) -> None:
         """Head tracking: look at the gripper before the policy's first image; every chunk that
-        runs to its end aims it again. A refusal is logged, not fatal: the first chunk then meets
-        the same refusal and reports it."""
+        runs to its end aims it again. Once, from a timer in the e-stop's callback group, after
+        the latched e-stop has had HEAD_AIM_DELAY_S to arrive. A refusal is logged, not fatal:
+        the first chunk then meets the same refusal and reports it."""
+        self._head_timer.cancel()
+        if self._estopped:
+            self.get_logger().info("head not aimed at start-up: the e-stop is engaged")
+            return
         try:
             pose = self.chunks.aim_head()
         except Exception as exc:  # runstopped, not homed, a Dynamixel error

@@ -98,7 +98,7 @@ class PolicyNode(Node):
         self._id_prefix = f"{os.getpid():x}{int(monotonic() * 1000) % 0xFFFF:04x}"
         self._image_cond = threading.Condition()
         self._image: tuple[int, Image] | None = None  # (stamp ns, message)
-        self._min_stamp_ns = 0  # next cycle needs a frame newer than this (the last "after" frame)
+        self._min_stamp_ns = 0  # the next model call needs a frame newer than this (the task's arrival, the last "after" frame)
         self._phase_since: tuple[tuple[str, int, str], float] = (("", -1, ""), 0.0)  # (task, cycle, phase), since
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._closing = False
@@ -151,7 +151,10 @@ class PolicyNode(Node):
             run = TaskRun(task_id, request.instruction, c.max_retries_per_subtask, c.max_cycles)
             run.message = "generating subtasks"
             self._run = run
-            self._min_stamp_ns = 0
+            # plan from a frame taken after the task came, not one from before it (a pre-empted
+            # chunk still moving, or the last frame of a camera that has since stopped)
+            with self._image_cond:
+                self._min_stamp_ns = self._image[0] if self._image is not None else 0
             self._publish_status(run)
         self.get_logger().info(f"task {task_id}: {request.instruction!r}")
         self._submit(self._generate_subtasks, run)
@@ -244,16 +247,20 @@ class PolicyNode(Node):
             while self._image is None or self._image[0] <= newer_than_ns:
                 remaining = deadline - monotonic()
                 if remaining <= 0 or self._closing:
+                    unstamped = self._image is not None and self._image[0] == 0
                     raise TimeoutError(
                         f"no {'new ' if newer_than_ns else ''}camera frame on {topics.IMAGE.name} within "
                         f"{self.config.image_timeout_s:g} s"
+                        + (" (frames arrive, but with no capture stamp: the camera must stamp them)" if unstamped else "")
                     )
                 self._image_cond.wait(min(remaining, 0.2))
             stamp, msg = self._image
         return stamp, image_from_msg(msg)
 
     def _generate_subtasks(self, run: TaskRun) -> None:
-        _stamp, image = self._wait_image(0)
+        with self._lock:
+            min_stamp = self._min_stamp_ns
+        _stamp, image = self._wait_image(min_stamp)
         result = self.engine.subtasks(image, run.instruction)
         with self._lock:
             if not self._current(run):
