@@ -191,6 +191,9 @@ class StretchBodyBackend:
             self._stopping_thread = threading.get_ident()
             try:
                 r.pimu.runstop_event_trigger()
+                # the whole robot's push, not the pimu's alone: a move queued by another thread and
+                # not yet pushed goes out now, milliseconds before the runstop stops it, instead of
+                # staying queued and going out with the first command after a person releases it
                 r.push_command()
             except Exception:  # nothing more can be done from software; the caller has latched
                 pass
