@@ -163,3 +163,59 @@ def test_a_frame_with_a_short_step_skips_its_task_with_the_reason_and_the_next_b
     assert dataset_main(["bag", str(bad), str(good), "--out", str(tmp_path / "eps2")]) == 0
     out = capsys.readouterr().out
     assert "skipped bag-bad-t1: an image's step 4 is smaller than width x channels = 12" in out
+
+
+def test_a_retried_subtask_has_its_plans_verbalised_and_a_single_chunk_keeps_its_own(tmp_path):
+    """"reach" took two chunks with two plans: neither plan describes both chunks' moves, so the
+    builder verbalises the moves instead of pairing "plan 1" with the second chunk's moves too."""
+    from vlm2vla_ros.data.labeller import AnnotationLabeller
+
+    export_bag_episodes([write_rollout(tmp_path / "bag")], tmp_path / "eps")
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    labels = AnnotationLabeller().label(episode).subtasks
+    assert [(label.start, label.stop, label.subtask, label.plan) for label in labels] == [
+        (0, 3, "reach", None), (3, 5, "lift", "plan 3")]
+
+
+def test_an_id_sent_again_is_a_new_episode_and_unfinished_tasks_are_not_successes(tmp_path):
+    """Run 1 of "t1" fails; a request refused under "t1" changes nothing; "t1" sent again runs
+    and succeeds (its cycles count from 1 again); "t2" is pre-empted. Three episodes, none
+    mixing another's chunks, and only the run that succeeded counts as a success."""
+    ts = typestore()
+    Image, Header, Time, String = (ts.types[f"{m}"] for m in (
+        "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time", "std_msgs/msg/String"))
+
+    def text(**fields):
+        return ts.serialize_cdr(String(data=topics.encode(**fields)), "std_msgs/msg/String")
+
+    with BagWriter(tmp_path / "bag", topics.ROLLOUT_TOPICS) as bag:
+        for k in range(40):
+            stamp = 10**9 + k * 10**8
+            header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+            data = np.full((8, 8, 3), k, np.uint8).reshape(-1)
+            bag.write(topics.IMAGE.name, ts.serialize_cdr(Image(header=header, height=8, width=8, encoding="rgb8",
+                                                                is_bigendian=0, step=24, data=data), "sensor_msgs/msg/Image"), stamp)
+
+        def task(task_id, at, instruction, dx, end):
+            stamp = 10**9 + at * 10**8
+            for state in ("planning", "running"):
+                bag.write(topics.POLICY_STATUS.name, text(task_id=task_id, task=instruction, state=state), stamp)
+            bag.write(topics.POLICY_CHUNK.name, text(task_id=task_id, cycle=1, subtask_index=0, subtask="reach",
+                                                    steps=[[dx, 0.0, 0.0, 1]], plan="go", image_stamp_ns=stamp), stamp + 1)
+            bag.write(topics.EXECUTOR_EVENT.name, text(task_id=task_id, cycle=1, event="done", steps_executed=1,
+                                                      after_stamp_ns=stamp + 10**8), stamp + 2)
+            bag.write(topics.POLICY_STATUS.name, text(task_id=task_id, task=instruction, state=end), stamp + 3)
+
+        task("t1", 1, "pick up the red block", 1.0, "failed")
+        bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="   ", state="rejected"), 10**9 + 5 * 10**8)
+        task("t1", 10, "pick up the blue block", 2.0, "succeeded")
+        task("t2", 20, "pick up the green block", 3.0, "preempted")
+    report = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
+    assert report.written == ["bag-bag-t1", "bag-bag-t1-run2", "bag-bag-t2"], report
+    episodes = {e.episode_id: e for e in load_episodes([tmp_path / "eps"]).episodes}
+    got = {k: (e.instruction, [s.delta_cm for s in e.steps], e.success) for k, e in episodes.items()}
+    assert got == {
+        "bag-bag-t1": ("pick up the red block", [(1.0, 0.0, 0.0)], False),
+        "bag-bag-t1-run2": ("pick up the blue block", [(2.0, 0.0, 0.0)], True),
+        "bag-bag-t2": ("pick up the green block", [(3.0, 0.0, 0.0)], False),
+    }

@@ -178,7 +178,11 @@ def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert "| chunk |" in card and "mean abs" in card
     assert (out / "action_magnitudes.png").is_file() and (out / "token_lengths.png").is_file()
+    capsys.readouterr()
     assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
+    said = capsys.readouterr()  # the build's own summary, then why it stops: not an error of the card's plots
+    assert "0 episode(s) built" in said.out and "no training example was built" in said.err, said
+    assert not (tmp_path / "empty" / "README.md").exists()
     assert dataset_main(["build", str(episodes_dir), "--out", str(tmp_path / "totals"), "--labeller", "verbaliser",
                          "--plan-totals"]) == 0
     plans = [e["meta"]["plan"] for e in lines(tmp_path / "totals" / "train.jsonl") if e["stage"] == "plan"]

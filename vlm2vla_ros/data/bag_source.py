@@ -36,6 +36,8 @@ class BagError(ValueError):
 @dataclass
 class _Task:
     task_id: str
+    run: int = 1
+    """The id's n-th task in the bag: an id may be sent again once its task has ended."""
     instruction: str = ""
     state: str = ""
     chunks: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -54,8 +56,10 @@ def _stamp(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], dict[str, _Task], int]:
-    """(frames sorted by stamp, tasks by id, unreadable payloads) of one bag; raises BagError."""
+def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int]:
+    """(frames sorted by stamp, the tasks in the order they began, unreadable payloads) of one
+    bag; raises BagError. A task id sent again after its task ended begins a new task (its
+    cycles count from 1 again), and a request refused under an ended task's id changes nothing."""
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
@@ -63,8 +67,18 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], dict[str, _Task], i
 
     typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
     frames: list[tuple[int, Any]] = []
-    tasks: dict[str, _Task] = {}
+    tasks: list[_Task] = []
+    latest: dict[str, _Task] = {}
     bad = 0
+
+    def task_of(task_id: str, state: Any = None) -> _Task:
+        task = latest.get(task_id)
+        if task is None or (state == topics.PLANNING and (task.state in topics.TERMINAL_STATES or task.chunks)):
+            task = _Task(task_id, run=task.run + 1 if task else 1)
+            tasks.append(task)
+            latest[task_id] = task
+        return task
+
     wanted = {topics.IMAGE.name, topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
     try:
         with Reader(bag) as reader:
@@ -85,8 +99,11 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], dict[str, _Task], i
                     continue
                 if not data["task_id"]:
                     continue  # executor events about no task (a malformed chunk payload)
-                task = tasks.setdefault(str(data["task_id"]), _Task(str(data["task_id"])))
-                if conn.topic == topics.POLICY_STATUS.name:
+                status = conn.topic == topics.POLICY_STATUS.name
+                task = task_of(str(data["task_id"]), data.get("state") if status else None)
+                if status:
+                    if data.get("state") == topics.REJECTED and (task.chunks or task.state in topics.TERMINAL_STATES):
+                        continue  # a new request refused under this id: not this task's end
                     task.instruction = str(data.get("task") or task.instruction)
                     task.state = str(data.get("state", task.state))
                 elif conn.topic == topics.POLICY_CHUNK.name and isinstance(data.get("cycle"), int):
@@ -134,8 +151,8 @@ def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False
             report.skipped.append((str(bag), f"{bad} message(s) could not be decoded and were ignored"))
         if not tasks:
             report.skipped.append((str(bag), "the bag holds no task (no /policy/status, chunk or event payloads)"))
-        for task in tasks.values():
-            episode_id = f"bag-{_safe_id(bag.name)}-{_safe_id(task.task_id)}"
+        for task in tasks:
+            episode_id = f"bag-{_safe_id(bag.name)}-{_safe_id(task.task_id)}" + (f"-run{task.run}" if task.run > 1 else "")
             if (out_root / episode_id).exists():
                 report.existing.append(episode_id)
                 continue
@@ -182,7 +199,7 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
     if not deltas:
         raise EpisodeError("no chunk of this task was executed, so it has no actions")
     final = _frame_at(frames, after_stamp) if after_stamp else None
-    success = {topics.SUCCEEDED: True, topics.FAILED: False}.get(task.state)
+    success = task.state == topics.SUCCEEDED  # pre-empted, or still running when the bag ends: not a demonstration
     write_episode(
         out_root,
         episode_id,

@@ -66,7 +66,9 @@ class Labeller(Protocol):
 
 
 class AnnotationLabeller:
-    """The episode's own subtasks and plans (a plan is the first one given in its sub-trajectory)."""
+    """The episode's own subtasks and plans. A sub-trajectory keeps its plan when it gives one
+    plan; one that gives several (a recorded subtask the verifier retried: one plan a chunk) has
+    its plans verbalised from the moves, since no one of them describes them all."""
 
     name = "annotations"
 
@@ -75,8 +77,8 @@ class AnnotationLabeller:
             raise LabelError(f"episode {episode.episode_id} carries no subtask annotations")
         labels = []
         for start, stop, subtask in episode.subtask_spans():
-            plan = next((s.plan for s in episode.steps[start:stop] if s.plan), None)
-            labels.append(SubtaskLabel(start, stop, subtask, plan))
+            plans = {s.plan for s in episode.steps[start:stop] if s.plan}
+            labels.append(SubtaskLabel(start, stop, subtask, plans.pop() if len(plans) == 1 else None))
         return EpisodeLabels(labels, self.name)
 
 

@@ -144,15 +144,18 @@ def run_build(args: argparse.Namespace) -> int:
     report = build_dataset(
         loaded.episodes, out, labeller, config, fallback=args.on_failure == "fallback", progress=True, skipped=loaded.skipped
     )
-    card = write_card(out, tokenizer)
     print(report.summary())
     if report.notes:
         print("  notes: " + ", ".join(f"{k} {v}" for k, v in sorted(report.notes.items()) if v))
     if report.labeller:
         print("  labeller: " + ", ".join(f"{k} {v}" for k, v in report.labeller.items()))
     _print_skipped(report.skipped)
+    if not any(report.counts.get("train", {}).values()):  # the reasons above say why; a card of nothing would only fail
+        print(f"vlm2vla-dataset: no training example was built in {out}", file=sys.stderr)
+        return 1
+    card = write_card(out, tokenizer)
     print(f"dataset: {out / 'train.jsonl'}, {out / 'val.jsonl'}; card: {card}")
-    return 0 if any(report.counts.get("train", {}).values()) else 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
