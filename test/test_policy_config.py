@@ -66,6 +66,8 @@ def test_from_yaml(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("model_path: /m\nverify:\n  max_new_tokens: 4\n")
     assert PolicyConfig.from_yaml(str(path)).verify.max_new_tokens == 4
+    path.write_text("model_path: /m\nadapter_path: ''\n")  # no adapter, not the folder '.'
+    assert PolicyConfig.from_yaml(str(path)).adapter_path is None
     path.write_text("model_path: [unclosed\n")
     with pytest.raises(ValueError, match="is not valid YAML"):
         PolicyConfig.from_yaml(str(path))

@@ -116,6 +116,27 @@ def test_unreachable_server_is_named() -> None:
         engine.cycle(image(0), TASK, "Grasp")
 
 
+def test_a_server_that_speaks_no_http_is_a_policy_error() -> None:
+    """http.client's errors are not OSErrors: they once escaped as raw BadStatusLine."""
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def babble():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"SSH-2.0-OpenSSH_8.9\r\n")
+
+        threading.Thread(target=babble, daemon=True).start()
+        engine = load_policy(PolicyConfig(backend="openai", openai=OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1")))
+        with pytest.raises(PolicyError, match="connection to the inference server .* failed: BadStatusLine"):
+            engine.cycle(image(0), TASK, "Grasp")
+
+
 def test_verifier_needs_the_base_model_name() -> None:
     with StandInServer() as server:
         engine = policy(server, base_model="")

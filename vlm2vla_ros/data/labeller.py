@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import re
@@ -260,7 +261,7 @@ class OpenAILabeller:
         except TimeoutError as exc:
             self.stats.timeouts += 1
             raise LabelError(f"the labeller did not answer within {self.config.timeout_s} s") from exc
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (socket.timeout, TimeoutError)):
                 self.stats.timeouts += 1

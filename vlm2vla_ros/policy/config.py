@@ -119,6 +119,8 @@ class PolicyConfig:
         for name in ("load_in_4bit", "constrained", "reuse_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.adapter_path is not None and not str(self.adapter_path).strip():  # `adapter_path: ""` in a YAML
+            object.__setattr__(self, "adapter_path", None)  # no adapter, not the folder "." it would name
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)

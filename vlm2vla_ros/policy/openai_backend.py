@@ -12,6 +12,7 @@ requests share their image prefill there too.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import socket
@@ -104,8 +105,8 @@ class OpenAIBackend:
             if isinstance(exc.reason, (socket.timeout, TimeoutError)):
                 raise PolicyError(f"{where} did not answer within {self.config.timeout_s} s") from None
             raise PolicyError(f"cannot reach {where}: {exc.reason}") from None
-        except OSError as exc:
-            raise PolicyError(f"connection to {where} failed: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:  # (a server that speaks no HTTP, a bad port in the URL)
+            raise PolicyError(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None
         try:
             answer = json.loads(raw)
             text = answer["choices"][0]["message"]["content"]
