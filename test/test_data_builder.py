@@ -1,6 +1,7 @@
 """Dataset building from scripted-expert episodes: every stage, the merge rule, split, resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -139,6 +140,32 @@ def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):
     assert len({e["episode_id"] for e in lines(out / "train.jsonl") + lines(out / "val.jsonl")}) == 4
     with pytest.raises(ValueError, match="different settings"):
         build_dataset(loaded.episodes, out, labeller, BuildConfig(direction_examples=False))
+
+
+def test_a_build_cut_off_mid_copy_leaves_no_half_frame_for_the_rerun(episodes_dir, tmp_path, monkeypatch):
+    """A killed build keeps no truncated PNG that the rerun would take as copied and training
+    would only fail on hours in."""
+    import shutil
+
+    from vlm2vla_ros.data import builder
+
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    labeller = make_labeller(LabellerSettings("annotations"))
+    real_copy = shutil.copyfile
+
+    def killed_mid_copy(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:20])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder.shutil, "copyfile", killed_mid_copy)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(loaded.episodes[:1], out, labeller)
+    monkeypatch.setattr(builder.shutil, "copyfile", real_copy)
+    build_dataset(loaded.episodes[:1], out, labeller)
+    episode = loaded.episodes[0]
+    copied = sorted((out / "images" / episode.episode_id).glob("*.png"))
+    assert copied and all(c.read_bytes() == episode.image_path(c.name).read_bytes() for c in copied)
 
 
 def test_failed_episodes_are_skipped_unless_asked_for(tmp_path, episodes_dir):

@@ -88,11 +88,14 @@ def test_vision_tower_adapted_at_its_own_rate(model_dir, dataset_dir, tmp_path):
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp_path):
+    import shutil
+
     from vlm2vla_ros.training import TrainConfig, TrainError, train
 
-    out = tmp_path / "adapter"
+    out, data = tmp_path / "adapter", tmp_path / "data"
+    shutil.copytree(dataset_dir, data)  # (rebuilt below)
     config = TrainConfig(
-        model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(out),
+        model_path=str(model_dir), dataset_dir=str(data), output_dir=str(out),
         max_steps=2, batch_size=2, grad_accum=1, gradient_checkpointing=True, save_steps=1, device="cpu",
     )
     train(config)
@@ -113,6 +116,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp
     (out / "checkpoints" / "checkpoint-9" / "adapter_model.safetensors").write_bytes(b"")
     again = train(config.replace(max_steps=5), resume=True)
     assert again.steps == 5
+    # the dataset rebuilt in the same folder: another shuffle, whose first batches the Trainer would skip
+    train_file = data / "train.jsonl"
+    train_file.write_text(train_file.read_text() + train_file.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(TrainError, match="other training examples than the run started with"):
+        train(config.replace(max_steps=6), resume=True)
 
 
 def test_the_cli_reports_a_run_whose_steps_logged_no_loss(model_dir, dataset_dir, tmp_path, capsys):

@@ -204,8 +204,10 @@ class EpisodeExamples:
             rel = Path("images") / self.episode.episode_id / name
             target = self.out_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                shutil.copyfile(self.episode.image_path(name), target)
+            if not target.exists():  # copied whole or not at all: a build cut short mid-copy is resumed
+                partial = target.with_name(target.name + ".partial")
+                shutil.copyfile(self.episode.image_path(name), partial)
+                os.replace(partial, target)
             self._copied[name] = rel.as_posix()
         return self._copied[name]
 

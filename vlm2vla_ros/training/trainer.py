@@ -17,6 +17,7 @@ the plans' stated totals); the head is not saved, so a resumed run starts it afr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -135,6 +136,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     train_examples = load_split(config, "train")
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
+    if resume:
+        _check_same_data(out, train_examples)
     eval_examples = load_split(config, "val") if config.eval_steps > 0 else []
     if config.eval_steps > 0 and not eval_examples:
         # turning evaluation off here would leave a run that was asked for a validation loss without one
@@ -212,6 +215,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         head.linear.to(trainer.args.device)  # where the Trainer put the model (a GPU), not where it was loaded
     if not resume and trainer.is_world_process_zero():
         (out / RUN_CONFIG).write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
+        (out / RUN_DATA).write_text(json.dumps(_data_fingerprint(train_examples), indent=1), encoding="utf-8")
     start = time.perf_counter()
     with stop:
         trainer.train(resume_from_checkpoint=str(complete[-1]) if resume else None)
@@ -255,6 +259,31 @@ RUN_CONFIG = "train_config.json"
 RESUME_MAY_CHANGE = ("max_steps", "epochs", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
                      "dataloader_workers", "report_to")
 """Settings a resumed run may change: how long it goes on and what it logs, not what it learns."""
+
+
+RUN_DATA = "train_data.json"
+"""How many training examples a run started with and a hash of them, which a resumed run must match."""
+
+
+def _data_fingerprint(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example, sort_keys=True).encode("utf-8"))
+    return {"train_examples": len(examples), "sha256": digest.hexdigest()}
+
+
+def _check_same_data(out: Path, examples: list[dict[str, Any]]) -> None:
+    """TrainError when the training examples are not the ones the run started with (a dataset
+    rebuilt or extended in between): the Trainer would skip the first batches of another shuffle,
+    leaving some examples unseen and others seen twice. Runs from before RUN_DATA pass."""
+    path = out / RUN_DATA
+    if not path.is_file():
+        return
+    started, now = json.loads(path.read_text(encoding="utf-8")), _data_fingerprint(examples)
+    if started != now:
+        raise TrainError(f"--resume with other training examples than the run started with ({started['train_examples']} "
+                         f"then, {now['train_examples']} now, or the same number changed; see {path}): "
+                         "train again into a new output folder")
 
 
 def _check_resumable(out: Path, config: TrainConfig) -> None:
