@@ -244,17 +244,33 @@ def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
     assert ev["event"] == "rejected" and "task stale-1 has ended (preempted)" in ev["reason"], ev
     assert rig.graph.backend.world.gripper == before
     policy_says("stale-1", topics.PLANNING)  # the same id sent again as a new task
-    for cycle in (1, 2, 3):  # a refusal for a late camera frame (a loaded machine) is tried again
-        n = len(rig.events)
-        rig.send_chunk("stale-1", cycle=cycle, steps=[[1.0, 0.0, 0.0, 1]])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not [
-            e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] in ("done", "aborted", "rejected")
-        ]:
+
+    def moved():
+        for cycle in (1, 2, 3):  # a refusal for a late camera frame (a loaded machine) is tried again
+            n = len(rig.events)
+            rig.send_chunk("stale-1", cycle=cycle, steps=[[1.0, 0.0, 0.0, 1]])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not [
+                e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] in ("done", "aborted", "rejected")
+            ]:
+                time.sleep(0.02)
+            ev = [e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] != "started"][0]
+            if "not started: watchdog: no camera frame" not in ev["reason"]:
+                return ev
+        return ev
+
+    ev = moved()
+    assert ev["event"] == "done", ev
+    # a fault latched in that task (an e-stop, then released), the task ended, and its id sent again:
+    # a new task, whose first chunk clears the latch as any new task's does
+    for pressed in (True, False):
+        rig.estop_pub.publish(Bool(data=pressed))
+        deadline = time.monotonic() + 5
+        while not (rig.statuses and rig.statuses[-1]["estop"] is pressed) and time.monotonic() < deadline:
             time.sleep(0.02)
-        ev = [e for e in rig.events[n:] if e["task_id"] == "stale-1" and e["event"] != "started"][0]
-        if "not started: watchdog: no camera frame" not in ev["reason"]:
-            break
+    policy_says("stale-1", topics.FAILED)
+    policy_says("stale-1", topics.PLANNING)
+    ev = moved()
     assert ev["event"] == "done", ev
 
 

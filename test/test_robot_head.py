@@ -302,6 +302,7 @@ def test_the_executor_node_aims_the_head_when_it_starts_unless_the_estop_is_enga
         node = ExecutorNode(backend=sim, context=context, parameter_overrides=[
             Parameter("robot_config", value=str(robot_config)), Parameter("backend", value="sim")])
         assert sim.head_pose is None  # not from the constructor: the e-stop has not been heard yet
+        time.sleep(executor_node.HEAD_AIM_DELAY_S + 0.5)  # built long before it spins (a model loading): still waits
         spin = SingleThreadedExecutor(context=context)
         for each in (node, operator):
             spin.add_node(each)

@@ -269,7 +269,7 @@ def verdict_from_text(text: str) -> tuple[bool | None, str]:
     if s.startswith("{"):
         try:
             obj = json.loads(s)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested too deeply: refused, not raised into the node)
             return None, "answer is not valid JSON"
         if not isinstance(obj, dict):
             return None, "answer is not a JSON object"

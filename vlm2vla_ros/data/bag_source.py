@@ -73,7 +73,8 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int]:
 
     def task_of(task_id: str, state: Any = None) -> _Task:
         task = latest.get(task_id)
-        if task is None or (state == topics.PLANNING and (task.state in topics.TERMINAL_STATES or task.chunks)):
+        ended = task is not None and (task.chunks or task.state in (topics.SUCCEEDED, topics.FAILED, topics.PREEMPTED))
+        if task is None or (state == topics.PLANNING and ended):
             task = _Task(task_id, run=task.run + 1 if task else 1)
             tasks.append(task)
             latest[task_id] = task

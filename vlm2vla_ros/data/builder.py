@@ -349,7 +349,7 @@ def build_dataset(
             report.episodes_resumed.append(episode.episode_id)
             continue
         if episode.success is False and not config.include_failed:
-            report.skipped.append((episode.episode_id, "the episode failed its task (use --include-failed to keep it)"))
+            report.skipped.append((episode.episode_id, "the episode did not succeed (failed, or pre-empted or unfinished in a bag; use --include-failed to keep it)"))
             continue
         try:
             try:

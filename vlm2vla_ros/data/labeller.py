@@ -67,9 +67,10 @@ class Labeller(Protocol):
 
 
 class AnnotationLabeller:
-    """The episode's own subtasks and plans. A sub-trajectory keeps its plan when it gives one
-    plan; one that gives several (a recorded subtask the verifier retried: one plan a chunk) has
-    its plans verbalised from the moves, since no one of them describes them all."""
+    """The episode's own subtasks and plans. A sub-trajectory keeps its plan when every step of it
+    carries that one plan and, in a recorded rollout (one frame a chunk), it is one chunk. One the
+    verifier retried (one plan a chunk, perhaps the same words twice) or that ends in an aborted
+    chunk (no plan) has its plans verbalised from the moves: no one plan describes them all."""
 
     name = "annotations"
 
@@ -78,8 +79,11 @@ class AnnotationLabeller:
             raise LabelError(f"episode {episode.episode_id} carries no subtask annotations")
         labels = []
         for start, stop, subtask in episode.subtask_spans():
-            plans = {s.plan for s in episode.steps[start:stop] if s.plan}
-            labels.append(SubtaskLabel(start, stop, subtask, plans.pop() if len(plans) == 1 else None))
+            steps = episode.steps[start:stop]
+            plans = {s.plan for s in steps}
+            chunks = sum(s.image is not None for s in steps) if episode.source == "bag" else 1
+            plan = plans.pop() if len(plans) == 1 and chunks == 1 else None
+            labels.append(SubtaskLabel(start, stop, subtask, plan))
         return EpisodeLabels(labels, self.name)
 
 
@@ -270,7 +274,7 @@ class OpenAILabeller:
             raise LabelError(f"the labeller server at {url} cannot be reached ({reason})") from None
         try:
             return str(json.loads(raw)["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
             self.stats.malformed += 1
             raise LabelError("the labeller's response is not an OpenAI chat completion") from None
 
@@ -298,7 +302,7 @@ def parse_label_answer(text: str, steps: int) -> list[SubtaskLabel]:
         raise LabelError(f"the labeller's answer holds no JSON object: {text[:80]!r}")
     try:
         data = json.loads(text[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise LabelError(f"the labeller's answer is not valid JSON: {text[:80]!r}") from None
     items = data.get("subtasks") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items or len(items) > MAX_SUBTASKS:

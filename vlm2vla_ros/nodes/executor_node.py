@@ -98,8 +98,9 @@ def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig
 POLICY_STATES_KEPT = 64
 """How many tasks' latest /policy/status states the executor remembers (to refuse stale chunks)."""
 HEAD_AIM_DELAY_S = 1.0
-"""The start-up head aim waits this long, so that a latched e-stop (someone stopped the robot
-before this executor started) has arrived and keeps the head still too."""
+"""The start-up head aim waits this long after the node starts spinning, so that a latched
+e-stop (someone stopped the robot before this executor started) has arrived and keeps the head
+still too."""
 
 
 class ExecutorNode(Node):
@@ -158,14 +159,23 @@ class ExecutorNode(Node):
             self.create_timer(1.0 / c.sim_camera_rate_hz, self._publish_sim_frame, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         mode = "DRY RUN, nothing moves" if c.dry_run else "live"
-        self._head_timer = self.create_timer(HEAD_AIM_DELAY_S, self._aim_head_at_start, callback_group=estop_group)
+        self._head_aim_due: float | None = None  # set by the timer's first tick, when spinning has begun
+        self._head_timer = self.create_timer(0.25, self._aim_head_at_start, callback_group=estop_group)
         self.get_logger().info(f"executor ready: backend {self.backend.name} ({mode})")
 
     def _aim_head_at_start(self) -> None:
         """Head tracking: look at the gripper before the policy's first image; every chunk that
-        runs to its end aims it again. Once, from a timer in the e-stop's callback group, after
-        the latched e-stop has had HEAD_AIM_DELAY_S to arrive. A refusal is logged, not fatal:
-        the first chunk then meets the same refusal and reports it."""
+        runs to its end aims it again. Once, from a timer in the e-stop's callback group, when
+        the latched e-stop has had HEAD_AIM_DELAY_S of spinning to arrive (counted from the
+        timer's first tick: a node built long before it spins, as the bringup's is while the
+        model loads, would otherwise find its timer overdue at once). A refusal is logged, not
+        fatal: the first chunk then meets the same refusal and reports it."""
+        now = monotonic()
+        if self._head_aim_due is None:
+            self._head_aim_due = now + HEAD_AIM_DELAY_S
+            return
+        if now < self._head_aim_due:
+            return
         self._head_timer.cancel()
         if self._estopped:
             self.get_logger().info("head not aimed at start-up: the e-stop is engaged")
@@ -228,6 +238,8 @@ class ExecutorNode(Node):
             return
         task_id, state = str(d["task_id"]), str(d["state"])
         with self._lock:
+            if state == topics.PLANNING and task_id == self._task_id and self._policy_states.get(task_id) in topics.TERMINAL_STATES:
+                self._task_id = ""  # the id sent again after its task ended: a new task, so its first chunk resets the latch
             self._policy_states.pop(task_id, None)
             self._policy_states[task_id] = state
             while len(self._policy_states) > POLICY_STATES_KEPT:
