@@ -147,3 +147,23 @@ def test_a_corrupt_frame_skips_its_episode_instead_of_crashing_the_build(server,
     assert [e for e, _ in report.skipped] == [broken.episode_id]
     assert "cannot identify image file" in report.skipped[0][1]
     assert report.episodes_built == [episodes[1].episode_id]
+
+
+def test_annotations_keep_a_plan_only_for_one_chunk_that_gives_it_throughout(tmp_path):
+    """In a recorded rollout a frame starts each chunk: a subtask retried with the same words, or
+    ending in an aborted chunk (no plan), is verbalised; a demonstration's plan for a whole
+    subtask with a frame at every step is kept."""
+    from vlm2vla_ros.data.episode import EpisodeRecord, StepRecord
+    from vlm2vla_ros.data.labeller import AnnotationLabeller
+
+    def episode(source, *steps):
+        return EpisodeRecord("e", "pick it up", source, [
+            StepRecord(image, (1.0, 0.0, 0.0), 1, subtask, index, plan) for image, subtask, index, plan in steps], tmp_path)
+
+    retried = episode("bag", ("a.png", "reach", 0, "Move forward."), (None, "reach", 0, "Move forward."),
+                      ("b.png", "reach", 0, "Move forward."), ("c.png", "lift", 1, "Move up."), (None, "lift", 1, None))
+    assert [label.plan for label in AnnotationLabeller().label(retried).subtasks] == [None, None]
+    single = episode("bag", ("a.png", "reach", 0, "Move forward."), (None, "reach", 0, "Move forward."))
+    assert [label.plan for label in AnnotationLabeller().label(single).subtasks] == ["Move forward."]
+    demonstration = episode("jsonl", ("a.png", "reach", 0, "Move forward."), ("b.png", "reach", 0, "Move forward."))
+    assert [label.plan for label in AnnotationLabeller().label(demonstration).subtasks] == ["Move forward."]
