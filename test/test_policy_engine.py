@@ -370,20 +370,6 @@ def test_a_subtask_list_cut_off_at_the_token_limit_is_a_failed_try() -> None:
         PolicyEngine(cut, PolicyConfig(model_path="unused", max_retries=2)).subtasks(camera(0), TASK)
 
 
-def test_a_plan_cut_off_at_the_token_limit_is_a_failed_try() -> None:
-    """A chunk written after half a plan follows a plan unlike any in training."""
-    from vlm2vla_ros.policy.types import Generation
-
-    def answer(text, cut_off=False):
-        return Generation(text=text, new_tokens=9, prompt_tokens=1, reused_tokens=0, seconds=0.0, cut_off=cut_off)
-
-    backend = ScriptedBackend(answer("Move forward 3 cm, then move down and", True), answer("Move forward 3 cm."),
-                              answer("[[3, 0, 0, 1]]"))
-    result = PolicyEngine(backend, PolicyConfig(model_path="unused", max_retries=2)).cycle(camera(0), TASK, "reach it")
-    assert result.plan == "Move forward 3 cm." and result.parse_failures == 1
-    assert [[s.dx, s.dy, s.dz, s.gripper] for s in result.chunk.steps] == [[3, 0, 0, 1]]
-
-
 def test_the_transformers_backend_says_when_it_stopped_at_the_token_limit(engine: PolicyEngine) -> None:
     from vlm2vla_ros.policy import prompts
     from vlm2vla_ros.policy.types import GenerationRequest

@@ -82,7 +82,7 @@ class PolicyConfig:
     """auto: bfloat16 on CUDA, float32 on CPU."""
     load_in_4bit: bool = False
     subtasks: StageSampling = StageSampling(temperature=0.5)
-    plan: StageSampling = StageSampling(temperature=0.1, max_new_tokens=128)
+    plan: StageSampling = StageSampling(temperature=0.1, max_new_tokens=64)
     chunk: StageSampling = StageSampling(temperature=0.5)
     verify: StageSampling = StageSampling(temperature=0.0)
     seed: int = 0

@@ -94,9 +94,7 @@ class PolicyEngine:
             None,
         )
         plan_request.keep_prefix = config.reuse_prefix
-        # a plan cut off mid-sentence is a failed try too: the chunk would be written after a plan
-        # unlike any in training, with nothing to say so
-        plan_gen, plan, plan_failures, plan_s, plan_tokens = self._attempts("plan", plan_request, _plan_text, whole=True)
+        plan_gen, plan, plan_failures, plan_s, plan_tokens = self._attempts("plan", plan_request, _plan_text)
         chunk_request = self._request(
             prompts.chunk_messages(task, subtask, plan, config.prompts),
             images,
