@@ -31,8 +31,9 @@ BRINGUP = "vlm2vla-bringup = vlm2vla_ros.nodes.bringup:main"
 EXTRAS = {
     # Rendering, video and image I/O. Headless OpenCV needs no X/GL system libraries.
     "vision": ["opencv-python-headless>=4.8", "pillow>=10", "imageio>=2.30"],
-    # The policy engine. torch is pinned: a loose spec pulls several GB of CUDA wheels on CPU
-    # machines; 2.13.0 is the CPU build these machines carry (on a GPU box pip takes CUDA).
+    # The policy engine. torch is pinned: scripts/setup_env.sh installs its CPU build
+    # (2.13.0+cpu, PyTorch's CPU index) first, which this pin accepts; a plain pip install on a
+    # GPU box takes PyPI's CUDA build.
     "model": [
         "torch==2.13.0",
         "transformers>=5.0,<6",

@@ -9,8 +9,11 @@ VENV=${VLM2VLA_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 EXTRAS="vision,model,train,ros-offline,bags,dev"
 
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
-  echo "setup_env: Python >= 3.10 is required, $PYTHON is $("$PYTHON" -V 2>&1)" >&2; exit 1; }
+# 3.11: the pinned versions in constraints.txt (numpy 2.4, pandas 3, transformers 5.23) need it.
+# The package's own code stays Python 3.10 for the robot's Humble (test.sh checks that).
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup_env: Python >= 3.11 is required for the pinned environment, $PYTHON is $("$PYTHON" -V 2>&1)" \
+       "(set PYTHON=python3.11; on the robot, ROS 2 Humble's Python 3.10 runs the package with apt's packages)" >&2; exit 1; }
 
 # System packages: only venv/pip support is needed (OpenCV is the headless build, ROS comes
 # as wheels). Installed only when missing and when we are root on a Debian/Ubuntu machine.
@@ -32,8 +35,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 start=$(date +%s)
-# torch first, on its own and pinned, so nothing resolves it to a CUDA build on a CPU machine.
-"${PIP[@]}" install -c constraints.txt "torch==2.13.0"
+# torch first, on its own and pinned to the CPU build from PyTorch's CPU index, so nothing
+# resolves it to PyPI's CUDA build (and its nvidia-* wheels) on a machine with no GPU.
+"${PIP[@]}" install -c constraints.txt --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 "${PIP[@]}" install -c constraints.txt -e ".[$EXTRAS]"
 echo "$stamp_src" > "$VENV/.stamp"
 echo "setup_env: installed into $VENV in $(( $(date +%s) - start )) s"

@@ -100,3 +100,21 @@ def test_executable_installed_with_its_module(install_dir: Path, name: str) -> N
     assert any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body), (
         f"{module} has no top-level {function}() for {name}"
     )
+
+
+def test_shared_data_is_found_after_a_plain_pip_install(tmp_path, monkeypatch):
+    """`pip install .` (not editable, no colcon) puts config/ and models/ under the environment's
+    share/vlm2vla_ros, which no ament index names; a source checkout's own files come first."""
+    from vlm2vla_ros import shipped
+
+    site = tmp_path / "lib" / "site-packages"
+    (site / "vlm2vla_ros").mkdir(parents=True)
+    share = tmp_path / "share" / "vlm2vla_ros"
+    (share / "config").mkdir(parents=True)
+    (share / "config" / "vlm2vla.yaml").write_text("{}\n")
+    source_tree = shipped.package_path("config", "vlm2vla.yaml")
+    assert source_tree == Path(shipped.__file__).resolve().parents[1] / "config" / "vlm2vla.yaml"
+    monkeypatch.setattr(shipped, "__file__", str(site / "vlm2vla_ros" / "shipped.py"))
+    monkeypatch.setattr(shipped.sys, "prefix", str(tmp_path))
+    assert shipped.package_path("config", "vlm2vla.yaml") == share / "config" / "vlm2vla.yaml"
+    assert shipped.package_path("config", "missing.yaml") == site / "config" / "missing.yaml"  # named in errors

@@ -34,3 +34,17 @@ def test_parameters_come_from_overrides_once_and_are_read_only_after():
             node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_a_misspelt_parameter_stops_the_node_naming_it():
+    """rclpy would drop `dry_rn: true` silently and the robot would move."""
+    rclpy.init()
+    try:
+        node = rclpy.create_node("typo_probe", parameter_overrides=[Parameter("dry_rn", value=True)])
+        try:
+            with pytest.raises(ValueError, match=r"typo_probe has no parameter dry_rn \(a typo\?\); its parameters: dry_run, rate_hz"):
+                load_config(node, Settings)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()

@@ -16,7 +16,7 @@ from vlm2vla_ros.rollout import (
     verdict_from_text,
 )
 from vlm2vla_ros.topics import PayloadError
-from vlm2vla_ros.verification import CountVerifier, OperatorVerifier, VerifyContext
+from vlm2vla_ros.verification import CountVerifier, OperatorVerifier, VerifyContext, read_operator_answer
 
 
 def running(subtasks=("a", "b"), retries=1, cycles=10) -> TaskRun:
@@ -259,6 +259,30 @@ def test_operator_verifier_waits_for_a_matching_answer_and_times_out():
     quick = OperatorVerifier(lambda c: None, timeout_s=0.05)
     j = quick.judge(ctx())
     assert j.advance is False and "no operator answer" in j.reason
+
+
+def test_an_operator_answer_in_json_names_its_question_and_keeps_its_reason():
+    """With or without the schema version, the id and cycle are checked and the reason is kept."""
+    for payload in ('{"task_id": "t", "cycle": 1, "verdict": "retry", "reason": "the block slipped"}',
+                    topics.encode(task_id="t", cycle=1, verdict="retry", reason="the block slipped")):
+        text, task_id, cycle = read_operator_answer(payload)
+        assert (task_id, cycle) == ("t", 1) and verdict_from_text(text) == (False, "the block slipped")
+    assert read_operator_answer("advance, it is in the bowl") == ("advance, it is in the bowl", "", -1)
+    assert read_operator_answer("{not json")[1:] == ("", -1)  # free text, which verdict_from_text refuses
+    with pytest.raises(ValueError, match="cycle 'two' is not a whole number"):
+        read_operator_answer('{"task_id": "t", "cycle": "two", "verdict": "advance"}')
+    asked = []
+    v = OperatorVerifier(asked.append, timeout_s=5.0)
+
+    def reply():
+        while not asked:
+            threading.Event().wait(0.01)
+        assert "for task" in v.answer(*read_operator_answer('{"task_id": "t", "cycle": 9, "verdict": "advance"}'))
+        assert v.answer(*read_operator_answer('{"task_id": "t", "cycle": 1, "verdict": "retry", "reason": "slipped"}')) == ""
+
+    threading.Thread(target=reply, daemon=True).start()
+    judged = v.judge(ctx())
+    assert judged.advance is False and "slipped" in judged.reason
 
 
 def test_closing_the_operator_verifier_ends_a_wait_for_a_person():

@@ -4,6 +4,7 @@ vlm2vla-demo) resolve it without ROS."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 PACKAGE = "vlm2vla_ros"
@@ -12,17 +13,23 @@ SHIPPED_MODEL_DIR = ("models", "vlm2vla-mini")
 
 
 def package_path(*parts: str) -> Path:
-    """A path in the package's shared data (config/, models/): the installed share dir when it
-    holds it, else the source tree."""
+    """A path in the package's shared data (config/, models/): colcon's installed share dir
+    (found through the ament index) when it holds it, else the source tree (an editable install,
+    tests), else the share dir a plain `pip install .` makes under the environment's prefix, which
+    no ament index names."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
         candidate = Path(get_package_share_directory(PACKAGE), *parts)
         if candidate.exists():
             return candidate
-    except Exception:  # not installed with colcon (pip editable install, tests)
+    except Exception:  # not installed with colcon
         pass
-    return Path(__file__).resolve().parents[1].joinpath(*parts)
+    source = Path(__file__).resolve().parents[1].joinpath(*parts)
+    if source.exists():
+        return source
+    installed = Path(sys.prefix, "share", PACKAGE, *parts)
+    return installed if installed.exists() else source
 
 
 def shipped_model() -> tuple[Path, Path]:

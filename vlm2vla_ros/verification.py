@@ -12,6 +12,7 @@ Pure Python (no ROS). Backends:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +76,27 @@ class EngineVerifier:
         result = self.engine.verify(ctx.before, ctx.after, ctx.subtask, ctx.next_subtask)
         reason = "the model judged the subtask done" if result.advance else "the model judged the subtask not done"
         return Judgement(bool(result.advance), reason, result.raw_text, dict(result.timings))
+
+
+def read_operator_answer(data: str) -> tuple[str, str, int]:
+    """(answer text, task id, cycle) of an /verifier/operator_answer message: free text (no id
+    or cycle: it answers whatever question waits), or a JSON object {"task_id", "cycle",
+    "verdict", "reason"} (a schema version "v" is allowed), whose id and cycle must then name the
+    waiting question and whose reason is kept. ValueError for an object whose cycle is not a
+    whole number."""
+    obj: Any = None
+    if data.lstrip().startswith("{"):
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            obj = None  # not JSON after all: verdict_from_text says why
+    if not isinstance(obj, dict) or "verdict" not in obj:
+        return data, "", -1
+    cycle = obj.get("cycle", -1)
+    if isinstance(cycle, bool) or not isinstance(cycle, int):
+        raise ValueError(f"the answer's cycle {cycle!r} is not a whole number")
+    text = json.dumps({"verdict": str(obj["verdict"]), "reason": str(obj.get("reason", ""))})
+    return text, str(obj.get("task_id", "")), cycle
 
 
 class OperatorVerifier:

@@ -59,7 +59,8 @@ def load_config(node: Node, cls: type[T]) -> T:
 
     Parameters are dynamically typed so `rate_hz: 5` in YAML works for a float field; values
     are coerced to the field's default's type, and cls's own checks (if any) then run. A value
-    that cannot be coerced raises ValueError naming the parameter. They are read once, here, so
+    that cannot be coerced raises ValueError naming the parameter, and so does a value given for a
+    name that is not a field (a typo in the YAML). They are read once, here, so
     they are declared read-only: `ros2 param set /executor_node dry_run true` on a running node
     is refused instead of reporting success while the robot keeps moving.
     """
@@ -71,6 +72,14 @@ def load_config(node: Node, cls: type[T]) -> T:
         node.declare_parameter(f.name, default, ParameterDescriptor(dynamic_typing=True, read_only=True))
         value = node.get_parameter(f.name).value
         values[f.name] = _coerce(value, default, f.name, node.get_name())
+    # rclpy drops a value given for a name the node never declares: a misspelt `dry_run` would
+    # leave the robot moving. (_parameter_overrides: the YAML's and the constructor's values, in
+    # Humble's rclpy as in later ones; qos_overrides.* belong to rclpy.)
+    unknown = sorted(name for name in getattr(node, "_parameter_overrides", {})
+                     if not node.has_parameter(name) and not name.startswith("qos_overrides."))
+    if unknown:
+        raise ValueError(f"{node.get_name()} has no parameter {', '.join(unknown)} (a typo?); its parameters: "
+                         + ", ".join(values))
     return cls(**values)  # type: ignore[call-arg]
 
 

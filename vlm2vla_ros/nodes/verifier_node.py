@@ -26,7 +26,14 @@ from .. import topics
 from ..checks import positive
 from ..rollout import EXECUTED_OK
 from ..topics import PayloadError, decode
-from ..verification import BACKENDS, CountVerifier, EngineVerifier, OperatorVerifier, VerifyContext
+from ..verification import (
+    BACKENDS,
+    CountVerifier,
+    EngineVerifier,
+    OperatorVerifier,
+    VerifyContext,
+    read_operator_answer,
+)
 from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
 
 FRAME_WAIT_S = 1.0
@@ -159,12 +166,11 @@ class VerifierNode(Node):
     def _on_answer(self, msg: String) -> None:
         if not isinstance(self.verifier, OperatorVerifier):
             return
-        task_id, cycle = "", -1
         try:
-            d = decode(msg.data, ("verdict",))
-            task_id, cycle, text = str(d.get("task_id", "")), int(d.get("cycle", -1)), str(d["verdict"])
-        except (PayloadError, ValueError, TypeError, OverflowError):
-            text = msg.data
+            text, task_id, cycle = read_operator_answer(msg.data)
+        except ValueError as exc:
+            self.get_logger().warning(f"operator answer ignored: {exc}")
+            return
         problem = self.verifier.answer(text, task_id, cycle)
         if problem:
             self.get_logger().warning(f"operator answer ignored: {problem}")

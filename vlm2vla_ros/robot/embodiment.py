@@ -2,7 +2,7 @@
 
 The action language is robot-agnostic (+dx forward along the arm, +dy left, +dz up); this is
 the one place that decides which Stretch joint each axis drives, with which sign and scale.
-Default (STRETCH.md): +dx extends the arm, +dy drives the base forward, +dz raises the lift.
+Default (docs/safety.md, config/stretch_re1.yaml): +dx extends the arm, +dy drives the base forward, +dz raises the lift.
 It does not check limits: the safety layer does that on what this returns.
 """
 

@@ -29,7 +29,7 @@ from .embodiment import GRIPPER_PCT_RANGE, JOINTS, EmbodimentConfig, map_step
 from .interface import JointDelta, JointState, RobotStatus
 
 MODES = ("clip", "reject")
-# Stretch RE1 hardware facts (STRETCH.md); configuration may narrow these, never widen them.
+# Stretch RE1 hardware facts (docs/safety.md); configuration may narrow these, never widen them.
 HW_RANGE_M = {"lift": (0.0, 1.10), "arm": (0.0, 0.52)}
 # Base: 0.1 m/s is its cap whenever the lift is above 0.3 m or the arm out beyond 0.03 m,
 # which is nearly always during manipulation, so it is the cap here at all times.
