@@ -26,13 +26,21 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   fi
 fi
 
-stamp_src=$(cat setup.py constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+# A venv made by another Python, or in another folder (a moved clone: its launchers' first line
+# names the old one), is made again from scratch.
+origin="$("$PYTHON" -V 2>&1) in $(pwd -P)/$VENV"
+stamp_src=$( { cat setup.py constraints.txt scripts/setup_env.sh; echo "$origin"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$stamp_src" ] && [ -x "$VENV/bin/python" ]; then
   echo "setup_env: $VENV is up to date"
   exit 0
 fi
 
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.origin" 2>/dev/null)" != "$origin" ]; then
+  echo "setup_env: $VENV was made by another Python or in another folder; making it again"
+  "$PYTHON" -m venv --clear "$VENV"
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+echo "$origin" > "$VENV/.origin"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 start=$(date +%s)
 # torch first, on its own and pinned to the CPU build from PyTorch's CPU index, so nothing

@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 VENV=${VLM2VLA_VENV:-.venv}
 PY="$VENV/bin/python"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
-# Each run gets its own DDS domain so parallel or leftover ROS processes cannot cross-talk.
-export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( RANDOM % 100 + 100 ))}
+# Each run gets its own DDS domain so parallel or leftover ROS processes cannot cross-talk
+# (10-99: ROS 2's safe range on Linux is 0-101; higher ones can meet ephemeral ports).
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( RANDOM % 90 + 10 ))}
+# The tiny test model is built into the checkout, not a HOME that may be read-only.
+export VLM2VLA_CACHE=${VLM2VLA_CACHE:-$PWD/.cache/vlm2vla_ros}
 
 echo "== ruff"
 "$VENV/bin/ruff" check .

@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def _run_demo(out: Path, *args: str) -> subprocess.CompletedProcess:
     # A DDS domain of its own, so that nothing of the finished demo stays in the discovery of the
     # later tests in this process (their DDS timing bounds are tight on 2 cores).
-    domain = int(os.environ.get("ROS_DOMAIN_ID", str(100 + os.getpid() % 100)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ROS_DOMAIN_ID": str(domain + 1 if domain < 200 else domain - 1)}
+    domain = int(os.environ.get("ROS_DOMAIN_ID", str(10 + os.getpid() % 90)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ROS_DOMAIN_ID": str(domain + 1 if domain < 101 else domain - 1)}
     cli = Path(sys.executable).with_name("vlm2vla-demo")
     return subprocess.run([str(cli), "--out", str(out), *args], capture_output=True, text=True, timeout=300, env=env)
 

@@ -10,7 +10,7 @@ import pytest
 
 from vlm2vla_ros.frames import FrameSourceError, open_source, transform
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 
 
 def test_transform_rotates_clockwise_and_resizes():

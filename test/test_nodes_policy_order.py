@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 rclpy = pytest.importorskip("rclpy")
 
 from background_spin import background_spin  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 rclpy = pytest.importorskip("rclpy")
 

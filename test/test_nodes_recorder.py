@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 rclpy = pytest.importorskip("rclpy")
 
 from std_msgs.msg import String  # noqa: E402
