@@ -44,8 +44,9 @@ echo "$origin" > "$VENV/.origin"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 start=$(date +%s)
 # torch first, on its own and pinned to the CPU build from PyTorch's CPU index, so nothing
-# resolves it to PyPI's CUDA build (and its nvidia-* wheels) on a machine with no GPU.
-"${PIP[@]}" install -c constraints.txt --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
+# resolves it to PyPI's CUDA build (and its nvidia-* wheels) on a machine with no GPU. Without its
+# dependencies, which the next step installs from the usual index (only torch is asked of this one).
+"${PIP[@]}" install -c constraints.txt --no-deps --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 "${PIP[@]}" install -c constraints.txt -e ".[$EXTRAS]"
 echo "$stamp_src" > "$VENV/.stamp"
 echo "setup_env: installed into $VENV in $(( $(date +%s) - start )) s"
