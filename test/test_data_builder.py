@@ -140,6 +140,9 @@ def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):
     assert len({e["episode_id"] for e in lines(out / "train.jsonl") + lines(out / "val.jsonl")}) == 4
     with pytest.raises(ValueError, match="different settings"):
         build_dataset(loaded.episodes, out, labeller, BuildConfig(direction_examples=False))
+    (out / "build.json").write_text('{"config": {"val_fr')  # cut short: the settings are unknown, not "the same"
+    with pytest.raises(ValueError, match="cannot be read, so the settings .* are unknown"):
+        build_dataset(loaded.episodes, out, labeller, BuildConfig(direction_examples=False))
 
 
 def test_a_build_cut_off_mid_copy_leaves_no_half_frame_for_the_rerun(episodes_dir, tmp_path, monkeypatch):

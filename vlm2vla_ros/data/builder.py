@@ -437,7 +437,9 @@ def assemble_splits(
             "labeller": report.labeller,
         },
     }
-    (out_dir / BUILD_FILE).write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
+    partial = out_dir / (BUILD_FILE + ".partial")  # whole or not at all: a resume compares its settings
+    partial.write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, out_dir / BUILD_FILE)
 
 
 def _check_same_config(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -448,10 +450,11 @@ def _check_same_config(out_dir: Path, settings: dict[str, Any]) -> None:
         return
     try:
         previous = json.loads(file.read_text(encoding="utf-8")).get("config")
-    except ValueError:
-        return
-    if not isinstance(previous, dict):
-        return
+    except (ValueError, AttributeError):
+        previous = None
+    if not isinstance(previous, dict):  # not a guess: what was built with what is unknown
+        raise ValueError(f"{file} cannot be read, so the settings {out_dir} was built with are unknown; "
+                         "build into a new folder or delete it first")
     current = json.loads(json.dumps(settings))
     changed = [
         key if isinstance(current[key], dict) else f"{key} {previous[key]} -> {current[key]}"
