@@ -269,6 +269,7 @@ def test_an_operator_answer_in_json_names_its_question_and_keeps_its_reason():
         assert (task_id, cycle) == ("t", 1) and verdict_from_text(text) == (False, "the block slipped")
     assert read_operator_answer("advance, it is in the bowl") == ("advance, it is in the bowl", "", -1)
     assert read_operator_answer("{not json")[1:] == ("", -1)  # free text, which verdict_from_text refuses
+    assert read_operator_answer('{"task_id": "t", "cycle": "1", "verdict": "advance"}')[1:] == ("t", 1)  # typed by hand
     with pytest.raises(ValueError, match="cycle 'two' is not a whole number"):
         read_operator_answer('{"task_id": "t", "cycle": "two", "verdict": "advance"}')
     asked = []

@@ -4,7 +4,9 @@ vlm2vla-demo) resolve it without ROS."""
 
 from __future__ import annotations
 
+import site
 import sys
+import sysconfig
 from pathlib import Path
 
 PACKAGE = "vlm2vla_ros"
@@ -28,8 +30,12 @@ def package_path(*parts: str) -> Path:
     source = Path(__file__).resolve().parents[1].joinpath(*parts)
     if source.exists():
         return source
-    installed = Path(sys.prefix, "share", PACKAGE, *parts)
-    return installed if installed.exists() else source
+    # the environment's prefix, the scheme's data dir (/usr/local with Debian's pip), --user's base
+    for prefix in (sys.prefix, sysconfig.get_path("data"), site.USER_BASE or ""):
+        installed = Path(prefix, "share", PACKAGE, *parts)
+        if prefix and installed.exists():
+            return installed
+    return source
 
 
 def shipped_model() -> tuple[Path, Path]:

@@ -93,6 +93,8 @@ def read_operator_answer(data: str) -> tuple[str, str, int]:
     if not isinstance(obj, dict) or "verdict" not in obj:
         return data, "", -1
     cycle = obj.get("cycle", -1)
+    if isinstance(cycle, float) and cycle.is_integer() or isinstance(cycle, str) and cycle.strip().isdigit():
+        cycle = int(cycle)  # (typed by hand: 3.0, "3")
     if isinstance(cycle, bool) or not isinstance(cycle, int):
         raise ValueError(f"the answer's cycle {cycle!r} is not a whole number")
     text = json.dumps({"verdict": str(obj["verdict"]), "reason": str(obj.get("reason", ""))})

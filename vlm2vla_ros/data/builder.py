@@ -454,7 +454,7 @@ def _check_same_config(out_dir: Path, settings: dict[str, Any]) -> None:
         previous = None
     if not isinstance(previous, dict):  # not a guess: what was built with what is unknown
         raise ValueError(f"{file} cannot be read, so the settings {out_dir} was built with are unknown; "
-                         "build into a new folder or delete it first")
+                         f"build into a new folder, or delete {file} to resume without the check")
     current = json.loads(json.dumps(settings))
     changed = [
         key if isinstance(current[key], dict) else f"{key} {previous[key]} -> {current[key]}"
