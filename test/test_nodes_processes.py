@@ -126,6 +126,10 @@ def test_vlm2vla_task_exit_codes(processes):
     too_long = "x" * 600  # the policy's max_task_chars is 500
     r = subprocess.run([cli, too_long, "--id", "long-1", "--timeout", "30"], capture_output=True, text=True, timeout=90)
     assert r.returncode == 1 and "REJECTED" in r.stdout and "more than the limit of 500" in r.stdout
+    # long-1's latched status is still there: a new task under that id would read it as its own result
+    again = subprocess.run([cli, "pick up the block", "--id", "long-1", "--timeout", "30"], capture_output=True, text=True,
+                           timeout=90)
+    assert again.returncode == 2 and "task id long-1 was used before" in again.stderr, again.stdout + again.stderr
 
 
 def test_policy_killed_mid_chunk_stops_the_executor(processes):

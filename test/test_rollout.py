@@ -321,6 +321,9 @@ def test_the_task_tool_prints_a_chunk_whatever_its_subtask_index(capsys):
     follower._chunk({"cycle": 4, "subtask_index": "two", "subtask": "lift it"})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "cycle 2 [subtask 1: grasp it]" and "cycle 4 [subtask ?: lift it]" in lines
+    # a latched status of an earlier task under this id, heard before the task is sent, is not its result
+    follower._status({"task_id": "t1", "state": topics.SUCCEEDED})
+    assert follower.used_before and follower.result is None and not follower.done.is_set()
 
 
 def test_a_cycle_that_waits_too_long_for_the_executor_or_the_verifier_is_overdue():

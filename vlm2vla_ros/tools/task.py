@@ -8,7 +8,10 @@ executor's reports and the verifier's verdicts as they arrive. Works against the
 the simulator, whichever graph is running on this ROS_DOMAIN_ID.
 
 Exit code: 0 the policy reports the task succeeded; 1 it failed, was rejected or pre-empted,
-or the timeout passed; 2 bad arguments.
+or the timeout passed; 2 bad arguments, or an --id an earlier task on this graph used (its
+latched status would be read as this task's result).
+It only follows: Ctrl-C or the timeout ends the following, not the task. To stop the robot,
+send the e-stop (/executor/estop true).
 Note: "succeeded" is the policy's state after the verifier advanced through every subtask;
 on the simulator, vlm2vla-demo reports the simulator's own success check instead.
 """
@@ -48,6 +51,8 @@ class Follower:
         self.node, self.task_id, self.quiet = node, task_id, quiet
         self.done = threading.Event()
         self.result: dict | None = None
+        self.sent = False
+        self.used_before = False  # a status under this id came before the task was sent (a reused --id)
         self._subtasks_shown = False
         self.task_pub = node.create_publisher(String, topics.TASK.name, qos_for(topics.TASK))
         for topic, fn in (
@@ -74,6 +79,9 @@ class Follower:
             print(text, flush=True)
 
     def _status(self, d: dict) -> None:
+        if not self.sent:  # (/policy/status is latched: an earlier task's under this id, not ours)
+            self.used_before = True
+            return
         if d.get("subtasks") and not self._subtasks_shown:
             self._subtasks_shown = True
             self.say("subtasks:")
@@ -102,6 +110,7 @@ class Follower:
     def send(self, instruction: str) -> None:
         from std_msgs.msg import String
 
+        self.sent = True
         self.task_pub.publish(String(data=topics.encode_task(instruction, self.task_id)))
 
 
@@ -136,6 +145,14 @@ def main(argv: list | None = None) -> int:
                       f"ROS_DOMAIN_ID?)", file=sys.stderr)
                 return EXIT_FAILED
             executor.spin_once(timeout_sec=0.1)
+        if args.id:  # the latched statuses of an earlier task under this id come when the subscription does
+            settle = time.monotonic() + 0.5
+            while time.monotonic() < settle:
+                executor.spin_once(timeout_sec=0.1)
+            if follower.used_before:
+                print(f"error: task id {task_id} was used before on this graph; give a new --id "
+                      "(its result would be mixed with the earlier task's)", file=sys.stderr)
+                return EXIT_USAGE
         follower.send(args.task)
         follower.say(f"task {task_id}: {args.task.strip()}")
         deadline = time.monotonic() + args.timeout
