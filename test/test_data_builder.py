@@ -171,6 +171,33 @@ def test_a_build_cut_off_mid_copy_leaves_no_half_frame_for_the_rerun(episodes_di
     assert copied and all(c.read_bytes() == episode.image_path(c.name).read_bytes() for c in copied)
 
 
+def test_a_first_build_cut_short_is_resumed_only_with_its_settings(episodes_dir, tmp_path, monkeypatch):
+    """build.json's full record is written at the end; its settings are written first, or a
+    rerun with other settings after a Ctrl-C would mix two datasets' episodes."""
+    from vlm2vla_ros.data import builder
+
+    loaded = load_episodes([episodes_dir])
+    out = tmp_path / "ds"
+    labeller = make_labeller(LabellerSettings("annotations"))
+    real = builder.episode_examples
+    calls = []
+
+    def cut_short(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(builder, "episode_examples", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(loaded.episodes, out, labeller)
+    monkeypatch.setattr(builder, "episode_examples", real)
+    with pytest.raises(ValueError, match="different settings"):
+        build_dataset(loaded.episodes, out, labeller, BuildConfig(direction_examples=False))
+    report = build_dataset(loaded.episodes, out, labeller)  # the same settings go on
+    assert len(report.episodes_resumed) == 1 and len(report.episodes_built) == 3
+
+
 def test_failed_episodes_are_skipped_unless_asked_for(tmp_path, episodes_dir):
     loaded = load_episodes([episodes_dir])
     loaded.episodes[0].success = False

@@ -340,6 +340,8 @@ def build_dataset(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(out_dir, build_settings(config, labeller))
+    if not (out_dir / BUILD_FILE).exists():  # the settings first, so a first build cut short is resumed only with them
+        _write_build(out_dir, {"config": build_settings(config, labeller), "finished": False})
     report = BuildReport(out_dir=out_dir, skipped=list(skipped))
     per_episode = out_dir / "episodes"
     per_episode.mkdir(exist_ok=True)
@@ -437,7 +439,12 @@ def assemble_splits(
             "labeller": report.labeller,
         },
     }
-    partial = out_dir / (BUILD_FILE + ".partial")  # whole or not at all: a resume compares its settings
+    _write_build(out_dir, build)
+
+
+def _write_build(out_dir: Path, build: dict[str, Any]) -> None:
+    """build.json whole or not at all: a resume compares its settings."""
+    partial = out_dir / (BUILD_FILE + ".partial")
     partial.write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(partial, out_dir / BUILD_FILE)
 
