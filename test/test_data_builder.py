@@ -235,6 +235,9 @@ def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert "| chunk |" in card and "mean abs" in card
     assert (out / "action_magnitudes.png").is_file() and (out / "token_lengths.png").is_file()
+    with pytest.raises(SystemExit) as usage:  # argparse's exit 2, before anything is written
+        dataset_main(["sim", "--out", str(tmp_path / "neg"), "--episodes", "-3"])
+    assert usage.value.code == 2 and not (tmp_path / "neg").exists()
     capsys.readouterr()
     assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
     said = capsys.readouterr()  # the build's own summary, then why it stops: not an error of the card's plots

@@ -39,6 +39,7 @@ def test_the_cli_prints_a_malformed_yaml_as_one_line_and_fails(tmp_path, capsys)
     ("lr_scheduler", 1, "lr_scheduler must be a string"),
     ("stages", "plan", "stages must be a list of stage names"),
     ("stage_repeats", [1], "stage_repeats must be a mapping"),
+    ("max_steps", -3, "max_steps must be at least 1, or -1 to train by epochs, got -3"),  # not silently by epochs
 ])
 def test_values_of_the_wrong_type_are_refused_by_name(tmp_path, key, value, reason):
     file = tmp_path / "train.yaml"

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .sim_cli import _positive_int
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.data.labeller import LABELLERS, ON_FAILURE
@@ -30,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sim = sub.add_parser("sim", help="record scripted-expert episodes in the simulator")
     sim.add_argument("--out", required=True, help="episodes folder")
     sim.add_argument("--kinds", nargs="+", default=list(TASK_KINDS), choices=TASK_KINDS, help="task kinds")
-    sim.add_argument("--episodes", type=int, default=20, help="episodes per task kind (seeds from --first-seed)")
+    sim.add_argument("--episodes", type=_positive_int, default=20, help="episodes per task kind (seeds from --first-seed)")
     sim.add_argument("--first-seed", type=int, default=0)
     sim.add_argument("--image-size", type=int, default=224)
     sim.add_argument("--lang", default="en", help="instruction language (en, es)")

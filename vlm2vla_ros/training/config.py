@@ -92,6 +92,8 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps != -1 and self.max_steps < 1:  # (transformers reads any other value below 1 as "by epochs")
+            raise ValueError(f"max_steps must be at least 1, or -1 to train by epochs, got {self.max_steps}")
         if self.save_total_limit < 0:
             raise ValueError(f"save_total_limit must be 0 (keep every checkpoint) or more, got {self.save_total_limit}")
         if self.eval_steps < 0:
