@@ -97,8 +97,7 @@ def read_operator_answer(data: str) -> tuple[str, str, int]:
         cycle = int(cycle)  # (typed by hand: 3.0, "3")
     if isinstance(cycle, bool) or not isinstance(cycle, int):
         raise ValueError(f"the answer's cycle {cycle!r} is not a whole number")
-    text = json.dumps({"verdict": str(obj["verdict"]), "reason": str(obj.get("reason", ""))})
-    return text, str(obj.get("task_id", "")), cycle
+    return data, str(obj.get("task_id", "")), cycle  # verdict_from_text reads its verdict and reason
 
 
 class OperatorVerifier:
