@@ -6,6 +6,7 @@ import pytest
 from vlm2vla_ros import topics
 from vlm2vla_ros.data import load_episodes
 from vlm2vla_ros.data.bag_source import export_bag_episodes
+from vlm2vla_ros.data.builder import split_group
 from vlm2vla_ros.recording import TYPESTORE_NAME, BagWriter
 
 rosbags = pytest.importorskip("rosbags")
@@ -219,3 +220,8 @@ def test_an_id_sent_again_is_a_new_episode_and_unfinished_tasks_are_not_successe
         "bag-bag-t1-run2": ("pick up the blue block", [(2.0, 0.0, 0.0)], True),
         "bag-bag-t2": ("pick up the green block", [(3.0, 0.0, 0.0)], False),
     }
+    # One bag's tasks share a split group, also for an episode exported before the group was written.
+    assert {split_group(e) for e in episodes.values()} == {"bag-bag"}
+    older = episodes["bag-bag-t2"]
+    del older.meta["split_group"]
+    assert split_group(older) == "bag-bag"

@@ -137,6 +137,13 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
+def bag_split_group(bag_name: str) -> str:
+    """The split group of every task in one bag: they are consecutive rollouts in one scene (the
+    same objects, often an instruction sent again), so validating one while training on the
+    next would score near-twins."""
+    return f"bag-{_safe_id(bag_name)}"
+
+
 def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False) -> ExportReport:
     """Write one episode per task found in each bag; bad bags and tasks are skipped with a reason."""
     from tqdm import tqdm
@@ -214,5 +221,5 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
         plans=plans,
         final_frame=image_to_array(final) if final is not None else None,
         success=success,
-        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state},
+        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state, "split_group": bag_split_group(bag.name)},
     )
