@@ -208,13 +208,27 @@ def test_warm_up_runs_every_stage_leaves_seeds_alone_and_only_real_failures_rais
     engine = PolicyEngine(backend, config)
     assert engine.needs_warm_up and not PolicyEngine(backend, config.replace(static_cache_tokens=0)).needs_warm_up
     assert engine.warm_up() >= 0
-    # subtasks, plan (free text "###" is a usable plan), chunk, verify; unusable answers tried twice
+    # subtasks, plan (free text "###" is a usable plan), chunk, verify; unusable sampled answers
+    # tried twice, the greedy verify once
     adapters = [r.use_adapter for r in backend.requests]
     images = [len(r.images) for r in backend.requests]
-    assert adapters == [True, True, True, True, True, False, False] and images == [1, 1, 1, 1, 1, 2, 2]
+    assert adapters == [True, True, True, True, True, False] and images == [1, 1, 1, 1, 1, 2]
     assert engine._calls == 0  # the first task samples with the seeds a fresh engine would use
     with pytest.raises(PolicyError, match="server down"):
         PolicyEngine(GarbageBackend(PolicyError("server down")), config).warm_up()
+
+
+def test_a_greedy_stage_is_tried_once_and_a_sampled_one_up_to_max_retries() -> None:
+    """A retry of a greedy stage would write the same unusable answer again, max_retries times."""
+    config = PolicyConfig(model_path="unused", max_retries=3)
+    backend = GarbageBackend()
+    with pytest.raises(PolicyError, match=r"verify stage .* in 1 tries \(greedy decoding") as info:
+        PolicyEngine(backend, config).verify(camera(0), camera(1), "Grasp the red block", "Lift it")
+    assert info.value.failures == 1 and len(backend.requests) == 1
+    sampled = config.replace(verify=StageSampling(temperature=0.3))
+    with pytest.raises(PolicyError, match=r"verify stage .* in 3 tries \(last") as info:
+        PolicyEngine(backend, sampled).verify(camera(0), camera(1), "Grasp the red block", "Lift it")
+    assert info.value.failures == 3 and len(backend.requests) == 4
 
 
 def test_static_cache_size_is_checked() -> None:

@@ -199,12 +199,14 @@ class PolicyEngine:
     ) -> tuple[Generation, T, int, float, int]:
         """Generate and parse up to max_retries times: (generation, value, failures, seconds, tokens).
         whole: an answer cut off at max_new_tokens is a failed try, since its end may be missing
-        and still parse (a subtask list that lost its last items)."""
+        and still parse (a subtask list that lost its last items). A greedy stage (temperature 0)
+        gets one try: it would write the same answer again."""
         failures = 0
         seconds = 0.0
         tokens = 0
         reason = ""
-        for _ in range(self.config.max_retries):
+        tries = self.config.max_retries if request.sampling.temperature > 0 else 1
+        for _ in range(tries):
             with self._lock:
                 request.seed = self.config.seed + self._calls
                 self._calls += 1
@@ -223,8 +225,11 @@ class PolicyEngine:
             except (ActionParseError, ValueError) as exc:
                 failures += 1
                 reason = str(exc)
+        greedy = " (greedy decoding, so a retry would write it again)" if tries == 1 < self.config.max_retries else ""
         raise PolicyError(
-            f"the {stage} stage produced no usable answer in {failures} tries (last: {reason[:200]})", stage, failures
+            f"the {stage} stage produced no usable answer in {failures} tries{greedy} (last: {reason[:200]})",
+            stage,
+            failures,
         )
 
 
