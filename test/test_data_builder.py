@@ -148,23 +148,22 @@ def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):
 def test_a_build_cut_off_mid_copy_leaves_no_half_frame_for_the_rerun(episodes_dir, tmp_path, monkeypatch):
     """A killed build keeps no truncated PNG that the rerun would take as copied and training
     would only fail on hours in."""
-    import shutil
-
-    from vlm2vla_ros.data import builder
+    from vlm2vla_ros import files
 
     loaded = load_episodes([episodes_dir])
     out = tmp_path / "ds"
     labeller = make_labeller(LabellerSettings("annotations"))
-    real_copy = shutil.copyfile
+    real_copy = files.shutil.copyfileobj
 
     def killed_mid_copy(source, target):
-        Path(target).write_bytes(Path(source).read_bytes()[:20])
+        target.write(source.read()[:20])
+        target.flush()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(builder.shutil, "copyfile", killed_mid_copy)
+    monkeypatch.setattr(files.shutil, "copyfileobj", killed_mid_copy)
     with pytest.raises(KeyboardInterrupt):
         build_dataset(loaded.episodes[:1], out, labeller)
-    monkeypatch.setattr(builder.shutil, "copyfile", real_copy)
+    monkeypatch.setattr(files.shutil, "copyfileobj", real_copy)
     build_dataset(loaded.episodes[:1], out, labeller)
     episode = loaded.episodes[0]
     copied = sorted((out / "images" / episode.episode_id).glob("*.png"))

@@ -16,11 +16,10 @@ Output folder (resumable: an episode whose examples file exists is not labelled 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from vlm2vla_ros.action_language import (
     plan_with_total,
     verbalise_moves,
 )
+from vlm2vla_ros.files import copy_whole, replaced_whole, write_whole
 from vlm2vla_ros.policy import prompts
 from vlm2vla_ros.policy.prompts import PromptTemplates
 
@@ -210,9 +210,7 @@ class EpisodeExamples:
             target = self.out_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():  # copied whole or not at all: a build cut short mid-copy is resumed
-                partial = target.with_name(target.name + ".partial")
-                shutil.copyfile(self.episode.image_path(name), partial)
-                os.replace(partial, target)
+                copy_whole(self.episode.image_path(name), target)
             self._copied[name] = rel.as_posix()
         return self._copied[name]
 
@@ -373,9 +371,7 @@ def build_dataset(
         except OSError as exc:  # a frame that cannot be read or copied costs this episode only
             report.skipped.append((episode.episode_id, f"a file cannot be read or written ({exc})"))
             continue
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
-        os.replace(tmp, target)
+        write_whole(target, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
         report.episodes_built.append(episode.episode_id)
     stats = getattr(labeller, "stats", None)
     if stats is not None:
@@ -416,8 +412,8 @@ def assemble_splits(
         by_group[lowest] = "val"
     splits = {i: by_group[groups[i]] for i in ids}
     counts: dict[str, dict[str, int]] = {"train": {}, "val": {}}
-    handles = {name: (out_dir / f"{name}.jsonl.tmp").open("w", encoding="utf-8") for name in ("train", "val")}
-    try:
+    with contextlib.ExitStack() as stack:
+        handles = {name: stack.enter_context(replaced_whole(out_dir / f"{name}.jsonl")) for name in ("train", "val")}
         for file, episode_id in zip(files, ids):
             split = splits[episode_id]
             for line in file.read_text(encoding="utf-8").splitlines():
@@ -425,11 +421,6 @@ def assemble_splits(
                 example["split"] = split
                 handles[split].write(json.dumps(example, ensure_ascii=False) + "\n")
                 counts[split][example["stage"]] = counts[split].get(example["stage"], 0) + 1
-    finally:
-        for handle in handles.values():
-            handle.close()
-    for name in ("train", "val"):
-        os.replace(out_dir / f"{name}.jsonl.tmp", out_dir / f"{name}.jsonl")
     report.counts = counts
     build = {
         "config": build_settings(config, labeller),
@@ -449,9 +440,7 @@ def assemble_splits(
 
 def _write_build(out_dir: Path, build: dict[str, Any]) -> None:
     """build.json whole or not at all: a resume compares its settings."""
-    partial = out_dir / (BUILD_FILE + ".partial")
-    partial.write_text(json.dumps(build, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, out_dir / BUILD_FILE)
+    write_whole(out_dir / BUILD_FILE, json.dumps(build, indent=1, ensure_ascii=False))
 
 
 def _check_same_config(out_dir: Path, settings: dict[str, Any]) -> None:

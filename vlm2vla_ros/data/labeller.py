@@ -30,6 +30,7 @@ from vlm2vla_ros.action_language import (
     checked_subtasks,
     merge_segments,
 )
+from vlm2vla_ros.files import write_whole
 
 from .episode import EpisodeRecord
 
@@ -290,9 +291,7 @@ class OpenAILabeller:
     def _store(self, key: str, text: str) -> None:
         if self.cache is None:
             return
-        tmp = self.cache / f".{key}.tmp"
-        tmp.write_text(json.dumps({"content": text}), encoding="utf-8")
-        tmp.replace(self.cache / f"{key}.json")
+        write_whole(self.cache / f"{key}.json", json.dumps({"content": text}))
 
 
 def parse_label_answer(text: str, steps: int) -> list[SubtaskLabel]:

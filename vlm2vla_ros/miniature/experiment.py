@@ -44,6 +44,7 @@ from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig, read_plan_total
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
+from vlm2vla_ros.files import replaced_whole
 from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
@@ -528,11 +529,8 @@ class Run:
         }
         if state["counters"].get("model"):
             synced(folder / state["counters"]["model"])
-        with (folder / "state.tmp").open("wb") as file:
+        with replaced_whole(folder / "state.pkl", "wb", sync=True) as file:
             pickle.dump(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(folder / "state.tmp", folder / "state.pkl")
         summary = {"finished": state["finished"], "timings_s": state["timings"], "elapsed_s": round(state["elapsed_s"], 1),
                    "counters": state["counters"], "config": jsonable(self.config.to_dict())}
         (folder / "state.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

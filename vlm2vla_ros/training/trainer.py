@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm2vla_ros.data.builder import repeat_stages
+from vlm2vla_ros.files import write_whole
 
 from .collator import AnswerOnlyCollator
 from .config import TrainConfig
@@ -416,9 +417,7 @@ def _merge_log(path: Path, log: dict[str, Any]) -> None:
             runs = []
     runs.append({k: v for k, v in log.items() if k != "log_history"})
     data = {**log, "runs": runs}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_whole(path, json.dumps(data, indent=1))
 
 
 def plot_loss(log_file: Path, out_png: Path) -> None:
