@@ -1,7 +1,6 @@
 """Dataset building from scripted-expert episodes: every stage, the merge rule, split, resume."""
 
 import json
-from pathlib import Path
 
 import pytest
 

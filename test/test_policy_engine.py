@@ -247,6 +247,25 @@ def test_sampling_is_seeded(tiny) -> None:
     assert runs[0] == runs[1]
 
 
+def test_each_request_seeds_and_samples_under_the_process_wide_lock(engine: PolicyEngine, monkeypatch) -> None:
+    """Another engine's seeding between this one's seeding and sampling would change its draws."""
+    import torch
+
+    from vlm2vla_ros.policy import transformers_backend
+
+    seen = []
+    real_seed, real_generate = torch.manual_seed, engine.backend.model.generate
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: seen.append(("seed", transformers_backend.SAMPLING_LOCK.locked())) or real_seed(seed))
+
+    def generate(*args, **kwargs):
+        seen.append(("generate", transformers_backend.SAMPLING_LOCK.locked()))
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine.backend.model, "generate", generate)
+    engine.verify(camera(0), camera(1), "Grasp the red block", "Lift the block")
+    assert seen == [("seed", True), ("generate", True)] and not transformers_backend.SAMPLING_LOCK.locked()
+
+
 def test_verify_runs_with_the_adapter_disabled_and_restores_it(engine: PolicyEngine) -> None:
     model = engine.backend.model
     lora_a = next(module for name, module in model.named_modules() if name.endswith("lora_A.default"))

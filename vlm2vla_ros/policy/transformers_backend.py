@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,11 @@ from .types import Generation, GenerationRequest, PolicyError
 # No machine here can reach a model hub; nothing may try (set before transformers is imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SAMPLING_LOCK = threading.Lock()
+"""torch's random generator is one per process: each request seeds it and samples under this lock,
+so two engines in one process (a policy and its verifier on two executor threads) cannot draw
+from each other's seeds."""
 
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """The paper's LoRA layout: every linear layer of the language model (not the vision tower)."""
@@ -238,10 +244,10 @@ class TransformersBackend:
             options.update(temperature=None, top_p=None)
         if request.regex is not None:
             options["logits_processor"] = [LogitsProcessor(self.compiled(request.regex))]
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
         adapter = self.model.disable_adapter() if self.has_adapter and not request.use_adapter else contextlib.nullcontext()
-        with torch.inference_mode(), adapter:
+        with SAMPLING_LOCK, torch.inference_mode(), adapter:
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
             output = self.model.generate(**model_inputs, **options)
         sequence = output.sequences[0]
         new_ids = sequence[len(ids) :]
