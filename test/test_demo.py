@@ -104,9 +104,12 @@ def test_a_missing_model_folder_is_refused_before_the_previous_bag_is_touched(tm
     assert demo.main(["--out", str(out), "--model", "tiny", "--adapter", str(tmp_path / "no-adapter")]) == 1
     assert demo.main(["--out", str(out), "--model", "tiny", "--verifier-model", str(tmp_path / "no-judge")]) == 1
     assert [p.name for p in out.iterdir()] == ["bag"] and (out / "bag" / "metadata.yaml").read_text() == "old"
-    # two earlier bags from the same second both stay
-    first = demo.keep_previous_bag(out / "bag")
-    (out / "bag").mkdir()
-    second = demo.keep_previous_bag(out / "bag")
-    assert first != second and (first / "metadata.yaml").read_text() == "old" and second.is_dir()
-    assert demo.keep_previous_bag(out / "bag") is None
+    # an earlier run's bag, summary and video move aside together; two runs from the same second both stay
+    (out / "summary.json").write_text("old summary")
+    first = demo.keep_previous_run(out)
+    assert sorted(p.name for p in first.iterdir()) == ["bag", "summary.json"]
+    assert (first / "bag" / "metadata.yaml").read_text() == "old" and (first / "summary.json").read_text() == "old summary"
+    (out / "rollout.gif").write_bytes(b"GIF89a")
+    second = demo.keep_previous_run(out)
+    assert first != second and [p.name for p in second.iterdir()] == ["rollout.gif"]
+    assert demo.keep_previous_run(out) is None and sorted(p.name for p in out.iterdir()) == sorted([first.name, second.name])

@@ -10,6 +10,7 @@ the policy ends it, the cycle limit or the time limit. Writes to --out:
 - bag/          rosbag2 (sqlite3) of every rollout topic;
 - summary.json  task, success, subtasks, cycles, parse failures, timings, verdicts, events;
 - rollout.gif   the camera view with the current subtask and plan drawn on it.
+A previous run's three move to run-<when they were written>/ in the same folder first.
 
 `success` is the simulator's own check of the scene's task on the final world state; it
 never comes from the policy's or the verifier's claims. The default scene is a pick-up, the
@@ -173,18 +174,25 @@ def _timings(w: Watcher) -> dict[str, Any]:
     return out
 
 
-def keep_previous_bag(bag: Path) -> Path | None:
-    """Move a previous run's bag aside (to bag-<when it was recorded>) so that this run's goes
-    to `bag` and no recording is ever deleted; returns where it went (None: there was none)."""
-    if not bag.exists():
+RUN_OUTPUTS = ("bag", "summary.json", "rollout.gif")
+
+
+def keep_previous_run(out: Path) -> Path | None:
+    """Move a previous run's bag, summary and video aside (to run-<when they were written>/) so
+    that this run's take their names and no recording is ever deleted or left beside another
+    run's summary; returns where they went (None: there was none)."""
+    previous = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    if not previous:
         return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(bag.stat().st_mtime))
-    target = bag.with_name(f"{bag.name}-{stamp}")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(p.stat().st_mtime for p in previous)))
+    target = out / f"run-{stamp}"
     n = 1
     while target.exists():
         n += 1
-        target = bag.with_name(f"{bag.name}-{stamp}-{n}")
-    bag.rename(target)
+        target = out / f"run-{stamp}-{n}"
+    target.mkdir()
+    for path in previous:
+        path.rename(target / path.name)
     return target
 
 
@@ -214,9 +222,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     bag = out / "bag"
-    kept = keep_previous_bag(bag)
+    kept = keep_previous_run(out)
     if kept is not None:
-        print(f"the previous run's bag is kept as {kept}", flush=True)
+        print(f"the previous run's bag, summary and video are kept in {kept}", flush=True)
     world, scene_task = make_scene(args.seed, args.task_kind or None)
     instruction = (args.task or scene_task.instruction()).strip()
     backend = SimBackend(world, view=read_model_view(model))  # the camera the model was trained with
