@@ -67,8 +67,8 @@ def test_demo_reports_the_simulators_verdict_not_the_verifiers(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert (s["model"], s["adapter"]) == ("tiny", "")
     # the earlier bag was moved aside, not deleted, and this run's is in bag/
-    (kept,) = [p for p in out.iterdir() if p.name.startswith("bag-")]
-    assert (kept / "metadata.yaml").read_text() == "an earlier run's recording" and f"kept as {kept}" in r.stdout
+    (kept,) = [p for p in out.iterdir() if p.name.startswith("run-")]
+    assert (kept / "bag" / "metadata.yaml").read_text() == "an earlier run's recording" and f"kept in {kept}" in r.stdout
     assert (out / "bag" / "metadata.yaml").read_text() != "an earlier run's recording"
     # The untrained model cannot solve the task; the demo must say so, whatever the verifier claimed.
     assert s["success"] is False and "SUCCESS (simulator check): False" in r.stdout
