@@ -59,7 +59,7 @@ def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), e
 
 def test_rollout_bag_becomes_an_annotated_episode(tmp_path):
     report = export_bag_episodes([write_rollout(tmp_path / "bag")], tmp_path / "eps")
-    assert report.written == ["bag-bag-t1"] and report.skipped == []
+    assert report.written == ["bag-bag-19700101-000001-t1"] and report.skipped == []
     (episode,) = load_episodes([tmp_path / "eps"]).episodes
     assert episode.instruction == "pick up the red block" and episode.source == "bag" and episode.success is True
     assert [s.delta_cm for s in episode.steps] == [(3, 0, -2), (1, 0, -1), (0, 0.5, 0), (0, 0, 4), (0, 0, 2)]
@@ -72,12 +72,12 @@ def test_rollout_bag_becomes_an_annotated_episode(tmp_path):
     assert np.asarray(Image.open(episode.image_path(episode.steps[0].image)))[0, 0, 0] == 10
     assert np.asarray(Image.open(episode.image_path(episode.final_image)))[0, 0, 0] == 90
     again = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
-    assert again.existing == ["bag-bag-t1"] and again.written == []
+    assert again.existing == ["bag-bag-19700101-000001-t1"] and again.written == []
 
 
 def test_a_camera_driver_in_bgra8_reads_as_the_nodes_read_it(tmp_path):
     report = export_bag_episodes([write_rollout(tmp_path / "bag", encoding="bgra8")], tmp_path / "eps")
-    assert report.written == ["bag-bag-t1"] and report.skipped == []
+    assert report.written == ["bag-bag-19700101-000001-t1"] and report.skipped == []
     (episode,) = load_episodes([tmp_path / "eps"]).episodes
     from PIL import Image
 
@@ -91,12 +91,12 @@ def test_a_missing_frame_is_stood_in_for_only_by_one_taken_after_the_previous_ch
     from PIL import Image
 
     stood_in = export_bag_episodes([write_rollout(tmp_path / "one", drop_frames=(4,))], tmp_path / "eps")
-    assert stood_in.written == ["bag-one-t1"]
+    assert stood_in.written == ["bag-one-19700101-000001-t1"]
     (episode,) = load_episodes([tmp_path / "eps"]).episodes
     assert np.asarray(Image.open(episode.image_path(episode.steps[2].image)))[0, 0, 0] == 30  # the 1.3 s frame
     refused = export_bag_episodes([write_rollout(tmp_path / "two", drop_frames=(3, 4))], tmp_path / "eps")
     assert refused.written == [] and refused.skipped == [
-        ("bag-two-t1", f"cycle 2's frame (stamp {14 * 10**8}) is not in the bag, nor one taken after the previous chunk ended")]
+        ("bag-two-19700101-000001-t1", f"cycle 2's frame (stamp {14 * 10**8}) is not in the bag, nor one taken after the previous chunk ended")]
 
 
 def test_aborted_chunk_keeps_only_executed_steps_and_drops_its_plan(tmp_path):
@@ -158,12 +158,12 @@ def test_a_frame_with_a_short_step_skips_its_task_with_the_reason_and_the_next_b
     bad = copy_with_bad_frames(write_rollout(tmp_path / "good0"), tmp_path / "bad")
     good = write_rollout(tmp_path / "good")
     report = export_bag_episodes([bad, good], tmp_path / "eps")
-    assert report.written == ["bag-good-t1"]
-    assert report.skipped == [("bag-bad-t1", "an image's step 4 is smaller than width x channels = 12")]
+    assert report.written == ["bag-good-19700101-000001-t1"]
+    assert report.skipped == [("bag-bad-19700101-000001-t1", "an image's step 4 is smaller than width x channels = 12")]
     capsys.readouterr()
     assert dataset_main(["bag", str(bad), str(good), "--out", str(tmp_path / "eps2")]) == 0
     out = capsys.readouterr().out
-    assert "skipped bag-bad-t1: an image's step 4 is smaller than width x channels = 12" in out
+    assert "skipped bag-bad-19700101-000001-t1: an image's step 4 is smaller than width x channels = 12" in out
 
 
 def test_a_retried_subtask_has_its_plans_verbalised_and_a_single_chunk_keeps_its_own(tmp_path):
@@ -178,7 +178,7 @@ def test_a_retried_subtask_has_its_plans_verbalised_and_a_single_chunk_keeps_its
         (0, 3, "reach", None), (3, 5, "lift", "plan 3")]
 
 
-def test_an_id_sent_again_is_a_new_episode_and_unfinished_tasks_are_not_successes(tmp_path):
+def test_an_id_sent_again_is_a_new_episode_unfinished_tasks_are_not_successes_and_one_bag_is_one_split_group(tmp_path):
     """Run 1 of "t1" fails; a request refused under "t1" changes nothing; "t1" sent again runs
     and succeeds (its cycles count from 1 again); "t2" is pre-empted. Three episodes, none
     mixing another's chunks, and only the run that succeeded counts as a success."""
@@ -212,16 +212,23 @@ def test_an_id_sent_again_is_a_new_episode_and_unfinished_tasks_are_not_successe
         task("t1", 10, "pick up the blue block", 2.0, "succeeded")
         task("t2", 20, "pick up the green block", 3.0, "preempted")
     report = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
-    assert report.written == ["bag-bag-t1", "bag-bag-t1-run2", "bag-bag-t2"], report
+    assert report.written == ["bag-bag-19700101-000001-t1", "bag-bag-19700101-000001-t1-run2", "bag-bag-19700101-000001-t2"], report
     episodes = {e.episode_id: e for e in load_episodes([tmp_path / "eps"]).episodes}
     got = {k: (e.instruction, [s.delta_cm for s in e.steps], e.success) for k, e in episodes.items()}
     assert got == {
-        "bag-bag-t1": ("pick up the red block", [(1.0, 0.0, 0.0)], False),
-        "bag-bag-t1-run2": ("pick up the blue block", [(2.0, 0.0, 0.0)], True),
-        "bag-bag-t2": ("pick up the green block", [(3.0, 0.0, 0.0)], False),
+        "bag-bag-19700101-000001-t1": ("pick up the red block", [(1.0, 0.0, 0.0)], False),
+        "bag-bag-19700101-000001-t1-run2": ("pick up the blue block", [(2.0, 0.0, 0.0)], True),
+        "bag-bag-19700101-000001-t2": ("pick up the green block", [(3.0, 0.0, 0.0)], False),
     }
-    # One bag's tasks share a split group, also for an episode exported before the group was written.
-    assert {split_group(e) for e in episodes.values()} == {"bag-bag"}
-    older = episodes["bag-bag-t2"]
-    del older.meta["split_group"]
-    assert split_group(older) == "bag-bag"
+    # One bag's tasks share a split group: its name and when its recording began.
+    assert {split_group(e) for e in episodes.values()} == {"bag-bag-19700101-000001"}
+
+
+def test_two_bags_of_one_folder_name_are_apart_by_when_they_were_recorded() -> None:
+    """Every demo run's bag is called `bag`: their episodes must not take each other's ids
+    (the second would be skipped as already exported) nor share a split group."""
+    from vlm2vla_ros.data.bag_source import bag_split_group
+
+    assert bag_split_group("bag", 1_700_000_000 * 10**9) == "bag-bag-20231114-221320"
+    assert bag_split_group("bag", 1_700_000_000 * 10**9) != bag_split_group("bag", 1_700_000_060 * 10**9)
+    assert bag_split_group("my bag/1", 0) == "bag-my_bag_1-19700101-000000"

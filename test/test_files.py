@@ -37,3 +37,19 @@ def test_text_is_utf8_and_a_copy_is_whole(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         copy_whole(tmp_path / "missing.png", tmp_path / "c.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_copy_cut_off_partway_leaves_no_file_under_either_name(tmp_path: Path, monkeypatch) -> None:
+    from vlm2vla_ros import files
+
+    source = tmp_path / "frame.png"
+    source.write_bytes(bytes(range(256)) * 40)
+
+    def cut_off(original, copy):
+        copy.write(original.read(100))
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(files.shutil, "copyfileobj", cut_off)
+    with pytest.raises(OSError, match="no space left"):
+        copy_whole(source, tmp_path / "copied.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["frame.png"]

@@ -12,6 +12,7 @@ left out, and an aborted chunk contributes only the steps that ran.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,9 @@ def _stamp(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int]:
-    """(frames sorted by stamp, the tasks in the order they began, unreadable payloads) of one
-    bag; raises BagError. A task id sent again after its task ended begins a new task (its
+def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, int]:
+    """(frames sorted by stamp, the tasks in the order they began, unreadable payloads, the
+    recording's first message time in ns) of one bag; raises BagError. A task id sent again after its task ended begins a new task (its
     cycles count from 1 again), and a request refused under an ended task's id changes nothing."""
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -83,6 +84,7 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int]:
     wanted = {topics.IMAGE.name, topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
     try:
         with Reader(bag) as reader:
+            started_ns = reader.start_time
             connections = [c for c in reader.connections if c.topic in wanted]
             for conn, _timestamp, raw in reader.messages(connections=connections):
                 try:
@@ -116,7 +118,7 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int]:
     except Exception as exc:  # rosbags' reader errors, sqlite3 errors on a truncated database
         raise BagError(f"bag {bag} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     frames.sort(key=lambda item: item[0])
-    return frames, tasks, bad
+    return frames, tasks, bad, started_ns
 
 
 def _frame_at(frames: list[tuple[int, Any]], stamp: int, not_before: int = 0) -> Any | None:
@@ -137,11 +139,14 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
-def bag_split_group(bag_name: str) -> str:
-    """The split group of every task in one bag: they are consecutive rollouts in one scene (the
-    same objects, often an instruction sent again), so validating one while training on the
-    next would score near-twins."""
-    return f"bag-{_safe_id(bag_name)}"
+def bag_split_group(bag_name: str, started_ns: int) -> str:
+    """The split group of every task in one bag, and the start of their episode ids: the bag's
+    folder name and when its recording began (UTC), the same on every machine and apart for two
+    folders of one name (every demo run's is `bag`). Its tasks are consecutive rollouts in one
+    scene (the same objects, often an instruction sent again), so validating one while training
+    on the next would score near-twins."""
+    started = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started_ns // 10**9))
+    return f"bag-{_safe_id(bag_name)}-{started}"
 
 
 def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False) -> ExportReport:
@@ -151,7 +156,7 @@ def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False
     report = ExportReport()
     for bag in tqdm(bags, desc="bags", disable=not progress):
         try:
-            frames, tasks, bad = read_rollouts(bag)
+            frames, tasks, bad, started_ns = read_rollouts(bag)
         except BagError as exc:
             report.skipped.append((str(bag), str(exc)))
             continue
@@ -160,12 +165,13 @@ def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False
         if not tasks:
             report.skipped.append((str(bag), "the bag holds no task (no /policy/status, chunk or event payloads)"))
         for task in tasks:
-            episode_id = f"bag-{_safe_id(bag.name)}-{_safe_id(task.task_id)}" + (f"-run{task.run}" if task.run > 1 else "")
+            group = bag_split_group(bag.name, started_ns)
+            episode_id = f"{group}-{_safe_id(task.task_id)}" + (f"-run{task.run}" if task.run > 1 else "")
             if (out_root / episode_id).exists():
                 report.existing.append(episode_id)
                 continue
             try:
-                _write_task(task, frames, out_root, episode_id, bag)
+                _write_task(task, frames, out_root, episode_id, bag, group)
             except (EpisodeError, BagError) as exc:
                 report.skipped.append((episode_id, str(exc)))
                 continue
@@ -173,7 +179,7 @@ def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False
     return report
 
 
-def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, episode_id: str, bag: Path) -> None:
+def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, episode_id: str, bag: Path, group: str) -> None:
     if not task.instruction:
         raise EpisodeError("the task's instruction was not recorded (no /policy/status)")
     images: list[np.ndarray | None] = []
@@ -221,5 +227,5 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
         plans=plans,
         final_frame=image_to_array(final) if final is not None else None,
         success=success,
-        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state, "split_group": bag_split_group(bag.name)},
+        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state, "split_group": group},
     )

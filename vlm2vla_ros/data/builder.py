@@ -41,7 +41,6 @@ from vlm2vla_ros.files import copy_whole, replaced_whole, write_whole
 from vlm2vla_ros.policy import prompts
 from vlm2vla_ros.policy.prompts import PromptTemplates
 
-from .bag_source import bag_split_group
 from .episode import EpisodeRecord
 from .labeller import AnnotationLabeller, LabelError, Labeller, VerbaliserLabeller
 from .sim_source import sim_episode_id, sim_split_group
@@ -113,9 +112,8 @@ class BuildReport:
 def split_group(episode: EpisodeRecord) -> str:
     """What the split is drawn for: episodes of one demonstration (the same scene in another
     language, the tasks of one bag) share meta["split_group"] and so a split, or validation
-    would score examples whose twins were trained on. A `dataset sim` or bag episode exported
-    before the group was written gets it from its id or its bag; any other episode is its own
-    group."""
+    would score examples whose twins were trained on. A `dataset sim` episode exported before
+    the group was written gets it from its id; any other episode is its own group."""
     group = episode.meta.get("split_group")
     if isinstance(group, str) and group:
         return group
@@ -123,9 +121,6 @@ def split_group(episode: EpisodeRecord) -> str:
     named = isinstance(kind, str) and isinstance(seed, int) and not isinstance(seed, bool) and isinstance(lang, str)
     if named and episode.episode_id == sim_episode_id(kind, seed, lang):
         return sim_split_group(kind, seed)
-    bag = episode.meta.get("bag")
-    if episode.source == "bag" and isinstance(bag, str) and bag:
-        return bag_split_group(Path(bag).name)
     return episode.episode_id
 
 

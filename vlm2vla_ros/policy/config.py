@@ -87,7 +87,7 @@ class PolicyConfig:
     verify: StageSampling = StageSampling(temperature=0.0)
     seed: int = 0
     max_retries: int = 3
-    """Tries per stage before a PolicyError."""
+    """Tries per stage before a PolicyError (a greedy stage, temperature 0, gets one)."""
     constrained: bool = True
     """Decode subtasks, chunks and verdicts with their grammars (never unparseable)."""
     reuse_prefix: bool = True

@@ -2,7 +2,8 @@
 
 Backend-independent: a backend only turns one GenerationRequest into text. The engine builds
 the prompts, picks each stage's sampling and grammar, parses every answer (even constrained
-ones), retries unusable answers up to max_retries and then raises PolicyError.
+ones), retries unusable sampled answers up to max_retries (a greedy answer would come again,
+so it gets one try) and then raises PolicyError.
 """
 
 from __future__ import annotations
