@@ -132,6 +132,32 @@ def test_vlm2vla_task_exit_codes(processes):
     assert again.returncode == 2 and "task id long-1 was used before" in again.stderr, again.stdout + again.stderr
 
 
+def test_ctrl_c_on_vlm2vla_task_sends_the_estop(processes):
+    """The person at the keyboard who presses Ctrl-C expects the robot to stop, not only the printing."""
+    from std_msgs.msg import Bool
+
+    procs, watch, logs = processes
+    cli = str(Path(PY).with_name("vlm2vla-task"))
+    follower = subprocess.Popen([cli, "pick up the green block", "--id", "intr-1", "--timeout", "120"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        watch.until(lambda: [e for e in watch.events if e["task_id"] == "intr-1" and e["event"] == "started"], 90,
+                    "a chunk of intr-1 to start" + logs_of(logs))
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 1 and "e-stop sent and the executor reports it stopped" in err, out + err
+    assert "--qos-durability transient_local /executor/estop" in err
+    watch.until(lambda: watch.statuses and watch.statuses[-1]["state"] == "estopped", 10, "the executor e-stopped")
+    # released (latched, as the message says) so that the next test's task may move
+    release = watch.node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
+    release.publish(Bool(data=False))
+    watch.until(lambda: watch.statuses[-1]["state"] != "estopped", 10, "the e-stop released")
+    assert all(p.poll() is None for p in procs.values())
+
+
 def test_policy_killed_mid_chunk_stops_the_executor(processes):
     procs, watch, logs = processes
     watch.until(lambda: watch.task_pub.get_subscription_count() > 0, 20, "policy subscription")

@@ -10,8 +10,10 @@ the simulator, whichever graph is running on this ROS_DOMAIN_ID.
 Exit code: 0 the policy reports the task succeeded; 1 it failed, was rejected or pre-empted,
 or the timeout passed; 2 bad arguments, or an --id an earlier task on this graph used (its
 latched status would be read as this task's result).
-It only follows: Ctrl-C or the timeout ends the following, not the task. To stop the robot,
-send the e-stop (/executor/estop true).
+Ctrl-C once the task is sent stops the robot: it sends the e-stop (/executor/estop true, which
+latches until a latched false releases it) and waits up to 3 s for the executor to report it
+stopped; with --no-estop, Ctrl-C only ends the following. The timeout ends the following, not
+the task.
 Note: "succeeded" is the policy's state after the verifier advanced through every subtask;
 on the simulator, vlm2vla-demo reports the simulator's own success check instead.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -28,6 +31,9 @@ from typing import Any
 from .. import topics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ESTOP_CONFIRM_S = 3.0
+RELEASE = ("ros2 topic pub --once -w 2 --qos-durability transient_local /executor/estop "
+           "std_msgs/msg/Bool '{data: false}'")
 
 
 def parse_args(argv: list | None) -> argparse.Namespace:
@@ -37,6 +43,8 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     ap.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the policy to listen")
     ap.add_argument("--id", default=None, help="task id to use (default: generated)")
     ap.add_argument("--quiet", action="store_true", help="print only the final line")
+    ap.add_argument("--no-estop", action="store_true",
+                    help="Ctrl-C only stops following the task (default: Ctrl-C sends the e-stop)")
     return ap.parse_args(argv)
 
 
@@ -44,7 +52,7 @@ class Follower:
     """Prints what happens to one task id; `result` is set when it ends."""
 
     def __init__(self, node: Any, task_id: str, quiet: bool) -> None:
-        from std_msgs.msg import String
+        from std_msgs.msg import Bool, String
 
         from ..nodes.common import qos_for
 
@@ -54,7 +62,10 @@ class Follower:
         self.sent = False
         self.used_before = False  # a status under this id came before the task was sent (a reused --id)
         self._subtasks_shown = False
+        self.executor_state = ""
         self.task_pub = node.create_publisher(String, topics.TASK.name, qos_for(topics.TASK))
+        self.estop_pub = node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
+        node.create_subscription(String, topics.EXECUTOR_STATUS.name, self._executor_status, qos_for(topics.EXECUTOR_STATUS))
         for topic, fn in (
             (topics.POLICY_STATUS, self._status),
             (topics.POLICY_CHUNK, self._chunk),
@@ -104,6 +115,12 @@ class Follower:
         reason = f": {d['reason']}" if d.get("reason") else ""
         self.say(f"  executor: {d.get('event')} ({d.get('steps_executed', 0)}/{d.get('steps_total', 0)} steps){reason}")
 
+    def _executor_status(self, msg: Any) -> None:
+        try:
+            self.executor_state = str(topics.decode(msg.data).get("state", ""))
+        except topics.PayloadError:
+            return
+
     def _verdict(self, d: dict) -> None:
         self.say(f"  verifier: {d.get('verdict')} ({d.get('reason', '')})")
 
@@ -112,6 +129,16 @@ class Follower:
 
         self.sent = True
         self.task_pub.publish(String(data=topics.encode_task(instruction, self.task_id)))
+
+    def estop(self, executor: Any) -> bool:
+        """Send the e-stop; True once the executor reports it stopped (within ESTOP_CONFIRM_S)."""
+        from std_msgs.msg import Bool
+
+        self.estop_pub.publish(Bool(data=True))
+        deadline = time.monotonic() + ESTOP_CONFIRM_S
+        while self.executor_state != "estopped" and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        return self.executor_state == "estopped"
 
 
 def main(argv: list | None = None) -> int:
@@ -133,6 +160,8 @@ def main(argv: list | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init()
+    interrupted = threading.Event()  # (rclpy's own SIGINT handler would shut the context down before the e-stop)
+    signal.signal(signal.SIGINT, lambda _sig, _frame: interrupted.set())
     node = rclpy.create_node(f"vlm2vla_task_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -140,6 +169,9 @@ def main(argv: list | None = None) -> int:
         follower = Follower(node, task_id, args.quiet)
         deadline = time.monotonic() + args.connect_timeout
         while follower.task_pub.get_subscription_count() == 0:
+            if interrupted.is_set():
+                print("interrupted before the task was sent", file=sys.stderr)
+                return EXIT_FAILED
             if time.monotonic() > deadline:
                 print(f"error: nothing subscribes to {topics.TASK.name} (is the policy running on this "
                       f"ROS_DOMAIN_ID?)", file=sys.stderr)
@@ -156,8 +188,18 @@ def main(argv: list | None = None) -> int:
         follower.send(args.task)
         follower.say(f"task {task_id}: {args.task.strip()}")
         deadline = time.monotonic() + args.timeout
-        while not follower.done.is_set() and time.monotonic() < deadline:
+        while not follower.done.is_set() and time.monotonic() < deadline and not interrupted.is_set():
             executor.spin_once(timeout_sec=0.1)
+        if interrupted.is_set() and not follower.done.is_set():
+            if args.no_estop:
+                print(f"interrupted: no longer following task {task_id}; the robot goes on", file=sys.stderr)
+            elif follower.estop(executor):
+                print(f"interrupted: e-stop sent and the executor reports it stopped. Release it with: {RELEASE}",
+                      file=sys.stderr)
+            else:
+                print(f"interrupted: e-stop sent, but no executor reported it stopped within {ESTOP_CONFIRM_S:g} s "
+                      f"(state: {follower.executor_state or 'never heard'}); check the robot", file=sys.stderr)
+            return EXIT_FAILED
         result = follower.result
         if result is None:
             print(f"FAILED: no result within {args.timeout:g} s", flush=True)
@@ -165,9 +207,6 @@ def main(argv: list | None = None) -> int:
         ok = result.get("state") == topics.SUCCEEDED
         print(f"{'SUCCEEDED' if ok else result.get('state', '?').upper()}: {result.get('message', '')}", flush=True)
         return EXIT_OK if ok else EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         node.destroy_node()
         if rclpy.ok():
