@@ -232,3 +232,13 @@ def test_two_bags_of_one_folder_name_are_apart_by_when_they_were_recorded() -> N
     assert bag_split_group("bag", 1_700_000_000 * 10**9) == "bag-bag-20231114-221320"
     assert bag_split_group("bag", 1_700_000_000 * 10**9) != bag_split_group("bag", 1_700_000_060 * 10**9)
     assert bag_split_group("my bag/1", 0) == "bag-my_bag_1-19700101-000000"
+
+
+def test_a_bag_whose_metadata_gives_no_usable_start_time_is_skipped_with_the_reason(tmp_path, monkeypatch) -> None:
+    from rosbags.rosbag2 import Reader
+
+    bag = write_rollout(tmp_path / "bag")
+    monkeypatch.setattr(Reader, "start_time", property(lambda self: 10**30))
+    report = export_bag_episodes([bag, bag], tmp_path / "eps")
+    assert report.written == [] and len(report.skipped) == 2
+    assert "metadata gives no usable start time (1000000000000000000000000000000)" in report.skipped[0][1]

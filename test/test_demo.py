@@ -47,6 +47,7 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
     # The adapter writes the action language: a subtask list and chunks that parse.
     assert s["subtasks"] and s["parse_failures"] == 0
     assert 1 <= s["cycles"] <= 3
+    assert (out / s["bag"] / "metadata.yaml").is_file() and (out / s["video"]).is_file()  # beside the summary
     assert s["policy_state"] in topics.TERMINAL_STATES
     assert len(s["timings"]["per_cycle"]) == s["cycles"]
     bag = read_bag(out / "bag")

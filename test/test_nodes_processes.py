@@ -158,6 +158,23 @@ def test_ctrl_c_on_vlm2vla_task_sends_the_estop(processes):
     assert all(p.poll() is None for p in procs.values())
 
 
+def test_ctrl_c_before_the_task_is_sent_sends_nothing_and_a_second_one_leaves_at_once():
+    cli = str(Path(PY).with_name("vlm2vla-task"))
+    lonely = {**os.environ, "ROS_DOMAIN_ID": str(10 + (os.getpid() + 45) % 90)}  # no graph: it waits to connect
+    for presses, said in ((1, "interrupted before the task was sent"), (2, "")):
+        follower = subprocess.Popen([cli, "pick up the red block", "--connect-timeout", "60"], env=lonely,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert follower.stdout.readline().startswith("waiting for the policy")  # the handler is in place
+            for _ in range(presses):
+                follower.send_signal(signal.SIGINT)
+            out, err = follower.communicate(timeout=20)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        assert follower.returncode == 1 and said in err and "e-stop" not in err, out + err
+
+
 def test_policy_killed_mid_chunk_stops_the_executor(processes):
     procs, watch, logs = processes
     watch.until(lambda: watch.task_pub.get_subscription_count() > 0, 20, "policy subscription")

@@ -85,6 +85,8 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
     try:
         with Reader(bag) as reader:
             started_ns = reader.start_time
+            if not isinstance(started_ns, int) or not 0 <= started_ns < 2**63:
+                raise BagError(f"bag {bag}'s metadata gives no usable start time ({started_ns!r})")
             connections = [c for c in reader.connections if c.topic in wanted]
             for conn, _timestamp, raw in reader.messages(connections=connections):
                 try:

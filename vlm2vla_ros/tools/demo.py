@@ -294,9 +294,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "final_world": final_world.observation(),
         "interrupted": interrupted,
         "wall_time_s": round(time.monotonic() - t_start, 2),
-        "bag": str(bag),
+        "bag": bag.name,  # beside summary.json (relative, so that they move aside together)
         "bag_messages": bag_counts,
-        "video": str(out / "rollout.gif"),
+        "video": "rollout.gif",
         "video_frames": n_frames,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -12,8 +12,9 @@ or the timeout passed; 2 bad arguments, or an --id an earlier task on this graph
 latched status would be read as this task's result).
 Ctrl-C once the task is sent stops the robot: it sends the e-stop (/executor/estop true, which
 latches until a latched false releases it) and waits up to 3 s for the executor to report it
-stopped; with --no-estop, Ctrl-C only ends the following. The timeout ends the following, not
-the task.
+stopped; a second Ctrl-C leaves without waiting, and with --no-estop Ctrl-C only ends the
+following. Only Ctrl-C (SIGINT) sends it: SIGTERM and the timeout end the following, not the
+task.
 Note: "succeeded" is the policy's state after the verifier advanced through every subtask;
 on the simulator, vlm2vla-demo reports the simulator's own success check instead.
 """
@@ -63,6 +64,7 @@ class Follower:
         self.used_before = False  # a status under this id came before the task was sent (a reused --id)
         self._subtasks_shown = False
         self.executor_state = ""
+        self.statuses_heard = 0
         self.task_pub = node.create_publisher(String, topics.TASK.name, qos_for(topics.TASK))
         self.estop_pub = node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
         node.create_subscription(String, topics.EXECUTOR_STATUS.name, self._executor_status, qos_for(topics.EXECUTOR_STATUS))
@@ -120,6 +122,7 @@ class Follower:
             self.executor_state = str(topics.decode(msg.data).get("state", ""))
         except topics.PayloadError:
             return
+        self.statuses_heard += 1
 
     def _verdict(self, d: dict) -> None:
         self.say(f"  verifier: {d.get('verdict')} ({d.get('reason', '')})")
@@ -131,14 +134,16 @@ class Follower:
         self.task_pub.publish(String(data=topics.encode_task(instruction, self.task_id)))
 
     def estop(self, executor: Any) -> bool:
-        """Send the e-stop; True once the executor reports it stopped (within ESTOP_CONFIRM_S)."""
+        """Send the e-stop; True once the executor reports it stopped in a status that came after
+        it (the latched one may be an earlier e-stop's, or a dead executor's last word)."""
         from std_msgs.msg import Bool
 
+        heard = self.statuses_heard
         self.estop_pub.publish(Bool(data=True))
         deadline = time.monotonic() + ESTOP_CONFIRM_S
-        while self.executor_state != "estopped" and time.monotonic() < deadline:
+        while not (self.statuses_heard > heard and self.executor_state == "estopped") and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
-        return self.executor_state == "estopped"
+        return self.statuses_heard > heard and self.executor_state == "estopped"
 
 
 def main(argv: list | None = None) -> int:
@@ -160,14 +165,22 @@ def main(argv: list | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init()
-    interrupted = threading.Event()  # (rclpy's own SIGINT handler would shut the context down before the e-stop)
-    signal.signal(signal.SIGINT, lambda _sig, _frame: interrupted.set())
+    interrupted = threading.Event()
+
+    def on_sigint(_sig: int, _frame: Any) -> None:
+        """The first Ctrl-C is noted (the loops below send the e-stop); a second one leaves at once.
+        (rclpy's own handler would shut the context down before the e-stop could go out.)"""
+        interrupted.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     node = rclpy.create_node(f"vlm2vla_task_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         follower = Follower(node, task_id, args.quiet)
         deadline = time.monotonic() + args.connect_timeout
+        follower.say(f"waiting for the policy to listen on {topics.TASK.name} ...")
         while follower.task_pub.get_subscription_count() == 0:
             if interrupted.is_set():
                 print("interrupted before the task was sent", file=sys.stderr)
@@ -185,6 +198,9 @@ def main(argv: list | None = None) -> int:
                 print(f"error: task id {task_id} was used before on this graph; give a new --id "
                       "(its result would be mixed with the earlier task's)", file=sys.stderr)
                 return EXIT_USAGE
+        if interrupted.is_set():
+            print("interrupted before the task was sent", file=sys.stderr)
+            return EXIT_FAILED
         follower.send(args.task)
         follower.say(f"task {task_id}: {args.task.strip()}")
         deadline = time.monotonic() + args.timeout
@@ -194,11 +210,12 @@ def main(argv: list | None = None) -> int:
             if args.no_estop:
                 print(f"interrupted: no longer following task {task_id}; the robot goes on", file=sys.stderr)
             elif follower.estop(executor):
-                print(f"interrupted: e-stop sent and the executor reports it stopped. Release it with: {RELEASE}",
-                      file=sys.stderr)
+                print("interrupted: e-stop sent and the executor reports it stopped. On the Stretch, a person "
+                      f"releases the runstop on the robot; then release the e-stop with: {RELEASE}", file=sys.stderr)
             else:
-                print(f"interrupted: e-stop sent, but no executor reported it stopped within {ESTOP_CONFIRM_S:g} s "
-                      f"(state: {follower.executor_state or 'never heard'}); check the robot", file=sys.stderr)
+                print(f"interrupted: e-stop published to {follower.estop_pub.get_subscription_count()} subscriber(s), "
+                      f"but no executor confirmed it within {ESTOP_CONFIRM_S:g} s (last state heard: "
+                      f"{follower.executor_state or 'none'}); check the robot", file=sys.stderr)
             return EXIT_FAILED
         result = follower.result
         if result is None:
@@ -207,7 +224,11 @@ def main(argv: list | None = None) -> int:
         ok = result.get("state") == topics.SUCCEEDED
         print(f"{'SUCCEEDED' if ok else result.get('state', '?').upper()}: {result.get('message', '')}", flush=True)
         return EXIT_OK if ok else EXIT_FAILED
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print("interrupted again: left without waiting", file=sys.stderr)
+        return EXIT_FAILED
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
