@@ -166,8 +166,8 @@ def export_bag_episodes(bags: list[Path], out_root: Path, progress: bool = False
             report.skipped.append((str(bag), f"{bad} message(s) could not be decoded and were ignored"))
         if not tasks:
             report.skipped.append((str(bag), "the bag holds no task (no /policy/status, chunk or event payloads)"))
+        group = bag_split_group(bag.name, started_ns)
         for task in tasks:
-            group = bag_split_group(bag.name, started_ns)
             episode_id = f"{group}-{_safe_id(task.task_id)}" + (f"-run{task.run}" if task.run > 1 else "")
             if (out_root / episode_id).exists():
                 report.existing.append(episode_id)

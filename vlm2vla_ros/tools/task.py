@@ -139,11 +139,15 @@ class Follower:
         from std_msgs.msg import Bool
 
         heard = self.statuses_heard
+
+        def confirmed() -> bool:
+            return self.statuses_heard > heard and self.executor_state == "estopped"
+
         self.estop_pub.publish(Bool(data=True))
         deadline = time.monotonic() + ESTOP_CONFIRM_S
-        while not (self.statuses_heard > heard and self.executor_state == "estopped") and time.monotonic() < deadline:
+        while not confirmed() and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
-        return self.statuses_heard > heard and self.executor_state == "estopped"
+        return confirmed()
 
 
 def main(argv: list | None = None) -> int:
@@ -181,18 +185,15 @@ def main(argv: list | None = None) -> int:
         follower = Follower(node, task_id, args.quiet)
         deadline = time.monotonic() + args.connect_timeout
         follower.say(f"waiting for the policy to listen on {topics.TASK.name} ...")
-        while follower.task_pub.get_subscription_count() == 0:
-            if interrupted.is_set():
-                print("interrupted before the task was sent", file=sys.stderr)
-                return EXIT_FAILED
+        while follower.task_pub.get_subscription_count() == 0 and not interrupted.is_set():
             if time.monotonic() > deadline:
                 print(f"error: nothing subscribes to {topics.TASK.name} (is the policy running on this "
                       f"ROS_DOMAIN_ID?)", file=sys.stderr)
                 return EXIT_FAILED
             executor.spin_once(timeout_sec=0.1)
-        if args.id:  # the latched statuses of an earlier task under this id come when the subscription does
+        if args.id and not interrupted.is_set():  # an earlier task's latched statuses under this id come now
             settle = time.monotonic() + 0.5
-            while time.monotonic() < settle:
+            while time.monotonic() < settle and not interrupted.is_set():
                 executor.spin_once(timeout_sec=0.1)
             if follower.used_before:
                 print(f"error: task id {task_id} was used before on this graph; give a new --id "
