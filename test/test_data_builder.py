@@ -236,7 +236,10 @@ def test_cli_builds_dataset_and_card(episodes_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:  # argparse's exit 2, before anything is written
         dataset_main(["sim", "--out", str(tmp_path / "neg"), "--episodes", "-3"])
     assert usage.value.code == 2 and not (tmp_path / "neg").exists()
-    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:  # a frame the renderer cannot draw, refused before any episode
+        dataset_main(["sim", "--out", str(tmp_path / "tiny"), "--image-size", "8"])
+    assert usage.value.code == 2 and not (tmp_path / "tiny").exists()
+    assert "image size must be 32 to 4096 pixels, got 8" in capsys.readouterr().err
     assert dataset_main(["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "empty")]) == 1
     said = capsys.readouterr()  # the build's own summary, then why it stops: not an error of the card's plots
     assert "0 episode(s) built" in said.out and "no training example was built" in said.err, said

@@ -20,21 +20,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .sim_cli import _positive_int
+from .arguments import image_side, positive_int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.data.labeller import LABELLERS, ON_FAILURE
     from vlm2vla_ros.sim import TASK_KINDS
+    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
 
     ap = argparse.ArgumentParser(prog="vlm2vla-dataset", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("sim", help="record scripted-expert episodes in the simulator")
     sim.add_argument("--out", required=True, help="episodes folder")
     sim.add_argument("--kinds", nargs="+", default=list(TASK_KINDS), choices=TASK_KINDS, help="task kinds")
-    sim.add_argument("--episodes", type=_positive_int, default=20, help="episodes per task kind (seeds from --first-seed)")
+    sim.add_argument("--episodes", type=positive_int, default=20, help="episodes per task kind (seeds from --first-seed)")
     sim.add_argument("--first-seed", type=int, default=0)
-    sim.add_argument("--image-size", type=int, default=224)
+    sim.add_argument("--image-size", type=image_side(MIN_SIDE, MAX_SIDE), default=224)
     sim.add_argument("--lang", default="en", help="instruction language (en, es)")
     bag = sub.add_parser("bag", help="turn rosbag2 recordings of this node suite into episodes")
     bag.add_argument("bags", nargs="+", help="bag folders")

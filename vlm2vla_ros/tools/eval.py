@@ -26,20 +26,10 @@ from typing import Any
 PARTS = ("offline", "closed_loop", "vqa")  # the keys of the results, in the order they run
 
 
-def _image_side(text: str) -> int:
-    """A frame side the simulator's renderer draws, refused here rather than after the offline run."""
-    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
-    from vlm2vla_ros.tools.sim_cli import _positive_int
-
-    value = _positive_int(text)
-    if not MIN_SIDE <= value <= MAX_SIDE:
-        raise argparse.ArgumentTypeError(f"image size must be {MIN_SIDE} to {MAX_SIDE} pixels, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.sim import TASK_KINDS
-    from vlm2vla_ros.tools.sim_cli import _positive_int
+    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
+    from vlm2vla_ros.tools.arguments import image_side, positive_int
 
     ap = argparse.ArgumentParser(prog="vlm2vla-eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="base model folder")
@@ -48,17 +38,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", default=None, help="policy config YAML (sampling, limits, prompts)")
     ap.add_argument("--data", default=None, help="dataset folder for offline metrics (val.jsonl)")
     ap.add_argument("--split", default="val", choices=("val", "train"))
-    ap.add_argument("--max-examples", type=_positive_int, default=200, help="first N held-out chunk examples")
+    ap.add_argument("--max-examples", type=positive_int, default=200, help="first N held-out chunk examples")
     ap.add_argument("--constrained", action="store_true",
                     help="decode with the grammars (then the parse rate is 1 by construction)")
     ap.add_argument("--sim-kinds", nargs="*", default=[], choices=TASK_KINDS)
-    ap.add_argument("--sim-seeds", type=_positive_int, default=10, help="scenes per task kind")
+    ap.add_argument("--sim-seeds", type=positive_int, default=10, help="scenes per task kind")
     ap.add_argument("--sim-first-seed", type=int, default=10_000, help="far from the seeds used for training data")
-    ap.add_argument("--max-cycles", type=_positive_int, default=20, help="cycle limit of each closed-loop episode")
+    ap.add_argument("--max-cycles", type=positive_int, default=20, help="cycle limit of each closed-loop episode")
     ap.add_argument("--verifier-model", default=None,
                     help="model folder that judges the closed loop's subtasks ('mini': the shipped verifier of its "
                     "own); default: the base with the adapter off")
-    ap.add_argument("--image-size", type=_image_side, default=224, help="side of the rendered sim frames, pixels")
+    ap.add_argument("--image-size", type=image_side(MIN_SIDE, MAX_SIDE), default=224,
+                    help="side of the rendered sim frames, pixels")
     ap.add_argument("--vqa", default=None, help="VQA JSONL of {image, question, answer}")
     ap.add_argument("--device", default="auto")
     return ap.parse_args(argv)

@@ -15,25 +15,12 @@ from vlm2vla_ros.sim.expert import run_expert
 from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.tasks import TASK_KIND_HELP, TASK_KINDS
 from vlm2vla_ros.sim.views import TABLE_VIEW, VIEWS
+from vlm2vla_ros.tools.arguments import image_side, positive_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _image_side(text: str) -> int:
-    value = _positive_int(text)
-    if not 64 <= value <= 640:
-        raise argparse.ArgumentTypeError(f"image size must be 64 to 640 pixels, got {value}")
-    return value
+_image_side = image_side(64, 640)
 
 
 def _image_path(text: str) -> Path:
@@ -78,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     expert_p.add_argument("--task-kind", choices=(*TASK_KINDS, "all"), required=True)
-    expert_p.add_argument("--episodes", type=_positive_int, required=True, help="episodes per task kind")
+    expert_p.add_argument("--episodes", type=positive_int, required=True, help="episodes per task kind")
     expert_p.add_argument("--seed", type=int, default=0, help="first seed; episode i uses seed + i")
     expert_p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
