@@ -225,7 +225,13 @@ def test_shipped_checkpoint_loads_in_the_policy_engine(run):
     from vlm2vla_ros.sim.scene import make_scene
 
     _, ship = run
-    assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["action_language.json", "adapter_config.json",
+                                                                    "adapter_model.safetensors"]
+    # the limits and prompts its dataset was built with, which load_policy holds a config against
+    from vlm2vla_ros.policy.adapter_language import AdapterLanguage, read_adapter_language
+
+    build = json.loads((run[0] / "dataset" / "build.json").read_text())["config"]
+    assert read_adapter_language(ship / "adapter") == AdapterLanguage.from_dict(build)
     assert (ship / "base" / "config.json").is_file()
     assert (ship / "verifier" / "config.json").is_file()  # the quick run trains a verifier of its own
     # every stage is drawn centred on the gripper (the default); the shipped base says so for the demo's camera

@@ -172,3 +172,33 @@ def test_every_simulated_tasks_subtask_list_fits_the_decoders_grammar() -> None:
                 assert re.fullmatch(regex, text), (kind, seed, lang, text)
                 assert len(text) <= prompts.subtasks_max_chars()
     assert longest == 10 and prompts.SUBTASK_LIST_MAX_ITEMS == MAX_SUBTASKS
+
+
+def test_an_adapters_recorded_language_is_checked_against_the_policy_config(tmp_path: Path) -> None:
+    from vlm2vla_ros.policy.adapter_language import (
+        ADAPTER_LANGUAGE_FILE,
+        AdapterLanguage,
+        language_differences,
+        read_adapter_language,
+    )
+    from vlm2vla_ros.policy.types import PolicyError
+
+    learnt = AdapterLanguage(ActionLimits(max_abs_cm=10.0, max_steps=4, decimals=1), PromptTemplates())
+    assert read_adapter_language(tmp_path) is None  # an adapter without a record loads unchecked
+    (tmp_path / ADAPTER_LANGUAGE_FILE).write_text(__import__("json").dumps(learnt.to_dict()))
+    assert read_adapter_language(tmp_path) == learnt
+    # looser limits than learnt, the same prompts: nothing to say
+    assert language_differences(PolicyConfig(), learnt) == ([], [])
+    errors, warnings = language_differences(PolicyConfig(limits=ActionLimits(decimals=2)), learnt)
+    assert errors == ["the adapter writes numbers with 1 decimal(s) and the policy's limits read 2: set limits.decimals to 1"]
+    assert warnings == []
+    tight = PolicyConfig(limits=ActionLimits(max_abs_cm=5.0, max_steps=2),
+                         prompts=PromptTemplates(chunk="Write the chunk.", verify="Done? Answer advance or retry."))
+    errors, warnings = language_differences(tight, learnt)
+    assert errors == []
+    assert warnings == ["chunks are cut to 2 step(s); the adapter learnt up to 4",
+                        "moves are held to 5.0 cm; the adapter learnt up to 10.0 cm",
+                        "the prompt template(s) chunk differ from the ones the adapter was trained on"]  # not verify: adapter off
+    (tmp_path / ADAPTER_LANGUAGE_FILE).write_text('{"limits": {"decimals": 9}, "prompts": {}}')
+    with pytest.raises(PolicyError, match="does not record the adapter's action language .*decimals must be an integer"):
+        read_adapter_language(tmp_path)

@@ -245,3 +245,45 @@ def test_examples_longer_than_max_length_are_left_out_and_counted(model_dir, dat
     (data / "val.jsonl").write_text(json.dumps(long) + "\n")
     with pytest.raises(TrainError, match="eval_steps is 1 but every validation example is longer than max_length"):
         train(config.replace(eval_steps=1, output_dir=str(tmp_path / "no-val")))
+
+
+def test_the_adapter_records_its_datasets_action_language_and_the_policy_checks_it(model_dir, dataset_dir, tmp_path,
+                                                                                  caplog):
+    import logging
+    import shutil
+
+    from vlm2vla_ros.action_language import ActionLimits
+    from vlm2vla_ros.policy import PolicyConfig, PolicyError, PromptTemplates, load_policy
+    from vlm2vla_ros.training import TrainConfig, TrainError, train
+
+    data, out = tmp_path / "data", tmp_path / "adapter"
+    shutil.copytree(dataset_dir, data)
+    build = json.loads((dataset_dir.parent / "full" / "build.json").read_text())
+    build["config"]["limits"]["max_steps"] = 3
+    (data / "build.json").write_text(json.dumps(build))
+    config = TrainConfig(model_path=str(model_dir), dataset_dir=str(data), output_dir=str(out), max_steps=1,
+                         batch_size=2, grad_accum=1, gradient_checkpointing=False, save_steps=1000, device="cpu")
+    train(config)
+    record = json.loads((out / "action_language.json").read_text())
+    assert record == {"limits": build["config"]["limits"], "prompts": build["config"]["prompts"]}
+
+    policy = PolicyConfig(model_path=str(model_dir), adapter_path=str(out), device="cpu")
+    with pytest.raises(PolicyError, match="writes numbers with 1 decimal.*set limits.decimals to 1"):
+        load_policy(policy.replace(limits=ActionLimits(decimals=2)))
+    with caplog.at_level(logging.WARNING):
+        load_policy(policy.replace(limits=ActionLimits(max_steps=2), prompts=PromptTemplates(plan="Plan: {task}"))).close()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"adapter {out}: chunks are cut to 2 step(s); the adapter learnt up to 3",
+        f"adapter {out}: the prompt template(s) plan differ from the ones the adapter was trained on"]
+
+    # a dataset without build.json leaves no record, and takes away one left in the folder
+    (data / "build.json").unlink()
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copyfile(out / "action_language.json", again / "action_language.json")
+    train(config.replace(output_dir=str(again)))
+    assert (again / "adapter_model.safetensors").is_file() and not (again / "action_language.json").exists()
+    (data / "build.json").write_text('{"config": {"limits": {}}}')
+    with pytest.raises(TrainError, match="does not record the dataset's action limits and prompts"):
+        train(config.replace(output_dir=str(tmp_path / "other")))
+    assert not (tmp_path / "other").exists()  # refused before anything was written

@@ -27,6 +27,7 @@ from vlm2vla_ros.action_language import (
 )
 
 from . import prompts
+from .adapter_language import language_differences, read_adapter_language
 from .config import PolicyConfig, StageSampling
 from .types import (
     CycleResult,
@@ -241,6 +242,19 @@ def _plan_text(text: str) -> str:
     return plan
 
 
+def _check_adapter_language(config: PolicyConfig) -> None:
+    """PolicyError when the config reads numbers in another format than the adapter writes them;
+    a logged warning for tighter limits or other prompts (adapter_language)."""
+    learnt = read_adapter_language(config.adapter_path) if config.adapter_path else None
+    if learnt is None:
+        return
+    errors, warnings = language_differences(config, learnt)
+    if errors:
+        raise PolicyError(f"adapter {config.adapter_path}: " + "; ".join(errors), "load")
+    for warning in warnings:
+        logging.getLogger(__name__).warning("adapter %s: %s", config.adapter_path, warning)
+
+
 def load_policy(config: PolicyConfig) -> PolicyEngine:
     """A new engine with the backend the config names (loads the model for transformers), warmed
     up when its first requests would compile (needs_warm_up)."""
@@ -250,6 +264,7 @@ def load_policy(config: PolicyConfig) -> PolicyEngine:
         return PolicyEngine(OpenAIBackend(config.openai), config)
     from .transformers_backend import TransformersBackend
 
+    _check_adapter_language(config)
     engine = PolicyEngine(TransformersBackend.load(config), config)
     if engine.needs_warm_up:
         seconds = engine.warm_up()

@@ -9,7 +9,8 @@ without re-formatting the data. SFTTrainer 1.x would route vision data through i
 formatting and masking, which must then be kept in step with the engine's prompts twice.
 
 Outputs in output_dir: adapter_config.json + adapter_model.safetensors (a standard PEFT
-adapter, PolicyConfig.adapter_path), train_log.json, loss.png, checkpoints/ (for --resume).
+adapter, PolicyConfig.adapter_path), action_language.json (the dataset's limits and prompts,
+which load_policy checks), train_log.json, loss.png, checkpoints/ (for --resume).
 
 With plan_total_head the Trainer's loss gains a temporary head's term (place_head.PlaceHead on
 the plans' stated totals); the head is not saved, so a resumed run starts it afresh.
@@ -134,6 +135,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                          + (" (only ones cut short while being written)" if has_checkpoint else ""))
     if resume:
         _check_resumable(out, config)
+    language = _dataset_language(Path(config.dataset_dir))
     train_examples = load_split(config, "train")
     if not train_examples:
         raise TrainError(f"{config.dataset_dir}/train.jsonl holds no examples of the stages {list(config.stages)}")
@@ -237,6 +239,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         return result
     if not interrupted:
         model.save_pretrained(out)
+        _record_language(out, language)
     log = {
         "config": config.to_dict(),
         "resumed": resume,
@@ -253,6 +256,34 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     _merge_log(out / "train_log.json", log)
     plot_loss(out / "train_log.json", out / "loss.png")
     return result
+
+
+def _dataset_language(dataset_dir: Path) -> Any:
+    """The action language (policy.adapter_language.AdapterLanguage) the dataset's build.json
+    records; None for a dataset without one (written by other tools). TrainError, before any
+    training, for a build.json that does not record it."""
+    from vlm2vla_ros.data.builder import BUILD_FILE
+    from vlm2vla_ros.policy.adapter_language import AdapterLanguage
+
+    path = dataset_dir / BUILD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return AdapterLanguage.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrainError(f"{path} does not record the dataset's action limits and prompts ({type(exc).__name__}: {exc}); "
+                         "build the dataset again with vlm2vla-dataset build") from None
+
+
+def _record_language(out: Path, language: Any) -> None:
+    """The dataset's action language beside the adapter, which load_policy checks its config
+    against; a record an earlier run left in the folder goes when this dataset has none."""
+    from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
+
+    if language is None:
+        (out / ADAPTER_LANGUAGE_FILE).unlink(missing_ok=True)
+    else:
+        write_whole(out / ADAPTER_LANGUAGE_FILE, json.dumps(language.to_dict(), indent=1) + "\n")
 
 
 RUN_CONFIG = "train_config.json"
