@@ -489,3 +489,13 @@ def test_eval_refuses_bad_counts_and_sizes(tmp_path, capsys, stub_engine, flag, 
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and f"{flag}: " in err and message in err
     assert stub_engine.loaded == 0
+
+
+def test_the_tools_read_their_arguments_without_opencv():
+    """Offline evaluation and dataset builds need no renderer (a GPU box may lack the vision extra)."""
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from vlm2vla_ros.tools import dataset, eval\n"
+            "print(eval.parse_args(['--model', 'm', '--out', 'o', '--data', 'd', '--image-size', '64']).image_size,\n"
+            "      dataset.parse_args(['build', 'episodes', '--out', 'ds']).out)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["64", "ds"], done.stderr

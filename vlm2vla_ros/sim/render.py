@@ -24,7 +24,7 @@ import unicodedata
 import cv2
 import numpy as np
 
-from vlm2vla_ros.sim.views import GRIPPER_VIEW, TABLE_VIEW, check_view
+from vlm2vla_ros.sim.views import GRIPPER_VIEW, MAX_SIDE, MIN_SIDE, TABLE_VIEW, check_view
 from vlm2vla_ros.sim.world import BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
 
 OBLIQUE = 0.5  # image rise per metre of height, relative to a metre of depth
@@ -42,7 +42,6 @@ PAD_RGB = (240, 240, 240)
 FINGER_LENGTH_M = 0.05
 OPEN_WIDTH_M = 0.08
 CLOSED_EMPTY_WIDTH_M = 0.012
-MIN_SIDE, MAX_SIDE = 32, 4096
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _ONE = 1 << _SHIFT
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 TABLE_VIEW, GRIPPER_VIEW = "table", "gripper"
 VIEWS = (TABLE_VIEW, GRIPPER_VIEW)
+MIN_SIDE, MAX_SIDE = 32, 4096
+"""The image sides (pixels) the renderer draws; here so that the tools can refuse others without OpenCV."""
 
 
 def check_view(view: str) -> str:

@@ -26,7 +26,7 @@ from .arguments import image_side, positive_int
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.data.labeller import LABELLERS, ON_FAILURE
     from vlm2vla_ros.sim import TASK_KINDS
-    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
+    from vlm2vla_ros.sim.views import MAX_SIDE, MIN_SIDE
 
     ap = argparse.ArgumentParser(prog="vlm2vla-dataset", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)

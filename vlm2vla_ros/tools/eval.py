@@ -28,7 +28,7 @@ PARTS = ("offline", "closed_loop", "vqa")  # the keys of the results, in the ord
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.sim import TASK_KINDS
-    from vlm2vla_ros.sim.render import MAX_SIDE, MIN_SIDE
+    from vlm2vla_ros.sim.views import MAX_SIDE, MIN_SIDE
     from vlm2vla_ros.tools.arguments import image_side, positive_int
 
     ap = argparse.ArgumentParser(prog="vlm2vla-eval", description=__doc__.split("\n\n")[0])
