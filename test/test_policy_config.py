@@ -175,6 +175,8 @@ def test_every_simulated_tasks_subtask_list_fits_the_decoders_grammar() -> None:
 
 
 def test_an_adapters_recorded_language_is_checked_against_the_policy_config(tmp_path: Path) -> None:
+    import json
+
     from vlm2vla_ros.policy.adapter_language import (
         ADAPTER_LANGUAGE_FILE,
         AdapterLanguage,
@@ -185,13 +187,17 @@ def test_an_adapters_recorded_language_is_checked_against_the_policy_config(tmp_
 
     learnt = AdapterLanguage(ActionLimits(max_abs_cm=10.0, max_steps=4, decimals=1), PromptTemplates())
     assert read_adapter_language(tmp_path) is None  # an adapter without a record loads unchecked
-    (tmp_path / ADAPTER_LANGUAGE_FILE).write_text(__import__("json").dumps(learnt.to_dict()))
+    (tmp_path / ADAPTER_LANGUAGE_FILE).write_text(json.dumps(learnt.to_dict()))
     assert read_adapter_language(tmp_path) == learnt
     # looser limits than learnt, the same prompts: nothing to say
     assert language_differences(PolicyConfig(), learnt) == ([], [])
     errors, warnings = language_differences(PolicyConfig(limits=ActionLimits(decimals=2)), learnt)
     assert errors == ["the adapter writes numbers with 1 decimal(s) and the policy's limits read 2: set limits.decimals to 1"]
     assert warnings == []
+    # unconstrained, the parser rounds the adapter's numbers to the config's decimals: a warning
+    assert language_differences(PolicyConfig(limits=ActionLimits(decimals=2), constrained=False), learnt) == (
+        [], ["the adapter writes numbers with 1 decimal(s) and the policy's limits read 2; the parser rounds its numbers "
+             "to that"])
     tight = PolicyConfig(limits=ActionLimits(max_abs_cm=5.0, max_steps=2),
                          prompts=PromptTemplates(chunk="Write the chunk.", verify="Done? Answer advance or retry."))
     errors, warnings = language_differences(tight, learnt)

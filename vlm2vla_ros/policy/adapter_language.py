@@ -4,8 +4,9 @@ A LoRA adapter learns the numbers' format (decimals), the chunk sizes and ranges
 and the prompt wording of its training data. A policy config that differs decodes the adapter's
 answers under another grammar or asks it in words it never saw. The trainer records the
 dataset's limits and prompts beside the adapter (ADAPTER_LANGUAGE_FILE); load_policy checks
-them: another number format is an error, tighter limits or other prompts are warnings, since
-tightening the limits for a robot is a legitimate choice.
+them: another number format is an error under constrained decoding (the grammar would force it
+on the adapter), tighter limits or other prompts are warnings, since tightening the limits for a
+robot is a legitimate choice.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ def language_differences(config: PolicyConfig, learnt: AdapterLanguage) -> tuple
     warnings: list[str] = []
     mine = config.limits
     if mine.decimals != learnt.limits.decimals:
-        errors.append(f"the adapter writes numbers with {learnt.limits.decimals} decimal(s) and the policy's limits "
-                      f"read {mine.decimals}: set limits.decimals to {learnt.limits.decimals}")
+        said = f"the adapter writes numbers with {learnt.limits.decimals} decimal(s) and the policy's limits read {mine.decimals}"
+        if config.constrained:  # the chunk grammar allows exactly limits.decimals digits
+            errors.append(f"{said}: set limits.decimals to {learnt.limits.decimals}")
+        else:
+            warnings.append(f"{said}; the parser rounds its numbers to that")
     if mine.max_steps < learnt.limits.max_steps:
         warnings.append(f"chunks are cut to {mine.max_steps} step(s); the adapter learnt up to {learnt.limits.max_steps}")
     if mine.max_abs_cm < learnt.limits.max_abs_cm:

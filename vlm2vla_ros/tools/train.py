@@ -4,8 +4,9 @@
 
 Defaults are the paper's recipe (TrainConfig); a YAML file and flags override them. On several
 GPUs launch the same command with `accelerate launch -m vlm2vla_ros.tools.train ...`. The
-output folder is a PEFT adapter the policy engine loads as adapter_path, plus loss.png and
-train_log.json. Ctrl-C saves a checkpoint; --resume continues from the last one.
+output folder is a PEFT adapter the policy engine loads as adapter_path, plus action_language.json
+(the dataset's limits and prompts, checked when the policy loads it), loss.png and train_log.json.
+Ctrl-C saves a checkpoint; --resume continues from the last one.
 """
 
 from __future__ import annotations

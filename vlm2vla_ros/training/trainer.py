@@ -40,7 +40,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CHECKPOINTS = "checkpoints"
 PLACE_TARGETS = "place_targets"
 """The batch key of the place head's targets, taken out before the model sees the batch."""
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class TrainError(RuntimeError):
@@ -238,6 +237,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if not trainer.is_world_process_zero():  # (each process of a multi-GPU run trains; one writes)
         return result
     if not interrupted:
+        _record_language(out, None)  # (not beside the new weights while they are written)
         model.save_pretrained(out)
         _record_language(out, language)
     log = {
@@ -260,8 +260,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 def _dataset_language(dataset_dir: Path) -> Any:
     """The action language (policy.adapter_language.AdapterLanguage) the dataset's build.json
-    records; None for a dataset without one (written by other tools). TrainError, before any
-    training, for a build.json that does not record it."""
+    records; None, said once, for a build.json that does not record it (written by hand or by
+    other tools: the adapter is then loaded unchecked), and None for a dataset without one."""
     from vlm2vla_ros.data.builder import BUILD_FILE
     from vlm2vla_ros.policy.adapter_language import AdapterLanguage
 
@@ -271,8 +271,9 @@ def _dataset_language(dataset_dir: Path) -> Any:
     try:
         return AdapterLanguage.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
     except (ValueError, TypeError, KeyError) as exc:
-        raise TrainError(f"{path} does not record the dataset's action limits and prompts ({type(exc).__name__}: {exc}); "
-                         "build the dataset again with vlm2vla-dataset build") from None
+        print(f"vlm2vla-train: {path} does not record the dataset's action limits and prompts ({type(exc).__name__}: "
+              f"{exc}), so the adapter gets no action_language.json and loads unchecked")
+        return None
 
 
 def _record_language(out: Path, language: Any) -> None:
