@@ -1379,7 +1379,8 @@ def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
 
 def ship(out: Path, target: Path) -> Path:
     """Copy the run's base model and adapter (the demo's default checkpoint, with the adapter's
-    action_language.json) to target/{base,adapter}, and its verifier of its own (verifier_steps) to target/verifier when it made one."""
+    action_language.json) to target/{base,adapter}, and its verifier of its own (verifier_steps)
+    to target/verifier when it made one."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

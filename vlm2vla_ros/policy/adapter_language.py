@@ -27,7 +27,8 @@ from .types import PolicyError
 ADAPTER_LANGUAGE_FILE = "action_language.json"
 """Beside an adapter's weights: {"limits": {...}, "prompts": {...}} of the data it was trained on."""
 ADAPTER_STAGES = ("subtasks", "plan", "chunk")
-"""The prompts the adapter answers; the verifier's run with it switched off (PolicyEngine.verify)."""
+"""The stages whose prompts the adapter answers; the verify stage runs with it switched off
+(PolicyEngine.verify), so its prompt is not compared."""
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm2vla_ros.data.builder import repeat_stages
+from vlm2vla_ros.data.builder import BUILD_FILE, repeat_stages
 from vlm2vla_ros.files import write_whole
+from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE, AdapterLanguage
 
 from .collator import AnswerOnlyCollator
 from .config import TrainConfig
@@ -258,13 +259,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     return result
 
 
-def _dataset_language(dataset_dir: Path) -> Any:
+def _dataset_language(dataset_dir: Path) -> AdapterLanguage | None:
     """The action language (policy.adapter_language.AdapterLanguage) the dataset's build.json
     records; None, said once, for a build.json that does not record it (written by hand or by
     other tools: the adapter is then loaded unchecked), and None for a dataset without one."""
-    from vlm2vla_ros.data.builder import BUILD_FILE
-    from vlm2vla_ros.policy.adapter_language import AdapterLanguage
-
     path = dataset_dir / BUILD_FILE
     if not path.is_file():
         return None
@@ -276,11 +274,9 @@ def _dataset_language(dataset_dir: Path) -> Any:
         return None
 
 
-def _record_language(out: Path, language: Any) -> None:
+def _record_language(out: Path, language: AdapterLanguage | None) -> None:
     """The dataset's action language beside the adapter, which load_policy checks its config
     against; a record an earlier run left in the folder goes when this dataset has none."""
-    from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
-
     if language is None:
         (out / ADAPTER_LANGUAGE_FILE).unlink(missing_ok=True)
     else:
