@@ -238,9 +238,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if not trainer.is_world_process_zero():  # (each process of a multi-GPU run trains; one writes)
         return result
     if not interrupted:
-        _record_language(out, None)  # (not beside the new weights while they are written)
+        # the record goes first, so it never stands beside weights it does not describe; with no
+        # record for this dataset, one an earlier run left in the folder stays gone
+        (out / ADAPTER_LANGUAGE_FILE).unlink(missing_ok=True)
         model.save_pretrained(out)
-        _record_language(out, language)
+        if language is not None:
+            write_whole(out / ADAPTER_LANGUAGE_FILE, json.dumps(language.to_dict(), indent=1) + "\n")
     log = {
         "config": config.to_dict(),
         "resumed": resume,
@@ -272,15 +275,6 @@ def _dataset_language(dataset_dir: Path) -> AdapterLanguage | None:
         print(f"vlm2vla-train: {path} does not record the dataset's action limits and prompts ({type(exc).__name__}: "
               f"{exc}), so the adapter gets no action_language.json and loads unchecked")
         return None
-
-
-def _record_language(out: Path, language: AdapterLanguage | None) -> None:
-    """The dataset's action language beside the adapter, which load_policy checks its config
-    against; a record an earlier run left in the folder goes when this dataset has none."""
-    if language is None:
-        (out / ADAPTER_LANGUAGE_FILE).unlink(missing_ok=True)
-    else:
-        write_whole(out / ADAPTER_LANGUAGE_FILE, json.dumps(language.to_dict(), indent=1) + "\n")
 
 
 RUN_CONFIG = "train_config.json"
