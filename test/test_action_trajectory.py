@@ -149,6 +149,7 @@ def test_a_gripper_change_before_any_motion_is_a_move_of_its_own():
 
 @settings(max_examples=200, deadline=None)
 @given(trajectories(), st.sampled_from([0, 1]))
+@example(trajectory=([(0.0, 0.0, 0.25)], [0]), before=0)  # a tie: 0.3, not numpy's half-to-even 0.2
 def test_with_the_gripper_before_known_no_change_is_lost_or_reordered(trajectory, before):
     """A first step that changes the gripper and also moves keeps the old merge (the change acts
     before that step's motion by the rule's convention, which no partition of the steps writes)."""
@@ -156,8 +157,8 @@ def test_with_the_gripper_before_known_no_change_is_lost_or_reordered(trajectory
     assume(gripper[0] == before or not any(deltas[0]))
     steps = merge_trajectory(deltas, gripper, initial_gripper=before)
     assert _dedupe([before] + [s.gripper for s in steps]) == _dedupe([before] + list(gripper))
-    summed = [round(sum(getattr(s, axis) for s in steps), 6) for axis in ("dx", "dy", "dz")]
-    assert summed == [round(v, 6) for v in np.round(np.sum(deltas, axis=0), 1)]
+    summed = [sum(round(getattr(s, axis) * 10) for s in steps) for axis in ("dx", "dy", "dz")]  # in 0.1 cm units
+    assert summed == [float_to_units(float(v), ActionLimits()) for v in np.sum(deltas, axis=0)]  # ties away from zero
 
 
 def test_large_moves_are_split_within_limits():
