@@ -13,6 +13,8 @@ from vlm2vla_ros.action_language import ActionLimits, MergeConfig
 from vlm2vla_ros.data.builder import BuildConfig
 from vlm2vla_ros.miniature import data
 from vlm2vla_ros.miniature.experiment import ExperimentConfig
+from vlm2vla_ros.sim.expert import ExpertConfig
+from vlm2vla_ros.sim.scene import make_scene
 from vlm2vla_ros.sim.views import GRIPPER_VIEW
 
 MERGE = MergeConfig(axis_cm=9.0, total_cm=10.0)
@@ -181,6 +183,35 @@ def test_grasp_demonstrations_executed_chunk_by_chunk_pick_the_block_up(tmp_path
             world.set_gripper(bool(gripper))
         assert task.check_success(world), episode_id
     assert closed_starts >= 2
+
+
+def _grasp_descent_cm(episode) -> float:
+    return sum(s.delta_cm[2] for s in episode.steps if s.subtask.startswith("grasp"))
+
+
+def test_every_kind_of_demonstration_grasps_at_the_experts_height():
+    """The expert config reaches the task, reach and grasp demonstrations alike: grasping at 0.1
+    of the block's height instead of its middle, each grasp descends 0.4 of the block's height
+    further, and each demonstration still picks the block up (a grasp demonstration still
+    recentres)."""
+    low = ExpertConfig(grasp_height=0.1)
+    cases = [
+        (lambda expert: data.demonstration("pick_up", 3, 0, SIZE, GRIPPER_VIEW, MERGE, expert), make_scene(3, "pick_up")),
+        (lambda expert: data.reach_demonstration(5_000_000, SIZE, GRIPPER_VIEW, MERGE, expert), data.reach_start(5_000_000)),
+        (lambda expert: data.grasp_demonstration(6_000_001, SIZE, GRIPPER_VIEW, MERGE, expert), data.grasp_start(6_000_001)),
+    ]
+    for demonstrate, (world, task) in cases:
+        middle, deep = demonstrate(ExpertConfig()), demonstrate(low)
+        assert middle.success and deep.success
+        height = world.object(task.pick).height
+        assert _grasp_descent_cm(deep) - _grasp_descent_cm(middle) == pytest.approx(-40.0 * height, abs=1e-6)
+
+
+def test_the_grasp_height_is_an_experiment_setting():
+    assert ExperimentConfig().expert() == ExpertConfig()
+    assert ExperimentConfig(grasp_height=0.1).expert().grasp_height == 0.1
+    with pytest.raises(ValueError, match="grasp_height"):
+        ExperimentConfig(grasp_height=0.9)
 
 
 def test_one_move_chunks_are_a_setting_reach_demonstrations_need():

@@ -175,8 +175,23 @@ def test_report_and_metrics(run):
     assert any(e["episode_id"].startswith("mini-reach-") for e in examples)
     assert any(e["episode_id"].startswith("mini-grasp-") for e in examples)
     assert ("(2 of them pick-ups from gripper starts near the block, on new scenes; 2 pick-ups that start at the "
-            "grasp, from where a short \"move above\" leaves the gripper)") in report
+            "grasp, from where a short \"move above\" leaves the gripper; every grasp closing at 0.25 of the block's "
+            "height above its bottom, not its middle)") in report
     assert "chunks of 1 merged move(s), each from its own image" in report
+    # --quick: grasp_height 0.25 (in the report above), so the task demonstrations' grasps close a quarter
+    # of the block's height above its bottom: their chunks descend as the expert does there, not at the middle
+    from vlm2vla_ros.sim.expert import ExpertConfig, ScriptedExpert
+    from vlm2vla_ros.sim.scene import make_scene
+
+    every = examples + [json.loads(line) for line in (out / "dataset" / "val.jsonl").read_text().splitlines()]
+    chunked = sum(step[2] for e in every if e["episode_id"] == "mini-pick_up-00000-v0" and e["stage"] == "chunk"
+                  and e["meta"]["subtask"].startswith("grasp") for step in e["meta"]["chunk"])
+    descents = {}
+    for share in (0.25, 0.5):
+        world, task = make_scene(0, "pick_up")
+        steps = ScriptedExpert(ExpertConfig(grasp_height=share)).run(world, task, 0).steps
+        descents[share] = sum(s.delta_cm[2] for s in steps if s.subtask.startswith("grasp"))
+    assert chunked == pytest.approx(descents[0.25], abs=0.1) and abs(chunked - descents[0.5]) > 0.5
     # --quick: rehearsal_scenes 3, the base's own examples of pretraining scenes 0-2 in both models' data
     rehearsed = [e for e in examples if e["stage"] == "rehearsal"]
     assert len(rehearsed) == metrics["action_data"]["rehearsal_examples"] > 0

@@ -85,3 +85,32 @@ def test_a_recentring_grasp_reaches_the_block_from_beside_it(closed):
     if closed:  # it opens in place before it moves
         assert episode.steps[1].gripper == 1 and episode.steps[1].delta_cm == (0.0, 0.0, 0.0)
     assert not ScriptedExpert().run(straight, task, 3, first_subtask=1).success
+
+
+def _closing_height_m(start_z: float, episode) -> float:
+    """Fingertip height at the grasp's close: the start height plus every executed step before it."""
+    grasp = next(i for i, s in enumerate(episode.steps) if s.subtask.startswith("grasp") and s.gripper == 0)
+    return start_z + sum(s.delta_cm[2] for s in episode.steps[: grasp + 1]) / 100.0
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.8])
+def test_grasp_height_is_where_the_fingertips_close(share):
+    """The grasp closes share x the block's height above its bottom, and still picks it up; a
+    lower share is a longer descent from the same travel height by exactly the difference."""
+    for seed in range(4):
+        world, task = make_scene(seed, "pick_up")
+        block, start_z = world.object(task.pick), world.gripper_z
+        bottom, height = block.z, block.height
+        episode = ScriptedExpert(ExpertConfig(grasp_height=share)).run(world, task, seed)
+        assert episode.success
+        assert _closing_height_m(start_z, episode) == pytest.approx(bottom + share * height, abs=1e-9)
+        middle = ScriptedExpert().run(make_scene(seed, "pick_up")[0], task, seed)
+        descent = sum(s.delta_cm[2] for s in episode.steps if s.subtask.startswith("grasp"))
+        middle_descent = sum(s.delta_cm[2] for s in middle.steps if s.subtask.startswith("grasp"))
+        assert descent - middle_descent == pytest.approx(100.0 * (share - 0.5) * height, abs=1e-6)
+
+
+@pytest.mark.parametrize("share", [-0.1, 0.81, float("nan")])
+def test_a_grasp_height_the_world_cannot_close_at_is_refused(share):
+    with pytest.raises(ValueError, match="grasp_height"):
+        ExpertConfig(grasp_height=share)

@@ -29,7 +29,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vlm2vla_ros.action_language.trajectory import MergeConfig, merge_segments
@@ -48,6 +48,8 @@ from .vqa import put_gripper_by, replay, scene_exists
 
 ACTION_STAGES = ("subtasks", "plan", "chunk")
 """What the adapter learns. Verification is the base model's job (adapter off)."""
+MIDDLE_GRASP = ExpertConfig()
+"""The expert the demonstrations use unless told otherwise: it grasps a block at its middle."""
 
 
 @dataclass
@@ -57,7 +59,8 @@ class ExportResult:
 
 
 def demonstration(
-    kind: str, seed: int, variant: int, image_size: int, view: str = TABLE_VIEW, merge: MergeConfig | None = None
+    kind: str, seed: int, variant: int, image_size: int, view: str = TABLE_VIEW, merge: MergeConfig | None = None,
+    expert: ExpertConfig = MIDDLE_GRASP,
 ) -> Episode:
     """The expert solving scene (kind, seed); variant > 0 starts the gripper elsewhere. With
     `merge`, frames only at every merged move's first step (see the module's docstring)."""
@@ -74,7 +77,7 @@ def demonstration(
             target = (rng.uniform(ws.x_min, ws.x_max), rng.uniform(ws.y_min, ws.y_max), rng.uniform(0.06, 0.25))
         world.move_gripper(target[0] - world.gripper_x, target[1] - world.gripper_y, target[2] - world.gripper_z)
         expert_seed = seed + 1_000_003 * variant
-    return _solve(world, task, expert_seed, image_size, view, merge)
+    return _solve(world, task, expert_seed, image_size, view, merge, expert)
 
 
 REACH_RADIUS_M = 0.20
@@ -114,11 +117,12 @@ def reach_start(seed: int) -> tuple[SimWorld, Task] | None:
     return world, task
 
 
-def reach_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig) -> Episode | None:
+def reach_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig,
+                        expert: ExpertConfig = MIDDLE_GRASP) -> Episode | None:
     """The expert picking up the named block from reach_start(seed), with frames at every merged
     move's first step; None when the scene cannot be laid out."""
     start = reach_start(seed)
-    return None if start is None else _solve(*start, seed, image_size, view, merge)
+    return None if start is None else _solve(*start, seed, image_size, view, merge, expert)
 
 
 GRASP_START_OFF_M = 0.04
@@ -152,7 +156,8 @@ def grasp_start(seed: int) -> tuple[SimWorld, Task] | None:
     return world, task
 
 
-def grasp_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig) -> Episode | None:
+def grasp_demonstration(seed: int, image_size: int, view: str, merge: MergeConfig,
+                        expert: ExpertConfig = MIDDLE_GRASP) -> Episode | None:
     """The expert finishing the pick-up from grasp_start(seed): the subtasks before the grasp
     count as done (a still step each), and the grasp goes to the block's centre
     (ExpertConfig.grasp_recentres); frames at every merged move's first step. None when the
@@ -162,16 +167,16 @@ def grasp_demonstration(seed: int, image_size: int, view: str, merge: MergeConfi
         return None
     world, task = start
     first = next(i for i, sub in enumerate(task.plan) if sub.action == GRASP)
-    return _solve(world, task, seed, image_size, view, merge, ScriptedExpert(ExpertConfig(grasp_recentres=True)), first)
+    return _solve(world, task, seed, image_size, view, merge, replace(expert, grasp_recentres=True), first)
 
 
 def _solve(world: SimWorld, task: Task, seed: int, image_size: int, view: str, merge: MergeConfig | None,
-           expert: ScriptedExpert | None = None, first_subtask: int = 0) -> Episode:
-    expert = expert or ScriptedExpert()
+           expert: ExpertConfig, first_subtask: int = 0) -> Episode:
+    solver = ScriptedExpert(expert)
     if merge is None:
-        return expert.run(world, task, seed, image_size, view, first_subtask)
+        return solver.run(world, task, seed, image_size, view, first_subtask)
     start = world.copy()
-    episode = expert.run(world, task, seed, None, view, first_subtask)
+    episode = solver.run(world, task, seed, None, view, first_subtask)
     return with_frames(start, episode, move_starts(episode, merge), image_size, view)
 
 
@@ -206,6 +211,7 @@ def export_episodes(
     image_size: int = 224,
     view: str = TABLE_VIEW,
     merge: MergeConfig | None = None,
+    expert: ExpertConfig = MIDDLE_GRASP,
 ) -> ExportResult:
     """Write one episode per (kind, seed, variant) under root (English instructions), its frames
     in the camera view the policy will see (with `merge`, at every merged move's first step)."""
@@ -217,21 +223,22 @@ def export_episodes(
                 continue
             for variant in range(augment + 1):
                 episode_id = f"mini-{kind}-{seed:05d}-v{variant}"
-                episode = demonstration(kind, seed, variant, image_size, view, merge)
+                episode = demonstration(kind, seed, variant, image_size, view, merge, expert)
                 meta = {"task_kind": kind, "seed": seed, "variant": variant, "lang": "en"}
                 _write(root, episode_id, episode, meta, result, key_frames_only=merge is None)
     return result
 
 
 def export_reach_demonstrations(
-    root: Path, seeds: Sequence[int], image_size: int, view: str, merge: MergeConfig, grasp: bool = False
+    root: Path, seeds: Sequence[int], image_size: int, view: str, merge: MergeConfig, grasp: bool = False,
+    expert: ExpertConfig = MIDDLE_GRASP,
 ) -> ExportResult:
     """Write reach_demonstration(seed) (grasp: grasp_demonstration(seed)) for each seed
     make_scene can lay out under root (no seeds: nothing)."""
     result = ExportResult()
     demonstrate, name = (grasp_demonstration, "grasp") if grasp else (reach_demonstration, "reach")
     for seed in seeds:
-        episode = demonstrate(seed, image_size, view, merge)
+        episode = demonstrate(seed, image_size, view, merge, expert)
         if episode is not None:
             _write(root, f"mini-{name}-{seed:07d}", episode, {"task_kind": "pick_up", "seed": seed, name: True, "lang": "en"},
                    result, key_frames_only=False)

@@ -47,6 +47,7 @@ from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples
 from vlm2vla_ros.files import replaced_whole
 from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
+from vlm2vla_ros.sim.expert import ExpertConfig
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
 from vlm2vla_ros.sim.views import check_view, write_model_view
@@ -231,6 +232,11 @@ class ExperimentConfig:
     grasp at the block's centre from there; seeds from grasp_first_seed
     (data.grasp_demonstration; needs chunk_moves; finding 22)."""
     grasp_first_seed: int = 6_000_000
+    grasp_height: float = 0.5
+    """Where the expert's grasps close in all the action data, as a share of the block's height
+    above its bottom (ExpertConfig.grasp_height): 0.5 its middle, as before finding 43; lower,
+    every grasp chunk descends further, so one that copies the usual descent still reaches a
+    block from a "move above" that stopped high."""
     rehearsal_scenes: int = 0
     """The base's own pretraining examples of this many of its scenes (questions, captions,
     translations, copies; stage "rehearsal") join the action data of both fine-tuned models, so
@@ -348,6 +354,7 @@ class ExperimentConfig:
             chunk_moves=1,
             reach_demos=2,
             grasp_demos=2,
+            grasp_height=0.25,
             verify_mix=1,
             verify_mix_subtasks=("move_above", "grasp", "lift"),
             rehearsal_scenes=3,
@@ -373,6 +380,7 @@ class ExperimentConfig:
         for name in ("reach_demos", "grasp_demos"):
             if getattr(self, name) and not self.chunk_moves:
                 raise ValueError(f"{name} needs chunk_moves: their frames are drawn at every merged move")
+        self.expert()  # refuses a grasp_height the expert cannot close at
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         check_completion_subtasks(self.verifier_subtasks, "verifier_subtasks")
         if self.verifier_steps < 0 or self.verifier_batch < 1 or self.verifier_eval_cases < 1:
@@ -428,6 +436,10 @@ class ExperimentConfig:
         limits = ActionLimits(max_steps=self.chunk_moves) if self.chunk_moves else ActionLimits()
         return BuildConfig(merge=self.merge(), limits=limits, verify_examples=False, direction_examples=False,
                            val_fraction=0.05, plan_totals=self.plan_totals)
+
+    def expert(self) -> ExpertConfig:
+        """The scripted expert that demonstrates the action data."""
+        return ExpertConfig(grasp_height=self.grasp_height)
 
     def frames_at_moves(self) -> MergeConfig | None:
         """The merge rule to place the expert's frames by, when chunks are cut at moves (else None:
@@ -633,6 +645,40 @@ def rehearsal_examples(pretrain_examples: Sequence[dict[str, Any]], scenes: int,
                          "meta": {**example.get("meta", {}), "kind": example["stage"]},
                          "images": [os.path.relpath(Path(p).resolve(), Path(dataset_dir).resolve()) for p in example["images"]]})
     return rows
+
+
+def make_action_data(c: ExperimentConfig, out: Path, pretrain_examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The fine-tuning data under out: the expert's episodes (out/episodes; task demonstrations,
+    reach and grasp demonstrations), the action dataset built from them (out/dataset), the
+    rehearsal examples and the near plans' copies; returns its record for the metrics."""
+    from . import data  # the renderer and the dataset builder, only when the stage runs
+
+    expert = c.expert()
+    exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
+                                    c.view, c.frames_at_moves(), expert)
+    reach = data.export_reach_demonstrations(out / "episodes", range(c.reach_first_seed, c.reach_first_seed + c.reach_demos),
+                                             c.image_size, c.view, c.merge(), expert=expert)
+    grasp = data.export_reach_demonstrations(out / "episodes", range(c.grasp_first_seed, c.grasp_first_seed + c.grasp_demos),
+                                             c.image_size, c.view, c.merge(), grasp=True, expert=expert)
+    report = data.build_action_dataset(out / "episodes", out / "dataset", c.action_build())
+    rehearsal = rehearsal_examples(pretrain_examples, c.rehearsal_scenes, out / "dataset")
+    if rehearsal:
+        with (out / "dataset" / "train.jsonl").open("a", encoding="utf-8") as file:
+            file.writelines(json.dumps(e) + "\n" for e in rehearsal)
+    near_copies_added = 0
+    if c.near_plan_copies > 1:
+        train_file = out / "dataset" / "train.jsonl"
+        lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
+        train_file.write_text("".join(weighted), encoding="utf-8")
+        near_copies_added = len(weighted) - len(lines)
+    return {
+        "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
+        "grasp_demos": len(grasp.written),
+        "rehearsal_examples": len(rehearsal), "near_plan_copies_added": near_copies_added,
+        "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
+        "train_examples": len(read_train_examples(out / "dataset", c)),
+    }
 
 
 def draw_new_seeds(first_seed: int, batch: int, make: Callable[[range], Any]) -> Callable[[int], Any]:
@@ -964,7 +1010,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     from vlm2vla_ros.training.place_head import PlaceHead
     from vlm2vla_ros.training.trainer import train as train_lora
 
-    from . import action_tokens, data, vqa
+    from . import action_tokens, vqa
     from .model import build_base, load_model, save_model, train_full, train_stream
     from .vision import pretrain_vision, train_reading
 
@@ -1163,31 +1209,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
         model = processor = None
 
     for _ in run.stage("action data (expert, English only)", outputs=("episodes", "dataset")):
-        exported = data.export_episodes(out / "episodes", c.action_kinds, range(c.action_seeds), c.action_augment, c.image_size,
-                                        c.view, c.frames_at_moves())
-        reach = data.export_reach_demonstrations(out / "episodes", range(c.reach_first_seed, c.reach_first_seed + c.reach_demos),
-                                                 c.image_size, c.view, c.merge())
-        grasp = data.export_reach_demonstrations(out / "episodes", range(c.grasp_first_seed, c.grasp_first_seed + c.grasp_demos),
-                                                 c.image_size, c.view, c.merge(), grasp=True)
-        report = data.build_action_dataset(out / "episodes", out / "dataset", c.action_build())
-        rehearsal = rehearsal_examples(pretrain_examples, c.rehearsal_scenes, out / "dataset")
-        if rehearsal:
-            with (out / "dataset" / "train.jsonl").open("a", encoding="utf-8") as file:
-                file.writelines(json.dumps(e) + "\n" for e in rehearsal)
-        near_copies_added = 0
-        if c.near_plan_copies > 1:
-            train_file = out / "dataset" / "train.jsonl"
-            lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
-            weighted = data.with_near_plan_copies(lines, c.near_plan_copies)
-            train_file.write_text("".join(weighted), encoding="utf-8")
-            near_copies_added = len(weighted) - len(lines)
-        metrics["action_data"] = {
-            "episodes": len(exported.written) + len(reach.written) + len(grasp.written), "reach_demos": len(reach.written),
-            "grasp_demos": len(grasp.written),
-            "rehearsal_examples": len(rehearsal), "near_plan_copies_added": near_copies_added,
-            "failed": exported.failed + reach.failed + grasp.failed, "counts": report.counts,
-            "train_examples": len(read_train_examples(out / "dataset", c)),
-        }
+        metrics["action_data"] = make_action_data(c, out, pretrain_examples)
     for _ in run.stage("VLM2VLA: LoRA fine-tuning", outputs=("adapter",)):
         lora = train_lora(c.lora_train(base_dir, out / "dataset", out / "adapter"))
         shutil.rmtree(out / "adapter" / "checkpoints", ignore_errors=True)
@@ -1525,6 +1547,9 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
              if action.get("reach_demos") else []) + \
             ([f"{action['grasp_demos']} pick-ups that start at the grasp, from where a short \"move above\" leaves "
               "the gripper"] if action.get("grasp_demos") else [])
+    grasp_height = c.get("grasp_height", 0.5)
+    if grasp_height != 0.5:
+        demos.append(f"every grasp closing at {grasp_height:g} of the block's height above its bottom, not its middle")
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
         f"(`view={view}`; frames of {c['image_size']} px, {c['spec']['image_size']} px for the model);",

@@ -21,6 +21,10 @@ from vlm2vla_ros.sim.tasks import GRASP, LIFT, LIFT_GRIPPER, MOVE_ABOVE, PLACE, 
 from vlm2vla_ros.sim.views import TABLE_VIEW
 from vlm2vla_ros.sim.world import BOWL, BOWL_WALL_M, SimObject, SimWorld
 
+MAX_GRASP_HEIGHT = 0.8
+"""ExpertConfig.grasp_height's ceiling: on the lowest block (3.5 cm) 0.8 closes 0.7 cm below its
+top, deeper than the world's GRASP_MIN_DEPTH_M (0.5 cm) asks."""
+
 
 @dataclass(frozen=True)
 class ExpertConfig:
@@ -39,6 +43,16 @@ class ExpertConfig:
     """A grasp goes down to the block's centre (opening first if closed beside it) instead of
     straight down: demonstrations of grasping from where an imperfect "move above" left the
     gripper (finding 22)."""
+    grasp_height: float = 0.5
+    """Where the fingertips close, as a share of the block's height above its bottom (0.5: its
+    middle). Lower, the grasp descends further from the travel height, so a policy that copies
+    the descent still reaches a block from a "move above" that stopped high: an open gripper
+    straddles a block down to what it stands on (finding 43)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.grasp_height <= MAX_GRASP_HEIGHT:
+            raise ValueError(f"grasp_height is a share of the block's height, 0 to {MAX_GRASP_HEIGHT} (the fingertips "
+                             f"must close at least GRASP_MIN_DEPTH_M below its top), got {self.grasp_height}")
 
 
 @dataclass
@@ -147,12 +161,13 @@ class _Run:
             self._goto(tx - ox, ty - oy, z)
         elif subtask.action == GRASP:
             obj = world.object(subtask.obj)
+            close_z = obj.z + self.cfg.grasp_height * obj.height
             if self.cfg.grasp_recentres:
                 if not world.gripper_open and world.held is None:
                     self._gripper(True)
-                self._goto(*self._aim_point(obj), obj.z + 0.5 * obj.height)
+                self._goto(*self._aim_point(obj), close_z)
             else:
-                self._goto(world.gripper_x, world.gripper_y, obj.z + 0.5 * obj.height)
+                self._goto(world.gripper_x, world.gripper_y, close_z)
             self._gripper(False)
         elif subtask.action == LIFT:
             self._goto(world.gripper_x, world.gripper_y, self._travel_z())
