@@ -489,6 +489,7 @@ def test_a_settings_file_is_a_recipe_that_set_overrides(tmp_path, capsys):
     assert (shipped.lora_tower_lr, shipped.near_plan_copies, shipped.verifier_steps, shipped.plan_totals) == (
         2e-4, 3, 1500, True)
     assert shipped.bind_phases == ((1, 1000), (3, 3000), (3, 3000), (3, 3000)) and shipped.chunk_moves == 1
+    assert shipped.grasp_height == 0.1  # finding 43
     assert with_settings(ExperimentConfig.full(), settings_file(recipe) + ["reach_demos=7"]).reach_demos == 7
     (tmp_path / "bad.txt").write_text("chunk_moves=1\nreach_demos 6000\n")
     with pytest.raises(ValueError, match="bad.txt, line 2: expected KEY=VALUE"):
