@@ -40,9 +40,9 @@ class ExpertConfig:
     retreat_z_m: float = 0.15  # "lift the gripper" goes at least this high
     max_steps: int = 2000
     grasp_recentres: bool = False
-    """A grasp goes down to the block's centre (opening first if closed beside it) instead of
-    straight down: demonstrations of grasping from where an imperfect "move above" left the
-    gripper (finding 22)."""
+    """A grasp goes to the block's centre line, at grasp_height (opening first if closed beside
+    it), instead of straight down: demonstrations of grasping from where an imperfect "move
+    above" left the gripper (finding 22)."""
     grasp_height: float = 0.5
     """Where the fingertips close, as a share of the block's height above its bottom (0.5: its
     middle). Lower, the grasp descends further from the travel height, so a policy that copies
