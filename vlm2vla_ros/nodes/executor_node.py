@@ -434,8 +434,9 @@ class ExecutorNode(Node):
     def _publish_sim_frame(self) -> None:
         from .images import to_msg
 
+        stamp = self.get_clock().now().to_msg()  # before the render, as the camera node stamps
         img = self.backend.render(self.config.image_width, self.config.image_height)
-        self.image_pub.publish(to_msg(img, self.get_clock().now().to_msg(), self.config.frame_id))
+        self.image_pub.publish(to_msg(img, stamp, self.config.frame_id))
 
     # ---- shutdown ------------------------------------------------------------------------
 

@@ -16,10 +16,11 @@ A previous run's three move to run-<when they were written>/ in the same folder 
 never comes from the policy's or the verifier's claims. The default scene is a pick-up, the
 task the shipped miniature was evaluated on: its adapter picks up 60 of 200 held-out blocks
 among three (100 scenes, two sampling draws, its verifier judging; docs/miniature.md, finding
-43). This demo picked up 6 of 10 on seeds 0-9, scenes its training demonstrated, and 2 of 10
-on held-out seeds 50000-50009. The default, seed 1, is the first of seeds 0-9 it picks up: at
-seed 0 its "move above" stops 1.8 cm from the block and the grasp misses. It fails the longer
-task kinds (put_in, stack, ...); `--model tiny` runs the untrained test model instead.
+43). This demo picked up 5 of 10 on seeds 0-9, scenes its training demonstrated, and 2 of 10
+on held-out seeds 50000-50009 (the adapter before it: 3 and 5). The default, seed 3, is the
+first of seeds 0-9 it picks up: at seed 0 its "move above" stops 1.8 cm from the block and the
+grasp misses. A run is repeatable: the same scene, model and CPU give the same rollout. It fails
+the longer task kinds (put_in, stack, ...); `--model tiny` runs the untrained test model instead.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def parse_args(argv: list | None) -> argparse.Namespace:
         help="model folder ('mini': the shipped miniature VLM2VLA with its adapter; 'tiny': the untrained test model)",
     )
     ap.add_argument("--adapter", default="", help="LoRA adapter folder (default: none, or the shipped one for 'mini')")
-    ap.add_argument("--seed", type=int, default=1, help="scene seed (default 1: a pick-up the shipped model finishes)")
+    ap.add_argument("--seed", type=int, default=3, help="scene seed (default 3: a pick-up the shipped model finishes)")
     ap.add_argument("--task-kind", default=DEFAULT_KIND, help="sim task kind (default %(default)s)")
     ap.add_argument("--verifier", default="vlm", choices=("vlm", "count"), help="verifier backend")
     ap.add_argument(
