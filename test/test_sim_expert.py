@@ -87,6 +87,10 @@ def test_a_recentring_grasp_reaches_the_block_from_beside_it(closed):
     assert not ScriptedExpert().run(straight, task, 3, first_subtask=1).success
 
 
+def _grasp_descent_cm(episode) -> float:
+    return sum(s.delta_cm[2] for s in episode.steps if s.subtask.startswith("grasp"))
+
+
 def _closing_height_m(start_z: float, episode) -> float:
     """Fingertip height at the grasp's close: the start height plus every executed step before it."""
     grasp = next(i for i, s in enumerate(episode.steps) if s.subtask.startswith("grasp") and s.gripper == 0)
@@ -105,9 +109,7 @@ def test_grasp_height_is_where_the_fingertips_close(share):
         assert episode.success
         assert _closing_height_m(start_z, episode) == pytest.approx(bottom + share * height, abs=1e-9)
         middle = ScriptedExpert().run(make_scene(seed, "pick_up")[0], task, seed)
-        descent = sum(s.delta_cm[2] for s in episode.steps if s.subtask.startswith("grasp"))
-        middle_descent = sum(s.delta_cm[2] for s in middle.steps if s.subtask.startswith("grasp"))
-        assert descent - middle_descent == pytest.approx(100.0 * (share - 0.5) * height, abs=1e-6)
+        assert _grasp_descent_cm(episode) - _grasp_descent_cm(middle) == pytest.approx(100.0 * (share - 0.5) * height, abs=1e-6)
 
 
 @pytest.mark.parametrize("share", [-0.1, 0.81, float("nan")])

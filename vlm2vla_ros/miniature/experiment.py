@@ -232,7 +232,7 @@ class ExperimentConfig:
     grasp at the block's centre from there; seeds from grasp_first_seed
     (data.grasp_demonstration; needs chunk_moves; finding 22)."""
     grasp_first_seed: int = 6_000_000
-    grasp_height: float = 0.5
+    grasp_height: float = ExpertConfig.grasp_height
     """Where the expert's grasps close in all the action data, as a share of the block's height
     above its bottom (ExpertConfig.grasp_height): 0.5 its middle, as before finding 43; lower,
     every grasp chunk descends further, so one that copies the usual descent still reaches a
@@ -1547,8 +1547,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
              if action.get("reach_demos") else []) + \
             ([f"{action['grasp_demos']} pick-ups that start at the grasp, from where a short \"move above\" leaves "
               "the gripper"] if action.get("grasp_demos") else [])
-    grasp_height = c.get("grasp_height", 0.5)
-    if grasp_height != 0.5:
+    grasp_height = c.get("grasp_height", ExpertConfig.grasp_height)
+    if grasp_height != ExpertConfig.grasp_height:
         demos.append(f"every grasp closing at {grasp_height:g} of the block's height above its bottom, not its middle")
     lines += [
         f"- camera: {'centred on the gripper' if view == 'gripper' else 'the whole table'} in every stage "
