@@ -77,7 +77,7 @@ def _verifier_params(config, model):
 
 
 def _nodes(context):
-    from vlm2vla_ros.nodes.bringup import launch_flag
+    from vlm2vla_ros.nodes.bringup import launch_flag, untrained_model_problem
     from vlm2vla_ros.topics import ROLLOUT_TOPICS
 
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
@@ -89,6 +89,10 @@ def _nodes(context):
     model = {"model_path": arg["model"]} if arg["model"] else {}
     adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
     actions = []
+    if half == "all":  # the tiny random test model must not drive the real robot
+        problem = untrained_model_problem(_params(config, arg["model"]), bool(sim), dry_run)
+        if problem:
+            raise RuntimeError(problem)
     if half in ("all", "robot"):
         executor_params = {} if dry_run is None else {"dry_run": dry_run}  # not given: the YAML's stands
         if sim:

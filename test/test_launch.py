@@ -64,10 +64,22 @@ def _launch_available():
     ("compute", "false", {"policy_node", "verifier_node"}),
 ])
 def test_launch_description_lists_the_expected_nodes(half, sim, expected):
-    module, context = _launch_context(half=half, sim=sim)
+    module, context = _launch_context(half=half, sim=sim, model="mini")
     nodes = module._nodes(context)
     names = {n.node_executable for n in nodes if hasattr(n, "node_executable")}
     assert names == expected
+
+
+@pytest.mark.skipif(not _launch_available(), reason="ROS 2 launch/launch_ros are not installed (no pip wheels)")
+def test_the_untrained_test_model_never_drives_the_real_robot():
+    """The YAML's defaults are the robot's, its model the tiny random one: a launch naming no
+    model refuses to start the live graph, and starts it as a dry run or in the simulator."""
+    module, context = _launch_context(half="all", sim="false")
+    with pytest.raises(RuntimeError, match="'tiny', the untrained test model"):
+        module._nodes(context)
+    for arguments in ({"dry_run": "true"}, {"sim": "true"}, {"model": "mini"}):
+        module, context = _launch_context(**{"half": "all", "sim": "false", **arguments})
+        assert module._nodes(context)
 
 
 @pytest.mark.skipif(not _launch_available(), reason="ROS 2 launch/launch_ros are not installed (no pip wheels)")

@@ -1,5 +1,6 @@
 """Which model the verifier loads: by default the policy's checkpoint (one engine in one process), the
-shipped 'mini' verifier of its own when there is one, and another model only when given one."""
+shipped 'mini' verifier of its own when there is one, and another model only when given one; and
+the tiny untrained model never drives the real robot."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ pytest.importorskip("rclpy")  # (bringup and policy_node are node modules)
 
 from vlm2vla_ros import shipped as shipped_module
 from vlm2vla_ros.nodes.bringup import (
+    build_graph,
     load_params,
     model_overrides,
+    untrained_model_problem,
     verifier_process_params,
     verifier_shares_policy_model,
 )
@@ -117,3 +120,21 @@ def test_a_verifier_given_another_model_loads_its_own_engine(tmp_path, monkeypat
             VerifierNode(parameter_overrides=[rclpy.parameter.Parameter("model_path", value="")])
     finally:
         rclpy.shutdown()
+
+
+def test_the_untrained_test_model_never_drives_the_real_robot():
+    """The shipped YAML's defaults are the robot's (stretch_body, live) with the tiny random model:
+    its chunks pass every limit and go anywhere within them, so that graph is refused."""
+    yaml_path = str(Path(__file__).resolve().parents[1] / "config" / "vlm2vla.yaml")
+    params = load_params(yaml_path)
+    problem = untrained_model_problem(params, sim=False, dry_run=None)
+    assert "'tiny', the untrained test model" in problem and "dry_run:=true" in problem
+    assert untrained_model_problem(params, sim=True, dry_run=None) == ""
+    assert untrained_model_problem(params, sim=False, dry_run=True) == ""
+    params["executor_node"]["dry_run"] = True  # the YAML's dry run, unless the command line says false
+    assert untrained_model_problem(params, sim=False, dry_run=None) == ""
+    assert untrained_model_problem(params, sim=False, dry_run=False) == problem
+    trained = load_params(yaml_path, model_overrides("/models/vlm2vla", None))
+    assert untrained_model_problem(trained, sim=False, dry_run=None) == ""
+    with pytest.raises(ValueError, match="the untrained test model"):  # before any node or robot connection
+        build_graph(yaml_path, "all", sim=False)

@@ -45,9 +45,9 @@ class Rig:
         self.chunk_pub = node.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
         self.estop_pub = node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
 
-    def send_chunk(self, task_id, cycle=1, steps=LONG_CHUNK):
+    def send_chunk(self, task_id, cycle=1, steps=LONG_CHUNK, image_stamp_ns=0):
         self.chunk_pub.publish(String(data=topics.encode(
-            task_id=task_id, cycle=cycle, subtask_index=0, subtask="move", next_subtask="", image_stamp_ns=0,
+            task_id=task_id, cycle=cycle, subtask_index=0, subtask="move", next_subtask="", image_stamp_ns=image_stamp_ns,
             steps=steps, text="")))
 
     def start_chunk(self, task_id, steps=LONG_CHUNK, tries=5):
@@ -123,6 +123,27 @@ def test_chunk_runs_and_reports_before_and_after_frames(rig):
     done = rig.wait_event(tid, ("done",))
     assert done["steps_executed"] == 1 and done["after_stamp_ns"] > done["before_stamp_ns"] > 0
     assert rig.graph.backend.world.gripper_x == pytest.approx(x0 + 0.015, abs=1e-6)
+
+
+def test_a_chunk_planned_from_an_hour_old_frame_never_moves_the_robot(rig):
+    """A chunk replayed from a bag onto the live robot (or from a policy that stalled): its frame
+    is far older than the camera's newest, so the executor refuses it before any motion, and a
+    chunk planned from a current frame still runs."""
+    backend = rig.graph.backend
+    x0 = backend.world.gripper_x
+    now = rig.node.get_clock().now().nanoseconds  # the in-process camera stamps on this clock
+    rig.send_chunk("replayed-1", steps=[[5.0, 0.0, 0.0, 1]], image_stamp_ns=now - 3600 * 10**9)
+    refused = rig.wait_event("replayed-1", ("rejected", "started"))
+    assert refused["event"] == "rejected" and "max_chunk_image_age_s" in refused["reason"], refused
+    assert backend.world.gripper_x == x0
+    for attempt in range(5):  # the camera can miss the watchdog's window on a loaded machine (start_chunk)
+        tid = f"current-1-{attempt}"
+        rig.send_chunk(tid, steps=[[5.0, 0.0, 0.0, 1]], image_stamp_ns=rig.node.get_clock().now().nanoseconds)
+        final = rig.wait_event(tid, ("done", "rejected", "aborted", "failed"))
+        if final["event"] == "done":
+            break
+        assert "watchdog: no camera frame" in final["reason"], final
+    assert final["event"] == "done" and backend.world.gripper_x == pytest.approx(x0 + 0.015, abs=1e-6)
 
 
 def test_estop_mid_chunk_stops_at_once_and_refuses_chunks_until_released(rig):

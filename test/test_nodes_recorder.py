@@ -14,11 +14,11 @@ import pytest
 os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 rclpy = pytest.importorskip("rclpy")
 
-from std_msgs.msg import String  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
 
 from vlm2vla_ros import topics  # noqa: E402
 from vlm2vla_ros.nodes.bringup import Graph, run_graph  # noqa: E402
-from vlm2vla_ros.nodes.common import Shutdown, drain, qos_for  # noqa: E402
+from vlm2vla_ros.nodes.common import EVENTS_QOS, Shutdown, drain, qos_for  # noqa: E402
 from vlm2vla_ros.nodes.recorder import RecorderNode  # noqa: E402
 from vlm2vla_ros.recording import read_bag  # noqa: E402
 
@@ -60,6 +60,27 @@ def test_run_graph_drains_the_recorder_before_it_closes_the_bag(ros, tmp_path):
     shutdown.event.set()  # as if SIGINT came before the spin took any of them
     run_graph(graph, shutdown=shutdown)
     assert [m.data for _, m in read_bag(tmp_path / "bag")[topics.TASK.name]] == sent
+
+
+def test_an_estop_from_a_volatile_publisher_is_in_the_bag(ros, tmp_path):
+    """The executor stops for an e-stop from a plain `ros2 topic pub` (volatile); the bag must
+    show it too, beside the latched ones, or a chunk ends "aborted: e-stop" with no stop recorded."""
+    graph = Graph()
+    graph.recorder = graph.add(RecorderNode(tmp_path / "bag", rollout_topics=(topics.ESTOP,)))
+    volatile = ros.create_publisher(Bool, topics.ESTOP.name, EVENTS_QOS)
+    latched = ros.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
+    deadline = time.monotonic() + 10
+    while volatile.get_subscription_count() == 0 or latched.get_subscription_count() == 0:
+        assert time.monotonic() < deadline, "the recorder never matched the publishers"
+        time.sleep(0.05)
+    time.sleep(0.5)  # matching is two-way
+    volatile.publish(Bool(data=True))
+    latched.publish(Bool(data=False))
+    time.sleep(1.0)
+    shutdown = Shutdown()
+    shutdown.event.set()
+    run_graph(graph, shutdown=shutdown)
+    assert sorted(m.data for _, m in read_bag(tmp_path / "bag")[topics.ESTOP.name]) == [False, True]
 
 
 def test_drain_returns_once_nothing_waits(ros):

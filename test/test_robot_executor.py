@@ -110,6 +110,18 @@ def test_runstop_pressed_during_a_chunk_aborts(backend, safety):
     assert names(backend)[-1] == "stop"
 
 
+def test_an_estop_during_the_last_steps_gripper_is_reported_aborted_not_done(backend, safety):
+    """The stop lands while the last step's gripper closes: every step ran, but the cycle did not
+    end as planned, and the policy and verifier must not take it as done."""
+    ex = ChunkExecutor(backend, EMB, safety)
+    last = chunk((1, 0, 0, 1), (0, 0, 0, 0))
+    backend.set_gripper = lambda pct, _orig=backend.set_gripper: (_orig(pct), pct < 0 and ex.estop("e-stop button"))
+    report = ex.execute(last)
+    assert report.status == "aborted" and report.steps_executed == 2
+    assert "after the last step: e-stop button" in report.reason
+    assert names(backend)[-1] == "stop" and ex.execute(GOOD).status == "rejected"
+
+
 class SlowMove(RecordingBackend):
     """move_by blocks until stop() is called, like a long move halted by the runstop."""
 

@@ -17,6 +17,7 @@ from vlm2vla_ros.robot.safety import (
     SafetyConfig,
     camera_frame_problem,
     check_move,
+    chunk_image_problem,
     validate_chunk,
 )
 
@@ -255,3 +256,18 @@ def test_a_camera_frame_is_as_old_as_the_older_of_its_receipt_and_its_capture():
     assert "4.0 s ahead of the executor's clock" in ahead and "watchdog_checks_stamp" in ahead
     # small offsets either way (capture latency, clock jitter) are within the limit
     assert camera_frame_problem(0.05, -1.9, 2.0, "/cam") == camera_frame_problem(1.9, 1.9, 2.0, "/cam") == ""
+
+
+def test_a_chunk_planned_from_a_frame_far_behind_the_newest_is_refused():
+    s = 1_000_000_000
+    newest = 7200 * s
+    replayed = chunk_image_problem(newest - 3600 * s, newest, 30.0)  # a chunk from an hour-old bag
+    assert "captured 3600.0 s before the newest camera frame (limit 30.0 s" in replayed
+    assert "max_chunk_image_age_s" in replayed
+    assert chunk_image_problem(newest - 31 * s, newest, 30.0) != ""
+    assert chunk_image_problem(newest - 29 * s, newest, 30.0) == ""  # a slow policy, within the limit
+    assert chunk_image_problem(newest + 5 * s, newest, 30.0) == ""  # planned from a frame newer than ours
+    # not checked: the limit off, an unstamped chunk, no frame yet (the watchdog refuses to move then)
+    assert chunk_image_problem(newest - 3600 * s, newest, 0.0) == ""
+    assert chunk_image_problem(0, newest, 30.0) == ""
+    assert chunk_image_problem(newest - 3600 * s, None, 30.0) == ""

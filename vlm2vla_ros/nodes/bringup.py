@@ -116,6 +116,26 @@ def launch_flag(text: str, name: str) -> bool | None:
     raise ValueError(f"launch argument {name} must be true or false, got {text!r}")
 
 
+def untrained_model_problem(params: dict[str, dict[str, Any]], sim: bool, dry_run: bool | None) -> str:
+    """'' unless the policy's model is the tiny test model (random weights) and the executor would
+    move the real Stretch with its chunks: they pass every limit check and still go anywhere
+    within them. The config's defaults are the robot's, so a launch that names no model must
+    not drive it. params: the whole graph's; sim and dry_run: the command line's (dry_run None:
+    the YAML's stands). One sentence saying what to give instead, else ''."""
+    from .policy_node import TINY_MODEL
+
+    policy, executor = params.get("policy_node", {}), params.get("executor_node", {})
+    if str(policy.get("model_path", "")) != TINY_MODEL:
+        return ""
+    if sim or str(executor.get("backend", "stretch_body")) == "sim":
+        return ""
+    if dry_run if dry_run is not None else bool(executor.get("dry_run", False)):
+        return ""
+    return ("the policy's model is 'tiny', the untrained test model (random weights), and the executor would move "
+            "the real Stretch by its chunks: give a trained model (model:=<folder> / --model <folder>), or run "
+            "with dry_run:=true (executor_node dry_run) or in the simulator (sim:=true / --sim)")
+
+
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
@@ -157,6 +177,11 @@ def build_graph(
         params.setdefault("executor_node", {})["backend"] = "sim"
         # The sim renders an upright head-camera view: the RE1 mount's rotation does not apply.
         params.setdefault("camera_node", {}).update(source="sim", rotate_deg=0)
+
+    if half == "all" and engine is None:  # one graph knows both the model and the robot
+        problem = untrained_model_problem(params, sim, None)
+        if problem:
+            raise ValueError(problem)
 
     def kw(name: str) -> dict[str, Any]:
         return {"parameter_overrides": [Parameter(k, value=v) for k, v in params.get(name, {}).items()]}

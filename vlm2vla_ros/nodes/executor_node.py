@@ -9,6 +9,8 @@ robot.executor.ChunkExecutor; this node only decides *when* to abort:
   stamp is read on the executor's clock, as on the robot), or no policy heartbeat for
   `heartbeat_timeout_s`;
 - the chunk's task was pre-empted or ended; node shutdown, SIGINT or SIGTERM.
+A chunk planned from a frame more than `max_chunk_image_age_s` older than the newest camera
+frame is refused before it starts (a stalled policy, a chunk replayed from a bag).
 With backend "sim" and `sim_camera: true` it also renders and publishes the simulated head
 camera, so the robot half of the graph can run the sim in one process without camera_node.
 """
@@ -29,7 +31,7 @@ from std_msgs.msg import Bool, Header, String
 from .. import topics
 from ..checks import positive, real
 from ..robot.embodiment import EmbodimentConfig
-from ..robot.safety import camera_frame_problem
+from ..robot.safety import camera_frame_problem, chunk_image_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
 from ..topics import PayloadError, decode
@@ -56,6 +58,7 @@ class ExecutorNodeConfig:
     watchdog_checks_stamp: bool = True  # a frame's age is also counted from its capture stamp (same clock)
     heartbeat_timeout_s: float = 5.0  # no policy heartbeat for this long while executing -> stop (0: off)
     after_image_timeout_s: float = 3.0  # wait this long for a frame taken after the chunk
+    max_chunk_image_age_s: float = 30.0  # refuse a chunk planned from a frame this much older than the newest (0: off)
     sim_camera: bool = False  # backend sim: also publish the rendered head camera
     sim_camera_rate_hz: float = 5.0
     image_width: int = 224
@@ -75,6 +78,7 @@ class ExecutorNodeConfig:
         for name in ("watchdog_timeout_s", "after_image_timeout_s", "sim_camera_rate_hz"):
             positive(getattr(self, name), f"executor {name}")
         real(self.heartbeat_timeout_s, "executor heartbeat_timeout_s", lo=0.0)
+        real(self.max_chunk_image_age_s, "executor max_chunk_image_age_s", lo=0.0)
         positive(self.sim_action_scale, "executor sim_action_scale", hi=1.0)
         if self.image_width < 1 or self.image_height < 1:
             raise ValueError(f"executor image_width and image_height must be >= 1, got {self.image_width}x{self.image_height}")
@@ -274,6 +278,11 @@ class ExecutorNode(Node):
             ended = self._policy_states.get(order.task_id, "")
             if ended in topics.TERMINAL_STATES:
                 self._event(order, "rejected", reason=f"task {order.task_id} has ended ({ended}) on {topics.POLICY_STATUS.name}")
+                return
+            newest = self._last_image
+            stale = chunk_image_problem(order.image_stamp_ns, newest[0] if newest else None, self.config.max_chunk_image_age_s)
+            if stale:
+                self._event(order, "rejected", reason=stale)
                 return
             if order.task_id != self._task_id:
                 self.chunks.reset_for_new_task()

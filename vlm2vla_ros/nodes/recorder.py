@@ -1,8 +1,8 @@
 """recorder: writes every rollout topic to a rosbag2 folder with `rosbags` (no ros2 bag needed).
 
 Subscribes raw (serialized CDR) to each topic of topics.ROLLOUT_TOPICS with a QoS that
-matches its publisher, stores messages with their receive time, and commits to disk every
-`flush_period_s`. close() finishes the bag; the bringup calls it on SIGINT/SIGTERM.
+matches every publisher (recording_qos), stores messages with their receive time, and commits to
+disk every `flush_period_s`. close() finishes the bag; the bringup calls it on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,10 +13,23 @@ from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 
 from .. import topics
 from ..recording import BagWriter
 from .common import qos_for
+
+
+def recording_qos(topic: topics.Topic) -> QoSProfile:
+    """The topic's QoS, volatile where it is latched: a latched subscription hears nothing from a
+    volatile publisher (an e-stop from a plain `ros2 topic pub` or a teleop button, which the
+    executor does act on), and the bag must hold every stop. The bringup makes the recorder
+    before the other nodes, so it misses no latched message sent before it joined."""
+    qos = qos_for(topic)
+    if qos.durability != DurabilityPolicy.TRANSIENT_LOCAL:
+        return qos
+    return QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def _msg_class(msgtype: str) -> Any:
@@ -41,7 +54,7 @@ class RecorderNode(Node):
         group = MutuallyExclusiveCallbackGroup()  # one writer: callbacks in order, never at once
         for topic in self.topics:
             self.create_subscription(
-                _msg_class(topic.msgtype), topic.name, self._writer_for(topic.name), qos_for(topic),
+                _msg_class(topic.msgtype), topic.name, self._writer_for(topic.name), recording_qos(topic),
                 callback_group=group, raw=True,
             )
         self.failure: str | None = None  # said once, loudly: a recording that silently stopped loses a run

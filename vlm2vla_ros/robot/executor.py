@@ -191,6 +191,15 @@ class ChunkExecutor:
                 if pose.clipped:
                     findings = (*findings, f"head aim clipped to pan {pose.pan_rad:.2f}, tilt {pose.tilt_rad:.2f} rad: "
                                            "the gripper is off the image centre")
+            if self._abort.is_set():  # an e-stop during the last step's gripper or the head's aim: not "done"
+                return self._fail(
+                    "aborted",
+                    f"aborted after the last step: {self._fault or 'abort requested'}",
+                    executed,
+                    commands,
+                    findings,
+                    start,
+                )
         except Exception as exc:
             if self._abort.is_set():  # the backend noticed our own e-stop: report the e-stop
                 return self._fail(

@@ -184,6 +184,24 @@ def _finite_joints(state: Any, what: str) -> str:
     return ""
 
 
+def chunk_image_problem(chunk_stamp_ns: int, newest_frame_ns: int | None, limit_s: float) -> str:
+    """'' when a chunk was planned from a frame recent enough to act on, else one sentence why not.
+
+    A chunk planned from a frame captured more than limit_s before the newest frame the executor
+    has shows a world that may have changed since: a policy that stalled, or a chunk replayed
+    from a bag onto a live robot. Both stamps are the camera's, so the policy's machine clock
+    does not matter. Not checked (''): an unstamped chunk (0), no frame yet (the watchdog then
+    refuses to move), or limit_s 0."""
+    if limit_s <= 0 or chunk_stamp_ns <= 0 or not newest_frame_ns:
+        return ""
+    behind_s = (newest_frame_ns - chunk_stamp_ns) / 1e9
+    if behind_s > limit_s:
+        return (f"the chunk was planned from a frame captured {behind_s:.1f} s before the newest camera frame "
+                f"(limit {limit_s} s, max_chunk_image_age_s): the world may have changed since (a stalled "
+                "policy, or a chunk replayed from a bag)")
+    return ""
+
+
 def camera_frame_problem(received_age_s: float | None, captured_age_s: float | None, limit_s: float, topic: str) -> str:
     """'' when the last camera frame is recent enough to move on, else one sentence saying why not.
 
