@@ -83,6 +83,25 @@ def test_an_estop_from_a_volatile_publisher_is_in_the_bag(ros, tmp_path):
     assert sorted(m.data for _, m in read_bag(tmp_path / "bag")[topics.ESTOP.name]) == [False, True]
 
 
+def test_a_callback_that_ends_the_spin_still_leaves_the_bag_whole(ros, tmp_path, monkeypatch):
+    """A node's callback raises, which ends the spin: the error reaches the caller, and what DDS
+    delivered before it is drained into the bag before the bag closes."""
+    from vlm2vla_ros.nodes import bringup
+
+    def failing_spin(nodes, shutdown, done):
+        raise RuntimeError("a callback failed")
+
+    monkeypatch.setattr(bringup, "spin_until", failing_spin)
+    graph = Graph()
+    graph.recorder = graph.add(RecorderNode(tmp_path / "bag", rollout_topics=(topics.TASK,)))
+    sent = [f"task number {i}" for i in range(5)]
+    _publish_unspun(ros, lambda pub: pub.get_subscription_count(), sent)
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        run_graph(graph, shutdown=Shutdown())
+    assert [m.data for _, m in read_bag(tmp_path / "bag")[topics.TASK.name]] == sent
+    assert graph.nodes == []  # closed
+
+
 def test_drain_returns_once_nothing_waits(ros):
     got = []
     node = rclpy.create_node("drained")

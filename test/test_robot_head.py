@@ -319,3 +319,58 @@ def test_the_executor_node_aims_the_head_when_it_starts_unless_the_estop_is_enga
         operator.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_an_estop_during_the_start_up_aim_is_handled_at_once(tmp_path):
+    """The head's aim waits for it to settle (0.5 s on the robot, here until the test lets it go):
+    a stop sent meanwhile must not wait behind it."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Bool
+
+    from vlm2vla_ros import topics
+    from vlm2vla_ros.nodes.common import EVENTS_QOS
+    from vlm2vla_ros.nodes.executor_node import ExecutorNode
+    from vlm2vla_ros.sim.backend import SimBackend
+    from vlm2vla_ros.sim.scene import make_scene
+
+    class SlowHead(SimBackend):
+        aiming, settle, stopped = threading.Event(), threading.Event(), threading.Event()
+
+        def point_head(self, pan_rad, tilt_rad):
+            super().point_head(pan_rad, tilt_rad)
+            self.aiming.set()
+            self.settle.wait(10.0)
+
+        def stop(self):
+            self.stopped.set()
+
+    robot_config = tmp_path / "robot.yaml"
+    robot_config.write_text("head: {track_gripper: true}\n")
+    sim = SlowHead(make_scene(3, "pick_up")[0])
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    spin = MultiThreadedExecutor(num_threads=4, context=context)
+    try:
+        operator = rclpy.create_node("operator", context=context)
+        stop = operator.create_publisher(Bool, topics.ESTOP.name, EVENTS_QOS)  # a plain `ros2 topic pub`
+        node = ExecutorNode(backend=sim, context=context, parameter_overrides=[
+            Parameter("robot_config", value=str(robot_config)), Parameter("backend", value="sim")])
+        for each in (node, operator):
+            spin.add_node(each)
+        spinner = threading.Thread(target=spin.spin, daemon=True)
+        spinner.start()
+        assert sim.aiming.wait(10.0), "the head was never aimed"
+        stop.publish(Bool(data=True))
+        deadline = time.monotonic() + 5.0
+        while not node._estopped and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopped_while_aiming = node._estopped and sim.stopped.is_set() and not sim.settle.is_set()
+        sim.settle.set()
+        assert stopped_while_aiming, "the e-stop waited for the head's aim"
+    finally:
+        sim.settle.set()
+        spin.shutdown()
+        rclpy.shutdown(context=context)

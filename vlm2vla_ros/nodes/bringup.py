@@ -262,7 +262,8 @@ def verifier_process_params(params: dict[str, dict[str, Any]]) -> dict[str, str]
 def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Shutdown | None = None) -> Shutdown:
     """Spin the graph until SIGINT/SIGTERM (robot stopped first), done(), or a recording that
     fails (its messages from then on would be lost); stop the robot and let the chunk under way
-    report its end; drain the recorder; then close it, which raises a recording's failure."""
+    report its end; drain the recorder; then close it, which raises a recording's failure. A
+    callback's exception, which ends the spin, is raised after the same stop, drain and close."""
     shutdown = shutdown or Shutdown()
     shutdown.urgent.append(graph.stop_robot)
     shutdown.install()
@@ -273,11 +274,13 @@ def run_graph(graph: Graph, done: Callable[[], bool] | None = None, shutdown: Sh
 
     try:
         stop_executor(spin_until(graph.nodes, shutdown, stop_spinning))
-        graph.finish_motion()  # the interrupted chunk's final event goes out before the drain
-        if graph.recorder is not None:
-            drain(graph.recorder)  # what was delivered before the signal belongs in the bag
     finally:
-        graph.close()
+        try:
+            graph.finish_motion()  # the interrupted chunk's final event goes out before the drain
+            if graph.recorder is not None:
+                drain(graph.recorder)  # what was delivered before the signal belongs in the bag
+        finally:
+            graph.close()
     return shutdown
 
 

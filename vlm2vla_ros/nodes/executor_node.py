@@ -128,6 +128,7 @@ class ExecutorNode(Node):
         self._current: ChunkOrder | None = None
         self._abort_reason = ""
         self._worker: threading.Thread | None = None
+        self._motion = threading.Lock()  # one mover at a time: the start-up head aim, or a chunk
         self._shutting_down = False
         self._last_image: tuple[int, float] | None = None  # (stamp ns, receive time)
         self._image_cond = threading.Condition()
@@ -164,16 +165,17 @@ class ExecutorNode(Node):
         self._publish_status()
         mode = "DRY RUN, nothing moves" if c.dry_run else "live"
         self._head_aim_due: float | None = None  # set by the timer's first tick, when spinning has begun
-        self._head_timer = self.create_timer(0.25, self._aim_head_at_start, callback_group=estop_group)
+        self._head_timer = self.create_timer(0.25, self._aim_head_at_start, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"executor ready: backend {self.backend.name} ({mode})")
 
     def _aim_head_at_start(self) -> None:
         """Head tracking: look at the gripper before the policy's first image; every chunk that
-        runs to its end aims it again. Once, from a timer in the e-stop's callback group, when
-        the latched e-stop has had HEAD_AIM_DELAY_S of spinning to arrive (counted from the
-        timer's first tick: a node built long before it spins, as the bringup's is while the
-        model loads, would otherwise find its timer overdue at once). A refusal is logged, not
-        fatal: the first chunk then meets the same refusal and reports it."""
+        runs to its end aims it again. Once, from a timer of its own, when the latched e-stop has
+        had HEAD_AIM_DELAY_S of spinning to arrive (counted from the timer's first tick: a node
+        built long before it spins, as the bringup's is while the model loads, would otherwise
+        find its timer overdue at once). An e-stop during the aim is handled at once (it stops
+        the head too); a chunk waits for the aim, and a chunk already running skips it (its end
+        aims the head). A refusal is logged, not fatal: the first chunk then meets it too."""
         now = monotonic()
         if self._head_aim_due is None:
             self._head_aim_due = now + HEAD_AIM_DELAY_S
@@ -181,14 +183,18 @@ class ExecutorNode(Node):
         if now < self._head_aim_due:
             return
         self._head_timer.cancel()
-        if self._estopped:
-            self.get_logger().info("head not aimed at start-up: the e-stop is engaged")
-            return
+        if not self._motion.acquire(blocking=False):
+            return  # a chunk is running
         try:
+            if self._estopped:
+                self.get_logger().info("head not aimed at start-up: the e-stop is engaged")
+                return
             pose = self.chunks.aim_head()
         except Exception as exc:  # runstopped, not homed, a Dynamixel error
             self.get_logger().warning(f"could not aim the head at the gripper at start-up: {exc}")
             return
+        finally:
+            self._motion.release()
         if pose is not None:
             self.get_logger().info(f"head aimed at the gripper: pan {pose.pan_rad:.2f}, tilt {pose.tilt_rad:.2f} rad")
 
@@ -357,7 +363,8 @@ class ExecutorNode(Node):
             self._finish(order, "rejected", reason=f"not started: {problem}", steps_executed=0, findings=[],
                          before_stamp_ns=before[0] if before else 0, after_stamp_ns=0)
             return
-        report = self.chunks.execute(order.chunk, self._should_abort)
+        with self._motion:
+            report = self.chunks.execute(order.chunk, self._should_abort)
         after = self._wait_for_image_after(monotonic(), self.get_clock().now().nanoseconds)
         reason = report.reason
         if report.status not in ("done", "dry_run") and self._abort_reason and self._abort_reason not in reason:

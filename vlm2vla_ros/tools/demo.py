@@ -243,24 +243,27 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             args.config or config_path(DEFAULT_CONFIG), "all", sim=True, overrides=overrides, backend=backend,
             record_dir=str(bag),
         )
-        demo_node = rclpy.create_node("vlm2vla_demo")
-        graph.add(demo_node)
-        w = Watcher(demo_node)
-        w.task_id = f"demo-{os.getpid()}"
-        t_graph = time.monotonic()
-        print(f"graph up in {t_graph - t_start:.1f} s; task: {instruction!r}", flush=True)
+        try:
+            demo_node = rclpy.create_node("vlm2vla_demo")
+            graph.add(demo_node)
+            w = Watcher(demo_node)
+            w.task_id = f"demo-{os.getpid()}"
+            t_graph = time.monotonic()
+            print(f"graph up in {t_graph - t_start:.1f} s; task: {instruction!r}", flush=True)
 
-        sent = threading.Event()
+            sent = threading.Event()
 
-        def done() -> bool:
-            if not sent.is_set() and w.task_pub.get_subscription_count() > 0:
-                from std_msgs.msg import String
+            def done() -> bool:
+                if not sent.is_set() and w.task_pub.get_subscription_count() > 0:
+                    from std_msgs.msg import String
 
-                w.task_pub.publish(String(data=topics.encode_task(instruction, w.task_id)))
-                sent.set()
-            return w.done.is_set() or time.monotonic() - t_graph > args.timeout
+                    w.task_pub.publish(String(data=topics.encode_task(instruction, w.task_id)))
+                    sent.set()
+                return w.done.is_set() or time.monotonic() - t_graph > args.timeout
 
-        shutdown = run_graph(graph, done=done, shutdown=Shutdown())
+            shutdown = run_graph(graph, done=done, shutdown=Shutdown())
+        finally:
+            graph.close()  # idempotent: run_graph has closed it, unless what came before it failed
         interrupted = shutdown.signal is not None
         final_world = backend.world
     finally:
