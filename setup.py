@@ -43,7 +43,7 @@ EXTRAS = {
         "xgrammar>=0.1.20",
     ],
     "gpu": ["bitsandbytes>=0.45"],
-    "train": ["matplotlib>=3.7", "tqdm>=4.60"],
+    "train": ["matplotlib>=3.9", "tqdm>=4.60"],  # 3.9: boxplot(tick_labels=...), the dataset card
     # ROS 2 off the robot: unofficial Kilted wheels (rclpy with Fast DDS and the message packages
     # the nodes use). No cv-bridge: the PyPI build calls ndarray.tostring, gone in numpy 2, so
     # vlm2vla_ros/nodes/images.py converts images itself, the same code on and off the robot.

@@ -242,3 +242,33 @@ def test_a_bag_whose_metadata_gives_no_usable_start_time_is_skipped_with_the_rea
     report = export_bag_episodes([bag, bag], tmp_path / "eps")
     assert report.written == [] and len(report.skipped) == 2
     assert "metadata gives no usable start time (1000000000000000000000000000000)" in report.skipped[0][1]
+
+
+def test_a_bag_whose_recorder_was_killed_is_recovered_whole(tmp_path, capsys):
+    """A recorder killed outright (kill -9, a power cut) leaves its database, committed every
+    second, but no metadata.yaml, which every reader needs: the import says how to recover it,
+    and `vlm2vla-dataset recover` makes a whole bag of it that imports as the closed one does."""
+    import shutil
+
+    from vlm2vla_ros.recording import read_bag
+    from vlm2vla_ros.tools.dataset import main as dataset_main
+
+    whole = write_rollout(tmp_path / "whole")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (db,) = whole.glob("*.db3")
+    shutil.copy(db, killed / "killed.db3")  # what was on the disk: the database, never its metadata.yaml
+    report = export_bag_episodes([killed], tmp_path / "eps-killed")
+    assert report.written == [] and "vlm2vla-dataset recover" in report.skipped[0][1]
+    assert dataset_main(["recover", str(killed), "--out", str(tmp_path / "recovered")]) == 0
+    assert "recovered 20 messages" in capsys.readouterr().out  # 12 frames, 2 statuses, 3 chunks, 3 events
+    original, recovered = read_bag(whole), read_bag(tmp_path / "recovered")
+    assert {t: len(m) for t, m in recovered.items()} == {t: len(m) for t, m in original.items()}
+    assert [m.data for _, m in recovered[topics.POLICY_CHUNK.name]] == [m.data for _, m in original[topics.POLICY_CHUNK.name]]
+    exported = export_bag_episodes([tmp_path / "recovered"], tmp_path / "eps")
+    assert len(exported.written) == 1 and exported.skipped == []
+    # a whole bag, or a folder taken already, is refused with the reason
+    assert dataset_main(["recover", str(whole), "--out", str(tmp_path / "again")]) == 1
+    assert "the bag is whole" in capsys.readouterr().err
+    assert dataset_main(["recover", str(killed), "--out", str(tmp_path / "recovered")]) == 1
+    assert "exists already" in capsys.readouterr().err

@@ -221,6 +221,10 @@ def test_unannotated_episode_falls_back_from_annotations_to_one_subtask(tmp_path
     assert loaded.skipped == []
     report = build_dataset(loaded.episodes, tmp_path / "ds", make_labeller(LabellerSettings("annotations")))
     assert report.notes["labeller_fallbacks"] == 1
+    # frames named by absolute paths are copied into the dataset under flat names: it stays whole when moved
+    copied = {image for e in lines(tmp_path / "ds" / "train.jsonl") + lines(tmp_path / "ds" / "val.jsonl")
+              for image in e["images"]}
+    assert copied and all(image.startswith("images/plain/") and (tmp_path / "ds" / image).is_file() for image in copied)
     subtasks = [e for e in lines(tmp_path / "ds" / "train.jsonl") + lines(tmp_path / "ds" / "val.jsonl") if e["stage"] == "subtasks"]
     assert subtasks[0]["meta"]["subtasks"] == ["pick up the purple block"]
 
@@ -309,3 +313,42 @@ def test_cli_refuses_a_missing_tokenizer_before_building(episodes_dir, tmp_path,
     err = capsys.readouterr().err
     assert "cannot load a tokenizer" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_full_disk_ends_the_build_instead_of_skipping_every_episode(episodes_dir, tmp_path, monkeypatch):
+    """A frame that cannot be read costs its episode; an output that cannot be written would cost
+    every one (and pay the labeller for each), so it ends the build, naming the error."""
+    import errno
+
+    from vlm2vla_ros.data import builder
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(builder, "copy_whole", full)
+    loaded = load_episodes([episodes_dir])
+    with pytest.raises(OSError, match="No space left on device"):
+        build_dataset(loaded.episodes, tmp_path / "ds", make_labeller(LabellerSettings("verbaliser")))
+    assert list((tmp_path / "ds" / "episodes").iterdir()) == []
+
+
+def test_a_folder_that_holds_something_else_is_not_built_into(episodes_dir, tmp_path, capsys):
+    """`--out .` in a repository would write the dataset card over its README."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README.md").write_text("my project\n")
+    assert dataset_main(["build", str(episodes_dir), "--out", str(folder), "--labeller", "verbaliser"]) == 1
+    assert "is not empty and holds no dataset build (build.json)" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["README.md"] and (folder / "README.md").read_text() == "my project\n"
+
+
+def test_a_dataset_line_that_is_not_an_example_is_named(tmp_path):
+    from vlm2vla_ros.data import read_examples
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"stage": "chunk", "messages": [], "images": []}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"train\.jsonl:2 is not a dataset example"):
+        read_examples(path)
+    path.write_text('{"conversations": [], "images": []}\n')  # another project's format
+    with pytest.raises(ValueError, match=r"train\.jsonl:1 is not a dataset example"):
+        read_examples(path)

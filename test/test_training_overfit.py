@@ -121,6 +121,16 @@ def test_interrupted_run_resumes_from_its_checkpoint(model_dir, dataset_dir, tmp
     train_file.write_text(train_file.read_text() + train_file.read_text().splitlines(keepends=True)[0])
     with pytest.raises(TrainError, match="other training examples than the run started with"):
         train(config.replace(max_steps=6), resume=True)
+    # a record cut short (a full disk) is named, not a bare JSON error
+    (out / "train_config.json").write_text('{"lora_r": ')
+    with pytest.raises(TrainError, match=r"cannot read .*train_config\.json"):
+        train(config.replace(max_steps=6), resume=True)
+    # a finished run whose checkpoints were deleted to save space: its adapter is not overwritten
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(out / "checkpoints")
+    with pytest.raises(TrainError, match="holds an earlier run's adapter"):
+        train(config)
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter
 
 
 def test_the_cli_reports_a_run_whose_steps_logged_no_loss(model_dir, dataset_dir, tmp_path, capsys):

@@ -7,7 +7,8 @@ and are stored as they are, so the bag is exactly what went over the wire.
 Storage is sqlite3, the rosbag2 default on Humble. rosbags keeps one open transaction and
 writes metadata.yaml on close(), so close() must run on every exit path (the bringup calls
 it on SIGINT/SIGTERM); flush() commits what has been written so far, so even a process that
-is killed outright leaves a database `ros2 bag reindex` can recover.
+is killed outright leaves a database that `vlm2vla-dataset recover` (recover_bag) or
+`ros2 bag reindex` turns back into a whole bag.
 """
 
 from __future__ import annotations
@@ -148,6 +149,53 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def recover_bag(damaged: str | Path, out: str | Path) -> dict[str, int]:
+    """Every message a bag's database holds, copied into a whole new bag at `out`, for a bag whose
+    recorder was killed before close() wrote its metadata.yaml (what readers need): the
+    recorder commits every second, so all but the last second is there. What `ros2 bag
+    reindex` does, for machines without ROS 2; the damaged bag is read, not changed, except
+    that sqlite rolls back the transaction the killed writer left open. Returns the count of
+    messages per topic; raises RecordingError naming the problem."""
+    import sqlite3
+
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    damaged, out = Path(damaged), Path(out)
+    if (damaged / "metadata.yaml").is_file():
+        raise RecordingError(f"{damaged} has its metadata.yaml: the bag is whole, read it as it is")
+    databases = sorted(damaged.glob("*.db3"))
+    if len(databases) != 1:
+        raise RecordingError(f"{damaged} holds {len(databases)} .db3 databases; a bag of this node suite's "
+                             "recorder has one (ros2 bag reindex handles split bags)")
+    if out.exists():
+        raise RecordingError(f"{out} exists already; choose a new folder for the recovered bag")
+    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    counts: dict[str, int] = {}
+    try:
+        database = sqlite3.connect(databases[0])
+        try:
+            topics = database.execute("SELECT id, name, type FROM topics ORDER BY id").fetchall()
+            writer = Writer(out, version=8)
+            writer.open()
+            try:
+                connections = {}
+                for topic_id, name, msgtype in topics:
+                    connections[topic_id] = writer.add_connection(name, msgtype, typestore=typestore)
+                    counts[name] = 0
+                rows = database.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id")
+                for topic_id, timestamp, data in rows:
+                    writer.write(connections[topic_id], timestamp, data)
+                    counts[connections[topic_id].topic] += 1
+            finally:
+                writer.close()
+        finally:
+            database.close()
+    except (sqlite3.Error, KeyError) as exc:
+        raise RecordingError(f"the database of {damaged} cannot be read ({type(exc).__name__}: {exc})") from None
+    return counts
 
 
 def read_bag(path: str | Path) -> dict[str, list]:

@@ -82,6 +82,9 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
         return task
 
     wanted = {topics.IMAGE.name, topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
+    if not (bag / "metadata.yaml").is_file() and any(bag.glob("*.db3")):
+        raise BagError(f"bag {bag} has no metadata.yaml: its recorder was killed before closing it; "
+                       f"`vlm2vla-dataset recover {bag} --out NEW_BAG` makes a whole bag of what it holds")
     try:
         with Reader(bag) as reader:
             started_ns = reader.start_time

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,9 @@ REHEARSAL_STAGE = "rehearsal"
 none; the miniature experiment adds them, docs/miniature.md finding 19)."""
 STAGES = ("subtasks", "plan", "chunk", "verify", "direction", REHEARSAL_STAGE)
 BUILD_FILE = "build.json"
+OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""Errors of the output side (a full disk, a quota, a read-only mount): they end the build, where an
+unreadable frame costs its episode alone."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,16 @@ def _gripper_before(episode: EpisodeRecord, step: int) -> int | None:
     return episode.steps[step - 1].gripper if step > 0 else None
 
 
+def _inside(name: str) -> str:
+    """A frame's name inside its episode's images folder. A JSONL dataset may name frames by
+    absolute paths or with '..': copied as named, two datasets' "../img/000.png" would land on
+    one file (and each train on the other's frame), and an absolute one would not be copied at
+    all. Those get a flat name with a digest of the whole path."""
+    if not Path(name).is_absolute() and ".." not in Path(name).parts:
+        return name
+    return f"{hashlib.sha256(name.encode('utf-8')).hexdigest()[:12]}-{Path(name).name}"
+
+
 class EpisodeExamples:
     """Collects one episode's examples; image paths are relative to the dataset folder."""
 
@@ -201,7 +215,7 @@ class EpisodeExamples:
         if name is None:
             return None
         if name not in self._copied:
-            rel = Path("images") / self.episode.episode_id / name
+            rel = Path("images") / self.episode.episode_id / _inside(name)
             target = self.out_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():  # copied whole or not at all: a build cut short mid-copy is resumed
@@ -336,6 +350,9 @@ def build_dataset(
     """
     from tqdm import tqdm
 
+    if out_dir.is_dir() and not (out_dir / BUILD_FILE).exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty and holds no dataset build ({BUILD_FILE}) to go on with: "
+                              "give a new or empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(out_dir, build_settings(config, labeller))
     if not (out_dir / BUILD_FILE).exists():  # the settings first, so a first build cut short is resumed only with them
@@ -363,7 +380,9 @@ def build_dataset(
         except (LabelError, ActionValueError) as exc:
             report.skipped.append((episode.episode_id, str(exc)))
             continue
-        except OSError as exc:  # a frame that cannot be read or copied costs this episode only
+        except OSError as exc:  # a frame that cannot be read or copied costs this episode only ...
+            if exc.errno in OUTPUT_FULL:  # ... but a full or read-only output would cost every one
+                raise
             report.skipped.append((episode.episode_id, f"a file cannot be read or written ({exc})"))
             continue
         write_whole(target, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
@@ -483,6 +502,9 @@ def read_examples(path: Path, stages: Sequence[str] | None = None) -> list[dict[
             example = json.loads(line)
         except ValueError as exc:
             raise ValueError(f"{path}:{number} is not valid JSON ({exc})") from None
+        if not isinstance(example, dict) or not isinstance(example.get("stage"), str):
+            raise ValueError(f"{path}:{number} is not a dataset example (a JSON object with a 'stage', as "
+                             "vlm2vla-dataset writes)")
         if stages is not None and example.get("stage") not in stages:
             continue
         example["images"] = [str(path.parent / p) for p in example.get("images", [])]

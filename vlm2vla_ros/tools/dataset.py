@@ -2,9 +2,11 @@
 
     vlm2vla-dataset sim --out EPISODES [--kinds pick_up put_in ...] [--episodes 20] [--image-size 224]
     vlm2vla-dataset bag BAG [BAG ...] --out EPISODES
+    vlm2vla-dataset recover BAG --out NEW_BAG
     vlm2vla-dataset build EPISODES [MORE ...] --out DATASET [--labeller annotations|verbaliser|openai]
 
-`sim` and `bag` write episode folders (docs/data_and_training.md); a plain folder or JSONL in
+`sim` and `bag` write episode folders (docs/data_and_training.md); `recover` makes a whole bag
+of one whose recorder was killed before it closed (no metadata.yaml); a plain folder or JSONL in
 that format from any other dataset goes straight to `build`. `build` splits, merges, labels,
 writes train.jsonl / val.jsonl and the dataset card. Every command resumes: what is already
 written is kept and skipped. Exit status 0 when something usable was produced, 1 otherwise,
@@ -40,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bag = sub.add_parser("bag", help="turn rosbag2 recordings of this node suite into episodes")
     bag.add_argument("bags", nargs="+", help="bag folders")
     bag.add_argument("--out", required=True, help="episodes folder")
+    recover = sub.add_parser("recover", help="a whole bag from one whose recorder was killed (no metadata.yaml)")
+    recover.add_argument("bag", help="the bag folder without metadata.yaml")
+    recover.add_argument("--out", required=True, help="the recovered bag's folder (must not exist)")
     build = sub.add_parser("build", help="build the training dataset from episodes")
     build.add_argument("episodes", nargs="+", help="episode folders, folders of them, or episode JSONL files")
     build.add_argument("--out", required=True, help="dataset folder")
@@ -88,6 +93,18 @@ def run_bag(args: argparse.Namespace) -> int:
     print(report.summary())
     _print_skipped(report.skipped)
     return 0 if report.written or report.existing else 1
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    from vlm2vla_ros.recording import RecordingError, recover_bag
+
+    try:
+        counts = recover_bag(args.bag, args.out)
+    except RecordingError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"recovered {sum(counts.values())} messages into {args.out}: "
+          + ", ".join(f"{topic} {n}" for topic, n in counts.items() if n))
+    return 0 if any(counts.values()) else 1
 
 
 def load_tokenizer(name: str) -> Any:
@@ -164,8 +181,8 @@ def run_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return {"sim": run_sim, "bag": run_bag, "build": run_build}[args.command](args)
-    except (ValueError, FileExistsError) as exc:
+        return {"sim": run_sim, "bag": run_bag, "recover": run_recover, "build": run_build}[args.command](args)
+    except (ValueError, OSError) as exc:  # OSError: a full disk, a folder that exists; its text names the file
         print(f"vlm2vla-dataset: {exc}", file=sys.stderr)
         return 1
 

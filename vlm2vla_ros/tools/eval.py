@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         # Every input first: a wrong path fails in a second, not after the model load and the long runs.
         if out.exists() and not out.is_dir():
             raise ValueError(f"report folder {out} is a file")
+        earlier = [name for name in ("metrics.json", "report.md") if (out / name).exists()]
+        if earlier:  # another model's report, or this one's from before: never written over
+            raise ValueError(f"report folder {out} holds an earlier evaluation ({', '.join(earlier)}): give a new folder")
         model, adapter = resolve_shipped(args.model, args.adapter or "")
         verifier_model = resolve_verifier_model(args.verifier_model) if args.verifier_model else None
         if verifier_model and not (Path(verifier_model) / "config.json").is_file():

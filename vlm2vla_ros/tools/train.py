@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
         result = train(config, resume=args.resume)
-    except (ValueError, TrainError) as exc:
+    except (ValueError, OSError, TrainError) as exc:  # OSError: a full disk, a missing file; its text names it
         print(f"vlm2vla-train: {exc}", file=sys.stderr)
         return 1
     if result.interrupted:

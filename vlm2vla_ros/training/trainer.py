@@ -127,6 +127,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     has_checkpoint = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     if has_checkpoint and not resume:
         raise TrainError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it or choose a new output folder")
+    earlier = [name for name in ("adapter_config.json", RUN_CONFIG, RUN_DATA) if (out / name).is_file()]
+    if earlier and not resume:  # a finished run whose checkpoints were deleted: its adapter would be overwritten
+        raise TrainError(f"{out} holds an earlier run's adapter ({', '.join(earlier)}); choose a new output folder")
     # a checkpoint cut short while it was written (a second Ctrl-C, a killed process) has no trainer_state.json
     complete = sorted((p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
                       key=lambda p: int(p.name.rpartition("-")[2]) if p.name.rpartition("-")[2].isdigit() else -1)
@@ -217,8 +220,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if head is not None:
         head.linear.to(trainer.args.device)  # where the Trainer put the model (a GPU), not where it was loaded
     if not resume and trainer.is_world_process_zero():
-        (out / RUN_CONFIG).write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
-        (out / RUN_DATA).write_text(json.dumps(_data_fingerprint(train_examples), indent=1), encoding="utf-8")
+        write_whole(out / RUN_CONFIG, json.dumps(config.to_dict(), indent=1))
+        write_whole(out / RUN_DATA, json.dumps(_data_fingerprint(train_examples), indent=1))
     start = time.perf_counter()
     with stop:
         trainer.train(resume_from_checkpoint=str(complete[-1]) if resume else None)
@@ -295,6 +298,18 @@ def _data_fingerprint(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"train_examples": len(examples), "sha256": digest.hexdigest()}
 
 
+def _read_record(path: Path) -> dict[str, Any]:
+    """A run's own JSON record (RUN_CONFIG, RUN_DATA); TrainError naming it when it is unreadable."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"cannot read {path} ({exc}): the run cannot be checked for --resume; train again "
+                         "into a new output folder") from None
+    if not isinstance(record, dict):
+        raise TrainError(f"{path} is not a JSON object: the run cannot be checked for --resume")
+    return record
+
+
 def _check_same_data(out: Path, examples: list[dict[str, Any]]) -> None:
     """TrainError when the training examples are not the ones the run started with (a dataset
     rebuilt or extended in between): the Trainer would skip the first batches of another shuffle,
@@ -302,7 +317,7 @@ def _check_same_data(out: Path, examples: list[dict[str, Any]]) -> None:
     path = out / RUN_DATA
     if not path.is_file():
         return
-    started, now = json.loads(path.read_text(encoding="utf-8")), _data_fingerprint(examples)
+    started, now = _read_record(path), _data_fingerprint(examples)
     if started != now:
         raise TrainError(f"--resume with other training examples than the run started with ({started['train_examples']} "
                          f"then, {now['train_examples']} now, or the same number changed; see {path}): "
@@ -315,7 +330,7 @@ def _check_resumable(out: Path, config: TrainConfig) -> None:
     path = out / RUN_CONFIG
     if not path.is_file():
         return
-    started = json.loads(path.read_text(encoding="utf-8"))
+    started = _read_record(path)
     now = json.loads(json.dumps(config.to_dict()))
     changed = sorted(k for k in set(started) | set(now) if k not in RESUME_MAY_CHANGE and started.get(k) != now.get(k))
     if changed:
