@@ -68,7 +68,7 @@ class ScriptedEngine:
 
 
 @contextmanager
-def policy_probed(*publish, parameters=()):
+def policy_probed(*publish, parameters=(), engine=None):
     """The policy node on ScriptedEngine, spinning with a probe that records its chunks and
     statuses and publishes frames, tasks and the `publish` topics; yields (probe, pubs, chunks,
     statuses, frame, seen), frame() publishing one camera frame, seen what a failed wait prints.
@@ -76,7 +76,7 @@ def policy_probed(*publish, parameters=()):
     from vlm2vla_ros.nodes.policy_node import PolicyNode
 
     chunks, statuses = [], []
-    with spinning(lambda: PolicyNode(engine=ScriptedEngine(), parameter_overrides=list(parameters))) as probe:
+    with spinning(lambda: PolicyNode(engine=engine or ScriptedEngine(), parameter_overrides=list(parameters))) as probe:
         probe.create_subscription(String, topics.POLICY_CHUNK.name, lambda m: chunks.append(json.loads(m.data)),
                                   qos_for(topics.POLICY_CHUNK))
         probe.create_subscription(String, topics.POLICY_STATUS.name, lambda m: statuses.append(json.loads(m.data)),
@@ -214,6 +214,41 @@ def test_a_task_fails_when_no_report_or_no_verdict_comes():
         assert "no verdict on /verifier/verdict for cycle 1 in 1.5 s" in failed("no-verifier")[0]["message"]
 
 
+def test_a_task_fails_when_the_model_never_answers():
+    """A hung GPU or a server that trickles bytes: the task fails with the reason instead of
+    showing "planning" for ever, and so does the next one queued behind the hung call."""
+    import threading
+
+    from rclpy.parameter import Parameter
+
+    class HungEngine(ScriptedEngine):
+        def __init__(self):
+            self.release = threading.Event()
+
+        def subtasks(self, image, task):
+            self.release.wait(30.0)
+            return super().subtasks(image, task)
+
+    engine = HungEngine()
+    limits = [Parameter("generate_timeout_s", value=1.0)]
+    try:
+        with policy_probed(parameters=limits, engine=engine) as (_probe, pubs, chunks, statuses, frame, seen):
+
+            def failed(task_id):
+                return [s for s in statuses if s["task_id"] == task_id and s["state"] == topics.FAILED]
+
+            for task_id in ("hung-1", "hung-2"):
+                pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", task_id)))
+                wait_until(lambda task_id=task_id: failed(task_id), f"{task_id} failing", seen, frame)
+                assert failed(task_id)[0]["message"] == (
+                    "the model has not written the subtask list in 1 s (a hung model or server? generate_timeout_s)")
+            engine.release.set()  # the late answers belong to failed tasks: no chunk goes out
+            time.sleep(0.5)
+            assert chunks == []
+    finally:
+        engine.release.set()
+
+
 def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
     """A rejection published under the running task's id would read as that task ending (the
     executor stops its chunks); a second task under that id would mix the two runs' messages."""
@@ -304,3 +339,65 @@ def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad
         wait_until(lambda: len(verdicts) == 5, "verdict 5", verdicts)
         assert (verdicts[4]["verdict"], verdicts[4]["error"]) == ("retry", True)
         assert verdicts[4]["reason"] == "verifier error: RuntimeError: out of memory"
+
+
+def test_the_verifier_keeps_a_long_chunks_before_frame_past_its_buffer(monkeypatch):
+    """A chunk that runs longer than image_buffer frames (a long chunk, a fast camera): the frame
+    it started from is kept from the executor's "started" event on, and the cycle is judged on it."""
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes import verifier_node
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
+
+    monkeypatch.setattr(verifier_node, "FRAME_WAIT_S", 5.0)
+    engine, verdicts = SeeingEngine(), []
+    node = lambda: VerifierNode(engine=engine, parameter_overrides=[  # noqa: E731
+        Parameter("backend", value="vlm"), Parameter("image_buffer", value=3)])
+    with spinning(node) as probe:
+        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                                  qos_for(topics.VERDICT))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.POLICY_CHUNK, topics.EXECUTOR_EVENT)}
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), "subscriptions", verdicts)
+        time.sleep(0.5)
+        t0 = probe.get_clock().now().nanoseconds
+
+        def frame(value, stamp_ns):
+            from builtin_interfaces.msg import Time
+
+            pubs[topics.IMAGE.name].publish(
+                to_msg(np.full((8, 8, 3), value, np.uint8), Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), "cam"))
+            time.sleep(0.05)
+
+        def event(kind, **fields):
+            pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(event=kind, task_id="long-1", cycle=1, **fields)))
+
+        frame(10, t0)
+        time.sleep(0.2)
+        pubs[topics.POLICY_CHUNK.name].publish(String(data=topics.encode(
+            task_id="long-1", cycle=1, subtask_index=0, subtask="grasp it", next_subtask="", steps=[[1, 0, 0, 1]])))
+        event("started", before_stamp_ns=t0)
+        time.sleep(0.3)
+        for k in range(1, 8):  # the chunk runs on: seven frames, more than the buffer holds
+            frame(10 + k, t0 + k * 10**8)
+        time.sleep(0.2)
+        event("done", steps_executed=1, before_stamp_ns=t0, after_stamp_ns=t0 + 7 * 10**8)
+        wait_until(lambda: verdicts, "a verdict", verdicts)
+        assert verdicts[0]["verdict"] == "advance" and engine.shown == [(10, 17)], verdicts[0]
+
+
+def test_a_verdict_that_is_neither_advance_nor_retry_ends_the_task():
+    """A broken verifier writing "yes" or "ADVANCE" must not read as a retry that moves the robot again."""
+    with policy_probed(topics.EXECUTOR_EVENT, topics.VERDICT) as (_probe, pubs, chunks, statuses, frame, seen):
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "odd-1")))
+        wait_until(lambda: chunks, "the first chunk", seen, frame)
+        pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+            event="done", task_id="odd-1", cycle=1, steps_executed=1)))
+        wait_until(lambda: [s for s in statuses if s["task_id"] == "odd-1" and s.get("phase") == "verifying"],
+                   "verifying", seen, frame)
+        pubs[topics.VERDICT.name].publish(String(data=topics.encode(task_id="odd-1", cycle=1, verdict="yes")))
+        wait_until(lambda: [s for s in statuses if s["task_id"] == "odd-1" and s["state"] == topics.FAILED],
+                   "failure", seen, frame)
+        failed = [s for s in statuses if s["state"] == topics.FAILED][0]
+        assert "a verdict that is neither advance nor retry: 'yes'" in failed["message"]
+        assert len(chunks) == 1

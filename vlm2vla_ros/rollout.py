@@ -231,10 +231,17 @@ class TaskRun:
             return False
         return self.fail(f"the verifier failed on cycle {cycle}: {reason or 'no reason given'}")
 
-    def overdue(self, waited_s: float, report_timeout_s: float, verdict_timeout_s: float) -> str:
-        """Why the cycle has waited too long in its phase ('' if it has not; a timeout of 0 is
-        off). A chunk with no final report, or a report with no verdict, means the executor or
-        the verifier is gone or hung, and the task would otherwise wait for ever."""
+    def overdue(self, waited_s: float, report_timeout_s: float, verdict_timeout_s: float,
+                generate_timeout_s: float) -> str:
+        """Why the task has waited too long in its phase ('' if it has not; a timeout of 0 is
+        off). A subtask list or chunk the model has not written, a chunk with no final report, or
+        a report with no verdict means the model (or its server), the executor or the verifier is
+        gone or hung, and the task would otherwise wait for ever."""
+        generating = self.state == PLANNING or (self.state == RUNNING and self.phase == GENERATING)
+        if generating and 0 < generate_timeout_s < waited_s:
+            what = "subtask list" if self.state == PLANNING else f"chunk of cycle {self.cycle + 1}"
+            return (f"the model has not written the {what} in {generate_timeout_s:g} s (a hung model or "
+                    "server? generate_timeout_s)")
         if self.state != RUNNING:
             return ""
         if self.phase == EXECUTING and 0 < report_timeout_s < waited_s:

@@ -25,6 +25,11 @@ from .rollout import verdict_from_text
 BACKENDS = ("vlm", "openai", "operator", "count")
 
 
+class CannotJudge(RuntimeError):
+    """Nobody can judge the cycle (no operator answer): the verdict is an error, so the policy
+    ends the task instead of moving the robot on with nobody judging its moves."""
+
+
 @dataclass(frozen=True)
 class VerifyContext:
     task_id: str
@@ -71,7 +76,7 @@ class EngineVerifier:
         self.engine, self.name = engine, name
 
     def judge(self, ctx: VerifyContext) -> Judgement:
-        if ctx.before is None or ctx.after is None:
+        if ctx.before is None or ctx.after is None:  # one frame lost on a best-effort topic: one retry
             return Judgement(False, "the before or after image was not received, so the subtask cannot be judged")
         result = self.engine.verify(ctx.before, ctx.after, ctx.subtask, ctx.next_subtask)
         reason = "the model judged the subtask done" if result.advance else "the model judged the subtask not done"
@@ -148,7 +153,7 @@ class OperatorVerifier:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._pending = None
-                    return Judgement(False, f"no operator answer within {self.timeout_s:g} s; retrying")
+                    raise CannotJudge(f"no operator answer within {self.timeout_s:g} s: nobody judged the chunk")
                 self._cond.wait(remaining)
             advance, reason, text = self._answer
             self._pending = None

@@ -48,6 +48,7 @@ class PolicyNodeConfig:
     heartbeat_hz: float = 2.0
     report_timeout_s: float = 120.0  # a chunk with no executor report for this long fails the task (0: off)
     verdict_timeout_s: float = 600.0  # a report with no verdict for this long fails the task (0: off)
+    generate_timeout_s: float = 300.0  # a subtask list or chunk not written in this long fails the task (0: off)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_task_chars <= 100_000:
@@ -56,7 +57,7 @@ class PolicyNodeConfig:
             raise ValueError("policy max_retries_per_subtask must be >= 0 and max_cycles >= 1")
         for name in ("image_timeout_s", "heartbeat_hz"):
             positive(getattr(self, name), f"policy {name}")
-        for name in ("report_timeout_s", "verdict_timeout_s"):
+        for name in ("report_timeout_s", "verdict_timeout_s", "generate_timeout_s"):
             real(getattr(self, name), f"policy {name}", lo=0.0)
 
 
@@ -199,6 +200,8 @@ class PolicyNode(Node):
                 return
             if d.get("error") is True:  # the verifier itself failed: more chunks would move the robot unjudged
                 changed = run.verifier_failed(d["cycle"], str(d.get("reason", "")))
+            elif d["verdict"] not in ("advance", "retry"):  # "yes", "ADVANCE", null: a verifier broken
+                changed = run.verifier_failed(d["cycle"], f"a verdict that is neither advance nor retry: {d['verdict']!r}")
             else:
                 changed = run.verdict(d["cycle"], d["verdict"] == "advance", str(d.get("reason", "")))
             if not changed:
@@ -325,8 +328,10 @@ class PolicyNode(Node):
         self.heartbeat_pub.publish(msg)
 
     def _check_overdue(self) -> None:
-        """Fail the task whose cycle has waited too long for the executor or the verifier (on the
-        heartbeat's timer: half a second's precision is plenty for limits of minutes)."""
+        """Fail the task that has waited too long for the model, the executor or the verifier (on
+        the heartbeat's timer: half a second's precision is plenty for limits of minutes). A hung
+        model call still holds the worker, so the tasks after it fail the same way, each with
+        this reason, instead of waiting for ever."""
         now = monotonic()
         with self._lock:
             run = self._run
@@ -335,7 +340,8 @@ class PolicyNode(Node):
             phase = (run.task_id, run.cycle, run.phase)
             if self._phase_since[0] != phase:
                 self._phase_since = (phase, now)
-            reason = run.overdue(now - self._phase_since[1], self.config.report_timeout_s, self.config.verdict_timeout_s)
+            c = self.config
+            reason = run.overdue(now - self._phase_since[1], c.report_timeout_s, c.verdict_timeout_s, c.generate_timeout_s)
             if reason and run.fail(reason):
                 self.get_logger().error(f"task {run.task_id} failed: {reason}")
                 self._publish_status(run)

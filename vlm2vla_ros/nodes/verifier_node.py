@@ -28,6 +28,7 @@ from ..rollout import EXECUTED_OK
 from ..topics import PayloadError, decode
 from ..verification import (
     BACKENDS,
+    CannotJudge,
     CountVerifier,
     EngineVerifier,
     OperatorVerifier,
@@ -43,13 +44,17 @@ FRAME_TOLERANCE_NS = 500_000_000
 """A frame missing from the buffer may be stood in for by a kept one this close to it, on the
 same side of the chunk (before it for "before", after it for "after"); never one further off,
 which could show the arm mid-motion."""
+PINNED_FRAMES = 8
+"""The "before" frames of the latest chunks, kept apart from the buffer from the executor's
+"started" event on: a chunk that outlasts image_buffer frames (a long chunk, a fast camera)
+would otherwise lose its before-frame, and the cycle could not be judged."""
 
 
 @dataclass(frozen=True)
 class VerifierConfig:
     backend: str = "vlm"  # vlm | openai | operator | count
     advance_after_chunks: int = 1  # backend count
-    operator_timeout_s: float = 300.0  # backend operator: no answer -> retry
+    operator_timeout_s: float = 300.0  # backend operator: no answer -> an error verdict (the task fails)
     policy_config: str = ""  # backend vlm/openai with a model of its own: the policy YAML to load
     model_path: str = ""  # ... with this model ('' = the policy's checkpoint as a verifier; 'tiny' = tiny test model)
     image_buffer: int = 50  # frames kept to find the before/after images by stamp
@@ -74,6 +79,7 @@ class VerifierNode(Node):
         self.request_pub = self.create_publisher(String, topics.OPERATOR_REQUEST.name, qos_for(topics.OPERATOR_REQUEST))
         self.verifier = self._make_verifier(engine)
         self._frames: collections.OrderedDict[int, Image] = collections.OrderedDict()
+        self._pinned: dict[int, Image | None] = {}  # before-frames of started chunks (None: not arrived yet)
         self._frames_cond = threading.Condition()
         self._chunks: dict[tuple[str, int], dict[str, Any]] = {}
         self._early_reports: dict[tuple[str, int], dict[str, Any]] = {}  # executor reports heard before their chunk
@@ -115,7 +121,10 @@ class VerifierNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         with self._frames_cond:
-            self._frames[stamp_ns(msg.header.stamp)] = msg
+            stamp = stamp_ns(msg.header.stamp)
+            self._frames[stamp] = msg
+            if stamp in self._pinned:
+                self._pinned[stamp] = msg
             while len(self._frames) > self.config.image_buffer:
                 self._frames.popitem(last=False)
             self._frames_cond.notify_all()
@@ -143,6 +152,9 @@ class VerifierNode(Node):
             d = decode(msg.data, ("event", "task_id", "cycle"))
         except PayloadError:
             return
+        if d["event"] == "started":
+            self._pin(d.get("before_stamp_ns"))
+            return
         if d["event"] not in EXECUTED_OK:
             return
         key = _cycle_key(d)
@@ -157,6 +169,14 @@ class VerifierNode(Node):
             self.get_logger().info(f"executed cycle {d['cycle']} of task {d['task_id']}: judged when its chunk arrives")
             return
         self._judge_later(d, chunk)
+
+    def _pin(self, stamp: Any) -> None:
+        """Keep the frame a chunk starts from until its judgement, however long the chunk runs."""
+        if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
+            return
+        with self._frames_cond:
+            self._pinned[stamp] = self._frames.get(stamp)
+            _keep_last(self._pinned, PINNED_FRAMES)
 
     def _judge_later(self, d: dict[str, Any], chunk: dict[str, Any]) -> None:
         """Queue the judgement; the frames are found and decoded on the worker, where a bad one
@@ -186,8 +206,8 @@ class VerifierNode(Node):
         if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
             return None
         with self._frames_cond:
-            self._frames_cond.wait_for(lambda: stamp in self._frames, timeout=FRAME_WAIT_S)
-            msg = self._frames.get(stamp)
+            self._frames_cond.wait_for(lambda: stamp in self._frames or self._pinned.get(stamp), timeout=FRAME_WAIT_S)
+            msg = self._frames.get(stamp) or self._pinned.get(stamp)
             if msg is None:
                 near = [s for s in self._frames if 0 < (s - stamp if after else stamp - s) <= FRAME_TOLERANCE_NS]
                 msg = self._frames[min(near, key=lambda s: abs(s - stamp))] if near else None
@@ -215,6 +235,9 @@ class VerifierNode(Node):
         try:
             j = self.verifier.judge(ctx)
             advance, reason, raw, timings = j.advance, j.reason, j.raw_text, dict(j.timings)
+        except CannotJudge as exc:  # no operator answer: the policy ends the task
+            advance, reason, raw, timings, error = False, str(exc), "", {}, True
+            self.get_logger().error(f"cycle {ctx.cycle} of task {ctx.task_id} not judged: {exc}")
         except Exception as exc:  # a failed verifier never advances, and says so: the policy ends the task
             advance, reason, raw, timings = False, f"verifier error: {type(exc).__name__}: {exc}", "", {}
             error = True
