@@ -246,6 +246,25 @@ def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
     assert backend.world.gripper == before
 
 
+def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
+    """A new task pre-empts a running chunk, and with a fast model its first chunk can reach the
+    executor before the old chunk has stopped and reported: it waits for that, then runs,
+    instead of being refused as "still executing" and failing the new task."""
+    for attempt in range(3):  # a late camera frame on a loaded machine can refuse either chunk (start_chunk)
+        old = rig.start_chunk(f"old-{attempt}")
+        time.sleep(0.4)  # moving
+        new = f"new-{attempt}"
+        rig.send_chunk(new, steps=[[1.0, 0.0, 0.0, 1]])  # no status on /policy/status first: the chunk alone says so
+        stopped = rig.wait_event(old, ("aborted", "done", "failed"))
+        final = rig.wait_event(new, ("done", "rejected", "aborted", "failed"))
+        if "watchdog: no camera frame" not in final.get("reason", "") + stopped.get("reason", ""):
+            break
+    assert stopped["event"] == "aborted" and f"pre-empted by a chunk of task {new}" in stopped["reason"], stopped
+    assert final["event"] == "done", final
+    started = [e for e in rig.events if e["task_id"] == new and e["event"] == "started"][0]
+    assert rig.events.index(started) > rig.events.index(stopped)  # one chunk at a time
+
+
 def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
     """Topics keep no order between them: a new task's "pre-empted" status for the old one can
     overtake the old task's last chunk. That chunk is refused; an id used again is a new task."""

@@ -99,6 +99,9 @@ def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig
     return replace(embodiment, action_scale=config.sim_action_scale)
 
 
+STOP_GRACE_S = 2.0
+"""Beyond after_image_timeout_s, how long a new task's chunk waits for the pre-empted task's
+chunk to stop and report before it is refused as "still executing"."""
 POLICY_STATES_KEPT = 64
 """How many tasks' latest /policy/status states the executor remembers (to refuse stale chunks)."""
 HEAD_AIM_DELAY_S = 1.0
@@ -272,6 +275,13 @@ class ExecutorNode(Node):
         # overtakes the first heartbeat was refused as "no heartbeat"; the watchdog still stops
         # the chunk if no heartbeat follows within heartbeat_timeout_s.
         self._last_heartbeat = monotonic()
+        stopping, worker = self._current, self._worker
+        if stopping is not None and stopping.task_id != order.task_id and worker is not None:
+            # another task's chunk: the policy has moved on (its status saying so may come later, on
+            # another topic). The old chunk stops and reports its end (after its "after" frame)
+            # first, instead of this first chunk being refused and failing the new task.
+            self._abort(f"task {stopping.task_id} was pre-empted by a chunk of task {order.task_id}")
+            worker.join(timeout=self.config.after_image_timeout_s + STOP_GRACE_S)
         with self._lock:
             if self._estopped:
                 self._event(order, "rejected", reason="e-stop is engaged: release it (false on /executor/estop) first")
