@@ -249,11 +249,22 @@ def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
 def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
     """A new task pre-empts a running chunk, and with a fast model its first chunk can reach the
     executor before the old chunk has stopped and reported: it waits for that, then runs,
-    instead of being refused as "still executing" and failing the new task."""
+    instead of being refused as "still executing" and failing the new task. A chunk of a task
+    that has ended pre-empts nothing."""
+    executor = rig.graph.by_name["executor_node"]
+    status_pub = rig.node.create_publisher(String, topics.POLICY_STATUS.name, qos_for(topics.POLICY_STATUS))
+    status_pub.publish(String(data=topics.encode(task_id="ended-1", task="pick up the block", state=topics.FAILED)))
+    deadline = time.monotonic() + 5
+    while executor._policy_states.get("ended-1") != topics.FAILED and time.monotonic() < deadline:
+        time.sleep(0.02)
     for attempt in range(3):  # a late camera frame on a loaded machine can refuse either chunk (start_chunk)
         old = rig.start_chunk(f"old-{attempt}")
-        time.sleep(0.4)  # moving
-        new = f"new-{attempt}"
+        time.sleep(0.2)  # moving
+        rig.send_chunk("ended-1", steps=[[1.0, 0.0, 0.0, 1]])
+        late = rig.wait_event("ended-1", ("rejected", "started"))
+        rig.events.remove(late)
+        assert late["event"] == "rejected" and "has ended (failed)" in late["reason"], late
+        new = f"new-{attempt}"  # (the old chunk's stop, below, names this task, not ended-1)
         rig.send_chunk(new, steps=[[1.0, 0.0, 0.0, 1]])  # no status on /policy/status first: the chunk alone says so
         stopped = rig.wait_event(old, ("aborted", "done", "failed"))
         final = rig.wait_event(new, ("done", "rejected", "aborted", "failed"))

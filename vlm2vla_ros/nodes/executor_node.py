@@ -275,30 +275,21 @@ class ExecutorNode(Node):
         # overtakes the first heartbeat was refused as "no heartbeat"; the watchdog still stops
         # the chunk if no heartbeat follows within heartbeat_timeout_s.
         self._last_heartbeat = monotonic()
-        stopping, worker = self._current, self._worker
-        if stopping is not None and stopping.task_id != order.task_id and worker is not None:
+        with self._lock:
+            refused = self._refusal(order)
+            stopping, worker = self._current, self._worker
+        if not refused and stopping is not None and stopping.task_id != order.task_id and worker is not None:
             # another task's chunk: the policy has moved on (its status saying so may come later, on
             # another topic). The old chunk stops and reports its end (after its "after" frame)
             # first, instead of this first chunk being refused and failing the new task.
             self._abort(f"task {stopping.task_id} was pre-empted by a chunk of task {order.task_id}")
             worker.join(timeout=self.config.after_image_timeout_s + STOP_GRACE_S)
         with self._lock:
-            if self._estopped:
-                self._event(order, "rejected", reason="e-stop is engaged: release it (false on /executor/estop) first")
-                return
-            if self._current is not None:
-                self._event(order, "rejected", reason=f"cycle {self._current.cycle} is still executing")
-                return
-            # topics keep no order between them: the policy may have ended or replaced this
-            # chunk's task before the chunk got here, and a stale chunk must not move the robot
-            ended = self._policy_states.get(order.task_id, "")
-            if ended in topics.TERMINAL_STATES:
-                self._event(order, "rejected", reason=f"task {order.task_id} has ended ({ended}) on {topics.POLICY_STATUS.name}")
-                return
-            newest = self._last_image
-            stale = chunk_image_problem(order.image_stamp_ns, newest[0] if newest else None, self.config.max_chunk_image_age_s)
-            if stale:
-                self._event(order, "rejected", reason=stale)
+            refused = self._refusal(order)
+            if not refused and self._current is not None:
+                refused = f"cycle {self._current.cycle} is still executing"
+            if refused:
+                self._event(order, "rejected", reason=refused)
                 return
             if order.task_id != self._task_id:
                 self.chunks.reset_for_new_task()
@@ -307,6 +298,18 @@ class ExecutorNode(Node):
             self._abort_reason = ""
             self._worker = threading.Thread(target=self._execute, args=(order,), name="chunk", daemon=True)
             self._worker.start()
+
+    def _refusal(self, order: ChunkOrder) -> str:
+        """Why this chunk must not run whatever else is running ('' if nothing), under the lock."""
+        if self._estopped:
+            return "e-stop is engaged: release it (false on /executor/estop) first"
+        # topics keep no order between them: the policy may have ended or replaced this chunk's
+        # task before the chunk got here, and a stale chunk must not move the robot
+        ended = self._policy_states.get(order.task_id, "")
+        if ended in topics.TERMINAL_STATES:
+            return f"task {order.task_id} has ended ({ended}) on {topics.POLICY_STATUS.name}"
+        newest = self._last_image
+        return chunk_image_problem(order.image_stamp_ns, newest[0] if newest else None, self.config.max_chunk_image_age_s)
 
     # ---- execution -----------------------------------------------------------------------
 
