@@ -144,6 +144,21 @@ def test_the_cli_reports_a_run_whose_steps_logged_no_loss(model_dir, dataset_dir
     assert "loss n/a -> n/a" in capsys.readouterr().out
 
 
+def test_a_dataset_copied_without_its_frames_is_refused_before_the_model_loads(dataset_dir, tmp_path, capsys):
+    import shutil
+
+    from vlm2vla_ros.tools.train import main
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir, data, ignore=shutil.ignore_patterns("*.png", "*.jpg"))
+    # no model folder at all: the frames are checked first, so this cannot fail on the model
+    assert main(["--model", str(tmp_path / "no-model"), "--data", str(data), "--out", str(tmp_path / "a"),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "frame(s) the examples of" in err and "copied without its images/ folder" in err
+    assert not (tmp_path / "a").exists()
+
+
 def test_stage_repeats_upweight_a_stage_in_training(model_dir, dataset_dir, tmp_path):
     from vlm2vla_ros.training import TrainConfig, train
 

@@ -77,6 +77,16 @@ def load_split(config: TrainConfig, split: str) -> list[dict[str, Any]]:
     return read_examples(Path(config.dataset_dir) / f"{split}.jsonl", config.stages)
 
 
+def _check_images(config: TrainConfig, examples: list[dict[str, Any]]) -> None:
+    """TrainError naming the frames the examples need that are not there (a dataset copied without
+    its images/), before the model loads: otherwise the first batch that needs one fails mid-run."""
+    missing = sorted({str(image) for e in examples for image in e.get("images", ())
+                      if isinstance(image, str) and not Path(image).is_file()})
+    if missing:
+        raise TrainError(f"{len(missing)} frame(s) the examples of {config.dataset_dir} need are missing, "
+                         f"e.g. {missing[0]} (was the dataset copied without its images/ folder?)")
+
+
 def load_model_for_training(config: TrainConfig) -> Any:
     """(peft model, processor, device): the base from a local folder with fresh LoRA layers."""
     import torch
@@ -149,6 +159,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         # turning evaluation off here would leave a run that was asked for a validation loss without one
         raise TrainError(f"eval_steps is {config.eval_steps} but {config.dataset_dir}/val.jsonl holds no examples of "
                          f"the stages {list(config.stages)}; build the dataset with a validation split or leave eval_steps 0")
+    _check_images(config, train_examples + eval_examples)
     set_seed(config.seed)
     model, processor, dtype, cuda = load_model_for_training(config)
     collator: Any = AnswerOnlyCollator(processor, max_length=config.max_length)
