@@ -401,3 +401,46 @@ def test_a_verdict_that_is_neither_advance_nor_retry_ends_the_task():
         failed = [s for s in statuses if s["state"] == topics.FAILED][0]
         assert "a verdict that is neither advance nor retry: 'yes'" in failed["message"]
         assert len(chunks) == 1
+
+
+def test_a_question_about_a_task_that_ended_is_withdrawn_for_the_next_tasks():
+    """Operator backend: the person was asked about a task that then ended (pre-empted); the
+    question is withdrawn at once, no verdict goes out for it, and the running task's question
+    comes now, not after the first one's timeout."""
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
+
+    requests, verdicts = [], []
+    node = lambda: VerifierNode(parameter_overrides=[  # noqa: E731
+        Parameter("backend", value="operator"), Parameter("operator_timeout_s", value=120.0)])
+    with spinning(node) as probe:
+        probe.create_subscription(String, topics.OPERATOR_REQUEST.name, lambda m: requests.append(json.loads(m.data)),
+                                  qos_for(topics.OPERATOR_REQUEST))
+        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                                  qos_for(topics.VERDICT))
+        pubs = {t.name: probe.create_publisher(String, t.name, qos_for(t))
+                for t in (topics.POLICY_CHUNK, topics.EXECUTOR_EVENT, topics.POLICY_STATUS, topics.OPERATOR_ANSWER)}
+        heard = [pubs[t.name] for t in (topics.POLICY_CHUNK, topics.EXECUTOR_EVENT, topics.OPERATOR_ANSWER)]
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p in heard), "subscriptions", requests)
+        time.sleep(0.5)  # (the status is latched: it reaches a subscription that matches later too)
+
+        def executed(task_id):
+            pubs[topics.POLICY_CHUNK.name].publish(String(data=topics.encode(
+                task_id=task_id, cycle=1, subtask_index=0, subtask="grasp it", next_subtask="", steps=[[1, 0, 0, 1]])))
+            time.sleep(0.2)
+            pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+                event="done", task_id=task_id, cycle=1, steps_executed=1)))
+
+        executed("first")
+        wait_until(lambda: requests, "the question about the first task", requests)
+        pubs[topics.POLICY_STATUS.name].publish(String(data=topics.encode(
+            task_id="first", task="pick it up", state=topics.PREEMPTED)))
+        executed("second")
+        wait_until(lambda: any(r["task_id"] == "second" for r in requests), "the second task's question", requests,
+                   timeout=10.0)
+        pubs[topics.OPERATOR_ANSWER.name].publish(String(data=json.dumps(
+            {"task_id": "second", "cycle": 1, "verdict": "advance", "reason": "it holds the block"})))
+        wait_until(lambda: verdicts, "a verdict", verdicts)
+        time.sleep(0.3)
+        assert [(v["task_id"], v["verdict"]) for v in verdicts] == [("second", "advance")]

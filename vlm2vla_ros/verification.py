@@ -106,7 +106,7 @@ def read_operator_answer(data: str) -> tuple[str, str, int]:
 
 
 class OperatorVerifier:
-    """A person answers 'advance' or 'retry'; no answer within timeout_s counts as retry."""
+    """A person answers 'advance' or 'retry'; no answer within timeout_s is an error (CannotJudge)."""
 
     name = "operator"
 
@@ -123,6 +123,16 @@ class OperatorVerifier:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def withdraw(self, task_id: str) -> bool:
+        """The task ended: a question about it waiting for an answer is dropped now, so the next
+        task's question is not held behind it for the timeout. True if one was."""
+        with self._cond:
+            if self._pending is None or self._pending[0] != task_id or self._answer is not None:
+                return False
+            self._answer = (False, f"task {task_id} ended before an answer", "")
+            self._cond.notify_all()
+        return True
 
     def answer(self, text: str, task_id: str = "", cycle: int = -1) -> str:
         """Feed an answer; returns '' if taken, else why it was ignored."""

@@ -84,6 +84,7 @@ class VerifierNode(Node):
         self._chunks: dict[tuple[str, int], dict[str, Any]] = {}
         self._early_reports: dict[tuple[str, int], dict[str, Any]] = {}  # executor reports heard before their chunk
         self._order_lock = threading.Lock()
+        self._ended: dict[str, str] = {}  # task id -> its end state on /policy/status (the latest tasks)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
         self.create_subscription(Image, topics.IMAGE.name, self._on_image, qos_for(topics.IMAGE), callback_group=group)
         self.create_subscription(String, topics.POLICY_CHUNK.name, self._on_chunk, qos_for(topics.POLICY_CHUNK), callback_group=group)
@@ -92,6 +93,9 @@ class VerifierNode(Node):
         )
         self.create_subscription(
             String, topics.OPERATOR_ANSWER.name, self._on_answer, qos_for(topics.OPERATOR_ANSWER), callback_group=group
+        )
+        self.create_subscription(
+            String, topics.POLICY_STATUS.name, self._on_status, qos_for(topics.POLICY_STATUS), callback_group=group
         )
         self.get_logger().info(f"verifier ready: backend {c.backend}")
 
@@ -178,6 +182,24 @@ class VerifierNode(Node):
             self._pinned[stamp] = self._frames.get(stamp)
             _keep_last(self._pinned, PINNED_FRAMES)
 
+    def _on_status(self, msg: String) -> None:
+        """A task that ended (pre-empted, failed) needs no more judging: its queued judgements are
+        dropped and a question to the operator about it is withdrawn, so the running task's
+        judgement is not held behind them. The id sent again (planning) is a new task."""
+        try:
+            d = decode(msg.data, ("task_id", "state"))
+        except PayloadError:
+            return
+        task_id, state = str(d["task_id"]), d["state"]
+        with self._order_lock:
+            if state in topics.TERMINAL_STATES:
+                self._ended[task_id] = state
+                _keep_last(self._ended, 64)
+            elif state == topics.PLANNING:
+                self._ended.pop(task_id, None)
+        if state in topics.TERMINAL_STATES and isinstance(self.verifier, OperatorVerifier) and self.verifier.withdraw(task_id):
+            self.get_logger().info(f"operator question about task {task_id} withdrawn: the task ended ({state})")
+
     def _judge_later(self, d: dict[str, Any], chunk: dict[str, Any]) -> None:
         """Queue the judgement; the frames are found and decoded on the worker, where a bad one
         costs this verdict (a retry) and never the node."""
@@ -220,6 +242,11 @@ class VerifierNode(Node):
             return None
 
     def _judge(self, event: dict[str, Any], chunk: dict[str, Any]) -> None:
+        with self._order_lock:
+            ended = self._ended.get(str(event["task_id"]))
+        if ended:  # queued before its task ended: nobody waits for this verdict
+            self.get_logger().info(f"cycle {event['cycle']} of task {event['task_id']} not judged: the task ended ({ended})")
+            return
         t0 = monotonic()
         index = chunk["subtask_index"]
         ctx = VerifyContext(
@@ -243,6 +270,9 @@ class VerifierNode(Node):
             error = True
             self.get_logger().error(reason)
         timings.setdefault("verify_total_s", round(monotonic() - t0, 4))
+        with self._order_lock:
+            if ctx.task_id in self._ended:  # it ended while being judged (a question withdrawn): no verdict
+                return
         publish_json(
             self.verdict_pub,
             task_id=ctx.task_id,
