@@ -243,6 +243,8 @@ def test_count_verifier_advances_after_n_chunks_per_subtask():
     v = CountVerifier(2)
     assert [v.judge(ctx(cycle=1)).advance, v.judge(ctx(cycle=2)).advance] == [False, True]
     assert v.judge(ctx(cycle=3, index=1)).advance is False  # counted per subtask
+    v.forget("t")  # the id sent again as a new task: its subtasks count from 0 again
+    assert v.judge(ctx(cycle=1)).advance is False and v.judge(ctx(cycle=2)).advance is True
     with pytest.raises(ValueError):
         CountVerifier(0)
 

@@ -59,11 +59,18 @@ class CountVerifier:
             raise ValueError(f"advance_after_chunks must be a positive integer, got {n!r}")
         self.n = n
         self._counts: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()  # judged on the node's worker, forgotten from a callback
+
+    def forget(self, task_id: str) -> None:
+        """The id begins a new task: its subtasks count from 0 again."""
+        with self._lock:
+            for key in [k for k in self._counts if k[0] == task_id]:
+                del self._counts[key]
 
     def judge(self, ctx: VerifyContext) -> Judgement:
         key = (ctx.task_id, ctx.subtask_index)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        count = self._counts[key]
+        with self._lock:
+            self._counts[key] = count = self._counts.get(key, 0) + 1
         if count >= self.n:
             return Judgement(True, f"{count} chunk(s) executed on this subtask (advance after {self.n})")
         return Judgement(False, f"{count} of {self.n} chunk(s) executed on this subtask")

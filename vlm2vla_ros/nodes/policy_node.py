@@ -100,7 +100,9 @@ class PolicyNode(Node):
         self._image_cond = threading.Condition()
         self._image: tuple[int, Image] | None = None  # (stamp ns, message)
         self._min_stamp_ns = 0  # the next model call needs a frame newer than this (the task's arrival, the last "after" frame)
-        self._phase_since: tuple[tuple[str, int, str], float] = (("", -1, ""), 0.0)  # (task, cycle, phase), since
+        # (the run, its (cycle, phase), since when): the run object, not its id, so that an id sent
+        # again as a new task never inherits the old run's clock in the same cycle and phase
+        self._phase_since: tuple[TaskRun | None, tuple[int, str], float] = (None, (-1, ""), 0.0)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._closing = False
 
@@ -337,11 +339,11 @@ class PolicyNode(Node):
             run = self._run
             if run is None or run.done:
                 return
-            phase = (run.task_id, run.cycle, run.phase)
-            if self._phase_since[0] != phase:
-                self._phase_since = (phase, now)
+            phase = (run.cycle, run.phase)
+            if self._phase_since[0] is not run or self._phase_since[1] != phase:
+                self._phase_since = (run, phase, now)
             c = self.config
-            reason = run.overdue(now - self._phase_since[1], c.report_timeout_s, c.verdict_timeout_s, c.generate_timeout_s)
+            reason = run.overdue(now - self._phase_since[2], c.report_timeout_s, c.verdict_timeout_s, c.generate_timeout_s)
             if reason and run.fail(reason):
                 self.get_logger().error(f"task {run.task_id} failed: {reason}")
                 self._publish_status(run)

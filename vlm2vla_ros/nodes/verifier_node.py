@@ -195,8 +195,10 @@ class VerifierNode(Node):
             if state in topics.TERMINAL_STATES:
                 self._ended[task_id] = state
                 _keep_last(self._ended, 64)
-            elif state == topics.PLANNING:
+            elif state == topics.PLANNING:  # (a new task, or the id sent again as one)
                 self._ended.pop(task_id, None)
+                if isinstance(self.verifier, CountVerifier):
+                    self.verifier.forget(task_id)
         if state in topics.TERMINAL_STATES and isinstance(self.verifier, OperatorVerifier) and self.verifier.withdraw(task_id):
             self.get_logger().info(f"operator question about task {task_id} withdrawn: the task ended ({state})")
 
