@@ -272,3 +272,36 @@ def test_a_bag_whose_recorder_was_killed_is_recovered_whole(tmp_path, capsys):
     assert "the bag is whole" in capsys.readouterr().err
     assert dataset_main(["recover", str(killed), "--out", str(tmp_path / "recovered")]) == 1
     assert "exists already" in capsys.readouterr().err
+
+
+def test_only_the_frames_an_episode_can_use_are_held_in_memory(tmp_path):
+    """An hour of camera frames must not have to fit in memory: frames no chunk or report names
+    (within a second before the stamp) are passed over, and the episode is the same."""
+    from dataclasses import replace
+
+    from rosbags.rosbag2 import Reader
+
+    from vlm2vla_ros.data.bag_source import read_rollouts
+
+    whole = write_rollout(tmp_path / "whole")
+    ts = typestore()
+    longer = tmp_path / "longer"
+    with Reader(whole) as reader, BagWriter(longer, topics.ROLLOUT_TOPICS) as bag:
+        template = None
+        for conn, stamp, raw in reader.messages():
+            bag.write(conn.topic, raw, stamp)
+            if conn.topic == topics.IMAGE.name:
+                template = ts.deserialize_cdr(raw, conn.msgtype)
+        for k in range(200):  # 40 s of frames at 5 Hz after the task, named by nothing
+            stamp = 5 * 10**9 + k * 2 * 10**8
+            header = type(template.header)(stamp=type(template.header.stamp)(sec=stamp // 10**9, nanosec=stamp % 10**9),
+                                           frame_id="cam")
+            bag.write(topics.IMAGE.name, ts.serialize_cdr(replace(template, header=header), "sensor_msgs/msg/Image"), stamp)
+    frames, tasks, bad, _started = read_rollouts(longer)
+    assert bad == 0 and len(tasks) == 1 and len(frames) <= 12  # the rollout's own, not the 200 after it
+    a = export_bag_episodes([whole], tmp_path / "eps-a")
+    b = export_bag_episodes([longer], tmp_path / "eps-b")
+    (ea,), (eb,) = load_episodes([tmp_path / "eps-a"]).episodes, load_episodes([tmp_path / "eps-b"]).episodes
+    assert len(a.written) == len(b.written) == 1
+    assert [s.delta_cm for s in ea.steps] == [s.delta_cm for s in eb.steps]
+    assert [s.image is None for s in ea.steps] == [s.image is None for s in eb.steps]

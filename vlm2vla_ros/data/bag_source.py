@@ -11,6 +11,7 @@ left out, and an aborted chunk contributes only the steps that ran.
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
             latest[task_id] = task
         return task
 
-    wanted = {topics.IMAGE.name, topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
+    wanted = {topics.POLICY_CHUNK.name, topics.EXECUTOR_EVENT.name, topics.POLICY_STATUS.name}
     if not (bag / "metadata.yaml").is_file() and any(bag.glob("*.db3")):
         raise BagError(f"bag {bag} has no metadata.yaml: its recorder was killed before closing it; "
                        f"`vlm2vla-dataset recover {bag} --out NEW_BAG` makes a whole bag of what it holds")
@@ -96,9 +97,6 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
                     msg = typestore.deserialize_cdr(raw, conn.msgtype)
                 except Exception:  # rosbags raises several types for truncated CDR
                     bad += 1
-                    continue
-                if conn.topic == topics.IMAGE.name:
-                    frames.append((_stamp(msg.header), msg))
                     continue
                 try:
                     data = topics.decode(msg.data, ("task_id",))
@@ -118,12 +116,38 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
                     task.chunks[data["cycle"]] = data
                 elif conn.topic == topics.EXECUTOR_EVENT.name and data.get("event") in ENDED:
                     task.events[int(data.get("cycle", -1))] = data
+            # Then the frames, keeping only those an episode can use (_frame_at looks at most
+            # FRAME_TOLERANCE_NS back from a stamp a chunk or report names): an hour's recording
+            # no longer has to fit in memory whole.
+            needed = sorted(_named_stamps(tasks))
+            images = [c for c in reader.connections if c.topic == topics.IMAGE.name]
+            for conn, _timestamp, raw in reader.messages(connections=images):
+                try:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                except Exception:
+                    bad += 1
+                    continue
+                stamp = _stamp(msg.header)
+                after = bisect.bisect_left(needed, stamp)  # the first named stamp at or after this frame
+                if after < len(needed) and needed[after] - stamp <= FRAME_TOLERANCE_NS:
+                    frames.append((stamp, msg))
     except BagError:
         raise
     except Exception as exc:  # rosbags' reader errors, sqlite3 errors on a truncated database
         raise BagError(f"bag {bag} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     frames.sort(key=lambda item: item[0])
     return frames, tasks, bad, started_ns
+
+
+def _named_stamps(tasks: list[_Task]) -> set[int]:
+    """Every frame stamp the tasks' chunks and reports name (what _write_task looks frames up by)."""
+    stamps = set()
+    for task in tasks:
+        for chunk in task.chunks.values():
+            stamps.add(chunk.get("image_stamp_ns"))
+        for event in task.events.values():
+            stamps.update((event.get("chunk_image_stamp_ns"), event.get("after_stamp_ns")))
+    return {int(s) for s in stamps if isinstance(s, int) and not isinstance(s, bool) and s > 0}
 
 
 def _frame_at(frames: list[tuple[int, Any]], stamp: int, not_before: int = 0) -> Any | None:
