@@ -241,7 +241,10 @@ def test_shipped_checkpoint_loads_in_the_policy_engine(run):
 
     _, ship = run
     assert sorted(p.name for p in (ship / "adapter").iterdir()) == ["action_language.json", "adapter_config.json",
-                                                                    "adapter_model.safetensors"]
+                                                                    "adapter_model.safetensors", "base_fingerprint.json"]
+    from vlm2vla_ros.policy.adapter_base import check_adapter_base
+
+    check_adapter_base(ship / "base", ship / "adapter")  # the shipped base is the one it was trained on
     # the limits and prompts its dataset was built with, which load_policy holds a config against
     from vlm2vla_ros.policy.adapter_language import AdapterLanguage, read_adapter_language
 

@@ -315,3 +315,61 @@ def test_the_adapter_records_its_datasets_action_language_and_the_policy_checks_
     assert "does not record the dataset's action limits and prompts" in capsys.readouterr().out
     assert (tmp_path / "other" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "other" / "action_language.json").exists()
+
+
+def test_the_adapter_records_its_base_and_is_never_loaded_onto_another(model_dir, dataset_dir, tmp_path):
+    """A LoRA adapter fits any base of the same shapes and on another one writes well-formed,
+    meaningless chunks: the base it was trained on is recorded, and another is refused. The same
+    weights saved again in other files are the same base."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vlm2vla_ros.policy import PolicyConfig, PolicyError, load_policy
+    from vlm2vla_ros.policy.adapter_base import BASE_FILE, base_fingerprint
+    from vlm2vla_ros.training import TrainConfig, train
+
+    out = tmp_path / "adapter"
+    train(TrainConfig(model_path=str(model_dir), dataset_dir=str(dataset_dir), output_dir=str(out), max_steps=1,
+                      batch_size=2, grad_accum=1, gradient_checkpointing=False, save_steps=1000, device="cpu"))
+    record = json.loads((out / BASE_FILE).read_text())
+    assert record == {"fingerprint": base_fingerprint(model_dir), "base": str(model_dir)}
+    load_policy(PolicyConfig(model_path=str(model_dir), adapter_path=str(out), device="cpu")).close()
+
+    # the same shapes, one weight changed: another base (a checkpoint trained further, say)
+    other = tmp_path / "other-base"
+    shutil.copytree(model_dir, other)
+    (weights,) = other.glob("*.safetensors")
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(PolicyError, match="was trained on another base"):
+        load_policy(PolicyConfig(model_path=str(other), adapter_path=str(out), device="cpu"))
+
+    # the same weights split into two files: the same base
+    split = tmp_path / "split-base"
+    shutil.copytree(model_dir, split)
+    (weights,) = split.glob("*.safetensors")
+    tensors = load_file(weights)
+    names = sorted(tensors)
+    weights.unlink()
+    save_file({n: tensors[n] for n in names[::2]}, split / "model-00001-of-00002.safetensors", metadata={"format": "pt"})
+    save_file({n: tensors[n] for n in names[1::2]}, split / "model-00002-of-00002.safetensors", metadata={"format": "pt"})
+    assert base_fingerprint(split) == base_fingerprint(model_dir)
+
+    # an unreadable record is named; no record at all is loaded unchecked (adapters from before it)
+    (out / BASE_FILE).write_text("{")
+    with pytest.raises(PolicyError, match="cannot be read.*delete it to load the adapter unchecked"):
+        load_policy(PolicyConfig(model_path=str(model_dir), adapter_path=str(out), device="cpu"))
+    (out / BASE_FILE).unlink()
+    load_policy(PolicyConfig(model_path=str(other), adapter_path=str(out), device="cpu")).close()
+
+
+def test_the_shipped_adapter_records_the_shipped_base():
+    from vlm2vla_ros.policy.adapter_base import BASE_FILE, base_fingerprint, check_adapter_base
+    from vlm2vla_ros.shipped import shipped_model
+
+    base, adapter = shipped_model()
+    assert json.loads((adapter / BASE_FILE).read_text())["fingerprint"] == base_fingerprint(base)
+    check_adapter_base(base, adapter)

@@ -46,6 +46,7 @@ from vlm2vla_ros.action_language import ActionLimits, MergeConfig, read_plan_tot
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.files import replaced_whole
 from vlm2vla_ros.machine import cpu_model
+from vlm2vla_ros.policy.adapter_base import BASE_FILE
 from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
 from vlm2vla_ros.sim.expert import ExpertConfig
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
@@ -1358,7 +1359,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
     metrics["timings_s"] = run.timings
     metrics["wall_time_s"] = round(run.elapsed(), 1)
     metrics["machine"] = machine_record()
-    adapter_files = ("adapter_config.json", "adapter_model.safetensors", ADAPTER_LANGUAGE_FILE)
+    adapter_files = ("adapter_config.json", "adapter_model.safetensors", ADAPTER_LANGUAGE_FILE, BASE_FILE)
     metrics["checkpoint_bytes"] = folder_bytes(base_dir) + folder_bytes(out / "adapter", adapter_files)
     write_report(out, metrics)
     log(f"[{metrics['wall_time_s']:7.1f} s] wrote {out / 'report.md'}")
@@ -1411,8 +1412,9 @@ def ship(out: Path, target: Path) -> Path:
         shutil.copytree(out / "verifier", target / "verifier")
     (target / "adapter").mkdir()
     shutil.copyfile(out / "adapter" / "adapter_model.safetensors", target / "adapter" / "adapter_model.safetensors")
-    if (out / "adapter" / ADAPTER_LANGUAGE_FILE).is_file():
-        shutil.copyfile(out / "adapter" / ADAPTER_LANGUAGE_FILE, target / "adapter" / ADAPTER_LANGUAGE_FILE)
+    for record in (ADAPTER_LANGUAGE_FILE, BASE_FILE):
+        if (out / "adapter" / record).is_file():
+            shutil.copyfile(out / "adapter" / record, target / "adapter" / record)
     # The adapter names its base by the run folder's path; point it at the shipped copy instead.
     config = json.loads((out / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(target / "base")

@@ -27,6 +27,7 @@ from vlm2vla_ros.action_language import (
 )
 
 from . import prompts
+from .adapter_base import check_adapter_base
 from .adapter_language import language_differences, read_adapter_language
 from .config import PolicyConfig, StageSampling
 from .types import (
@@ -265,6 +266,8 @@ def load_policy(config: PolicyConfig) -> PolicyEngine:
     from .transformers_backend import TransformersBackend
 
     _check_adapter_language(config)
+    if config.adapter_path:
+        check_adapter_base(config.model_path, config.adapter_path)
     engine = PolicyEngine(TransformersBackend.load(config), config)
     if engine.needs_warm_up:
         seconds = engine.warm_up()

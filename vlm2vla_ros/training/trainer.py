@@ -29,6 +29,7 @@ from typing import Any
 
 from vlm2vla_ros.data.builder import BUILD_FILE, repeat_stages
 from vlm2vla_ros.files import write_whole
+from vlm2vla_ros.policy.adapter_base import record_adapter_base
 from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE, AdapterLanguage
 
 from .collator import AnswerOnlyCollator
@@ -258,6 +259,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         model.save_pretrained(out)
         if language is not None:
             write_whole(out / ADAPTER_LANGUAGE_FILE, json.dumps(language.to_dict(), indent=1) + "\n")
+        record_adapter_base(out, config.model_path)  # load_policy refuses the adapter on another base
     log = {
         "config": config.to_dict(),
         "resumed": resume,
