@@ -258,13 +258,13 @@ def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
     while executor._policy_states.get("ended-1") != topics.FAILED and time.monotonic() < deadline:
         time.sleep(0.02)
     for attempt in range(3):  # a late camera frame on a loaded machine can refuse either chunk (start_chunk)
-        old = rig.start_chunk(f"old-{attempt}")
+        old = rig.start_chunk(f"pre-empted-{attempt}")  # (ids no other test of the module uses)
         time.sleep(0.2)  # moving
         rig.send_chunk("ended-1", steps=[[1.0, 0.0, 0.0, 1]])
         late = rig.wait_event("ended-1", ("rejected", "started"))
         rig.events.remove(late)
         assert late["event"] == "rejected" and "has ended (failed)" in late["reason"], late
-        new = f"new-{attempt}"  # (the old chunk's stop, below, names this task, not ended-1)
+        new = f"pre-empting-{attempt}"  # (the old chunk's stop, below, names this task, not ended-1)
         rig.send_chunk(new, steps=[[1.0, 0.0, 0.0, 1]])  # no status on /policy/status first: the chunk alone says so
         stopped = rig.wait_event(old, ("aborted", "done", "failed"))
         final = rig.wait_event(new, ("done", "rejected", "aborted", "failed"))
