@@ -358,6 +358,18 @@ def test_the_adapter_records_its_base_and_is_never_loaded_onto_another(model_dir
     save_file({n: tensors[n] for n in names[1::2]}, split / "model-00002-of-00002.safetensors", metadata={"format": "pt"})
     assert base_fingerprint(split) == base_fingerprint(model_dir)
 
+    # a base whose weights file is cut short is named, not a bare JSON error
+    (weights,) = other.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:20])
+    with pytest.raises(PolicyError, match="cannot be read to check adapter"):
+        load_policy(PolicyConfig(model_path=str(other), adapter_path=str(out), device="cpu"))
+    shutil.rmtree(other)
+    shutil.copytree(model_dir, other)
+    (weights,) = other.glob("*.safetensors")
+    tensors = load_file(weights)
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+
     # an unreadable record is named; no record at all is loaded unchecked (adapters from before it)
     (out / BASE_FILE).write_text("{")
     with pytest.raises(PolicyError, match="cannot be read.*delete it to load the adapter unchecked"):

@@ -72,7 +72,11 @@ def check_adapter_base(model_dir: str | Path, adapter_dir: str | Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PolicyError(f"{path} cannot be read ({type(exc).__name__}: {exc}); delete it to load the adapter "
                           "unchecked", "load") from None
-    actual = base_fingerprint(model_dir)
+    try:
+        actual = base_fingerprint(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a truncated or foreign .safetensors file
+        raise PolicyError(f"the weights in {model_dir} cannot be read to check adapter {adapter_dir}'s base "
+                          f"({type(exc).__name__}: {exc})", "load") from None
     if actual and actual != expected:
         raise PolicyError(f"adapter {adapter_dir} was trained on another base ({trained_on}) than {model_dir}: "
                           "on it the adapter would write well-formed but meaningless chunks. Give the base it was "
