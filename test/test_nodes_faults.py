@@ -44,6 +44,15 @@ class Rig:
                                  qos_for(topics.EXECUTOR_STATUS))
         self.chunk_pub = node.create_publisher(String, topics.POLICY_CHUNK.name, qos_for(topics.POLICY_CHUNK))
         self.estop_pub = node.create_publisher(Bool, topics.ESTOP.name, qos_for(topics.ESTOP))
+        self.status_pub = node.create_publisher(String, topics.POLICY_STATUS.name, qos_for(topics.POLICY_STATUS))
+
+    def policy_says(self, task_id, state):
+        """A task state on /policy/status, as the policy publishes it; returns once the executor has it."""
+        self.status_pub.publish(String(data=topics.encode(task_id=task_id, task="pick up the block", state=state)))
+        executor = self.graph.by_name["executor_node"]
+        deadline = time.monotonic() + 5  # (nothing to observe on a topic)
+        while executor._policy_states.get(task_id) != state and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def send_chunk(self, task_id, cycle=1, steps=LONG_CHUNK, image_stamp_ns=0):
         self.chunk_pub.publish(String(data=topics.encode(
@@ -251,12 +260,7 @@ def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
     executor before the old chunk has stopped and reported: it waits for that, then runs,
     instead of being refused as "still executing" and failing the new task. A chunk of a task
     that has ended pre-empts nothing."""
-    executor = rig.graph.by_name["executor_node"]
-    status_pub = rig.node.create_publisher(String, topics.POLICY_STATUS.name, qos_for(topics.POLICY_STATUS))
-    status_pub.publish(String(data=topics.encode(task_id="ended-1", task="pick up the block", state=topics.FAILED)))
-    deadline = time.monotonic() + 5
-    while executor._policy_states.get("ended-1") != topics.FAILED and time.monotonic() < deadline:
-        time.sleep(0.02)
+    rig.policy_says("ended-1", topics.FAILED)
     for attempt in range(3):  # a late camera frame on a loaded machine can refuse either chunk (start_chunk)
         old = rig.start_chunk(f"pre-empted-{attempt}")  # (ids no other test of the module uses)
         time.sleep(0.2)  # moving
@@ -279,22 +283,13 @@ def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
 def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
     """Topics keep no order between them: a new task's "pre-empted" status for the old one can
     overtake the old task's last chunk. That chunk is refused; an id used again is a new task."""
-    executor = rig.graph.by_name["executor_node"]
-    status_pub = rig.node.create_publisher(String, topics.POLICY_STATUS.name, qos_for(topics.POLICY_STATUS))
-
-    def policy_says(task_id, state):
-        status_pub.publish(String(data=topics.encode(task_id=task_id, task="pick up the block", state=state)))
-        deadline = time.monotonic() + 5  # until the executor has it (nothing to observe on a topic)
-        while executor._policy_states.get(task_id) != state and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    policy_says("stale-1", topics.PREEMPTED)
+    rig.policy_says("stale-1", topics.PREEMPTED)
     before = rig.graph.backend.world.gripper
     rig.send_chunk("stale-1", steps=[[1.0, 0.0, 0.0, 1]])
     ev = rig.wait_event("stale-1", ("rejected", "started"))
     assert ev["event"] == "rejected" and "task stale-1 has ended (preempted)" in ev["reason"], ev
     assert rig.graph.backend.world.gripper == before
-    policy_says("stale-1", topics.PLANNING)  # the same id sent again as a new task
+    rig.policy_says("stale-1", topics.PLANNING)  # the same id sent again as a new task
 
     def moved():
         for cycle in (1, 2, 3):
@@ -310,8 +305,8 @@ def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
                 return ev
             # a late camera frame on a loaded machine refused or stopped it, latching a fault in the
             # task: the task ends and its id comes again as a new one, which clears the latch
-            policy_says("stale-1", topics.FAILED)
-            policy_says("stale-1", topics.PLANNING)
+            rig.policy_says("stale-1", topics.FAILED)
+            rig.policy_says("stale-1", topics.PLANNING)
         return ev
 
     ev = moved()
@@ -323,8 +318,8 @@ def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
         deadline = time.monotonic() + 5
         while not (rig.statuses and rig.statuses[-1]["estop"] is pressed) and time.monotonic() < deadline:
             time.sleep(0.02)
-    policy_says("stale-1", topics.FAILED)
-    policy_says("stale-1", topics.PLANNING)
+    rig.policy_says("stale-1", topics.FAILED)
+    rig.policy_says("stale-1", topics.PLANNING)
     ev = moved()
     assert ev["event"] == "done", ev
 

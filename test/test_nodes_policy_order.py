@@ -265,6 +265,38 @@ def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
         assert [s["state"] for s in statuses if s["task_id"] == "live-1"][-1] == topics.RUNNING  # still running
 
 
+@contextmanager
+def verifier_probed(monkeypatch, *parameters):
+    """The vlm verifier node on SeeingEngine, spinning with a probe that records its verdicts and
+    publishes frames, chunks and executor events; yields (pubs, engine, verdicts, t0), t0 the
+    probe's clock once everything is matched."""
+    from rclpy.parameter import Parameter
+
+    from vlm2vla_ros.nodes import verifier_node
+    from vlm2vla_ros.nodes.verifier_node import VerifierNode
+
+    monkeypatch.setattr(verifier_node, "FRAME_WAIT_S", 5.0)  # DDS on a loaded 2-core machine can take a second
+    engine, verdicts = SeeingEngine(), []
+    node = lambda: VerifierNode(engine=engine, parameter_overrides=[Parameter("backend", value="vlm"), *parameters])  # noqa: E731
+    with spinning(node) as probe:
+        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
+                                  qos_for(topics.VERDICT))
+        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
+                for t in (topics.IMAGE, topics.POLICY_CHUNK, topics.EXECUTOR_EVENT)}
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), "subscriptions", verdicts)
+        time.sleep(0.5)
+        yield pubs, engine, verdicts, probe.get_clock().now().nanoseconds
+
+
+def publish_frame(pubs, value, stamp_ns, encoding="rgb8"):
+    """An 8x8 frame of one value, stamped stamp_ns, on the camera topic."""
+    from builtin_interfaces.msg import Time
+
+    msg = to_msg(np.full((8, 8, 3), value, np.uint8), Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), "cam")
+    msg.encoding = encoding
+    pubs[topics.IMAGE.name].publish(msg)
+
+
 class SeeingEngine:
     """A verifier model that records the frames it was shown and says done."""
 
@@ -281,29 +313,7 @@ class SeeingEngine:
 
 
 def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad_one(monkeypatch):
-    from rclpy.parameter import Parameter
-
-    from vlm2vla_ros.nodes import verifier_node
-    from vlm2vla_ros.nodes.verifier_node import VerifierNode
-
-    monkeypatch.setattr(verifier_node, "FRAME_WAIT_S", 5.0)  # DDS on a loaded 2-core machine can take a second
-
-    engine, verdicts = SeeingEngine(), []
-    with spinning(lambda: VerifierNode(engine=engine, parameter_overrides=[Parameter("backend", value="vlm")])) as probe:
-        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
-                                  qos_for(topics.VERDICT))
-        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-                for t in (topics.IMAGE, topics.POLICY_CHUNK, topics.EXECUTOR_EVENT)}
-        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), "subscriptions", verdicts)
-        time.sleep(0.5)
-        t0 = probe.get_clock().now().nanoseconds
-
-        def frame(value, stamp_ns, encoding="rgb8"):
-            from builtin_interfaces.msg import Time
-
-            msg = to_msg(np.full((8, 8, 3), value, np.uint8), Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), "cam")
-            msg.encoding = encoding
-            pubs[topics.IMAGE.name].publish(msg)
+    with verifier_probed(monkeypatch) as (pubs, engine, verdicts, t0):
 
         def judged(cycle, before, after):
             pubs[topics.POLICY_CHUNK.name].publish(String(data=topics.encode(
@@ -312,28 +322,28 @@ def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad
             pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
                 event="done", task_id="frames-1", cycle=cycle, steps_executed=1, before_stamp_ns=before, after_stamp_ns=after)))
 
-        frame(10, t0)
+        publish_frame(pubs, 10, t0)
         time.sleep(0.2)
         judged(1, t0, t0 + 10**9)
         time.sleep(0.3)
-        frame(20, t0 + 10**9)  # the after frame arrives after the report: waited for
+        publish_frame(pubs, 20, t0 + 10**9)  # the after frame arrives after the report: waited for
         wait_until(lambda: len(verdicts) == 1, "verdict 1", verdicts)
         assert verdicts[0]["verdict"] == "advance" and engine.shown == [(10, 20)]
         judged(2, t0, t0 + 5 * 10**9)  # no frame anywhere near the after stamp: not judged on another
         wait_until(lambda: len(verdicts) == 2, "verdict 2", verdicts)
         assert verdicts[1]["verdict"] == "retry" and "not received" in verdicts[1]["reason"] and len(engine.shown) == 1
-        frame(30, t0 + 6 * 10**9, encoding="yuv422")  # a frame the node cannot decode
+        publish_frame(pubs, 30, t0 + 6 * 10**9, encoding="yuv422")  # a frame the node cannot decode
         time.sleep(0.2)
         judged(3, t0, t0 + 6 * 10**9)
         wait_until(lambda: len(verdicts) == 3, "verdict 3", verdicts)
         assert verdicts[2]["verdict"] == "retry" and len(engine.shown) == 1
-        frame(40, t0 + 7 * 10**9)
+        publish_frame(pubs, 40, t0 + 7 * 10**9)
         time.sleep(0.2)
         judged(4, t0, t0 + 7 * 10**9)  # and the node goes on judging
         wait_until(lambda: len(verdicts) == 4, "verdict 4", verdicts)
         assert verdicts[3]["verdict"] == "advance" and engine.shown[-1] == (10, 40)
         assert [v["error"] for v in verdicts] == [False] * 4  # a frame not received is a retry, not the verifier failing
-        frame(50, t0 + 8 * 10**9)
+        publish_frame(pubs, 50, t0 + 8 * 10**9)
         time.sleep(0.2)
         judged(5, t0, t0 + 8 * 10**9)  # the model raises: a retry that says the verifier itself failed
         wait_until(lambda: len(verdicts) == 5, "verdict 5", verdicts)
@@ -346,27 +356,10 @@ def test_the_verifier_keeps_a_long_chunks_before_frame_past_its_buffer(monkeypat
     it started from is kept from the executor's "started" event on, and the cycle is judged on it."""
     from rclpy.parameter import Parameter
 
-    from vlm2vla_ros.nodes import verifier_node
-    from vlm2vla_ros.nodes.verifier_node import VerifierNode
-
-    monkeypatch.setattr(verifier_node, "FRAME_WAIT_S", 5.0)
-    engine, verdicts = SeeingEngine(), []
-    node = lambda: VerifierNode(engine=engine, parameter_overrides=[  # noqa: E731
-        Parameter("backend", value="vlm"), Parameter("image_buffer", value=3)])
-    with spinning(node) as probe:
-        probe.create_subscription(String, topics.VERDICT.name, lambda m: verdicts.append(json.loads(m.data)),
-                                  qos_for(topics.VERDICT))
-        pubs = {t.name: probe.create_publisher(Image if t is topics.IMAGE else String, t.name, qos_for(t))
-                for t in (topics.IMAGE, topics.POLICY_CHUNK, topics.EXECUTOR_EVENT)}
-        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), "subscriptions", verdicts)
-        time.sleep(0.5)
-        t0 = probe.get_clock().now().nanoseconds
+    with verifier_probed(monkeypatch, Parameter("image_buffer", value=3)) as (pubs, engine, verdicts, t0):
 
         def frame(value, stamp_ns):
-            from builtin_interfaces.msg import Time
-
-            pubs[topics.IMAGE.name].publish(
-                to_msg(np.full((8, 8, 3), value, np.uint8), Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), "cam"))
+            publish_frame(pubs, value, stamp_ns)
             time.sleep(0.05)
 
         def event(kind, **fields):
