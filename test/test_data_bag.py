@@ -7,21 +7,15 @@ from vlm2vla_ros import topics
 from vlm2vla_ros.data import load_episodes
 from vlm2vla_ros.data.bag_source import export_bag_episodes
 from vlm2vla_ros.data.builder import split_group
-from vlm2vla_ros.recording import TYPESTORE_NAME, BagWriter
+from vlm2vla_ros.recording import BagWriter, humble_typestore
 
 rosbags = pytest.importorskip("rosbags")
-
-
-def typestore():
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
 
 
 def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), encoding="rgb8"):
     """Two cycles on subtask 0 then one on subtask 1; frames every 100 ms (but the k-th of
     drop_frames), 8x8, rgb8 or bgra8 (a pixel of value v is (v, v+1, v+2))."""
-    ts = typestore()
+    ts = humble_typestore()
     Image = ts.types["sensor_msgs/msg/Image"]
     Header = ts.types["std_msgs/msg/Header"]
     Time = ts.types["builtin_interfaces/msg/Time"]
@@ -124,7 +118,7 @@ def test_a_bag_still_being_written_at_close_is_an_error_not_a_silent_return(tmp_
     from vlm2vla_ros.recording import RecordingError, read_bag
 
     bag = BagWriter(tmp_path / "bag", (topics.TASK,))
-    bag.write(topics.TASK.name, typestore().serialize_cdr(typestore().types["std_msgs/msg/String"](data="go"),
+    bag.write(topics.TASK.name, humble_typestore().serialize_cdr(humble_typestore().types["std_msgs/msg/String"](data="go"),
                                                           "std_msgs/msg/String"), 10**9)
     gate, finish = threading.Event(), bag._writer.close
     bag._writer.close = lambda: (gate.wait(10), finish())  # a slow disk: the close takes its time
@@ -142,7 +136,7 @@ def copy_with_bad_frames(src, dst):
 
     from rosbags.rosbag2 import Reader
 
-    ts = typestore()
+    ts = humble_typestore()
     with Reader(src) as reader, BagWriter(dst, topics.ROLLOUT_TOPICS) as bag:
         for conn, stamp, raw in reader.messages():
             if conn.topic == topics.IMAGE.name:
@@ -182,7 +176,7 @@ def test_an_id_sent_again_is_a_new_episode_unfinished_tasks_are_not_successes_an
     """Run 1 of "t1" fails; a request refused under "t1" changes nothing; "t1" sent again runs
     and succeeds (its cycles count from 1 again); "t2" is pre-empted. Three episodes, none
     mixing another's chunks, and only the run that succeeded counts as a success."""
-    ts = typestore()
+    ts = humble_typestore()
     Image, Header, Time, String = (ts.types[f"{m}"] for m in (
         "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time", "std_msgs/msg/String"))
 
@@ -284,7 +278,7 @@ def test_only_the_frames_an_episode_can_use_are_held_in_memory(tmp_path):
     from vlm2vla_ros.data.bag_source import read_rollouts
 
     whole = write_rollout(tmp_path / "whole")
-    ts = typestore()
+    ts = humble_typestore()
     longer = tmp_path / "longer"
     with Reader(whole) as reader, BagWriter(longer, topics.ROLLOUT_TOPICS) as bag:
         template = None

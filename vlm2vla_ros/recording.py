@@ -25,6 +25,13 @@ from .topics import Topic
 TYPESTORE_NAME = "ros2_humble"
 
 
+def humble_typestore() -> Any:
+    """rosbags' message definitions of ROS 2 Humble (TYPESTORE_NAME), for every bag read or written."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+
+
 class RecordingError(RuntimeError):
     """The bag cannot be created or written; the message says why."""
 
@@ -40,7 +47,6 @@ class BagWriter:
     def __init__(self, path: str | Path, topics: Iterable[Topic]) -> None:
         try:
             from rosbags.rosbag2 import Writer
-            from rosbags.typesys import Stores, get_typestore
         except ImportError as exc:  # pragma: no cover - rosbags is a declared extra
             raise RecordingError("recording needs the 'rosbags' package (pip install rosbags)") from exc
         self.path = Path(path)
@@ -57,7 +63,7 @@ class BagWriter:
 
         def open_bag() -> None:
             try:
-                typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+                typestore = humble_typestore()
                 self._writer = Writer(self.path, version=8)
                 self._writer.open()
                 self._connections = {
@@ -161,7 +167,6 @@ def recover_bag(damaged: str | Path, out: str | Path) -> dict[str, int]:
     import sqlite3
 
     from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
 
     damaged, out = Path(damaged), Path(out)
     if (damaged / "metadata.yaml").is_file():
@@ -172,7 +177,7 @@ def recover_bag(damaged: str | Path, out: str | Path) -> dict[str, int]:
                              "recorder has one (ros2 bag reindex handles split bags)")
     if out.exists():
         raise RecordingError(f"{out} exists already; choose a new folder for the recovered bag")
-    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    typestore = humble_typestore()
     counts: dict[str, int] = {}
     try:
         database = sqlite3.connect(databases[0])
@@ -201,9 +206,8 @@ def recover_bag(damaged: str | Path, out: str | Path) -> dict[str, int]:
 def read_bag(path: str | Path) -> dict[str, list]:
     """Every message of a bag, deserialized, as {topic: [(timestamp_ns, msg), ...]} (for tests/tools)."""
     from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
 
-    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    typestore = humble_typestore()
     out: dict[str, list] = {}
     with Reader(Path(path)) as reader:
         for conn in reader.connections:

@@ -63,11 +63,10 @@ def read_rollouts(bag: Path) -> tuple[list[tuple[int, Any]], list[_Task], int, i
     recording's first message time in ns) of one bag; raises BagError. A task id sent again after its task ended begins a new task (its
     cycles count from 1 again), and a request refused under an ended task's id changes nothing."""
     from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
 
-    from vlm2vla_ros.recording import TYPESTORE_NAME
+    from vlm2vla_ros.recording import humble_typestore
 
-    typestore = get_typestore(getattr(Stores, TYPESTORE_NAME.upper()))
+    typestore = humble_typestore()
     frames: list[tuple[int, Any]] = []
     tasks: list[_Task] = []
     latest: dict[str, _Task] = {}
