@@ -51,7 +51,7 @@ class Rig:
         self.status_pub.publish(String(data=topics.encode(task_id=task_id, task="pick up the block", state=state)))
         executor = self.graph.by_name["executor_node"]
         deadline = time.monotonic() + 5  # (nothing to observe on a topic)
-        while executor._policy_states.get(task_id) != state and time.monotonic() < deadline:
+        while executor.gate.state_of(task_id) != state and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def send_chunk(self, task_id, cycle=1, steps=LONG_CHUNK, image_stamp_ns=0):

@@ -310,7 +310,7 @@ def test_the_executor_node_aims_the_head_when_it_starts_unless_the_estop_is_enga
         while sim.head_pose is None and not node._head_timer.is_canceled() and time.monotonic() < deadline:
             spin.spin_once(timeout_sec=0.1)
         if estop_latched:
-            assert node._estopped and sim.head_pose is None
+            assert node.gate.estopped and sim.head_pose is None
         else:
             expected = TRACK.pose_for(sim.status().joints)
             assert sim.head_pose == (expected.pan_rad, expected.tilt_rad)
@@ -365,9 +365,9 @@ def test_an_estop_during_the_start_up_aim_is_handled_at_once(tmp_path):
         assert sim.aiming.wait(10.0), "the head was never aimed"
         stop.publish(Bool(data=True))
         deadline = time.monotonic() + 5.0
-        while not node._estopped and time.monotonic() < deadline:
+        while not node.gate.estopped and time.monotonic() < deadline:
             time.sleep(0.02)
-        stopped_while_aiming = node._estopped and sim.stopped.is_set() and not sim.settle.is_set()
+        stopped_while_aiming = node.gate.estopped and sim.stopped.is_set() and not sim.settle.is_set()
         sim.settle.set()
         assert stopped_while_aiming, "the e-stop waited for the head's aim"
     finally:

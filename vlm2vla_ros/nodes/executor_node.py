@@ -3,7 +3,8 @@
 Subscribes /policy/action_chunk, /camera/image_raw (liveness + before/after stamps),
 /policy/heartbeat, /policy/status (pre-emption) and /executor/estop; publishes
 /executor/event and /executor/status. All checking and motion is done by
-robot.executor.ChunkExecutor; this node only decides *when* to abort:
+robot.executor.ChunkExecutor, and which chunks may start is robot.gate.ChunkGate's answer
+(e-stop latch, ended tasks, stale frames); this node only decides *when* to abort:
 - e-stop true on /executor/estop (acts at once, mid-chunk; chunks are refused until false);
 - watchdog: no image received, or none captured, in the last `watchdog_timeout_s` (the capture
   stamp is read on the executor's clock, as on the robot), or no policy heartbeat for
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,7 +31,8 @@ from std_msgs.msg import Bool, Header, String
 from .. import topics
 from ..checks import positive, real
 from ..robot.embodiment import EmbodimentConfig
-from ..robot.safety import camera_frame_problem, chunk_image_problem
+from ..robot.gate import ChunkGate
+from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
 from ..sim.views import TABLE_VIEW, check_view
 from ..topics import PayloadError, decode
@@ -102,8 +103,6 @@ def executed_embodiment(config: ExecutorNodeConfig, embodiment: EmbodimentConfig
 STOP_GRACE_S = 2.0
 """Beyond after_image_timeout_s, how long a new task's chunk waits for the pre-empted task's
 chunk to stop and report before it is refused as "still executing"."""
-POLICY_STATES_KEPT = 64
-"""How many tasks' latest /policy/status states the executor remembers (to refuse stale chunks)."""
 HEAD_AIM_DELAY_S = 1.0
 """The start-up head aim waits this long after the node starts spinning, so that a latched
 e-stop (someone stopped the robot before this executor started) has arrived and keeps the head
@@ -125,9 +124,8 @@ class ExecutorNode(Node):
             head=robot_cfg.head,
         )
 
-        self._lock = threading.Lock()
-        self._estopped = False
-        self._task_id = ""
+        self._lock = threading.Lock()  # guards the gate and the running chunk
+        self.gate = ChunkGate(c.max_chunk_image_age_s)
         self._current: ChunkOrder | None = None
         self._abort_reason = ""
         self._worker: threading.Thread | None = None
@@ -136,7 +134,6 @@ class ExecutorNode(Node):
         self._last_image: tuple[int, float] | None = None  # (stamp ns, receive time)
         self._image_cond = threading.Condition()
         self._last_heartbeat = 0.0
-        self._policy_states: OrderedDict[str, str] = OrderedDict()  # task id -> latest state on /policy/status
         self._last_event = ""
         self._status_text = ""
 
@@ -189,7 +186,7 @@ class ExecutorNode(Node):
         if not self._motion.acquire(blocking=False):
             return  # a chunk is running
         try:
-            if self._estopped:
+            if self.gate.estopped:
                 self.get_logger().info("head not aimed at start-up: the e-stop is engaged")
                 return
             pose = self.chunks.aim_head()
@@ -227,13 +224,13 @@ class ExecutorNode(Node):
             # under the chunk lock: a chunk being accepted now either sees the e-stop or starts
             # before it and is stopped by it; it never clears the latch set here
             with self._lock:
-                again, self._estopped = self._estopped, True
+                again, self.gate.estopped = self.gate.estopped, True
                 self.chunks.estop("e-stop received on /executor/estop")
             if not again:  # (a latched publisher's stop comes on both subscriptions)
                 self.get_logger().warning("E-STOP: robot stopped; chunks are refused until e-stop is released")
         else:
             with self._lock:
-                released, self._estopped = self._estopped, False
+                released, self.gate.estopped = self.gate.estopped, False
             if released:
                 self.get_logger().info("e-stop released; the next task may move the robot again")
         self._publish_status()
@@ -249,21 +246,11 @@ class ExecutorNode(Node):
             d = decode(msg.data, ("task_id", "state"))
         except PayloadError:
             return
-        task_id, state = str(d["task_id"]), str(d["state"])
         with self._lock:
-            if state == topics.PLANNING and task_id == self._task_id and self._policy_states.get(task_id) in topics.TERMINAL_STATES:
-                self._task_id = ""  # the id sent again after its task ended: a new task, so its first chunk resets the latch
-            self._policy_states.pop(task_id, None)
-            self._policy_states[task_id] = state
-            while len(self._policy_states) > POLICY_STATES_KEPT:
-                self._policy_states.popitem(last=False)
-        order = self._current
-        if order is None:
-            return
-        if d["task_id"] != order.task_id and d["state"] in (topics.PLANNING, topics.RUNNING):
-            self._abort(f"task {order.task_id} was pre-empted by task {d['task_id']}")
-        elif d["task_id"] == order.task_id and d["state"] in topics.TERMINAL_STATES:
-            self._abort(f"task {order.task_id} ended ({d['state']})")
+            running = self._current
+            stop = self.gate.policy_status(str(d["task_id"]), str(d["state"]), running.task_id if running else None)
+        if stop:
+            self._abort(stop)
 
     def _on_chunk(self, msg: String) -> None:
         try:
@@ -291,9 +278,8 @@ class ExecutorNode(Node):
             if refused:
                 self._event(order, "rejected", reason=refused)
                 return
-            if order.task_id != self._task_id:
+            if self.gate.admit(order.task_id):
                 self.chunks.reset_for_new_task()
-                self._task_id = order.task_id
             self._current = order
             self._abort_reason = ""
             self._worker = threading.Thread(target=self._execute, args=(order,), name="chunk", daemon=True)
@@ -301,15 +287,8 @@ class ExecutorNode(Node):
 
     def _refusal(self, order: ChunkOrder) -> str:
         """Why this chunk must not run whatever else is running ('' if nothing), under the lock."""
-        if self._estopped:
-            return "e-stop is engaged: release it (false on /executor/estop) first"
-        # topics keep no order between them: the policy may have ended or replaced this chunk's
-        # task before the chunk got here, and a stale chunk must not move the robot
-        ended = self._policy_states.get(order.task_id, "")
-        if ended in topics.TERMINAL_STATES:
-            return f"task {order.task_id} has ended ({ended}) on {topics.POLICY_STATUS.name}"
         newest = self._last_image
-        return chunk_image_problem(order.image_stamp_ns, newest[0] if newest else None, self.config.max_chunk_image_age_s)
+        return self.gate.refusal(order.task_id, order.image_stamp_ns, newest[0] if newest else None)
 
     # ---- execution -----------------------------------------------------------------------
 
@@ -325,7 +304,7 @@ class ExecutorNode(Node):
         now = monotonic()
         if self._shutting_down:
             return "the executor is shutting down"
-        if self._estopped:
+        if self.gate.estopped:
             return "e-stop received on /executor/estop"
         last = self._last_image
         problem = camera_frame_problem(
@@ -435,7 +414,7 @@ class ExecutorNode(Node):
             self.get_logger().warning(f"chunk {event}: {fields.get('reason', '')}")
 
     def state(self) -> str:
-        if self._estopped:
+        if self.gate.estopped:
             return ESTOPPED
         if self._current is not None:
             return EXECUTING
@@ -446,9 +425,9 @@ class ExecutorNode(Node):
         # Publish only when something changed: the status topic is latched and recorded.
         fields = dict(
             state=self.state(),
-            estop=self._estopped,
+            estop=self.gate.estopped,
             fault=self.chunks.fault,
-            task_id=self._task_id,
+            task_id=self.gate.task_id,
             cycle=self._current.cycle if self._current else -1,
             backend=self.backend.name,
             dry_run=self.config.dry_run,
