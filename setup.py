@@ -58,7 +58,7 @@ EXTRAS = {
         "ros-kilted-diagnostic-msgs",
         "ros-kilted-builtin-interfaces",
     ],
-    "bags": ["rosbags>=0.10"],
+    "bags": ["rosbags>=0.11"],
     # Real hardware (on the robot's NUC only).
     "robot": ["hello-robot-stretch-body>=0.7.30"],
     "dev": [

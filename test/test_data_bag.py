@@ -299,3 +299,42 @@ def test_only_the_frames_an_episode_can_use_are_held_in_memory(tmp_path):
     assert len(a.written) == len(b.written) == 1
     assert [s.delta_cm for s in ea.steps] == [s.delta_cm for s in eb.steps]
     assert [s.image is None for s in ea.steps] == [s.image is None for s in eb.steps]
+
+
+def test_a_flush_commits_what_was_written_while_the_bag_stays_open(tmp_path):
+    """What the recorder's once-a-second flush is for: a killed recorder loses at most the last
+    second. Another connection reads the messages from the database before the bag is closed."""
+    import sqlite3
+
+    ts = humble_typestore()
+    raw = ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="{}"), "std_msgs/msg/String")
+    bag = BagWriter(tmp_path / "open", topics.ROLLOUT_TOPICS)
+    try:
+        for k in range(3):
+            bag.write(topics.POLICY_STATUS.name, raw, 10**9 + k)
+        (db,) = (tmp_path / "open").glob("*.db3")
+
+        def on_disk():
+            with sqlite3.connect(db, timeout=10) as other:
+                return other.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+        bag.flush()
+        assert on_disk() == 3
+        bag.write(topics.POLICY_STATUS.name, raw, 2 * 10**9)
+        bag.flush()
+        assert on_disk() == 4
+    finally:
+        bag.close()
+
+
+def test_a_rosbags_writer_without_a_database_to_commit_is_refused_at_the_start(tmp_path, monkeypatch):
+    """A rosbags that keeps its sqlite3 connection elsewhere would leave every recording one
+    uncommitted transaction, lost whole if the recorder is killed: refused when the bag opens."""
+    from rosbags.rosbag2 import Writer
+
+    from vlm2vla_ros.recording import RecordingError
+
+    monkeypatch.setattr(Writer, "open", lambda self: setattr(self, "storage", object()) or None, raising=True)
+    monkeypatch.setattr(Writer, "add_connection", lambda self, *a, **k: None, raising=True)
+    with pytest.raises(RecordingError, match=r"no sqlite3 connection at Writer.storage.conn.*rosbags>=0.11"):
+        BagWriter(tmp_path / "bag", topics.ROLLOUT_TOPICS)

@@ -36,6 +36,21 @@ class RecordingError(RuntimeError):
     """The bag cannot be created or written; the message says why."""
 
 
+def _database_of(writer: Any) -> Any:
+    """The open bag's sqlite3 connection, which flush() commits: without it a killed recorder
+    would leave one uncommitted transaction, an empty database. Refused at the start, not found
+    out after a crash (rosbags before 0.11 keeps the connection elsewhere)."""
+    conn = getattr(getattr(writer, "storage", None), "conn", None)
+    if conn is None:
+        from importlib.metadata import version
+
+        raise RecordingError(
+            f"rosbags {version('rosbags')} keeps no sqlite3 connection at Writer.storage.conn, so "
+            "the bag could not be committed while it is recorded; install rosbags>=0.11 (constraints.txt)"
+        )
+    return conn
+
+
 class BagWriter:
     """A thread-safe rosbag2 writer for a fixed set of topics. Use as a context manager.
 
@@ -69,6 +84,7 @@ class BagWriter:
                 self._connections = {
                     t.name: self._writer.add_connection(t.name, t.msgtype, typestore=typestore) for t in self._topics
                 }
+                self._database = _database_of(self._writer)
             except BaseException as exc:
                 self._error = exc
             finally:
@@ -92,10 +108,7 @@ class BagWriter:
                     _, topic, data, stamp = item
                     self._writer.write(self._connections[topic], stamp, data)
                 elif kind == "flush":
-                    storage = getattr(self._writer, "storage", None)
-                    conn = getattr(storage, "conn", None)
-                    if conn is not None:
-                        conn.commit()
+                    self._database.commit()
                 elif kind == "close":
                     self._writer.close()
             except BaseException as exc:  # kept and raised by close()
