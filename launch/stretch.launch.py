@@ -77,7 +77,7 @@ def _verifier_params(config, model):
 
 
 def _nodes(context):
-    from vlm2vla_ros.nodes.bringup import launch_flag, untrained_model_problem
+    from vlm2vla_ros.nodes.bringup import launch_flag, unnamed_test_model_problem, untrained_model_problem
     from vlm2vla_ros.topics import ROLLOUT_TOPICS
 
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
@@ -89,10 +89,16 @@ def _nodes(context):
     model = {"model_path": arg["model"]} if arg["model"] else {}
     adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
     actions = []
-    if half == "all":  # the tiny random test model must not drive the real robot
+    # the tiny random test model must not drive the real robot; the compute half alone cannot
+    # see the robot half's settings, so there it must be named
+    if half == "all":
         problem = untrained_model_problem(_params(config, arg["model"]), bool(sim), dry_run)
-        if problem:
-            raise RuntimeError(problem)
+    elif half == "compute":
+        problem = unnamed_test_model_problem(_params(config, arg["model"]), arg["model"])
+    else:
+        problem = ""
+    if problem:
+        raise RuntimeError(problem)
     if half in ("all", "robot"):
         executor_params = {} if dry_run is None else {"dry_run": dry_run}  # not given: the YAML's stands
         if sim:

@@ -57,6 +57,9 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
     frames = imageio.mimread(str(out / "rollout.gif"))
     # identical consecutive frames are merged by the GIF writer
     assert 0 < len(frames) <= s["video_frames"] and frames[0].shape[0] >= 448
+    from PIL import Image
+
+    assert Image.open(out / "rollout.gif").info["duration"] == 250  # ms a frame at the default 4 Hz (0 before)
 
 
 def test_demo_reports_the_simulators_verdict_not_the_verifiers(tmp_path):

@@ -80,6 +80,14 @@ def test_the_untrained_test_model_never_drives_the_real_robot():
     for arguments in ({"dry_run": "true"}, {"sim": "true"}, {"model": "mini"}):
         module, context = _launch_context(**{"half": "all", "sim": "false", **arguments})
         assert module._nodes(context)
+    # the compute half alone cannot see the robot half's settings: the YAML's tiny model is refused,
+    # the model named on the command line runs
+    module, context = _launch_context(half="compute", sim="false")
+    with pytest.raises(RuntimeError, match="this compute half cannot see whether the robot half moves"):
+        module._nodes(context)
+    for model in ("tiny", "mini"):
+        module, context = _launch_context(half="compute", sim="false", model=model)
+        assert module._nodes(context)
 
 
 @pytest.mark.skipif(not _launch_available(), reason="ROS 2 launch/launch_ros are not installed (no pip wheels)")

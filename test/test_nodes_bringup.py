@@ -17,6 +17,7 @@ from vlm2vla_ros.nodes.bringup import (
     build_graph,
     load_params,
     model_overrides,
+    unnamed_test_model_problem,
     untrained_model_problem,
     verifier_process_params,
     verifier_shares_policy_model,
@@ -138,3 +139,17 @@ def test_the_untrained_test_model_never_drives_the_real_robot():
     assert untrained_model_problem(trained, sim=False, dry_run=None) == ""
     with pytest.raises(ValueError, match="the untrained test model"):  # before any node or robot connection
         build_graph(yaml_path, "all", sim=False)
+
+
+def test_the_compute_half_runs_the_untrained_test_model_only_when_named():
+    """On two machines the compute half cannot see whether the robot half moves the real Stretch
+    (dry_run and sim are the robot half's): the YAML's default tiny model is refused there, and
+    runs when the command line names it (model:=tiny, --model tiny)."""
+    yaml_path = str(Path(__file__).resolve().parents[1] / "config" / "vlm2vla.yaml")
+    problem = unnamed_test_model_problem(load_params(yaml_path), "")
+    assert "this compute half cannot see whether the robot half moves the real Stretch" in problem
+    assert "model:=tiny" in problem
+    assert unnamed_test_model_problem(load_params(yaml_path, model_overrides("tiny", None)), "tiny") == ""
+    assert unnamed_test_model_problem(load_params(yaml_path, model_overrides("/models/vlm2vla", None)), "/models/vlm2vla") == ""
+    with pytest.raises(ValueError, match="this compute half cannot see"):  # before any model loads
+        build_graph(yaml_path, "compute", sim=False)

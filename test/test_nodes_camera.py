@@ -40,6 +40,14 @@ def test_sources_report_clear_errors(tmp_path):
         open_source("device:abc")
 
 
+@pytest.mark.parametrize("width, height", [(16, 224), (224, 31), (224, 5000)])
+def test_a_sim_source_of_a_size_the_renderer_cannot_draw_is_refused_when_opened(width, height):
+    """Before, the renderer's ValueError escaped the camera's first tick and ended the node."""
+    with pytest.raises(FrameSourceError, match=r"from 32 to 4096 pixels a side, got"):
+        open_source("sim", sim_backend=object(), width=width, height=height)
+    assert open_source("sim", sim_backend=object(), width=0, height=0).width == 224  # 0: the default size
+
+
 def test_folder_source_plays_in_order_and_loops(tmp_path):
     import cv2
 
@@ -336,3 +344,49 @@ def test_a_device_frame_that_cannot_be_converted_is_a_frame_source_error(monkeyp
     monkeypatch.setattr(cv2, "VideoCapture", Capture)
     with pytest.raises(FrameSourceError, match="opencv:0 gave a frame that cannot be converted"):
         open_source("device:0", loop=False).read()
+
+
+def test_shutting_down_never_closes_the_source_under_a_read(monkeypatch):
+    """OpenCV's capture is not thread-safe: released beneath a read hung on a stalled USB camera,
+    it can crash the process. destroy_node closes the source after the read under way ends, and
+    leaves it to the process's exit when the read is still hung after CLOSE_WAIT_S."""
+    rclpy = pytest.importorskip("rclpy")
+    import threading
+
+    from vlm2vla_ros.frames import FrameSource
+    from vlm2vla_ros.nodes import camera_node
+    from vlm2vla_ros.nodes.camera_node import CameraNode
+
+    class HungSource(FrameSource):
+        name = "hung"
+
+        def __init__(self, hang_s):
+            self.hang_s, self.reading, self.read_done = hang_s, threading.Event(), threading.Event()
+            self.closed_while_reading = None
+
+        def read(self):
+            self.reading.set()
+            time.sleep(self.hang_s)
+            self.read_done.set()
+            return np.zeros((8, 8, 3), np.uint8)
+
+        def close(self):
+            self.closed_while_reading = not self.read_done.is_set()
+
+    monkeypatch.setattr(camera_node, "CLOSE_WAIT_S", 0.5)
+    owns = not rclpy.ok()
+    if owns:
+        rclpy.init()
+    try:
+        for hang_s, closed in ((0.3, False), (2.0, None)):  # a read that ends in time; one still hung
+            source = HungSource(hang_s)
+            cam = CameraNode(source=source)
+            tick = threading.Thread(target=cam._tick)
+            tick.start()
+            assert source.reading.wait(5)
+            cam.destroy_node()
+            assert source.closed_while_reading is closed, (hang_s, source.closed_while_reading)
+            tick.join(5)
+    finally:
+        if owns:
+            rclpy.shutdown()

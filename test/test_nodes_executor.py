@@ -44,6 +44,16 @@ def test_a_sim_action_scale_outside_0_to_1_is_refused(value):
         ExecutorNodeConfig(sim_action_scale=value)
 
 
+@pytest.mark.parametrize("width, height", [(16, 224), (224, 0), (224, 5000)])
+def test_a_sim_camera_size_the_renderer_cannot_draw_is_refused_at_start(width, height):
+    """Not on the first frame, where it ended the node (the renderer draws 32-4096 a side)."""
+    pytest.importorskip("rclpy")
+    from vlm2vla_ros.nodes.executor_node import ExecutorNodeConfig
+
+    with pytest.raises(ValueError, match=r"image_width and image_height must be in \[32, 4096\]"):
+        ExecutorNodeConfig(sim_camera=True, image_width=width, image_height=height)
+
+
 @pytest.mark.ros
 def test_a_sim_executor_node_moves_the_whole_step():
     rclpy = pytest.importorskip("rclpy")

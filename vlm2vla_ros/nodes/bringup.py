@@ -136,6 +136,19 @@ def untrained_model_problem(params: dict[str, dict[str, Any]], sim: bool, dry_ru
             "with dry_run:=true (executor_node dry_run) or in the simulator (sim:=true / --sim)")
 
 
+def unnamed_test_model_problem(params: dict[str, dict[str, Any]], model_arg: str) -> str:
+    """The compute half of a two-machine launch cannot see whether the robot half moves the real
+    Stretch, so it runs the tiny test model only when the command line names it (model:=tiny),
+    never as the YAML's default. '' or one sentence saying what to give."""
+    from .policy_node import TINY_MODEL
+
+    if model_arg or str(params.get("policy_node", {}).get("model_path", "")) != TINY_MODEL:
+        return ""
+    return ("the policy's model is the YAML's default 'tiny', the untrained test model (random weights), and this "
+            "compute half cannot see whether the robot half moves the real Stretch: give a trained model "
+            "(model:=<folder>), or model:=tiny to run it knowingly against a robot half with dry_run:=true or sim:=true")
+
+
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
@@ -178,8 +191,10 @@ def build_graph(
         # The sim renders an upright head-camera view: the RE1 mount's rotation does not apply.
         params.setdefault("camera_node", {}).update(source="sim", rotate_deg=0)
 
-    if half == "all" and engine is None:  # one graph knows both the model and the robot
-        problem = untrained_model_problem(params, sim, None)
+    if engine is None:  # one graph knows both the model and the robot; the compute half alone does not
+        named = str((overrides or {}).get("policy_node", {}).get("model_path", ""))
+        problem = (untrained_model_problem(params, sim, None) if half == "all"
+                   else unnamed_test_model_problem(params, named) if half == "compute" else "")
         if problem:
             raise ValueError(problem)
 

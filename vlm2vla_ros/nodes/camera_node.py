@@ -42,6 +42,10 @@ class CameraConfig:
             raise ValueError("camera frame_id must not be empty")
 
 
+CLOSE_WAIT_S = 5.0
+"""How long shutting down waits for a read under way before leaving the source open."""
+
+
 class CameraNode(Node):
     def __init__(self, source: FrameSource | None = None, sim_backend: Any = None, **kwargs: Any) -> None:
         super().__init__("camera_node", **kwargs)
@@ -111,8 +115,20 @@ class CameraNode(Node):
             self.timer.reset()
 
     def destroy_node(self) -> None:
+        """Close the source only once no read is under way: OpenCV's capture is not thread-safe,
+        and releasing it beneath a read that hangs on a stalled USB camera can crash the process.
+        A read still hung after CLOSE_WAIT_S leaves the device to the process's exit."""
         try:
-            self.source.close()
+            if self._tick_lock.acquire(timeout=CLOSE_WAIT_S):
+                try:
+                    self._paused = True
+                    self.timer.cancel()
+                    self.source.close()
+                finally:
+                    self._tick_lock.release()
+            else:
+                self.get_logger().warning(
+                    f"{self.source.name} is still reading after {CLOSE_WAIT_S} s; not closed under the read")
         finally:
             super().destroy_node()
 

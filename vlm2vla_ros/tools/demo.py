@@ -155,7 +155,7 @@ def _video(frames: list[Any], path: Path, fps: float) -> int:
     for img, lines in frames:
         big = cv2.resize(img, (img.shape[1] * 2, img.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
         images.append(annotate(big, lines))
-    imageio.mimsave(str(path), images, duration=1.0 / fps, loop=0)
+    imageio.mimsave(str(path), images, duration=1000.0 / fps, loop=0)  # milliseconds a frame
     return len(images)
 
 
