@@ -129,6 +129,7 @@ def test_xgrammar_compiles_the_grammar_and_enforces_it():
 
 def test_paper_single_step_and_multi_step_examples():
     assert parse_action_chunk("[0.2, -0.3, 0.5, 0]") == ActionChunk((ActionStep(0.2, -0.3, 0.5, 0),))
+    assert parse_action_chunk(" ```\n[0.2, -0.3, 0.5, 0]\n``` ") == ActionChunk((ActionStep(0.2, -0.3, 0.5, 0),))
     chunk = parse_action_chunk("[[2.5, -0.3, 1.0, 1], [0.0, 0.0, -1.2, 0]]")
     assert chunk.steps == (ActionStep(2.5, -0.3, 1.0, 1), ActionStep(0.0, 0.0, -1.2, 0))
 
@@ -157,6 +158,9 @@ def test_parser_accepts_what_models_write_around_a_valid_chunk(text):
         ("[[]]", "empty list"),
         ("[[1, 2, 3]]", "has 3 values"),
         ("[1, 2, 3, 0, 1]", "more than 4 values"),
+        # unconstrained prose: four bracketed numbers are not a move unless they are the whole answer
+        ("The block is at [5, 3, 2, 1].", "a chunk only as the whole answer"),
+        ("Step: [0.2, -0.3, 0.5, 0]", "a chunk only as the whole answer"),
         ("[[nan, 0, 0, 1]]", "'nan' is not a finite number"),
         ("[[0, Infinity, 0, 1]]", "not a finite number"),
         ("[[1e309, 0, 0, 1]]", "unexpected 'e309'"),

@@ -385,3 +385,27 @@ def test_the_shipped_adapter_records_the_shipped_base():
     base, adapter = shipped_model()
     assert json.loads((adapter / BASE_FILE).read_text())["fingerprint"] == base_fingerprint(base)
     check_adapter_base(base, adapter)
+
+
+def test_a_base_whose_weights_are_not_safetensors_is_named_not_a_memory_error(tmp_path):
+    """A Git LFS pointer cloned without git-lfs starts with b"version ", read as a header of
+    about 2e18 bytes: reading it raised a bare MemoryError. A header or tensor offsets beyond the
+    file are refused by name."""
+    import struct
+
+    from vlm2vla_ros.policy.adapter_base import BASE_FILE, base_fingerprint, check_adapter_base
+    from vlm2vla_ros.policy.types import PolicyError
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir(), adapter.mkdir()
+    (adapter / BASE_FILE).write_text(json.dumps({"fingerprint": "0" * 64, "base": "somewhere"}))
+    weights = base / "model.safetensors"
+    weights.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 5242880\n")
+    with pytest.raises(ValueError, match="not a safetensors file.*Git LFS pointer"):
+        base_fingerprint(base)
+    with pytest.raises(PolicyError, match="cannot be read to check adapter.*Git LFS pointer"):
+        check_adapter_base(base, adapter)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 30], "data_offsets": [0, 4 << 30]}}).encode()
+    weights.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(ValueError, match="tensor w's data offsets 0-4294967296 lie outside the file"):
+        base_fingerprint(base)

@@ -53,6 +53,7 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
     A payload whose first non-blank character is '{' is read as JSON. Raises TaskRejected for
     empty or whitespace-only text, text longer than max_chars, control characters, text with no
     letter or digit, and JSON that is malformed, nested too deeply or has other keys or types.
+    Line breaks, tabs and runs of spaces become single spaces.
     """
     if not isinstance(data, str):
         raise TaskRejected(f"the task must be a string, got {type(data).__name__}")
@@ -82,8 +83,12 @@ def parse_task_message(data: Any, max_chars: int) -> TaskRequest:
         raise TaskRejected("the task is empty (or only whitespace)", task_id)
     if len(instruction) > max_chars:
         raise TaskRejected(f"the task has {len(instruction)} characters, more than the limit of {max_chars}", task_id)
-    if control_characters(instruction, allowed="\t\n"):
+    if control_characters(instruction, allowed="\t\n\r"):
         raise TaskRejected("the task contains control characters", task_id)
+    # one line with single spaces, as the dataset builder writes instructions: a line break in a
+    # task would otherwise start a prompt line of its own ("Current subtask: ...") that the model
+    # was never trained on
+    instruction = " ".join(instruction.split())
     if not any(char.isalnum() for char in instruction):  # e.g. only a zero-width space: nothing to do
         raise TaskRejected("the task has no letters or digits", task_id)
     return TaskRequest(instruction, task_id)
@@ -285,11 +290,16 @@ def verdict_from_text(text: str) -> tuple[bool | None, str]:
     words = re.findall(r"[a-z]+", s.lower())
     if not words:
         return None, "empty answer"
-    if words[0] in ("advance", "yes", "done", "next", "true", "success", "succeeded"):
-        return True, reason or s
-    if words[0] in ("retry", "no", "again", "false", "fail", "failed"):
-        return False, reason or s
+    advance, retry = words[0] in ADVANCE_WORDS, words[0] in RETRY_WORDS
+    if advance and not set(words) & RETRY_WORDS or retry and not set(words) & ADVANCE_WORDS:
+        return advance, reason or s
+    if advance or retry:  # "Done? Not yet, retry.": its first word alone would move the task on
+        return None, f"answer {s[:80]!r} says both advance and retry"
     return None, f"answer {s[:80]!r} is neither advance nor retry"
+
+
+ADVANCE_WORDS = frozenset(("advance", "yes", "done", "next", "true", "success", "succeeded"))
+RETRY_WORDS = frozenset(("retry", "no", "again", "false", "fail", "failed"))
 
 
 @dataclass(frozen=True)

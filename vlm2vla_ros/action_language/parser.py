@@ -31,6 +31,8 @@ _TOKENS = re.compile(
     r"|(?P<word>[A-Za-z_][A-Za-z_0-9]*)|(?P<other>\S))"
 )
 _NON_FINITE = {"nan", "inf", "infinity"}
+_FENCED = re.compile(r"\s*(?:```[A-Za-z0-9_+-]*\s*)?(.*?)\s*(?:```)?\s*", re.DOTALL)
+"""An answer without its surrounding whitespace and code fence (group 1)."""
 
 
 def parse_action_chunk(
@@ -39,7 +41,8 @@ def parse_action_chunk(
     """Read the single chunk in a model's answer; raises ActionParseError, never anything else.
 
     Accepts surrounding prose and code fences, any whitespace, integers or decimals, "+"
-    and U+2212 minus signs, and the one-step form "[dx, dy, dz, gripper]". Values are
+    and U+2212 minus signs, and the one-step form "[dx, dy, dz, gripper]" as the whole answer
+    (in prose, four bracketed numbers may be anything else). Values are
     rounded to limits.decimals (ties away from zero) and must stay within limits.
     """
     if not isinstance(text, str):
@@ -98,6 +101,11 @@ def _read_steps(candidate: str, text: str, limits: ActionLimits) -> list[ActionS
     or one bare step. The brackets are balanced and at most two deep (see _find_candidate)."""
     tokens = _tokens(candidate, text)
     if tokens[1][0] != "open":
+        if _FENCED.fullmatch(text).group(1) != candidate:  # type: ignore[union-attr]
+            raise ActionParseError(
+                "a one-step list '[dx, dy, dz, gripper]' is a chunk only as the whole answer; in prose it may be "
+                "anything (a position, a colour); write the chunk as '[[dx, dy, dz, gripper]]'", text
+            )
         values, _ = _read_list(tokens, 0, text)
         return [_make_step(values, 1, text, limits)]
     steps = []

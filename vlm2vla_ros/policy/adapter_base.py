@@ -23,6 +23,8 @@ BASE_FILE = "base_fingerprint.json"
 """Beside an adapter's weights: {"fingerprint": ..., "base": the path it was trained from}."""
 SAMPLE_BYTES = 4096
 """How much of each tensor's data the fingerprint reads."""
+MAX_HEADER_BYTES = 100_000_000
+"""safetensors' own cap on a header: a larger size field is not a safetensors file."""
 
 
 def base_fingerprint(model_dir: str | Path) -> str:
@@ -30,14 +32,20 @@ def base_fingerprint(model_dir: str | Path) -> str:
     when the folder has no safetensors files (weights in another format are not fingerprinted)."""
     tensors: dict[str, tuple[str, list[int], bytes]] = {}
     for path in sorted(Path(model_dir).glob("*.safetensors")):
+        file_size = path.stat().st_size
         with path.open("rb") as file:
             size = int.from_bytes(file.read(8), "little")
+            if not 0 < size <= min(file_size - 8, MAX_HEADER_BYTES):  # e.g. a Git LFS pointer: "version ..."
+                raise ValueError(f"{path} is not a safetensors file (header size {size} in a file of {file_size} "
+                                 "bytes; a Git LFS pointer not pulled?)")
             header = json.loads(file.read(size))
             start = 8 + size
             for name, entry in header.items():
                 if name == "__metadata__":
                     continue
                 begin, end = entry["data_offsets"]
+                if not 0 <= begin <= end <= file_size - start:
+                    raise ValueError(f"{path}: tensor {name}'s data offsets {begin}-{end} lie outside the file")
                 file.seek(start + begin)
                 tensors[name] = (entry["dtype"], entry["shape"], file.read(min(SAMPLE_BYTES, end - begin)))
     if not tensors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ def load_model(config: PolicyConfig) -> tuple[Any, Any, bool]:
         model = AutoModelForImageTextToText.from_pretrained(model_dir, config=model_config, **kwargs)
     except Exception as exc:  # any library's failure becomes one sentence naming the folder
         raise PolicyError(f"model folder {model_dir} could not be loaded as an image-text-to-text model: {_first_line(exc)}", "load") from exc
+    if not getattr(processor, "chat_template", None):  # else found out at the first task, which then fails
+        raise PolicyError(f"model folder {model_dir} has no chat template (chat_template.jinja): every prompt "
+                          "here is a chat turn, so the model cannot be asked anything", "load")
     if not config.load_in_4bit:
         model = model.to(device)
     has_adapter = config.adapter_path is not None
@@ -160,6 +164,10 @@ class TransformersBackend:
             processor.tokenizer, vocab_size=text_config.vocab_size, stop_token_ids=self.stop_ids
         )
         self._compiler = xgr.GrammarCompiler(info, max_threads=1)
+        tokenizer = processor.tokenizer
+        control = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        control |= set(tokenizer.all_special_tokens)
+        self._control_tokens = re.compile("|".join(re.escape(t) for t in sorted(control, key=len, reverse=True) if t))
         self._grammars: dict[str, Any] = {}
         self.static_cache_tokens = static_cache_tokens
         self._static_cache: Any = None
@@ -199,10 +207,27 @@ class TransformersBackend:
     def prompt_inputs(self, request: GenerationRequest) -> dict[str, Any]:
         from PIL import Image
 
+        self._refuse_control_tokens(request.messages)
         text = self.processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
         images = [Image.fromarray(image) for image in request.images] or None
         inputs = self.processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
         return {key: value.to(self.device) for key, value in inputs.items()}
+
+    def _refuse_control_tokens(self, messages: list[Any]) -> None:
+        """The chat template renders text that is tokenized whole, so a task holding
+        '<end_of_turn>' would end the user's turn and could write a model turn of its own (a
+        forged plan), and '<start_of_image>' would ask for an image never given. Refused."""
+        if not self._control_tokens.pattern:
+            return
+        for message in messages:
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+            for part in parts:
+                text = part.get("text") if isinstance(part, dict) else None
+                hit = self._control_tokens.search(text) if isinstance(text, str) else None
+                if hit:
+                    raise PolicyError(f"the prompt's text (the task or a subtask) holds the model's control token "
+                                      f"{hit.group()!r}, which would act as one; refused", "prompt")
 
     def generate(self, request: GenerationRequest) -> Generation:
         import torch
