@@ -113,6 +113,7 @@ def test_one_demonstration_in_two_languages_lands_in_one_split(tmp_path, exporte
     root = tmp_path / "episodes"
     for lang in ("en", "es"):
         export_sim_episodes(root, ["pick_up"], range(8), image_size=32, lang=lang)
+    export_sim_episodes(root, ["stack"], range(8), image_size=32)  # the same tables, another task
     if exported_before_groups:
         for file in root.glob("*/episode.json"):
             data = json.loads(file.read_text())
@@ -121,9 +122,11 @@ def test_one_demonstration_in_two_languages_lands_in_one_split(tmp_path, exporte
     out = tmp_path / "ds"
     build_dataset(load_episodes([root]).episodes, out, make_labeller(LabellerSettings("annotations")), BuildConfig(val_fraction=0.5))
     split_by_id = {e["episode_id"]: name for name in ("train", "val") for e in lines(out / f"{name}.jsonl")}
-    assert len(split_by_id) == 16 and set(split_by_id.values()) == {"train", "val"}
+    assert len(split_by_id) == 24 and set(split_by_id.values()) == {"train", "val"}
     for seed in range(8):
         assert split_by_id[f"sim-pick_up-en-{seed:05d}"] == split_by_id[f"sim-pick_up-es-{seed:05d}"]
+        # a scene's objects and places come from its seed alone: its other tasks are split with it
+        assert split_by_id[f"sim-stack-en-{seed:05d}"] == split_by_id[f"sim-pick_up-en-{seed:05d}"]
 
 
 def test_rerun_resumes_and_other_settings_are_refused(episodes_dir, tmp_path):

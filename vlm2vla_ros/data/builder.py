@@ -124,7 +124,7 @@ def split_group(episode: EpisodeRecord) -> str:
     kind, seed, lang = (episode.meta.get(k) for k in ("task_kind", "seed", "lang"))
     named = isinstance(kind, str) and isinstance(seed, int) and not isinstance(seed, bool) and isinstance(lang, str)
     if named and episode.episode_id == sim_episode_id(kind, seed, lang):
-        return sim_split_group(kind, seed)
+        return sim_split_group(seed)
     return episode.episode_id
 
 

@@ -55,10 +55,12 @@ def sim_episode_id(task_kind: str, seed: int, lang: str) -> str:
     return f"sim-{task_kind}-{lang}-{seed:05d}"
 
 
-def sim_split_group(task_kind: str, seed: int) -> str:
-    """The split group of a simulated demonstration in every language: the scene and the
-    expert's moves do not depend on the language, so twins are split together."""
-    return f"sim-{task_kind}-{seed:05d}"
+def sim_split_group(seed: int) -> str:
+    """The split group of a simulated demonstration: its scene. The scene and the expert's
+    moves do not depend on the language, and the scene's objects and places are drawn from the
+    seed alone, so every task kind at one seed mostly shows the same table; all of them are
+    split together, or validation would score scenes the model was trained on."""
+    return f"sim-scene-{seed:05d}"
 
 
 def export_sim_episodes(
@@ -96,7 +98,7 @@ def export_sim_episodes(
         if not episode.success and not keep_failures:
             report.skipped.append((episode_id, "the expert's demonstration failed the task's success check"))
             continue
-        meta = {"task_kind": kind, "seed": seed, "lang": lang, "split_group": sim_split_group(kind, seed)}
+        meta = {"task_kind": kind, "seed": seed, "lang": lang, "split_group": sim_split_group(seed)}
         write_expert_episode(out_root, episode_id, episode, lang, "sim", meta)
         report.written.append(episode_id)
     return report
