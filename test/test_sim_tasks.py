@@ -99,6 +99,27 @@ def test_pick_place_lift_needs_the_empty_open_gripper_raised():
     assert not task.check_success(world)
 
 
+@pytest.mark.parametrize("release_above_m, placed", [(0.005, True), (0.025, True), (0.04, False), (0.12, False)])
+def test_a_block_let_go_high_above_its_target_is_dropped_not_placed(release_above_m, placed):
+    """Opening high over the bowl lands the block in it in this simulator; a real one would
+    bounce or tip, and "put it in the bowl, then lift the gripper" would be done with neither
+    the descent nor the lift. A release within PLACE_MAX_FALL_M (the expert's: 5 mm) places."""
+    for kind, lift in (("put_in", False), ("pick_place_lift", True)):
+        task = Task(kind, REFS, placements=(Placement("red block", "bowl"),), lift_after=lift)
+        world = scene()
+        block, bowl = world.object("red block"), world.object("bowl")
+        world.gripper_x, world.gripper_y, world.gripper_z = block.x, block.y, block.z + 0.02
+        assert world.set_gripper(False) == "red block"
+        world.move_gripper(0.0, 0.0, 0.2)  # up, then over the bowl's floor
+        world.move_gripper(bowl.x - block.x, bowl.y - block.y, 0.0)
+        floor = bowl.surface_at(bowl.x, bowl.y)
+        world.move_gripper(0.0, 0.0, floor + release_above_m - block.z)
+        assert world.set_gripper(True) == "red block"
+        assert block.resting_on == "bowl" and block.fell_m == pytest.approx(release_above_m, abs=1e-6)
+        world.move_gripper(0.0, 0.0, LIFT_HEIGHT_M + 0.05 - world.gripper_z)
+        assert task.check_success(world) is placed, (kind, release_above_m)
+
+
 def test_multi_step_needs_every_placement():
     task = Task(
         "multi_step", REFS, placements=(Placement("red block", "bowl"), Placement("blue block", "plate"))

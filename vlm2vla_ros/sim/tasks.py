@@ -29,6 +29,7 @@ LANGUAGES = ("en", "es")
 
 PICK_HEIGHT_M = 0.05  # "picked up": held with its bottom at least this high
 LIFT_HEIGHT_M = 0.10  # "lift the gripper": empty, open fingertips at least this high
+PLACE_MAX_FALL_M = 0.03  # "put": let go at most this far above the target (the expert: 5 mm); higher is a drop
 
 # Subtask actions; each is one short imperative phrase.
 MOVE_ABOVE = "move_above"
@@ -222,9 +223,12 @@ class Task:
 
 
 def placement_done(world: SimWorld, placement: Placement) -> bool:
-    """The block was let go onto its target; "in the bowl" means on its floor, not its rim."""
+    """The block was let go onto its target from just above it (a block dropped from higher
+    would bounce or tip on a real table; and "put it in the bowl, then lift the gripper" would
+    be done by opening high over the bowl, no descent and no lift); "in the bowl" means on its
+    floor, not its rim."""
     obj, target = world.object(placement.obj), world.object(placement.target)
-    if obj.held or obj.resting_on != target.name:
+    if obj.held or obj.resting_on != target.name or obj.fell_m > PLACE_MAX_FALL_M:
         return False
     if target.kind == BOWL:
         return target.surface_at(obj.x, obj.y) < target.top

@@ -76,6 +76,7 @@ class SimObject:
     height: float
     held: bool = False
     resting_on: str | None = TABLE  # TABLE, another object's name, or None while held
+    fell_m: float = 0.0  # how far it fell when last let go: a high release is a drop, not a placement
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECT_KINDS:
@@ -232,6 +233,7 @@ class SimWorld:
         if obj is None:
             return None
         height, support = self.support_below(obj.x, obj.y, exclude=obj.name)
+        obj.fell_m = max(0.0, obj.z - height)
         obj.z, obj.held, obj.resting_on = height, False, support
         self.held_offset = (0.0, 0.0, 0.0)
         return obj.name
