@@ -74,7 +74,7 @@ def test_executor_limits_must_be_finite_and_positive():
         ({"sim_camera_rate_hz": 0.0}, "sim_camera_rate_hz must be a finite number > 0"),
         ({"heartbeat_timeout_s": float("nan")}, "heartbeat_timeout_s must be a finite number >= 0"),
         ({"heartbeat_timeout_s": -1.0}, "heartbeat_timeout_s must be a finite number >= 0"),
-        ({"image_width": 0}, "image_width and image_height must be >= 1"),
+        ({"image_width": 0}, r"image_width and image_height must be in \[32, 4096\]"),
     ]:
         with pytest.raises(ValueError, match=why):
             ExecutorNodeConfig(**bad)

@@ -59,6 +59,7 @@ class CameraNode(Node):
         self.frames = 0
         self._no_frame_since: float | None = None  # monotonic time of the first missing frame
         self._paused = False
+        self._closing = False  # destroy_node has begun: a read that ends now publishes nothing
         self._tick_lock = threading.Lock()  # stop_publishing waits for a tick under way
         self.timer = self.create_timer(1.0 / c.rate_hz, self._tick)
         self.get_logger().info(f"publishing {self.source.name} on {topics.IMAGE.name} at {c.rate_hz} Hz")
@@ -94,6 +95,8 @@ class CameraNode(Node):
                 f"{self.source.name} gave no frame for {monotonic() - self._no_frame_since:.0f} s; nothing is "
                 "published until it does", throttle_duration_sec=10.0)
             return
+        if self._closing:  # the publisher is being destroyed under this read
+            return
         if self._no_frame_since is not None:
             self.get_logger().info(f"{self.source.name} gives frames again")
         self._no_frame_since = None
@@ -118,6 +121,7 @@ class CameraNode(Node):
         """Close the source only once no read is under way: OpenCV's capture is not thread-safe,
         and releasing it beneath a read that hangs on a stalled USB camera can crash the process.
         A read still hung after CLOSE_WAIT_S leaves the device to the process's exit."""
+        self._closing = True
         try:
             if self._tick_lock.acquire(timeout=CLOSE_WAIT_S):
                 try:
