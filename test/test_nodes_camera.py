@@ -48,6 +48,18 @@ def test_a_sim_source_of_a_size_the_renderer_cannot_draw_is_refused_when_opened(
     assert open_source("sim", sim_backend=object(), width=0, height=0).width == 224  # 0: the default size
 
 
+def test_a_grey_frame_is_told_from_a_colour_one():
+    """An infrared stream widened to three channels has them equal everywhere; the camera node
+    warns on such a first frame (the policy reads colours)."""
+    from vlm2vla_ros.frames import looks_grey
+
+    grey = np.repeat(np.arange(64, dtype=np.uint8).reshape(8, 8, 1), 3, axis=2)
+    assert looks_grey(grey)
+    colour = grey.copy()
+    colour[3, 4, 2] += 1  # one pixel of sensor noise in one channel
+    assert not looks_grey(colour) and not looks_grey(grey[..., 0])
+
+
 def test_folder_source_plays_in_order_and_loops(tmp_path):
     import cv2
 

@@ -188,6 +188,15 @@ def image_array(encoding: str, height: int, width: int, step: int, data: Any) ->
     return np.ascontiguousarray(image)
 
 
+def looks_grey(rgb: np.ndarray) -> bool:
+    """Whether an RGB frame's three channels are the same everywhere: an infrared or depth
+    stream that OpenCV widened to three channels (a RealSense's V4L2 devices include both),
+    which no colour camera's noise leaves. The policy reads colours; it would act blind."""
+    return rgb.ndim == 3 and rgb.shape[2] == 3 and bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+    )
+
+
 def transform(image: np.ndarray, rotate_deg: int = 0, width: int = 0, height: int = 0) -> np.ndarray:
     """Rotate clockwise by rotate_deg (the RE1 head camera is mounted sideways), then resize.
 

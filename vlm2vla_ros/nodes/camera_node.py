@@ -16,7 +16,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from .. import topics
-from ..frames import FrameSource, FrameSourceError, open_source, transform
+from ..frames import FrameSource, FrameSourceError, looks_grey, open_source, transform
 from .common import load_config, monotonic, qos_for, run_node_main
 from .images import to_msg
 
@@ -100,6 +100,10 @@ class CameraNode(Node):
         if self._no_frame_since is not None:
             self.get_logger().info(f"{self.source.name} gives frames again")
         self._no_frame_since = None
+        if self.frames == 0 and looks_grey(frame):
+            self.get_logger().warning(
+                f"{self.source.name}'s first frame is grey (its three channels are the same): is it an infrared or "
+                "depth stream? The policy reads colours; give the colour stream's device (see `v4l2-ctl --list-devices`)")
         self.pub.publish(to_msg(frame, stamp, c.frame_id))
         self.frames += 1
 
