@@ -471,6 +471,7 @@ def test_eval_max_examples_takes_the_first_ones(tmp_path, capsys, stub_engine):
     argv = ["--model", str(tmp_path), "--out", str(out), "--data", str(_dataset(tmp_path)), "--max-examples", "2"]
     assert main(argv) == 0
     assert "offline: 2 examples" in capsys.readouterr().out and "## Not finished" not in (out / "report.md").read_text()
+    assert [r["id"] for r in json.loads((out / "metrics.json").read_text())["offline"]["rows"]] == ["e0", "e1"]
     report = (out / "report.md").read_text()
     assert main(argv) == 1  # a second evaluation into the same folder would overwrite the first's report
     assert "holds an earlier evaluation (metrics.json, report.md)" in capsys.readouterr().err

@@ -196,6 +196,7 @@ def test_near_scenes_of_up_to_three_blocks_put_the_gripper_near_one_of_them():
 
 def test_near_location_examples_ask_about_the_block_by_the_gripper():
     examples = vqa.location_examples(range(40), blocks=1, image_size=64, kinds=("relative",), near=True)
+    assert len(examples) >= 30 and {e["stage"] for e in examples} == {"relative"}
     for e in examples:
         answer = e["messages"][1]["content"][0]["text"]
         dx, dy, dz = (float(v) for v in re.findall(r"-?\d+\.\d", answer))

@@ -134,6 +134,26 @@ def test_chunk_runs_and_reports_before_and_after_frames(rig):
     assert rig.graph.backend.world.gripper_x == pytest.approx(x0 + 0.015, abs=1e-6)
 
 
+def test_a_policy_whose_heartbeat_stops_mid_chunk_has_its_chunk_stopped(rig):
+    """A policy process that dies or hangs while its chunk runs: no heartbeat for
+    heartbeat_timeout_s stops the chunk (the rig sends none; the chunk itself counts as one)."""
+    from dataclasses import replace
+
+    executor = rig.graph.by_name["executor_node"]
+    kept = executor.config
+    executor.config = replace(kept, heartbeat_timeout_s=1.0)  # the rig's is 0 (off); LONG_CHUNK runs 3.4 s
+    try:
+        for attempt in range(3):  # a late camera frame on a loaded machine can stop it first, for its own reason
+            tid = rig.start_chunk(f"silent-policy-{attempt}")
+            final = rig.wait_event(tid, ("aborted", "done", "failed"))
+            if "no camera frame" not in final["reason"]:
+                break
+    finally:
+        executor.config = kept
+    assert final["event"] == "aborted" and "no policy heartbeat" in final["reason"], final
+    assert 0 <= final["steps_executed"] < len(LONG_CHUNK)
+
+
 def test_a_chunk_planned_from_an_hour_old_frame_never_moves_the_robot(rig):
     """A chunk replayed from a bag onto the live robot (or from a policy that stalled): its frame
     is far older than the camera's newest, so the executor refuses it before any motion, and a
@@ -251,7 +271,14 @@ def test_malformed_chunk_payloads_are_rejected_without_moving(rig):
     assert all("malformed chunk payload" in e["reason"] for e in new[:3])
     # well-formed but out of the action range: the safety layer rejects it before anything moves
     assert new[3]["event"] in ("started", "rejected")
-    assert rig.wait_event("m", ("rejected",))["reason"]
+    reason = rig.wait_event("m", ("rejected",))["reason"]
+    for attempt in range(4):  # a late camera frame on a loaded machine refuses it first (as in start_chunk)
+        if "watchdog" not in reason:
+            break
+        rig.chunk_pub.publish(String(data=topics.encode(
+            task_id=f"m{attempt}", cycle=1, subtask_index=0, steps=[[float("1e9"), 0, 0, 1]])))
+        reason = rig.wait_event(f"m{attempt}", ("rejected",))["reason"]
+    assert "beyond the action range" in reason, reason
     assert backend.world.gripper == before
 
 

@@ -383,7 +383,11 @@ def test_device_and_4bit_requests_are_checked(tiny) -> None:
 
 
 def test_nothing_reaches_for_a_hub() -> None:
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    """What the hub library itself read, not only the environment: it reads HF_HUB_OFFLINE once,
+    when first imported."""
+    import huggingface_hub
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
 
 
 def test_random_adapter_is_saved_in_peft_format(tiny, tmp_path: Path) -> None:

@@ -262,16 +262,21 @@ def test_operator_verifier_waits_for_a_matching_answer_and_times_out():
     v = OperatorVerifier(asked.append, timeout_s=5.0)
     assert v.answer("advance") == "no question is waiting for an answer"
 
+    replies = []
+
     def reply():
         while not asked:
             threading.Event().wait(0.01)
-        assert "for task" in v.answer("advance", "other", 1)
-        assert "neither" in v.answer("perhaps")
-        assert v.answer("advance, it is in the bowl", "t", 1) == ""
+        replies.append(v.answer("retry", "other", 1))  # another task's answer, and the opposite verdict
+        replies.append(v.answer("perhaps"))
+        replies.append(v.answer("advance, it is in the bowl", "t", 1))
 
-    threading.Thread(target=reply, daemon=True).start()
+    answering = threading.Thread(target=reply, daemon=True)
+    answering.start()
     j = v.judge(ctx())
-    assert j.advance is True and j.reason.startswith("operator:")
+    answering.join(5)
+    assert j.advance is True and j.reason.startswith("operator:")  # the matching answer's, not the other task's
+    assert "for task" in replies[0] and "neither" in replies[1] and replies[2] == "", replies
     quick = OperatorVerifier(lambda c: None, timeout_s=0.05)
     with pytest.raises(CannotJudge, match="no operator answer within 0.05 s: nobody judged the chunk"):
         quick.judge(ctx())  # an error verdict: the task ends, the robot does not move on unjudged
