@@ -66,15 +66,17 @@ def test_demo_reports_the_simulators_verdict_not_the_verifiers(tmp_path):
     out = tmp_path / "demo"
     (out / "bag").mkdir(parents=True)
     (out / "bag" / "metadata.yaml").write_text("an earlier run's recording")
-    r = _run_demo(out, "--model", "tiny", "--max-cycles", "2", "--timeout", "120")
+    # the count verifier passes every subtask after one chunk, so the policy claims success
+    r = _run_demo(out, "--model", "tiny", "--verifier", "count", "--max-cycles", "6", "--timeout", "120")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert (s["model"], s["adapter"]) == ("tiny", "")
+    assert s["policy_state"] == "succeeded", s["policy_state"]
     # the earlier bag was moved aside, not deleted, and this run's is in bag/
     (kept,) = [p for p in out.iterdir() if p.name.startswith("run-")]
     assert (kept / "bag" / "metadata.yaml").read_text() == "an earlier run's recording" and f"kept in {kept}" in r.stdout
     assert (out / "bag" / "metadata.yaml").read_text() != "an earlier run's recording"
-    # The untrained model cannot solve the task; the demo must say so, whatever the verifier claimed.
+    # The untrained model cannot solve the task; the demo must say so, though the policy claims it did.
     assert s["success"] is False and "SUCCESS (simulator check): False" in r.stdout
 
 

@@ -243,7 +243,7 @@ def test_a_frame_is_stamped_before_it_is_read_never_after():
         def read(self):
             self.began_ns.append(self.clock.now().nanoseconds)
             time.sleep(0.2)  # the world may move while a frame is read or rendered
-            return np.zeros((8, 8, 3), np.uint8)
+            return np.full((8, 8, 3), len(self.began_ns) - 1, np.uint8)  # each frame names its read
 
     owns = not rclpy.ok()
     if owns:
@@ -254,8 +254,8 @@ def test_a_frame_is_stamped_before_it_is_read_never_after():
         got = first_images(cam)
         assert got
         stamp_ns = got[0].header.stamp.sec * 10**9 + got[0].header.stamp.nanosec
-        # the first frame heard came from one of the reads; its stamp is at or before that read's start
-        assert any(0 <= began - stamp_ns < 50_000_000 for began in cam.source.began_ns), (stamp_ns, cam.source.began_ns)
+        read = got[0].data[0]  # the read that made the frame: its stamp is at, never after, that read's start
+        assert 0 <= cam.source.began_ns[read] - stamp_ns < 50_000_000, (read, stamp_ns, cam.source.began_ns)
         cam.destroy_node()
     finally:
         if owns:

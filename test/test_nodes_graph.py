@@ -158,8 +158,6 @@ def test_new_task_preempts_the_running_one(graph):
     assert final["state"] == topics.SUCCEEDED
     # nothing of the pre-empted task reached the executor after it was pre-empted
     time.sleep(0.5)
-    t_pre = [i for i, s in enumerate(probe.got[topics.POLICY_STATUS.name]) if s["task_id"] == "pre-1" and s["state"] == topics.PREEMPTED][0]
-    assert t_pre >= 0
     with probe.lock:
         events = list(probe.got[topics.EXECUTOR_EVENT.name])
     first_new = next(i for i, e in enumerate(events) if e["task_id"] == "pre-2")
