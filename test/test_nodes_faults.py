@@ -139,19 +139,21 @@ def test_a_policy_whose_heartbeat_stops_mid_chunk_has_its_chunk_stopped(rig):
     heartbeat_timeout_s stops the chunk (the rig sends none; the chunk itself counts as one)."""
     from dataclasses import replace
 
-    executor = rig.graph.by_name["executor_node"]
-    kept = executor.config
-    executor.config = replace(kept, heartbeat_timeout_s=1.0)  # the rig's is 0 (off); LONG_CHUNK runs 3.4 s
+    executor, world = rig.graph.by_name["executor_node"], rig.graph.backend.world
+    kept, start = executor.config, world.gripper
+    executor.config = replace(kept, heartbeat_timeout_s=1.0)  # the rig's is 0 (off); the chunk runs 3.4 s
+    there_and_back = [[10.0, 0.0, 0.0, 1], [-10.0, 0.0, 0.0, 1]] * 4  # (later tests need room to move in x)
     try:
         for attempt in range(3):  # a late camera frame on a loaded machine can stop it first, for its own reason
-            tid = rig.start_chunk(f"silent-policy-{attempt}")
+            tid = rig.start_chunk(f"silent-policy-{attempt}", steps=there_and_back)
             final = rig.wait_event(tid, ("aborted", "done", "failed"))
             if "no camera frame" not in final["reason"]:
                 break
     finally:
         executor.config = kept
+        world.gripper_x, world.gripper_y, world.gripper_z = start  # where the next test expects it
     assert final["event"] == "aborted" and "no policy heartbeat" in final["reason"], final
-    assert 0 <= final["steps_executed"] < len(LONG_CHUNK)
+    assert 0 <= final["steps_executed"] < len(there_and_back)
 
 
 def test_a_chunk_planned_from_an_hour_old_frame_never_moves_the_robot(rig):
