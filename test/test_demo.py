@@ -57,9 +57,11 @@ def test_demo_runs_the_shipped_checkpoint_and_writes_bag_summary_and_video(tmp_p
     frames = imageio.mimread(str(out / "rollout.gif"))
     # identical consecutive frames are merged by the GIF writer
     assert 0 < len(frames) <= s["video_frames"] and frames[0].shape[0] >= 448
-    from PIL import Image
+    from PIL import Image, ImageSequence
 
-    assert Image.open(out / "rollout.gif").info["duration"] == 250  # ms a frame at the default 4 Hz (0 before)
+    # 250 ms a camera frame at the default 4 Hz (0 before); merged identical frames add theirs up
+    durations = [frame.info["duration"] for frame in ImageSequence.Iterator(Image.open(out / "rollout.gif"))]
+    assert sum(durations) == 250 * s["video_frames"] and all(d > 0 and d % 250 == 0 for d in durations), durations
 
 
 def test_demo_reports_the_simulators_verdict_not_the_verifiers(tmp_path):
