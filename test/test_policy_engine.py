@@ -382,12 +382,19 @@ def test_device_and_4bit_requests_are_checked(tiny) -> None:
         load_policy(PolicyConfig(model_path=str(model), load_in_4bit=True))
 
 
-def test_nothing_reaches_for_a_hub() -> None:
-    """What the hub library itself read, not only the environment: it reads HF_HUB_OFFLINE once,
-    when first imported."""
-    import huggingface_hub
+def test_nothing_reaches_for_a_hub(tiny, monkeypatch) -> None:
+    """Loading a model and its adapter opens no connection: every load is local_files_only.
+    (HF_HUB_OFFLINE alone is not enough: the hub library reads it once, when first imported,
+    which may be before this package sets it.)"""
+    import socket
 
-    assert os.environ.get("HF_HUB_OFFLINE") == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a network connection was attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    model, adapter = tiny
+    load_policy(PolicyConfig(model_path=str(model), adapter_path=str(adapter), device="cpu")).close()
 
 
 def test_random_adapter_is_saved_in_peft_format(tiny, tmp_path: Path) -> None:
