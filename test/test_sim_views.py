@@ -9,7 +9,7 @@ import pytest
 from vlm2vla_ros.sim.backend import SimBackend
 from vlm2vla_ros.sim.render import render
 from vlm2vla_ros.sim.scene import make_scene
-from vlm2vla_ros.sim.views import VIEW_FILE, read_model_view, write_model_view
+from vlm2vla_ros.sim.views import VIEW_FILE, image_size_problem, read_model_view, write_model_view
 
 
 def test_a_model_folder_without_the_file_was_trained_on_the_table_view(tmp_path):
@@ -74,7 +74,7 @@ def test_executor_limits_must_be_finite_and_positive():
         ({"sim_camera_rate_hz": 0.0}, "sim_camera_rate_hz must be a finite number > 0"),
         ({"heartbeat_timeout_s": float("nan")}, "heartbeat_timeout_s must be a finite number >= 0"),
         ({"heartbeat_timeout_s": -1.0}, "heartbeat_timeout_s must be a finite number >= 0"),
-        ({"image_width": 0}, r"image_width and image_height must be in \[32, 4096\]"),
+        ({"image_width": 0}, "image_width/image_height: image .* must be an integer from 32 to 4096 pixels"),
     ]:
         with pytest.raises(ValueError, match=why):
             ExecutorNodeConfig(**bad)
@@ -90,3 +90,12 @@ def test_a_chunk_report_carries_joints_only_when_they_are_numbers():
     assert _joints(JointState(0.5, 0.1234567, 0.0, -50.0)) == [0.5, 0.12346, 0.0, -50.0]
     assert _joints(JointState(0.5, float("nan"), 0.0, -50.0)) is None
     assert _joints(None) is None
+
+
+def test_one_image_size_check_names_the_side_and_takes_numpy_integers():
+    """The renderer, the sim camera source and the executor all ask this one check."""
+    assert image_size_problem(32, 4096) is None
+    assert image_size_problem(np.int64(224), np.int32(180)) is None
+    assert image_size_problem(224, 31) == "image height must be an integer from 32 to 4096 pixels, got 31"
+    for bad in (True, 224.0, "224", 4097):
+        assert image_size_problem(bad, 224).startswith("image width must be an integer")

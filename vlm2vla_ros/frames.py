@@ -44,12 +44,11 @@ class SimFrameSource(FrameSource):
     name = "sim"
 
     def __init__(self, backend: Any, width: int = 224, height: int = 224) -> None:
-        from .sim.views import MAX_SIDE, MIN_SIDE
+        from .sim.views import image_size_problem
 
-        if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-            raise FrameSourceError(
-                f"source 'sim' renders from {MIN_SIDE} to {MAX_SIDE} pixels a side, got {width}x{height}"
-            )
+        problem = image_size_problem(width, height)
+        if problem:
+            raise FrameSourceError(f"source 'sim': {problem}")
         self.backend, self.width, self.height = backend, width, height
 
     def read(self) -> np.ndarray | None:

@@ -34,7 +34,7 @@ from ..robot.embodiment import EmbodimentConfig
 from ..robot.gate import ChunkGate
 from ..robot.safety import camera_frame_problem
 from ..rollout import ChunkOrder, parse_chunk_payload
-from ..sim.views import MAX_SIDE, MIN_SIDE, TABLE_VIEW, check_view
+from ..sim.views import TABLE_VIEW, check_view, image_size_problem
 from ..topics import PayloadError, decode
 from .common import (
     EVENTS_QOS,
@@ -81,11 +81,9 @@ class ExecutorNodeConfig:
         real(self.heartbeat_timeout_s, "executor heartbeat_timeout_s", lo=0.0)
         real(self.max_chunk_image_age_s, "executor max_chunk_image_age_s", lo=0.0)
         positive(self.sim_action_scale, "executor sim_action_scale", hi=1.0)
-        if not (MIN_SIDE <= self.image_width <= MAX_SIDE and MIN_SIDE <= self.image_height <= MAX_SIDE):
-            raise ValueError(  # the simulated camera's sizes (sim.views), the only use of these
-                f"executor image_width and image_height must be in [{MIN_SIDE}, {MAX_SIDE}], "
-                f"got {self.image_width}x{self.image_height}"
-            )
+        problem = image_size_problem(self.image_width, self.image_height)
+        if problem:  # the simulated camera's size, the only use of these
+            raise ValueError(f"executor image_width/image_height: {problem}")
         if self.sim_camera and self.backend != "sim":
             raise ValueError("executor sim_camera needs backend 'sim'")
 

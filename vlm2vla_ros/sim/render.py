@@ -24,7 +24,7 @@ import unicodedata
 import cv2
 import numpy as np
 
-from vlm2vla_ros.sim.views import GRIPPER_VIEW, MAX_SIDE, MIN_SIDE, TABLE_VIEW, check_view
+from vlm2vla_ros.sim.views import GRIPPER_VIEW, TABLE_VIEW, check_view, image_size_problem
 from vlm2vla_ros.sim.world import BOWL, BOWL_WALL_M, PLATE, TABLE, SimObject, SimWorld
 
 OBLIQUE = 0.5  # image rise per metre of height, relative to a metre of depth
@@ -207,15 +207,9 @@ def _draw_gripper(img: np.ndarray, view: Projection, world: SimWorld) -> None:
 
 def render(world: SimWorld, width: int = 224, height: int = 224, view: str = TABLE_VIEW) -> np.ndarray:
     """The scene as an HxWx3 uint8 RGB image, in one of sim.views.VIEWS."""
-    for name, side in (("width", width), ("height", height)):
-        if (
-            isinstance(side, bool)
-            or not isinstance(side, (int, np.integer))
-            or not MIN_SIDE <= side <= MAX_SIDE
-        ):
-            raise ValueError(
-                f"image {name} must be an integer from {MIN_SIDE} to {MAX_SIDE} pixels, got {side!r}."
-            )
+    problem = image_size_problem(width, height)
+    if problem:
+        raise ValueError(f"{problem}.")
     camera = Projection.of(world, int(width), int(height), view)
     img = np.empty((int(height), int(width), 3), dtype=np.uint8)
     img[:] = FLOOR_RGB

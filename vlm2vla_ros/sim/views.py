@@ -4,12 +4,23 @@ configs and the backend can check a view without importing it."""
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 
 TABLE_VIEW, GRIPPER_VIEW = "table", "gripper"
 VIEWS = (TABLE_VIEW, GRIPPER_VIEW)
 MIN_SIDE, MAX_SIDE = 32, 4096
 """The image sides (pixels) the renderer draws; here so that the tools can refuse others without OpenCV."""
+
+
+def image_size_problem(width: object, height: object) -> str | None:
+    """Why the renderer cannot draw a width x height image, or None when it can. The one check
+    behind the renderer, the simulated camera source and the executor's simulated camera, so that
+    each refuses a size when it is configured, not on its first frame."""
+    for name, side in (("width", width), ("height", height)):
+        if isinstance(side, bool) or not isinstance(side, numbers.Integral) or not MIN_SIDE <= side <= MAX_SIDE:
+            return f"image {name} must be an integer from {MIN_SIDE} to {MAX_SIDE} pixels, got {side!r}"
+    return None
 
 
 def check_view(view: str) -> str:
