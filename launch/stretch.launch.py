@@ -77,7 +77,12 @@ def _verifier_params(config, model):
 
 
 def _nodes(context):
-    from vlm2vla_ros.nodes.bringup import launch_flag, unnamed_test_model_problem, untrained_model_problem
+    from vlm2vla_ros.nodes.bringup import (
+        action_limits_problem,
+        launch_flag,
+        unnamed_test_model_problem,
+        untrained_model_problem,
+    )
     from vlm2vla_ros.topics import ROLLOUT_TOPICS
 
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
@@ -90,9 +95,11 @@ def _nodes(context):
     adapter = {"adapter_path": arg["adapter"]} if arg["adapter"] else {}
     actions = []
     # the tiny random test model must not drive the real robot; the compute half alone cannot
-    # see the robot half's settings, so there it must be named
+    # see the robot half's settings, so there it must be named. Both halves: the policy may not
+    # write chunks the robot config rejects.
     if half == "all":
-        problem = untrained_model_problem(_params(config, arg["model"]), bool(sim), dry_run)
+        params = _params(config, arg["model"])
+        problem = untrained_model_problem(params, bool(sim), dry_run) or action_limits_problem(params)
     elif half == "compute":
         problem = unnamed_test_model_problem(_params(config, arg["model"]), arg["model"])
     else:

@@ -14,6 +14,7 @@ pytest.importorskip("rclpy")  # (bringup and policy_node are node modules)
 
 from vlm2vla_ros import shipped as shipped_module
 from vlm2vla_ros.nodes.bringup import (
+    action_limits_problem,
     build_graph,
     load_params,
     model_overrides,
@@ -153,3 +154,20 @@ def test_the_compute_half_runs_the_untrained_test_model_only_when_named():
     assert unnamed_test_model_problem(load_params(yaml_path, model_overrides("/models/vlm2vla", None)), "/models/vlm2vla") == ""
     with pytest.raises(ValueError, match="this compute half cannot see"):  # before any model loads
         build_graph(yaml_path, "compute", sim=False)
+
+
+def test_a_graph_whose_policy_may_write_chunks_the_robot_rejects_does_not_start(tmp_path):
+    """Both halves in one graph: the policy config's limits are checked against the executor's
+    robot config before any node, model or robot connection exists."""
+    yaml_path = str(Path(__file__).resolve().parents[1] / "config" / "vlm2vla.yaml")
+    assert action_limits_problem(load_params(yaml_path)) == ""  # the shipped configs agree
+    wide = tmp_path / "policy.yaml"
+    wide.write_text("limits: {max_abs_cm: 15.0}\n")
+    params = load_params(yaml_path, {"policy_node": {"policy_config": str(wide)}})
+    assert "moves of up to 15 cm a step" in action_limits_problem(params)
+    robot = tmp_path / "robot.yaml"
+    robot.write_text("safety: {max_abs_cm: 20.0}\n")  # the robot widened to match: agreed again
+    params["executor_node"]["robot_config"] = str(robot)
+    assert action_limits_problem(params) == ""
+    with pytest.raises(ValueError, match="moves of up to 15 cm a step"):
+        build_graph(yaml_path, "all", sim=True, overrides={"policy_node": {"model_path": "tiny", "policy_config": str(wide)}})

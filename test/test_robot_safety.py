@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vlm2vla_ros.action_language.types import ActionChunk, ActionStep
+from vlm2vla_ros.action_language.types import ActionChunk, ActionLimits, ActionStep
 from vlm2vla_ros.robot.config import RobotConfig
 from vlm2vla_ros.robot.embodiment import AxisMap, EmbodimentConfig, step_to_joint_delta
 from vlm2vla_ros.robot.interface import JointDelta, JointState, RobotStatus
@@ -18,6 +18,7 @@ from vlm2vla_ros.robot.safety import (
     camera_frame_problem,
     check_move,
     chunk_image_problem,
+    policy_limits_problem,
     validate_chunk,
 )
 
@@ -271,3 +272,21 @@ def test_a_chunk_planned_from_a_frame_far_behind_the_newest_is_refused():
     assert chunk_image_problem(newest - 3600 * s, newest, 0.0) == ""
     assert chunk_image_problem(0, newest, 30.0) == ""
     assert chunk_image_problem(newest - 3600 * s, None, 30.0) == ""
+
+
+def test_a_policy_allowed_more_than_the_robot_is_named_before_the_graph_starts():
+    """Its chunks would be rejected whole mid-task; the shipped pair agrees, a narrower policy is fine."""
+    robot = RobotConfig.from_yaml(REPO_CONFIG).safety
+    assert policy_limits_problem(ActionLimits(), robot) == ""
+    assert policy_limits_problem(ActionLimits(max_abs_cm=5.0, max_steps=4), robot) == ""
+    assert policy_limits_problem(ActionLimits(max_abs_cm=10.04), robot) == ""  # writes at most 10.0 at 1 decimal
+    wide = policy_limits_problem(ActionLimits(max_abs_cm=15.0), robot)
+    assert "moves of up to 15 cm a step (the robot's safety.max_abs_cm is 10)" in wide
+    assert "steps a chunk" not in wide and "narrow the policy config's limits" in wide
+    long = policy_limits_problem(ActionLimits(max_steps=20), SafetyConfig(max_steps=8))
+    assert "20 steps a chunk (the robot's safety.max_steps is 8)" in long and "cm a step" not in long
+    both = policy_limits_problem(ActionLimits(max_abs_cm=15.0, max_steps=20), SafetyConfig(max_steps=8))
+    assert "cm a step" in both and "steps a chunk" in both
+    # what the policy may write really is refused by the robot's check, which the sentence predicts
+    report = validate_chunk(chunk((15.0, 0.0, 0.0, 1)), READY, EmbodimentConfig(), robot)
+    assert not report.ok and "beyond the action range" in report.reason

@@ -149,6 +149,22 @@ def unnamed_test_model_problem(params: dict[str, dict[str, Any]], model_arg: str
             "(model:=<folder>), or model:=tiny to run it knowingly against a robot half with dry_run:=true or sim:=true")
 
 
+def action_limits_problem(params: dict[str, dict[str, Any]]) -> str:
+    """'' unless the policy's config lets it write chunks the executor's robot config rejects
+    (robot.safety.policy_limits_problem). Only a graph with both halves can check this; each half
+    alone still refuses such a chunk, with the reason, when it comes."""
+    from ..action_language.types import ActionLimits
+    from ..policy.config import PolicyConfig
+    from ..robot.config import RobotConfig
+    from ..robot.safety import policy_limits_problem
+    from .common import config_path
+
+    policy_yaml = str(params.get("policy_node", {}).get("policy_config", ""))
+    robot_yaml = str(params.get("executor_node", {}).get("robot_config", "")) or config_path("stretch_re1.yaml")
+    limits = PolicyConfig.from_yaml(policy_yaml).limits if policy_yaml else ActionLimits()
+    return policy_limits_problem(limits, RobotConfig.from_yaml(robot_yaml).safety)
+
+
 def policy_model_view(params: dict[str, dict[str, Any]]) -> str:
     """The camera view the policy node's model was trained on (sim.views.VIEW_FILE in its
     folder; the whole table when it does not say), for a simulated camera that shows the same."""
@@ -193,7 +209,7 @@ def build_graph(
 
     if engine is None:  # one graph knows both the model and the robot; the compute half alone does not
         named = str((overrides or {}).get("policy_node", {}).get("model_path", ""))
-        problem = (untrained_model_problem(params, sim, None) if half == "all"
+        problem = (untrained_model_problem(params, sim, None) or action_limits_problem(params) if half == "all"
                    else unnamed_test_model_problem(params, named) if half == "compute" else "")
         if problem:
             raise ValueError(problem)

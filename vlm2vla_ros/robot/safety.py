@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..action_language.types import ActionChunk, ActionStep
+from ..action_language.types import ActionChunk, ActionLimits, ActionStep
 from ..checks import boolean, check_keys, integer, positive, real
 from .embodiment import GRIPPER_PCT_RANGE, JOINTS, EmbodimentConfig, map_step
 from .interface import JointDelta, JointState, RobotStatus
@@ -240,6 +240,25 @@ def status_problem(status: Any, cfg: SafetyConfig) -> str:
     if cfg.require_homed and status.homed is not True:
         return "the robot is not homed: run stretch_robot_home.py first (this code never homes by itself)"
     return ""
+
+
+def policy_limits_problem(limits: ActionLimits, safety: SafetyConfig) -> str:
+    """'' when every chunk a policy held to `limits` may write passes this robot's garbage checks,
+    else one sentence saying what to change. A policy allowed more than the robot is safe (the
+    executor rejects those chunks whole) but fails its tasks mid-run, so a graph that knows both
+    configs refuses to start instead."""
+    largest_cm = limits.max_units / 10**limits.decimals  # what the grammar can write, not the asked bound
+    wider = []
+    if largest_cm > safety.max_abs_cm:
+        wider.append(f"moves of up to {largest_cm:g} cm a step (the robot's safety.max_abs_cm is {safety.max_abs_cm:g})")
+    if limits.max_steps > safety.max_steps:
+        wider.append(f"{limits.max_steps} steps a chunk (the robot's safety.max_steps is {safety.max_steps})")
+    if not wider:
+        return ""
+    return ("the policy's action limits allow " + " and ".join(wider) + ", which the executor rejects as garbage, "
+            "failing the task mid-run: narrow the policy config's limits (max_abs_cm, max_steps; its decoder then "
+            "never writes beyond them) or widen the robot config's safety section. To move the robot less, lower "
+            "embodiment.action_scale or safety.max_step_m instead, which scale or clip")
 
 
 def _step_problem(i: int, step: Any, max_abs_cm: float) -> str:
