@@ -237,6 +237,37 @@ def test_a_stage_mix_takes_each_stage_from_its_own_engine():
         expert.cycle(None, "", "lift the moon")
 
 
+def test_the_closed_loop_keeps_the_policy_nodes_rules():
+    """The episode is rollout.TaskRun's: the node's per-subtask retry limit ends it when given,
+    and without one the cycle limit alone does, as in the documented protocol."""
+    from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
+
+    expert = ExpertReplay("pick_up", 50000, alone=True)
+    limited = closed_loop_episode(StageMix(expert, expert, _Stage(advance=False)), "pick_up", 50000, max_cycles=10,
+                                  image_size=32, alone=True, max_retries_per_subtask=2)
+    assert limited["cycles"] == 3 and limited["subtasks_done"] == 0 and not limited["success"]
+    assert limited["ended"] == "subtask 1 ('move above the pink block') not done after 2 retries"
+    unlimited = closed_loop_episode(StageMix(expert, expert, _Stage(advance=False)), "pick_up", 50000, max_cycles=10,
+                                    image_size=32, alone=True)
+    assert unlimited["cycles"] == 10 and unlimited["ended"] == "cycle limit"
+
+
+class _Restarting(_Stage):
+    def restart_sampling(self):
+        self.calls.append("restart")
+
+
+def test_each_episode_samples_as_it_would_alone():
+    """Every engine of a closed-loop episode restarts its sampling once, before the subtasks, as
+    the policy node does at each task: an episode does not depend on those before it."""
+    from vlm2vla_ros.training.evaluate import StageMix, closed_loop_episode
+
+    policy, judge = _Restarting(["move above the pink block"], [(0.0, 0.0, 0.0, 1)]), _Restarting(advance=True)
+    for _ in range(2):
+        closed_loop_episode(StageMix(policy, policy, judge), "pick_up", 50000, max_cycles=3, image_size=32, alone=True)
+    assert policy.calls == ["restart", "subtasks", "cycle"] * 2 and judge.calls == ["restart", "verify"] * 2
+
+
 def test_the_simulator_judging_replaces_the_engines_verifier():
     from vlm2vla_ros.miniature.vqa import simulator_verdict
     from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode
@@ -397,8 +428,8 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
 
     seen = {}
 
-    def closed_loop(engine, kinds, seeds, max_cycles, image_size, progress=False, view=None):
-        seen["engine"] = engine
+    def closed_loop(engine, kinds, seeds, max_cycles, image_size, progress=False, view=None, **rules):
+        seen["engine"], seen["rules"] = engine, rules
         return {"pick_up": 0.5}, [{"task_kind": "pick_up", "success": s % 2 == 0} for s in seeds]
 
     monkeypatch.setattr(evaluate, "closed_loop_eval", closed_loop)
@@ -416,8 +447,17 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
     assert (engine.subtasks_from, engine.cycles_from, engine.verifier) == (policy, policy, verifier)
     assert policy.closed and verifier.closed
     report = (out / "report.md").read_text()
+    # no retry limit but the cycles' unless given
+    assert seen["rules"] == {"max_retries_per_subtask": None}
+    assert "the cycle limit alone ends an episode" in report
     assert f"Verdicts from `{judge}`" in report and "| pick_up | 0.50 | 0.15-0.85 | 4 |" in report
     assert "pick_up 0.50 (0.15-0.85, 4 episodes)" in capsys.readouterr().out
+    # the policy node's retry limit
+    argv[argv.index(str(out))] = str(tmp_path / "report2")
+    assert main([*argv, "--max-retries-per-subtask", "3"]) == 0
+    assert seen["rules"] == {"max_retries_per_subtask": 3}
+    report = (tmp_path / "report2" / "report.md").read_text()
+    assert "an episode ends at the cycle limit or when a subtask is retried more than 3 times" in report
 
 
 def test_eval_mini_is_the_shipped_checkpoint_and_its_verifier(tmp_path, monkeypatch, stub_engine):

@@ -265,6 +265,31 @@ def test_a_task_under_the_running_tasks_id_is_refused_under_a_fresh_one():
         assert [s["state"] for s in statuses if s["task_id"] == "live-1"][-1] == topics.RUNNING  # still running
 
 
+class RestartingEngine(ScriptedEngine):
+    """ScriptedEngine that records when its sampling restarts and when it writes subtasks."""
+
+    def __init__(self):
+        self.calls = []
+
+    def restart_sampling(self):
+        self.calls.append("restart")
+
+    def subtasks(self, image, task):
+        self.calls.append("subtasks")
+        return super().subtasks(image, task)
+
+
+def test_every_task_samples_as_it_would_alone():
+    """Sampling seeds restart before each task's first generation, as in the evaluation's episodes."""
+    engine = RestartingEngine()
+    with policy_probed(engine=engine) as (_probe, pubs, chunks, _statuses, frame, seen):
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "alone-1")))
+        wait_until(lambda: chunks, "the first task's chunk", seen, frame)
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "alone-2")))  # pre-empts it
+        wait_until(lambda: any(c["task_id"] == "alone-2" for c in chunks), "the second task's chunk", seen, frame)
+    assert engine.calls == ["restart", "subtasks"] * 2
+
+
 @contextmanager
 def verifier_probed(monkeypatch, *parameters):
     """The vlm verifier node on SeeingEngine, spinning with a probe that records its verdicts and

@@ -217,6 +217,30 @@ def test_warm_up_runs_every_stage_leaves_seeds_alone_and_only_real_failures_rais
         PolicyEngine(GarbageBackend(PolicyError("server down")), config).warm_up()
 
 
+def test_restarted_sampling_draws_the_seeds_a_fresh_engine_draws() -> None:
+    """Each task and evaluation episode samples as it would alone (restart_sampling)."""
+    config = PolicyConfig(model_path="unused", max_retries=2, seed=7)
+    seeds = []
+
+    class SeedRecording(GarbageBackend):
+        def generate(self, request):
+            seeds.append(request.seed)  # as asked: a retry reuses the request with a new seed
+            return super().generate(request)
+
+    engine = PolicyEngine(SeedRecording(), config)
+
+    def task_seeds():
+        start = len(seeds)
+        with pytest.raises(PolicyError):
+            engine.cycle(camera(0), "pick up the block", "Grasp the block")
+        return seeds[start:]
+
+    first = task_seeds()
+    assert first == [7, 8, 9] and task_seeds() == [10, 11, 12]  # plan, then the chunk tried twice
+    engine.restart_sampling()
+    assert task_seeds() == first
+
+
 def test_a_greedy_stage_is_tried_once_and_a_sampled_one_up_to_max_retries() -> None:
     """A retry of a greedy stage would write the same unusable answer again, max_retries times."""
     config = PolicyConfig(model_path="unused", max_retries=3)

@@ -153,6 +153,13 @@ class PolicyEngine:
         with self._lock:
             self._calls = count
 
+    def restart_sampling(self) -> None:
+        """Sampling seeds start again from config.seed, at the start of every task (policy node)
+        and closed-loop episode (evaluation): a task samples as it would alone, so an episode of
+        an evaluation does not depend on the episodes before it, and the demo run on a scene
+        draws what the evaluation drew there."""
+        self.calls = 0
+
     def warm_up(self) -> float:
         """Run every stage once on a grey image and return the seconds it took; answers unused.
 

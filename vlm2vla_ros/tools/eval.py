@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sim-seeds", type=positive_int, default=10, help="scenes per task kind")
     ap.add_argument("--sim-first-seed", type=int, default=10_000, help="far from the seeds used for training data")
     ap.add_argument("--max-cycles", type=positive_int, default=20, help="cycle limit of each closed-loop episode")
+    ap.add_argument("--max-retries-per-subtask", type=positive_int, default=None,
+                    help="fail an episode when one subtask is retried more often, as the policy node does (its "
+                    "max_retries_per_subtask, 3); default: the cycle limit alone, the protocol of docs/miniature.md")
     ap.add_argument("--verifier-model", default=None,
                     help="model folder that judges the closed loop's subtasks ('mini': the shipped verifier of its "
                     "own); default: the base with the adapter off")
@@ -146,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             judged_by = engine if verifier is None else evaluate.StageMix(engine, engine, verifier)
             rates, records = evaluate.closed_loop_eval(
                 judged_by, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
+                max_retries_per_subtask=args.max_retries_per_subtask,
             )
-            results["closed_loop"] = {"success_rate": rates, "episodes": records, "verifier": verifier_model}
+            results["closed_loop"] = {"success_rate": rates, "episodes": records, "verifier": verifier_model,
+                                      "max_retries_per_subtask": args.max_retries_per_subtask}
         if vqa_items:
             part = "VQA"
             vqa, rows = evaluate.vqa_retention(engine, vqa_items, progress=True)

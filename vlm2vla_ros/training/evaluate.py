@@ -132,9 +132,12 @@ def evaluation_scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = TABLE_VIEW,
-    judge: Callable[[Any, Any, str], bool] | None = None,
+    judge: Callable[[Any, Any, str], bool] | None = None, max_retries_per_subtask: int | None = None,
 ) -> dict[str, Any]:
-    """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle).
+    """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle),
+    its cycles, retries and end kept by rollout.TaskRun, the policy node's own state machine.
+    max_retries_per_subtask: the node's limit of that name (3 in its config); None leaves only
+    the cycle limit, the protocol of the documented figures (docs/miniature.md).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
     of the named block among others. on_verdict(world, task, subtask index, advance) sees each
     verdict with the world it judged, to score the verifier against the simulator. view: the
@@ -142,36 +145,43 @@ def closed_loop_episode(
     task, subtask): a verdict from the world itself in place of engine.verify (privileged; it
     stands in for a verifier outside the policy, as the paper's is)."""
     from vlm2vla_ros.policy import PolicyError
+    from vlm2vla_ros.rollout import TaskRun
+    from vlm2vla_ros.topics import RUNNING, SUCCEEDED
 
     world, task = evaluation_scene(task_kind, seed, alone)
     backend, executor = _sim_robot(world, view)
     instruction = task.instruction(lang)
+    # a subtask can be retried at most max_cycles - 1 times: that many is no limit of its own
+    retries = max_cycles if max_retries_per_subtask is None else max_retries_per_subtask
+    run = TaskRun(f"{task_kind}-{seed}", instruction, retries, max_cycles)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
                               "cycles": 0, "ended": ""}
     try:
-        subtasks = engine.subtasks(backend.render(image_size, image_size), instruction).subtasks
-        record["subtasks"] = subtasks
-        index = 0
-        while record["cycles"] < max_cycles and index < len(subtasks):
-            record["cycles"] += 1
+        restart_sampling(engine)  # as the policy node does at every task
+        run.set_subtasks(engine.subtasks(backend.render(image_size, image_size), instruction).subtasks)
+        record["subtasks"] = run.subtasks
+        while run.state == RUNNING:
+            cycle, index, subtask = run.cycle + 1, run.index, run.subtask
+            record["cycles"] = cycle  # begun, so a cycle the model failed in counts too
             before = backend.render(image_size, image_size)
-            cycle = engine.cycle(before, instruction, subtasks[index])
-            report = executor.execute(cycle.chunk)
-            if report.status != "done":
+            chunk = engine.cycle(before, instruction, subtask).chunk
+            run.chunk_sent(cycle)
+            report = executor.execute(chunk)
+            if not run.executed(cycle, report.status, report.reason) or run.state != RUNNING:
                 record["ended"] = f"executor {report.status}: {report.reason}"
                 break
             after = backend.render(image_size, image_size)
-            following = subtasks[index + 1] if index + 1 < len(subtasks) else ""
+            following = run.next_subtask
             if judge is None:
-                advance = engine.verify(before, after, subtasks[index], following).advance
+                advance = engine.verify(before, after, subtask, following).advance
             else:
-                advance = judge(backend.world, task, subtasks[index])
+                advance = judge(backend.world, task, subtask)
             if on_verdict is not None:
                 on_verdict(backend.world, task, index, advance)
-            if advance:
-                index += 1
-        record["subtasks_done"] = index
-        record["ended"] = record["ended"] or ("all subtasks done" if index >= len(subtasks) else "cycle limit")
+            run.verdict(cycle, advance)
+        record["subtasks_done"] = len(run.subtasks) if run.state == SUCCEEDED else run.index
+        record["ended"] = record["ended"] or ("all subtasks done" if run.state == SUCCEEDED else
+                                              "cycle limit" if run.message.startswith("cycle limit") else run.message)
     except PolicyError as exc:
         record["ended"] = f"policy error: {exc}"
     finally:
@@ -256,6 +266,17 @@ class StageMix:
     def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
         return self.verifier.verify(before, after, subtask, next_subtask)
 
+    def restart_sampling(self) -> None:
+        restart_sampling(self.subtasks_from, self.cycles_from, self.verifier)
+
+
+def restart_sampling(*engines: Any) -> None:
+    """PolicyEngine.restart_sampling on each engine that samples (stand-ins such as ExpertReplay
+    do not), once each."""
+    for engine in {id(e): e for e in engines}.values():
+        if hasattr(engine, "restart_sampling"):
+            engine.restart_sampling()
+
 
 def named_only(world: Any, task: Any) -> Any:
     """The world with only the objects the task names (the gripper as it was): a scene where
@@ -327,16 +348,26 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def retry_rules(closed: dict[str, Any]) -> str:
+    """What ended a closed-loop report's episodes besides success, in words (a report from before
+    max_retries_per_subtask was written had the cycle limit alone)."""
+    limit = closed.get("max_retries_per_subtask")
+    return "the cycle limit alone ends an episode" if limit is None else (
+        f"an episode ends at the cycle limit or when a subtask is retried more than {limit} times")
+
+
 def closed_loop_eval(
     engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False,
-    view: str = TABLE_VIEW,
+    view: str = TABLE_VIEW, max_retries_per_subtask: int | None = None,
 ) -> tuple:
-    """({kind: success rate}, episode records); the camera in `view`, the policy's own."""
+    """({kind: success rate}, episode records); the camera in `view`, the policy's own;
+    max_retries_per_subtask as closed_loop_episode's."""
     from tqdm import tqdm
 
     jobs = [(kind, seed) for kind in task_kinds for seed in seeds]
     records = [
-        closed_loop_episode(engine, kind, seed, max_cycles, image_size, view=view)
+        closed_loop_episode(engine, kind, seed, max_cycles, image_size, view=view,
+                            max_retries_per_subtask=max_retries_per_subtask)
         for kind, seed in tqdm(jobs, desc="closed loop", disable=not progress)
     ]
     rates = {kind: float(np.mean([r["success"] for r in records if r["task_kind"] == kind])) for kind in task_kinds}
@@ -487,6 +518,7 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
         verifier = closed.get("verifier")
         lines += ["## Closed loop in the simulator", "",
                   f"Verdicts from {'`' + verifier + '`' if verifier else 'the base (the adapter off)'}; "
+                  f"{retry_rules(closed)}; "
                   "the interval is the 95% Wilson interval of the rate over its episodes.", "",
                   "| task kind | success rate | 95% interval | episodes |", "|---|---|---|---|"]
         for kind, rate in closed["success_rate"].items():
