@@ -253,8 +253,8 @@ def test_the_closed_loop_keeps_the_policy_nodes_rules():
 
 
 class _Restarting(_Stage):
-    def restart_sampling(self):
-        self.calls.append("restart")
+    def restart_sampling(self, key):
+        self.calls.append(f"restart {key}")
 
 
 def test_each_episode_samples_as_it_would_alone():
@@ -265,7 +265,8 @@ def test_each_episode_samples_as_it_would_alone():
     policy, judge = _Restarting(["move above the pink block"], [(0.0, 0.0, 0.0, 1)]), _Restarting(advance=True)
     for _ in range(2):
         closed_loop_episode(StageMix(policy, policy, judge), "pick_up", 50000, max_cycles=3, image_size=32, alone=True)
-    assert policy.calls == ["restart", "subtasks", "cycle"] * 2 and judge.calls == ["restart", "verify"] * 2
+    assert policy.calls == ["restart pick_up-50000", "subtasks", "cycle"] * 2
+    assert judge.calls == ["restart pick_up-50000", "verify"] * 2
 
 
 def test_the_simulator_judging_replaces_the_engines_verifier():

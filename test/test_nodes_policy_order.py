@@ -271,8 +271,8 @@ class RestartingEngine(ScriptedEngine):
     def __init__(self):
         self.calls = []
 
-    def restart_sampling(self):
-        self.calls.append("restart")
+    def restart_sampling(self, key):
+        self.calls.append(f"restart {key}")
 
     def subtasks(self, image, task):
         self.calls.append("subtasks")
@@ -280,14 +280,15 @@ class RestartingEngine(ScriptedEngine):
 
 
 def test_every_task_samples_as_it_would_alone():
-    """Sampling seeds restart before each task's first generation, as in the evaluation's episodes."""
+    """Sampling seeds restart, keyed by the task's id, before each task's first generation, as in
+    the evaluation's episodes."""
     engine = RestartingEngine()
     with policy_probed(engine=engine) as (_probe, pubs, chunks, _statuses, frame, seen):
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "alone-1")))
         wait_until(lambda: chunks, "the first task's chunk", seen, frame)
         pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward", "alone-2")))  # pre-empts it
         wait_until(lambda: any(c["task_id"] == "alone-2" for c in chunks), "the second task's chunk", seen, frame)
-    assert engine.calls == ["restart", "subtasks"] * 2
+    assert engine.calls == ["restart alone-1", "subtasks", "restart alone-2", "subtasks"]
 
 
 @contextmanager

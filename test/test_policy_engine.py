@@ -235,10 +235,20 @@ def test_restarted_sampling_draws_the_seeds_a_fresh_engine_draws() -> None:
             engine.cycle(camera(0), "pick up the block", "Grasp the block")
         return seeds[start:]
 
+    assert task_seeds() == [7, 8, 9] and task_seeds() == [10, 11, 12]  # plan, then the chunk tried twice
+    engine.restart_sampling("pick_up-3")
     first = task_seeds()
-    assert first == [7, 8, 9] and task_seeds() == [10, 11, 12]  # plan, then the chunk tried twice
-    engine.restart_sampling()
+    assert first[1:] == [first[0] + 1, first[0] + 2] and first[0] not in range(7, 13)
+    engine.restart_sampling("pick_up-4")  # another task: other seeds
+    assert not set(task_seeds()) & set(first)
+    engine.restart_sampling("pick_up-3")  # the same task again: the same seeds
     assert task_seeds() == first
+    other = PolicyEngine(SeedRecording(), config.replace(seed=8))  # another policy seed: other seeds again
+    other.restart_sampling("pick_up-3")
+    start = len(seeds)
+    with pytest.raises(PolicyError):
+        other.cycle(camera(0), "pick up the block", "Grasp the block")
+    assert not set(seeds[start:]) & set(first)
 
 
 def test_a_greedy_stage_is_tried_once_and_a_sampled_one_up_to_max_retries() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -66,6 +67,7 @@ class PolicyEngine:
         self.config = config
         self._lock = threading.Lock()
         self._calls = 0
+        self._seed_offset = 0  # restart_sampling's, from the task's key
         limits = config.limits
         extreme = -limits.max_units / 10**limits.decimals
         longest = ActionStep(extreme, extreme, extreme, 0)
@@ -153,12 +155,15 @@ class PolicyEngine:
         with self._lock:
             self._calls = count
 
-    def restart_sampling(self) -> None:
-        """Sampling seeds start again from config.seed, at the start of every task (policy node)
-        and closed-loop episode (evaluation): a task samples as it would alone, so an episode of
-        an evaluation does not depend on the episodes before it, and the demo run on a scene
-        draws what the evaluation drew there."""
-        self.calls = 0
+    def restart_sampling(self, key: str) -> None:
+        """Start a task's own sampling seeds, at the start of every task (the policy node's key: the
+        task id) and closed-loop episode (the evaluation's: "kind-seed", the demo's task id): a task
+        samples as it would alone, so an episode of an evaluation does not depend on the episodes
+        before it, and the demo run on a scene draws what the evaluation drew there. The key's hash
+        sets where the seeds start, so different tasks draw independent samples."""
+        offset = zlib.crc32(f"{self.config.seed}:{key}".encode()) % 2**30
+        with self._lock:
+            self._seed_offset, self._calls = offset, 0
 
     def warm_up(self) -> float:
         """Run every stage once on a grey image and return the seconds it took; answers unused.
@@ -218,7 +223,7 @@ class PolicyEngine:
         tries = self.config.max_retries if request.sampling.temperature > 0 else 1
         for _ in range(tries):
             with self._lock:
-                request.seed = self.config.seed + self._calls
+                request.seed = self.config.seed + self._seed_offset + self._calls
                 self._calls += 1
                 generation = self.backend.generate(request)
             seconds += generation.seconds

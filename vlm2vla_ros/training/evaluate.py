@@ -129,6 +129,12 @@ def evaluation_scene(task_kind: str, seed: int, alone: bool) -> tuple[Any, Any]:
     return (named_only(world, task) if alone else world), task
 
 
+def episode_key(task_kind: str, seed: int) -> str:
+    """A closed-loop episode's task id, and so its sampling seeds' key (PolicyEngine.restart_sampling):
+    the demo sends its scene's task under the same id, so it draws what the evaluation drew."""
+    return f"{task_kind}-{seed}"
+
+
 def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = TABLE_VIEW,
@@ -153,11 +159,11 @@ def closed_loop_episode(
     instruction = task.instruction(lang)
     # a subtask can be retried at most max_cycles - 1 times: that many is no limit of its own
     retries = max_cycles if max_retries_per_subtask is None else max_retries_per_subtask
-    run = TaskRun(f"{task_kind}-{seed}", instruction, retries, max_cycles)
+    run = TaskRun(episode_key(task_kind, seed), instruction, retries, max_cycles)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
                               "cycles": 0, "ended": ""}
     try:
-        restart_sampling(engine)  # as the policy node does at every task
+        restart_sampling(run.task_id, engine)  # as the policy node does at every task, by its id
         run.set_subtasks(engine.subtasks(backend.render(image_size, image_size), instruction).subtasks)
         record["subtasks"] = run.subtasks
         while run.state == RUNNING:
@@ -266,16 +272,16 @@ class StageMix:
     def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
         return self.verifier.verify(before, after, subtask, next_subtask)
 
-    def restart_sampling(self) -> None:
-        restart_sampling(self.subtasks_from, self.cycles_from, self.verifier)
+    def restart_sampling(self, key: str) -> None:
+        restart_sampling(key, self.subtasks_from, self.cycles_from, self.verifier)
 
 
-def restart_sampling(*engines: Any) -> None:
-    """PolicyEngine.restart_sampling on each engine that samples (stand-ins such as ExpertReplay
-    do not), once each."""
+def restart_sampling(key: str, *engines: Any) -> None:
+    """PolicyEngine.restart_sampling(key) on each engine that samples (stand-ins such as
+    ExpertReplay do not), once each."""
     for engine in {id(e): e for e in engines}.values():
         if hasattr(engine, "restart_sampling"):
-            engine.restart_sampling()
+            engine.restart_sampling(key)
 
 
 def named_only(world: Any, task: Any) -> Any:
