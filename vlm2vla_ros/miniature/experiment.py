@@ -624,7 +624,7 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
     """Held-out seeds of a task kind (consecutive from eval_first_seed, skipping scenes
     make_scene cannot lay out). Never used for training; but findings 34-43 (docs/miniature.md)
     compared settings on the first 100 pick-up scenes from 50000, so for the recipe they are
-    validation scenes. Seeds from 60000 on are its untouched test (finding 44)."""
+    validation scenes. Seeds from 60000 on are its test (findings 44 and 46; 60000-60199 are used)."""
     from .vqa import scene_exists
 
     n = config.pick_up_seeds if kind == "pick_up" else config.eval_seeds
@@ -1501,8 +1501,8 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
         "## Closed-loop success in the simulator (held-out seeds)",
         "",
         f"Seeds from {c['eval_first_seed']} on, never used for training; findings 34-43 of docs/miniature.md chose the "
-        "recipe's settings on pick-up scenes 50000-50099, so there they are validation scenes (an untouched test: seeds "
-        "from 60000, finding 44). Success is the simulator's own check. "
+        "recipe's settings on pick-up scenes 50000-50099, so there they are validation scenes (the test: seeds from "
+        "60000, findings 44 and 46). Success is the simulator's own check. "
         f"Spanish instructions were never seen with actions. {RATE_NOTE}",
         "",
         "| task kind | language | episodes | VLM2VLA | baseline |",
