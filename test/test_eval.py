@@ -250,6 +250,11 @@ def test_the_closed_loop_keeps_the_policy_nodes_rules():
     unlimited = closed_loop_episode(StageMix(expert, expert, _Stage(advance=False)), "pick_up", 50000, max_cycles=10,
                                     image_size=32, alone=True)
     assert unlimited["cycles"] == 10 and unlimited["ended"] == "cycle limit"
+    once = closed_loop_episode(StageMix(expert, expert, _Stage(advance=False)), "pick_up", 50000, max_cycles=10,
+                               image_size=32, alone=True, max_retries_per_subtask=0)
+    assert once["cycles"] == 1 and "not done after 0 retries" in once["ended"]
+    with pytest.raises(ValueError, match="max_cycles must be >= 1"):
+        closed_loop_episode(expert, "pick_up", 50000, max_cycles=0, image_size=32)
 
 
 class _Restarting(_Stage):

@@ -55,6 +55,8 @@ def test_from_dict_reads_nested_sections() -> None:
         ({"model_path": "/m", "limits": {"max_steps": 0}}, "max_steps must be a positive integer"),
         ({"model_path": "/m", "openai": {"base_url": "localhost:8000"}}, "base_url must start with http"),
         ({"model_path": "/m", "chunk": 0.5}, "section 'chunk' must be a mapping"),
+        ({"model_path": "/m", "seed": -1}, r"seed must be an integer from 0 to 2\*\*30 - 1"),
+        ({"model_path": "/m", "seed": 2**30}, r"seed must be an integer from 0 to 2\*\*30 - 1"),
     ],
 )
 def test_bad_settings_are_named(data: dict, message: str) -> None:

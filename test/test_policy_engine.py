@@ -243,12 +243,21 @@ def test_restarted_sampling_draws_the_seeds_a_fresh_engine_draws() -> None:
     assert not set(task_seeds()) & set(first)
     engine.restart_sampling("pick_up-3")  # the same task again: the same seeds
     assert task_seeds() == first
-    other = PolicyEngine(SeedRecording(), config.replace(seed=8))  # another policy seed: other seeds again
-    other.restart_sampling("pick_up-3")
-    start = len(seeds)
-    with pytest.raises(PolicyError):
-        other.cycle(camera(0), "pick up the block", "Grasp the block")
-    assert not set(seeds[start:]) & set(first)
+    engine.restart_sampling("pick_up-3")
+    with pytest.raises(PolicyError):  # a greedy verdict draws nothing and leaves the count alone
+        engine.verify(camera(0), camera(1), "Grasp the block", "Lift it")
+    assert engine.calls == 0 and task_seeds() == first
+    state = engine.sampling_state  # what a resumed experiment hands on
+    fresh = PolicyEngine(SeedRecording(), config)
+    fresh.sampling_state = state
+    engine = fresh
+    assert task_seeds()[0] == first[0] + 3
+    engine = PolicyEngine(SeedRecording(), config)  # a fresh engine on the same task: the same seeds
+    engine.restart_sampling("pick_up-3")
+    assert task_seeds() == first
+    engine = PolicyEngine(SeedRecording(), config.replace(seed=8))  # another policy seed: other seeds again
+    engine.restart_sampling("pick_up-3")
+    assert not set(task_seeds()) & set(first)
 
 
 def test_a_greedy_stage_is_tried_once_and_a_sampled_one_up_to_max_retries() -> None:

@@ -1065,7 +1065,7 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             if head is not None:
                 torch.save(head.linear.state_dict(), folder / name / "place_head.pt")
         return {"next_seed": next_seed, "next_verify_seed": next_verify_seed, "next_bind_seed": next_bind_seed, "model": name,
-                "engine_calls": [engine.calls for engine in engines] if engines else None}
+                "engine_calls": [list(engine.sampling_state) for engine in engines] if engines else None}
 
     run.keep = keep
     if not state:
@@ -1271,8 +1271,9 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             f"baseline {acc['baseline']['accuracy']:.3f}; adapter off = base: {acc['adapter_off_answers_equal_base']}")
     if engines is None:  # a resumed run: loaded before the random generators are restored, as in one never stopped
         engines = vlm2vla, base_engine, baseline = load_engines()
-        for engine, calls in zip(engines, state["counters"]["engine_calls"]):
-            engine.calls = calls  # their sampling seeds go on where the stopped run's were
+        for engine, sampling in zip(engines, state["counters"]["engine_calls"]):
+            # their sampling seeds go on where the stopped run's were (a bare count: a run from before finding 46)
+            engine.sampling_state = (0, sampling) if isinstance(sampling, int) else tuple(sampling)
     baseline_policy = StageMix(baseline, baseline, base_engine)  # the base judges, as for VLM2VLA
     for _ in run.stage("evaluation: closed loop (VLM2VLA)"):
         metrics["closed_loop_vlm2vla"] = closed_loop(every_scene(vlm2vla), c, log, "VLM2VLA")

@@ -112,8 +112,10 @@ class PolicyConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 1:
             raise ValueError(f"max_retries must be a positive integer, got {self.max_retries!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**30:
+            # each task's seeds start up to 2**30 above it (PolicyEngine.restart_sampling): below 2**31 in all,
+            # which a server's 32-bit seed field holds
+            raise ValueError(f"seed must be an integer from 0 to 2**30 - 1, got {self.seed!r}")
         if isinstance(self.static_cache_tokens, bool) or not isinstance(self.static_cache_tokens, int) or self.static_cache_tokens < 0:
             raise ValueError(f"static_cache_tokens must be an integer >= 0 (0: off), got {self.static_cache_tokens!r}")
         for name in ("load_in_4bit", "constrained", "reuse_prefix"):

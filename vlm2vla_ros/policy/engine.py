@@ -146,14 +146,23 @@ class PolicyEngine:
 
     @property
     def calls(self) -> int:
-        """Generations so far: the n-th samples with seed config.seed + n, so an engine given
-        another's count (a resumed experiment's) samples on as that one would have."""
+        """Sampled generations since the engine loaded or its task began (restart_sampling): the
+        n-th samples with seed config.seed + the task's offset + n. Greedy ones (temperature 0,
+        the verifier's) are not counted: they draw nothing, and a shared engine's verdict on a
+        pre-empted task, landing after the next task began, must not shift that task's seeds."""
         return self._calls
 
-    @calls.setter
-    def calls(self, count: int) -> None:
+    @property
+    def sampling_state(self) -> tuple[int, int]:
+        """(seed offset, calls): an engine given another's (a resumed experiment's) samples on as
+        that one would have."""
         with self._lock:
-            self._calls = count
+            return self._seed_offset, self._calls
+
+    @sampling_state.setter
+    def sampling_state(self, state: tuple[int, int]) -> None:
+        with self._lock:
+            self._seed_offset, self._calls = state
 
     def restart_sampling(self, key: str) -> None:
         """Start a task's own sampling seeds, at the start of every task (the policy node's key: the
@@ -224,7 +233,8 @@ class PolicyEngine:
         for _ in range(tries):
             with self._lock:
                 request.seed = self.config.seed + self._seed_offset + self._calls
-                self._calls += 1
+                if request.sampling.temperature > 0:
+                    self._calls += 1
                 generation = self.backend.generate(request)
             seconds += generation.seconds
             tokens += generation.new_tokens

@@ -29,7 +29,7 @@ PARTS = ("offline", "closed_loop", "vqa")  # the keys of the results, in the ord
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlm2vla_ros.sim import TASK_KINDS
     from vlm2vla_ros.sim.views import MAX_SIDE, MIN_SIDE
-    from vlm2vla_ros.tools.arguments import image_side, positive_int
+    from vlm2vla_ros.tools.arguments import image_side, non_negative_int, positive_int
 
     ap = argparse.ArgumentParser(prog="vlm2vla-eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="base model folder")
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sim-seeds", type=positive_int, default=10, help="scenes per task kind")
     ap.add_argument("--sim-first-seed", type=int, default=10_000, help="far from the seeds used for training data")
     ap.add_argument("--max-cycles", type=positive_int, default=20, help="cycle limit of each closed-loop episode")
-    ap.add_argument("--max-retries-per-subtask", type=positive_int, default=None,
+    ap.add_argument("--max-retries-per-subtask", type=non_negative_int, default=None,
                     help="fail an episode when one subtask is retried more often, as the policy node does (its "
                     "max_retries_per_subtask, 3); default: the cycle limit alone, the protocol of docs/miniature.md")
     ap.add_argument("--verifier-model", default=None,

@@ -154,12 +154,12 @@ def closed_loop_episode(
     from vlm2vla_ros.rollout import TaskRun
     from vlm2vla_ros.topics import RUNNING, SUCCEEDED
 
-    world, task = evaluation_scene(task_kind, seed, alone)
-    backend, executor = _sim_robot(world, view)
-    instruction = task.instruction(lang)
-    # a subtask can be retried at most max_cycles - 1 times: that many is no limit of its own
+    # every subtask may be retried in every cycle: a limit of max_cycles is no limit of its own
     retries = max_cycles if max_retries_per_subtask is None else max_retries_per_subtask
-    run = TaskRun(episode_key(task_kind, seed), instruction, retries, max_cycles)
+    world, task = evaluation_scene(task_kind, seed, alone)
+    instruction = task.instruction(lang)
+    run = TaskRun(episode_key(task_kind, seed), instruction, retries, max_cycles)  # before the robot: it checks the limits
+    backend, executor = _sim_robot(world, view)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
                               "cycles": 0, "ended": ""}
     try:
