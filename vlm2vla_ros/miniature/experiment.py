@@ -624,7 +624,7 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
     """Held-out seeds of a task kind (consecutive from eval_first_seed, skipping scenes
     make_scene cannot lay out). Never used for training; but findings 34-43 (docs/miniature.md)
     compared settings on the first 100 pick-up scenes from 50000, so for the recipe they are
-    validation scenes. Seeds from 60000 on are its test (findings 44 and 46; 60000-60199 are used)."""
+    validation scenes. Seeds from 60000 on are its test (findings 44 and 46; 60000-60299 are used)."""
     from .vqa import scene_exists
 
     n = config.pick_up_seeds if kind == "pick_up" else config.eval_seeds
