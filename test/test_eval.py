@@ -529,7 +529,9 @@ def test_eval_max_examples_takes_the_first_ones(tmp_path, capsys, stub_engine):
     [("--max-examples", "-1", "positive integer"), ("--max-examples", "0", "positive integer"),
      ("--sim-seeds", "0", "positive integer"), ("--max-cycles", "0", "positive integer"),
      ("--max-cycles", "-3", "positive integer"), ("--sim-seeds", "two", "positive integer"),
-     ("--image-size", "0", "positive integer"), ("--image-size", "16", "32 to 4096 pixels")],
+     ("--image-size", "0", "positive integer"), ("--image-size", "16", "32 to 4096 pixels"),
+     ("--max-retries-per-subtask", "-1", "an integer of 0 or more"),
+     ("--max-retries-per-subtask", "three", "an integer of 0 or more")],
 )
 def test_eval_refuses_bad_counts_and_sizes(tmp_path, capsys, stub_engine, flag, value, message):
     from vlm2vla_ros.tools.eval import main
