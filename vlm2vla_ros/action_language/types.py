@@ -57,6 +57,11 @@ class ActionLimits:
         scaled = Decimal(repr(float(self.max_abs_cm))).scaleb(self.decimals)
         return int(scaled.to_integral_value(rounding=ROUND_FLOOR))
 
+    @property
+    def largest_cm(self) -> float:
+        """The largest magnitude a chunk can state: max_abs_cm cut to the decimals (10.04 -> 10.0)."""
+        return self.max_units / 10**self.decimals
+
 
 class ActionParseError(ValueError):
     """Text that is not unambiguously one valid chunk (or subtask list)."""

@@ -266,8 +266,9 @@ class PolicyNode(Node):
         with self._lock:
             min_stamp = self._min_stamp_ns
         _stamp, image = self._wait_image(min_stamp)
-        if hasattr(self.engine, "restart_sampling"):  # a stand-in engine in tests may not sample
-            self.engine.restart_sampling(run.task_id)
+        from ..policy.engine import restart_sampling
+
+        restart_sampling(run.task_id, self.engine)
         result = self.engine.subtasks(image, run.instruction)
         with self._lock:
             if not self._current(run):

@@ -55,6 +55,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def restart_sampling(key: str, *engines: Any) -> None:
+    """PolicyEngine.restart_sampling(key) on each engine that samples, once each: stand-ins (the
+    evaluation's ExpertReplay, the tests' scripted engines) do not sample and have no such method."""
+    for engine in {id(e): e for e in engines}.values():
+        if hasattr(engine, "restart_sampling"):
+            engine.restart_sampling(key)
+
+
 class PolicyEngine:
     """Subtasks once per task, plan + chunk per cycle, and the verifier, on one loaded model.
 
@@ -69,7 +77,7 @@ class PolicyEngine:
         self._calls = 0
         self._seed_offset = 0  # restart_sampling's, from the task's key
         limits = config.limits
-        extreme = -limits.max_units / 10**limits.decimals
+        extreme = -limits.largest_cm
         longest = ActionStep(extreme, extreme, extreme, 0)
         self._chunk_regex = chunk_regex(limits)
         # Every token holds at least one character, so the longest answer (+1 for the stop

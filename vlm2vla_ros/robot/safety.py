@@ -247,7 +247,7 @@ def policy_limits_problem(limits: ActionLimits, safety: SafetyConfig) -> str:
     else one sentence saying what to change. A policy allowed more than the robot is safe (the
     executor rejects those chunks whole) but fails its tasks mid-run, so a graph that knows both
     configs refuses to start instead."""
-    largest_cm = limits.max_units / 10**limits.decimals  # what the grammar can write, not the asked bound
+    largest_cm = limits.largest_cm  # what the grammar can write, not the asked bound
     wider = []
     if largest_cm > safety.max_abs_cm:
         wider.append(f"moves of up to {largest_cm:g} cm a step (the robot's safety.max_abs_cm is {safety.max_abs_cm:g})")

@@ -151,6 +151,7 @@ def closed_loop_episode(
     task, subtask): a verdict from the world itself in place of engine.verify (privileged; it
     stands in for a verifier outside the policy, as the paper's is)."""
     from vlm2vla_ros.policy import PolicyError
+    from vlm2vla_ros.policy.engine import restart_sampling
     from vlm2vla_ros.rollout import TaskRun
     from vlm2vla_ros.topics import RUNNING, SUCCEEDED
 
@@ -173,7 +174,8 @@ def closed_loop_episode(
             chunk = engine.cycle(before, instruction, subtask).chunk
             run.chunk_sent(cycle)
             report = executor.execute(chunk)
-            if not run.executed(cycle, report.status, report.reason) or run.state != RUNNING:
+            run.executed(cycle, report.status, report.reason)
+            if run.state != RUNNING:  # the executor refused or failed the chunk
                 record["ended"] = f"executor {report.status}: {report.reason}"
                 break
             after = backend.render(image_size, image_size)
@@ -273,15 +275,9 @@ class StageMix:
         return self.verifier.verify(before, after, subtask, next_subtask)
 
     def restart_sampling(self, key: str) -> None:
+        from vlm2vla_ros.policy.engine import restart_sampling
+
         restart_sampling(key, self.subtasks_from, self.cycles_from, self.verifier)
-
-
-def restart_sampling(key: str, *engines: Any) -> None:
-    """PolicyEngine.restart_sampling(key) on each engine that samples (stand-ins such as
-    ExpertReplay do not), once each."""
-    for engine in {id(e): e for e in engines}.values():
-        if hasattr(engine, "restart_sampling"):
-            engine.restart_sampling(key)
 
 
 def named_only(world: Any, task: Any) -> Any:
