@@ -606,6 +606,41 @@ def test_completion_verdicts_count_each_verdict_against_the_simulator():
     assert len(seen) == 24 and all(b == a == (64, 64, 3) for b, a, _, _ in seen)
     # each case asked in its task's own words; a "move above" is never a task's last subtask
     assert all(subtask for _, _, subtask, _ in seen) and all(following for _, _, _, following in seen[:12])
+    # a verifier trained on its own "move above" rule (finding 47) is scored on cases drawn and labelled by it
+    import numpy as np
+
+    from vlm2vla_ros.miniature import vqa
+    from vlm2vla_ros.miniature.experiment import VERIFIER_EVAL_FIRST_SEED
+    from vlm2vla_ros.sim.render import render
+
+    own = dataclasses.replace(config, verifier_done_cm=1.2, verifier_miss_cm=4.0, verifier_before_cm=(0.5, 15.0))
+    rule = own.verifier_cases()
+    assert rule == vqa.MoveAboveCases(done_m=0.012, miss_m=0.04, before_m=(0.005, 0.15))
+    seen.clear()
+    images = []
+
+    class Records(Advances):
+        def verify(self, before, after, subtask, next_subtask):
+            images.append(after)
+            return super().verify(before, after, subtask, next_subtask)
+
+    counts = completion_verdicts(Records(), dataclasses.replace(own, verifier_subtasks=("move_above",)))["move_above"]
+    drawn = list(vqa.move_above_worlds(range(VERIFIER_EVAL_FIRST_SEED, VERIFIER_EVAL_FIRST_SEED + 12), rule))
+    assert counts["advanced_done"] == sum(vqa.subtask_done(after, task.plan[index], rule.done_m)
+                                          for _, _, after, task, index, _ in drawn)
+    assert all(np.array_equal(image, render(after, own.image_size, own.image_size, own.view))
+               for image, (_, _, after, *_) in zip(images, drawn, strict=True))
+
+
+@pytest.mark.parametrize("change", [dict(verifier_done_cm=5.0, verifier_miss_cm=4.0), dict(verifier_done_cm=0.0),
+                                    dict(verifier_before_cm=(15.0, 5.0)), dict(verifier_before_cm=(1.0, 2.0, 3.0))])
+def test_a_verifier_rule_whose_cases_cannot_be_drawn_is_refused(change):
+    import dataclasses
+
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match="move-above cases need|verifier_before_cm"):
+        dataclasses.replace(ExperimentConfig.quick(), **change)
 
 
 class _Stop(Exception):
@@ -706,3 +741,32 @@ def test_resume_takes_the_checkpoints_settings_and_needs_one(tmp_path, capsys):
     assert "drop --quick, --seed" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--resume"]) == 1
     assert "has no checkpoint" in capsys.readouterr().err
+
+
+def test_the_report_names_the_verifiers_rule_and_flags_a_verifier_blind_to_the_images():
+    """A verifier whose training never left the answer's prior (one of finding 47's draws retried
+    98% of every "move above") is flagged in the report; one that tells done from not done is not.
+    The verdict table states the rule its held-out cases were drawn and labelled by."""
+    from vlm2vla_ros.miniature.experiment import blind_subtasks, verifier_lines
+
+    seeing = {"advanced_done": 45, "advanced_not_done": 6, "retried_done": 5, "retried_not_done": 44}
+    prior = {"advanced_done": 2, "advanced_not_done": 1, "retried_done": 48, "retried_not_done": 49}
+    always = {"advanced_done": 0, "advanced_not_done": 0, "retried_done": 50, "retried_not_done": 50}
+    one_label = {"advanced_done": 50, "advanced_not_done": 0, "retried_done": 0, "retried_not_done": 0}
+    assert blind_subtasks({"move_above": seeing, "grasp": prior, "lift": always, "other": one_label}) == ["grasp", "lift"]
+
+    episode = {"task_kind": "pick_up", "lang": "en", "success": True}
+    v = {"steps": 1500, "seconds": 369.0, "cases": 24000, "kinds": ["pick_up"],
+         "vlm2vla": {"episodes": [episode]}, "baseline": {"episodes": [episode]},
+         "move_above_cm": {"done": 1.2, "miss": 4.0, "before": [0.5, 15.0]},
+         "verdicts": {"base": {"move_above": prior}, "verifier": {"move_above": seeing}}}
+    headline = {"episodes": [episode]}
+    report = "\n".join(verifier_lines(v, headline, headline))
+    assert "the gripper within 1.2 cm of the block" in report and "misses to 4 cm, the gripper 0.5-15 cm off" in report
+    assert "one subtask; drawn as" in report
+    assert "do not follow the images" not in report  # the base's blindness is the base's
+    v["verdicts"]["verifier"] = {"move_above": prior}
+    assert "**Its verdicts do not follow the images** (move above" in "\n".join(verifier_lines(v, headline, headline))
+    del v["move_above_cm"]  # a run before finding 47: the pretraining's rule
+    older = "\n".join(verifier_lines(v, headline, headline))
+    assert "the gripper within 0.8 cm of the block" in older and "around one subtask; labels from the simulator" in older

@@ -378,11 +378,12 @@ def test_move_above_cases_judge_the_first_subtask_from_two_images():
     np.testing.assert_array_equal(np.asarray(again[0]["images"][1]), np.asarray(cases[0]["images"][1]))
 
 
-def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
+@pytest.mark.parametrize("cases", [vqa.MOVE_ABOVE_CASES, vqa.MoveAboveCases(done_m=0.012, miss_m=0.04, before_m=(0.005, 0.15))])
+def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it(cases):
     import math
 
     done = 0
-    worlds = list(vqa.move_above_worlds(range(6_000_000, 6_000_060)))
+    worlds = list(vqa.move_above_worlds(range(6_000_000, 6_000_060), cases))
     for _, before, after, task, index, lang in worlds:
         assert index == 0
         sub = task.plan[0]
@@ -390,13 +391,13 @@ def test_move_above_worlds_put_the_gripper_over_the_block_or_off_it():
         block_before, block_after = before.object(str(sub.obj)), after.object(str(sub.obj))
         assert {o.name for o in before.objects} == {o.name for o in after.objects}
         away = math.hypot(before.gripper_x - block_before.x, before.gripper_y - block_before.y)
-        assert vqa.MOVE_ABOVE_BEFORE_M[0] - 1e-6 <= away <= vqa.MOVE_ABOVE_BEFORE_M[1] + 1e-6
+        assert cases.before_m[0] - 1e-6 <= away <= cases.before_m[1] + 1e-6
         off = math.hypot(after.gripper_x - block_after.x, after.gripper_y - block_after.y)
-        assert off <= vqa.MOVE_ABOVE_MISS_M + 1e-6
+        assert off <= cases.miss_m + 1e-6
         for world, block in ((before, block_before), (after, block_after)):
             assert vqa.NEAR_HEIGHT_M[0] - 1e-6 <= world.gripper_z - block.top <= vqa.NEAR_HEIGHT_M[1] + 1e-6
-        assert vqa.subtask_done(after, sub) == (off <= vqa.ABOVE_BLOCK_M)
-        done += off <= vqa.ABOVE_BLOCK_M
+        assert vqa.subtask_done(after, sub, cases.done_m) == (off <= cases.done_m)
+        done += off <= cases.done_m
     assert len(worlds) >= 50 and 0.3 < done / len(worlds) < 0.7
     assert any(len(w[1].objects) == 1 for w in worlds) and any(len(w[1].objects) > 1 for w in worlds)
 
@@ -527,3 +528,53 @@ def test_binding_errors_tell_the_asked_block_from_the_others():
     assert scores["median_cm"] == pytest.approx((2.0 + 50 ** 0.5) / 2)  # of 0.5, 2, 7.07 and 13.45 cm
     with pytest.raises(ValueError, match="one answer per item"):
         vqa.binding_errors(answers[:2], [item] * 5, 1.5)
+
+
+def test_completion_cases_label_move_above_by_their_own_rule():
+    """A verifier's own cases (finding 47): labelled done within cases.done_m, so ends between the
+    pretraining's 0.8 cm and 1.2 cm count as done; their grasps start within done_m too."""
+    import math
+
+    from vlm2vla_ros.policy import prompts
+
+    wide = vqa.MoveAboveCases(done_m=0.012, miss_m=0.04, before_m=(0.005, 0.15))
+    seeds = range(6_400_000, 6_400_080)
+    cases = vqa.completion_cases(seeds, (MOVE_ABOVE,), image_size=32, cases=wide)
+    ends = {f"move-above-{seed}": (after, task.plan[index])
+            for seed, _, after, task, index, _ in vqa.move_above_worlds(seeds, wide)}
+    labels = {c["id"]: c["messages"][-1]["content"][0]["text"] == prompts.verify_answer(True) for c in cases}
+    assert labels == {i: vqa.subtask_done(after, sub, wide.done_m) for i, (after, sub) in ends.items()}
+    between = [i for i, (after, sub) in ends.items() if labels[i] and not vqa.subtask_done(after, sub)]
+    assert between, "some ends lie between the two rules"
+    assert any(math.hypot(before.gripper_x - before.object(str(task.plan[0].obj)).x,
+                          before.gripper_y - before.object(str(task.plan[0].obj)).y) < 0.05
+               for _, before, _, task, _, _ in vqa.move_above_worlds(seeds, wide)), "befores nearer than the default's 5 cm"
+    starts = []
+    for _, before, _, task, index, _ in vqa.grasp_worlds(range(6_100_000, 6_100_040), wide):
+        block = before.object(str(task.plan[index].obj))
+        starts.append(math.hypot(before.gripper_x - block.x, before.gripper_y - block.y))
+    assert max(starts) <= wide.done_m + 1e-6 and any(start > vqa.ABOVE_BLOCK_M for start in starts)
+
+
+def test_the_default_cases_are_the_ones_the_shipped_models_were_trained_on():
+    """MoveAboveCases' defaults draw exactly what the module constants drew before finding 47 (the
+    shipped base's verify mix and verifier were trained on them): pinned gripper offsets, metres."""
+    import math
+
+    def off(world, task, index):
+        block = world.object(str(task.plan[index].obj))
+        return math.hypot(world.gripper_x - block.x, world.gripper_y - block.y)
+
+    drawn = [(round(off(before, task, index), 12), round(off(after, task, index), 12), lang)
+             for _, before, after, task, index, lang in vqa.move_above_worlds(range(6_000_000, 6_000_004))]
+    assert drawn == [(0.061942664328, 0.000363928432, "en"), (0.132072328262, 0.059738721088, "es"),
+                     (0.132237233238, 0.037958031678, "en"), (0.127624802135, 0.000159425077, "es")]
+    starts = [round(off(before, task, index), 12) for _, before, _, task, index, _ in vqa.grasp_worlds(range(6_100_000, 6_100_003))]
+    assert starts == [0.000080837843, 0.006265066589, 0.00536240313]
+
+
+@pytest.mark.parametrize("fields", [dict(done_m=0.05, miss_m=0.04), dict(done_m=0.0), dict(before_m=(0.1, 0.05)),
+                                    dict(before_m=(-0.01, 0.05))])
+def test_move_above_cases_refuse_rules_that_cannot_be_drawn(fields):
+    with pytest.raises(ValueError, match="move-above cases need"):
+        vqa.MoveAboveCases(**fields)
