@@ -620,10 +620,10 @@ class MoveAboveCases:
     """How "move above" completion cases are drawn and labelled: done when the gripper ends
     within done_m of the block sideways, a miss when it ends done_m to miss_m off (half each),
     the "before" gripper before_m from the block; a grasp case starts within done_m of it too.
-    The defaults are the pretraining's verify mix's and every verifier's before finding 47. A
-    verifier of its own judges the policy's own retries better when trained on befores near the
-    block (after a retry most verdicts start 0-4 cm off), misses dense near the rule, and the rule
-    at 1.2 cm, a margin inside a grasp's 1.5 (finding 47)."""
+    The defaults are the pretraining's verify mix's and every shipped verifier's. Finding 47
+    trained verifiers on befores near the block (after a retry most verdicts start 0-4 cm off),
+    misses dense near the rule and the rule at 1.2 cm, a margin inside a grasp's 1.5: one
+    training draw judged the policy's retries better, and neither picked up more on test scenes."""
 
     done_m: float = ABOVE_BLOCK_M
     miss_m: float = 0.06
@@ -669,10 +669,11 @@ def grasp_worlds(seeds: Sequence[int], cases: MoveAboveCases = MOVE_ABOVE_CASES
                  ) -> Iterator[tuple[int, SimWorld, SimWorld, Task, int, str]]:
     """(seed, before, after, task, subtask index, language) per seed make_scene lays out, for the
     first grasp of the seed's scene of a random task kind: before, the gripper open over the
-    block (within cases.done_m, "move above" done, NEAR_HEIGHT_M above its top); after, lowered into the block's
-    height up to GRASP_MISS_M off sideways (within the grasp tolerance half the time) and closed,
-    or left open (GRASP_LEFT_OPEN). The world's own rule decides whether it holds the block: the
-    grasps that close beside the block are the misses the policy's chunks leave (finding 19)."""
+    block (within cases.done_m: "move above" done; NEAR_HEIGHT_M above its top); after, lowered
+    into the block's height up to GRASP_MISS_M off sideways (within the grasp tolerance half the
+    time) and closed, or left open (GRASP_LEFT_OPEN). The world's own rule decides whether it
+    holds the block: the grasps that close beside the block are the misses the policy's chunks
+    leave (finding 19)."""
     for seed, rng, scene, task, index, block in _first_of(seeds, "grasp", GRASP):
         before = _gripper_off(scene, block, rng.uniform(0.0, cases.done_m), rng)
         after = _lowered_into(scene, block, rng)
