@@ -642,7 +642,7 @@ def eval_seeds(config: ExperimentConfig, kind: str) -> list[int]:
     """Held-out seeds of a task kind (consecutive from eval_first_seed, skipping scenes
     make_scene cannot lay out). Never used for training; but findings 34-43 (docs/miniature.md)
     compared settings on the first 100 pick-up scenes from 50000, so for the recipe they are
-    validation scenes. Seeds from 60000 on are its test (findings 44, 46 and 47; 60000-60399 are used)."""
+    validation scenes. Seeds from 60000 on are its test (findings 44, 46, 47 and 49; 60000-60599 are used)."""
     from .vqa import scene_exists
 
     n = config.pick_up_seeds if kind == "pick_up" else config.eval_seeds
@@ -806,9 +806,10 @@ def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log:
 
     torch.manual_seed(config.seed)
     model, processor = load_model(base_dir)
+    rule = config.verifier_cases()
     cases = draw_new_seeds(config.verifier_first_seed, config.verifier_batch,
                            lambda seeds: vqa.completion_cases(seeds, config.verifier_subtasks, config.image_size, config.view,
-                                                              config.verifier_cases()))
+                                                              rule))
     fit = train_stream(model, processor, cases, config.verifier_steps, config.verifier_lr, config.seed,
                        warmup_steps=max(1, config.verifier_steps // 20), log=log,
                        log_every=max(1, config.verifier_steps // 5))
