@@ -134,6 +134,8 @@ def test_report_and_metrics(run):
     trained = [(out / folder / "model.safetensors").read_bytes() for folder in ("verifier", "base")]
     assert trained[0] != trained[1]  # fine-tuned, not a copy of the base
     assert "## Closed-loop success with a verifier of its own" in report and "| its verifier | grasp |" in report
+    assert verifier["margin"] == [0.0, 0.0] and not (out / "verifier" / "verdict_margin.json").exists()  # greedy
+    assert "outscores" not in report
     # copying: --quick's two steps of copying alone (batch 4, new examples each) come first, one copy
     # example per scene joins the mixture, and three held-out requests are scored for every model
     copying = metrics["pretrain_copy"]
@@ -470,6 +472,8 @@ def test_settings_from_the_command_line_are_typed_and_checked(tmp_path, capsys):
         (["verifier_steps=-1"], "verifier_steps must be 0 or more"),
         (["verifier_steps=10", "judged_kinds=()"], "judges the closed loop on judged_kinds"),
         (["verifier_steps=100000", "verifier_batch=16"], "would reach the held-out ones"),
+        (["verifier_margin=(2.0, -0.5)"], "verdict_margin.step"),
+        (["verifier_margin=(2.0,)"], "a \\(start, step\\) pair"),
     ]:
         with pytest.raises(ValueError, match=message):
             with_settings(base, pairs)
@@ -493,6 +497,7 @@ def test_a_settings_file_is_a_recipe_that_set_overrides(tmp_path, capsys):
         2e-4, 3, 1500, True)
     assert shipped.bind_phases == ((1, 1000), (3, 3000), (3, 3000), (3, 3000)) and shipped.chunk_moves == 1
     assert shipped.grasp_height == 0.1  # finding 43
+    assert shipped.verifier_margin == (2.0, 0.75)  # finding 50: the shipped verifier's verdict_margin.json
     assert with_settings(ExperimentConfig.full(), settings_file(recipe) + ["reach_demos=7"]).reach_demos == 7
     (tmp_path / "bad.txt").write_text("chunk_moves=1\nreach_demos 6000\n")
     with pytest.raises(ValueError, match="bad.txt, line 2: expected KEY=VALUE"):
@@ -505,6 +510,23 @@ def test_a_settings_file_is_a_recipe_that_set_overrides(tmp_path, capsys):
     assert "reach_demos" in capsys.readouterr().err and not out.exists()
     assert main(["--out", str(out), "--quick", "--settings", str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt: cannot be read" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+def test_a_verifier_with_a_bar_carries_it_in_its_folder_and_the_report_says_so(run, tmp_path):
+    import dataclasses
+
+    from vlm2vla_ros.miniature.experiment import ExperimentConfig, _margin_words, train_verifier
+    from vlm2vla_ros.policy import PolicyConfig, VerdictMargin, load_policy
+
+    out, _ = run
+    config = dataclasses.replace(ExperimentConfig.quick(), verifier_margin=(2.0, 0.75))
+    train_verifier(out / "base", tmp_path / "verifier", config, log=lambda line: None)
+    rule = VerdictMargin(2.0, 0.75, ("move",))
+    assert load_policy(PolicyConfig(model_path=str(tmp_path / "verifier"), device="cpu")).config.verdict_margin == rule
+    assert _margin_words([2.0, 0.75]) == (' Its "move above" verdicts advance when "advance" outscores "retry" by more '
+                                          "than 2 logits, 0.75 less after each retry of the subtask (finding 50).")
+    assert _margin_words([0.0, 0.0]) == _margin_words(None) == ""
 
 
 def test_location_errors_score_answers_against_the_references():

@@ -110,6 +110,22 @@ def test_a_verdict_before_the_executors_report_still_moves_the_task_on():
         assert len(chunks) == 2  # one chunk per subtask, none sent again
 
 
+def test_each_chunk_carries_its_subtasks_retries_for_the_verifiers_bar():
+    with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT) as (probe, pubs, chunks, statuses, frame, seen):
+        pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", "retries-1")))
+        for cycle, verdict in ((1, "retry"), (2, "retry"), (3, "advance"), (4, "advance")):
+            wait_until(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}", seen, frame)
+            pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+                event="done", task_id="retries-1", cycle=cycle, steps_executed=1,
+                after_stamp_ns=probe.get_clock().now().nanoseconds)))
+            time.sleep(0.2)
+            pubs[topics.VERDICT.name].publish(String(data=topics.encode(
+                task_id="retries-1", cycle=cycle, verdict=verdict, reason="scripted")))
+        wait_until(lambda: any(s["task_id"] == "retries-1" and s["state"] == topics.SUCCEEDED for s in statuses),
+                   "success", seen, frame)
+        assert [(c["subtask_index"], c["subtask_retries"]) for c in chunks] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
 def test_a_verifier_that_failed_ends_the_task_with_its_reason():
     """More chunks with nothing judging them would only move the robot: the task fails at once."""
     with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT) as (probe, pubs, chunks, statuses, frame, seen):
@@ -324,17 +340,18 @@ def publish_frame(pubs, value, stamp_ns, encoding="rgb8"):
 
 
 class SeeingEngine:
-    """A verifier model that records the frames it was shown and says done."""
+    """A verifier model that records the frames it was shown (and the subtask's retries) and says done."""
 
     def __init__(self):
-        self.shown = []
+        self.shown, self.retries = [], []
 
-    def verify(self, before, after, subtask, next_subtask):
+    def verify(self, before, after, subtask, next_subtask, retries=0):
         from vlm2vla_ros.policy.types import VerifyResult
 
         if int(after[0, 0, 0]) == 50:
             raise RuntimeError("out of memory")
         self.shown.append((int(before[0, 0, 0]), int(after[0, 0, 0])))
+        self.retries.append(retries)
         return VerifyResult(True, "advance", {}, {})
 
 
@@ -343,7 +360,8 @@ def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad
 
         def judged(cycle, before, after):
             pubs[topics.POLICY_CHUNK.name].publish(String(data=topics.encode(
-                task_id="frames-1", cycle=cycle, subtask_index=0, subtask="grasp it", next_subtask="", steps=[[1, 0, 0, 1]])))
+                task_id="frames-1", cycle=cycle, subtask_index=0, subtask="grasp it", next_subtask="",
+                subtask_retries=2 if cycle == 1 else "three", steps=[[1, 0, 0, 1]])))
             time.sleep(0.2)
             pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
                 event="done", task_id="frames-1", cycle=cycle, steps_executed=1, before_stamp_ns=before, after_stamp_ns=after)))
@@ -368,6 +386,7 @@ def test_the_verifier_judges_only_the_frames_the_report_names_and_survives_a_bad
         judged(4, t0, t0 + 7 * 10**9)  # and the node goes on judging
         wait_until(lambda: len(verdicts) == 4, "verdict 4", verdicts)
         assert verdicts[3]["verdict"] == "advance" and engine.shown[-1] == (10, 40)
+        assert engine.retries == [2, 0]  # the chunk's count of the subtask's retries; 0 for one that is no count
         assert [v["error"] for v in verdicts] == [False] * 4  # a frame not received is a retry, not the verifier failing
         publish_frame(pubs, 50, t0 + 8 * 10**9)
         time.sleep(0.2)

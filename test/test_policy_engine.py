@@ -486,3 +486,29 @@ def test_the_transformers_backend_says_when_it_stopped_at_the_token_limit(engine
                              regex=prompts.VERDICT_REGEX)
     ended = engine.backend.generate(free)  # a verdict is a word or two, then the end token
     assert ended.new_tokens < 400 and not ended.cut_off
+
+
+def test_the_verifier_margin_is_the_models_first_token_logits_and_its_folder_sets_the_bar(tiny, tmp_path) -> None:
+    from vlm2vla_ros.policy import VerdictMargin
+    from vlm2vla_ros.policy.config import VERDICT_MARGIN_FILE
+
+    model, _ = tiny
+    folder = tmp_path / "verifier"
+    shutil.copytree(model, folder)
+
+    def judge(engine):
+        return [engine.verify(camera(i), camera(i + 1), "move above the red block", "grasp the red block") for i in range(3)]
+
+    plain = load_policy(PolicyConfig(model_path=str(folder), device="cpu"))
+    assert plain.config.verdict_margin == VerdictMargin()  # no file: the greedy verdict
+    greedy = judge(plain)
+    for result in greedy:  # greedy decoding writes the word whose first token scores higher
+        assert result.margin is not None and result.advance == (result.margin > 0) == (result.raw_text == "advance")
+    low, high = min(r.margin for r in greedy) - 1, max(r.margin for r in greedy) + 1
+    (folder / VERDICT_MARGIN_FILE).write_text(json.dumps({"start": low, "step": 0}))
+    loaded = load_policy(PolicyConfig(model_path=str(folder), device="cpu"))
+    assert loaded.config.verdict_margin == VerdictMargin(low, 0)  # read at load
+    below = judge(loaded)
+    assert all(r.advance for r in below) and [r.margin for r in below] == pytest.approx([r.margin for r in greedy])
+    above = judge(load_policy(PolicyConfig(model_path=str(folder), device="cpu", verdict_margin=VerdictMargin(high, 0))))
+    assert not any(r.advance for r in above)  # the config's own rule over the folder's

@@ -39,6 +39,8 @@ class VerifyContext:
     next_subtask: str
     before: Any  # HxWx3 uint8 RGB, or None when the frame was not found
     after: Any
+    retries: int = 0
+    """How many times the subtask was retried before this cycle (the policy's count)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,10 @@ class EngineVerifier:
     def judge(self, ctx: VerifyContext) -> Judgement:
         if ctx.before is None or ctx.after is None:  # one frame lost on a best-effort topic: one retry
             return Judgement(False, "the before or after image was not received, so the subtask cannot be judged")
-        result = self.engine.verify(ctx.before, ctx.after, ctx.subtask, ctx.next_subtask)
+        result = self.engine.verify(ctx.before, ctx.after, ctx.subtask, ctx.next_subtask, ctx.retries)
         reason = "the model judged the subtask done" if result.advance else "the model judged the subtask not done"
+        if result.margin is not None:
+            reason += f" (margin {result.margin:+.2f} after {ctx.retries} retries)"
         return Judgement(bool(result.advance), reason, result.raw_text, dict(result.timings))
 
 

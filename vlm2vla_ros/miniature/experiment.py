@@ -48,6 +48,7 @@ from vlm2vla_ros.files import replaced_whole
 from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.policy.adapter_base import BASE_FILE
 from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
+from vlm2vla_ros.policy.config import VerdictMargin, write_verdict_margin
 from vlm2vla_ros.sim.expert import ExpertConfig
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
@@ -62,6 +63,9 @@ from .vqa import GROUNDING_KINDS, NEAR_BLOCK_CM, MoveAboveCases, check_completio
 PLOTS = ("miniature_success.png", "miniature_vqa.png", "miniature_loss.png")
 VERIFIER_EVAL_FIRST_SEED = 8_900_000
 """The held-out completion cases' first seed (completion_verdicts); the verifier trains on seeds below it."""
+MARGIN_VERBS = ("move",)
+"""The subtasks a verifier of its own's bar (verifier_margin) applies to, by first word: the
+"move above" subtasks it was measured on (finding 50); grasps and lifts keep the greedy verdict."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,11 @@ class ExperimentConfig:
     it did not pick up more on test scenes."""
     verifier_miss_cm: float = 6.0
     verifier_before_cm: tuple[float, float] = (5.0, 15.0)
+    verifier_margin: tuple[float, float] = (0.0, 0.0)
+    """The verifier of its own's bar (policy.VerdictMargin's start and step, for MARGIN_VERBS),
+    written beside its weights for every evaluation that loads it: a "move above" verdict
+    advances when "advance" outscores "retry" by more than start - step * the subtask's retries.
+    (0, 0): the greedy verdict, and no file. Finding 50 chose (2.0, 0.75) on validation scenes."""
 
     @classmethod
     def full(cls, seed: int = 0) -> ExperimentConfig:
@@ -394,6 +403,7 @@ class ExperimentConfig:
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         check_completion_subtasks(self.verifier_subtasks, "verifier_subtasks")
         self.verifier_cases()  # refuses a rule whose cases cannot be drawn
+        self.verdict_margin()  # refuses a bar that is no bar
         if self.verifier_steps < 0 or self.verifier_batch < 1 or self.verifier_eval_cases < 1:
             raise ValueError(f"verifier_steps must be 0 or more, verifier_batch and verifier_eval_cases 1 or more, got "
                              f"{self.verifier_steps}, {self.verifier_batch} and {self.verifier_eval_cases}")
@@ -455,6 +465,12 @@ class ExperimentConfig:
         low, high = self.verifier_before_cm
         return MoveAboveCases(done_m=self.verifier_done_cm / 100, miss_m=self.verifier_miss_cm / 100,
                               before_m=(low / 100, high / 100))
+
+    def verdict_margin(self) -> VerdictMargin:
+        """The verifier of its own's bar (verifier_margin), on MARGIN_VERBS."""
+        if len(self.verifier_margin) != 2:
+            raise ValueError(f"verifier_margin is a (start, step) pair, got {self.verifier_margin!r}")
+        return VerdictMargin(*self.verifier_margin, verbs=MARGIN_VERBS)
 
     def expert(self) -> ExpertConfig:
         """The scripted expert that demonstrates the action data."""
@@ -814,6 +830,8 @@ def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log:
                        warmup_steps=max(1, config.verifier_steps // 20), log=log,
                        log_every=max(1, config.verifier_steps // 5))
     write_model_view(save_model(model, processor, out_dir), config.view)
+    if not config.verdict_margin().greedy:
+        write_verdict_margin(out_dir, config.verdict_margin())
     return fit
 
 
@@ -1367,7 +1385,8 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
             metrics["verifier"] = {"steps": fit_verifier.steps, "seconds": round(fit_verifier.seconds, 1),
                                    "cases": fit_verifier.examples, "losses": fit_verifier.losses,
                                    "move_above_cm": {"done": c.verifier_done_cm, "miss": c.verifier_miss_cm,
-                                                     "before": list(c.verifier_before_cm)}}
+                                                     "before": list(c.verifier_before_cm)},
+                                   "margin": list(c.verifier_margin)}
         for _ in run.stage("evaluation: closed loop, a verifier of its own"):
             verifier = load_policy(policy_config(verifier_dir, None, c))
             metrics["verifier"].update({
@@ -1855,6 +1874,15 @@ def blind_subtasks(verdicts: dict[str, dict[str, int]]) -> list[str]:
     return blind
 
 
+def _margin_words(margin: Sequence[float] | None) -> str:
+    """The report's words on the verifier's bar (verifier_margin); "" for the greedy verdict."""
+    if not margin or not any(margin):
+        return ""
+    start, step = margin
+    return (f' Its "move above" verdicts advance when "advance" outscores "retry" by more than {start:g} logits, '
+            f"{step:g} less after each retry of the subtask (finding 50).")
+
+
 def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline_baseline: dict[str, Any]) -> list[str]:
     """The report's section on the closed loop with a verifier of its own (verifier_steps)."""
     lines = [
@@ -1862,7 +1890,7 @@ def verifier_lines(v: dict[str, Any], headline_vlm2vla: dict[str, Any], headline
         "",
         f"A copy of the base fine-tuned for {v['steps']} steps ({v['seconds']:.0f} s) on {v['cases']} new subtask-completion "
         "cases alone, judging each subtask in place of the base: a verifier outside the policy, as the paper's is, "
-        f"but not privileged. The same scenes as the headline, beside it. {RATE_NOTE}",
+        f"but not privileged.{_margin_words(v.get('margin'))} The same scenes as the headline, beside it. {RATE_NOTE}",
         "",
         "| task kind | episodes | VLM2VLA, its verifier | VLM2VLA, the base judging | baseline, its verifier | baseline, the base judging |",
         "|---|---|---|---|---|---|",

@@ -109,7 +109,7 @@ class MisreadingExpert:
         chunk = ActionChunk(tuple(moves[: self.limits.max_steps]))
         return CycleResult(f"misread by {ex:.1f}, {ey:.1f} cm", chunk, "", "", {}, {})
 
-    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str, retries: int = 0) -> Any:
         raise RuntimeError("MisreadingExpert is judged by the simulator: pass its judge to closed_loop_episode")
 
 

@@ -288,7 +288,7 @@ class PolicyNode(Node):
             if not self._current(run):
                 return
             min_stamp, subtask, index, cycle = self._min_stamp_ns, run.subtask, run.index, run.cycle + 1
-            next_subtask = run.next_subtask
+            next_subtask, retries = run.next_subtask, run.retries[index]
         stamp, image = self._wait_image(min_stamp)
         result = self.engine.cycle(image, run.instruction, subtask)
         limits = getattr(getattr(self.engine, "config", None), "limits", None)
@@ -306,6 +306,7 @@ class PolicyNode(Node):
                 **common,
                 subtask=subtask,
                 next_subtask=next_subtask,
+                subtask_retries=retries,
                 image_stamp_ns=stamp,
                 steps=[[s.dx, s.dy, s.dz, s.gripper] for s in result.chunk.steps],
                 text=text,

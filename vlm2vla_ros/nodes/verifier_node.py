@@ -250,7 +250,7 @@ class VerifierNode(Node):
             self.get_logger().info(f"cycle {event['cycle']} of task {event['task_id']} not judged: the task ended ({ended})")
             return
         t0 = monotonic()
-        index = chunk["subtask_index"]
+        index, retries = chunk["subtask_index"], chunk.get("subtask_retries", 0)
         ctx = VerifyContext(
             task_id=event["task_id"],
             cycle=event["cycle"],
@@ -259,6 +259,7 @@ class VerifierNode(Node):
             next_subtask=str(chunk.get("next_subtask", "")),
             before=self._frame(event.get("before_stamp_ns"), after=False),
             after=self._frame(event.get("after_stamp_ns"), after=True),
+            retries=retries if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0 else 0,
         )
         error = False
         try:

@@ -4,7 +4,7 @@ torch, transformers and peft are imported only when a model is loaded, so config
 and the OpenAI backend work without them. See docs/policy.md.
 """
 
-from .config import OpenAIConfig, PolicyConfig, StageSampling
+from .config import OpenAIConfig, PolicyConfig, StageSampling, VerdictMargin
 from .engine import Backend, PolicyEngine, load_policy
 from .prompts import DEFAULT_PROMPTS, PromptTemplates
 from .types import CycleResult, Generation, GenerationRequest, PolicyError, SubtaskResult, VerifyResult
@@ -22,6 +22,7 @@ __all__ = [
     "PromptTemplates",
     "StageSampling",
     "SubtaskResult",
+    "VerdictMargin",
     "VerifyResult",
     "load_policy",
 ]

@@ -46,6 +46,84 @@ class StageSampling:
             raise ValueError(f"max_new_tokens must be a positive integer or null, got {self.max_new_tokens!r}")
 
 
+VERDICT_MARGIN_FILE = "verdict_margin.json"
+"""A verifier model folder's own VerdictMargin, written beside its weights."""
+
+
+@dataclass(frozen=True)
+class VerdictMargin:
+    """When the verifier's answer counts as "advance": its margin (the first-token logit of
+    "advance" minus that of "retry") above start - step * k, k the retries the subtask has had so
+    far. A strict start keeps the first, far-off ends of a move from passing; the bar falls with
+    each retry, so the subtask still passes where the verifier is less sure (docs/miniature.md,
+    finding 50). It applies to the subtasks whose first word is in `verbs` (all when empty); the
+    others, and start = step = 0, keep the greedy verdict. The numbers belong to one verifier's
+    weights: a verifier folder carries its own (VERDICT_MARGIN_FILE)."""
+
+    start: float = 0.0
+    step: float = 0.0
+    verbs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        real(self.start, "verdict_margin.start")
+        real(self.step, "verdict_margin.step", lo=0.0)
+        verbs = self.verbs
+        if isinstance(verbs, str) or not isinstance(verbs, (list, tuple)) or not all(
+                isinstance(v, str) and v.strip() and " " not in v.strip() for v in verbs):
+            raise ValueError(f"verdict_margin.verbs must be a list of single words, got {verbs!r}")
+        object.__setattr__(self, "verbs", tuple(v.strip().lower() for v in verbs))
+
+    def bar(self, retries: int) -> float:
+        """The margin a verdict must clear after `retries` retries of its subtask."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+        return self.start - self.step * retries
+
+    @property
+    def greedy(self) -> bool:
+        """start = step = 0: the greedy verdict on every subtask."""
+        return self.start == 0 and self.step == 0
+
+    def applies(self, subtask: str) -> bool:
+        if self.greedy:
+            return False
+        words = subtask.split()
+        return not self.verbs or bool(words) and words[0].lower() in self.verbs
+
+    def advance(self, subtask: str, margin: float | None, greedy_advance: bool, retries: int) -> bool:
+        """The verdict: whether the margin clears the bar after `retries` retries, where this
+        rule applies to the subtask and the backend gave a margin; else greedy_advance (the
+        decoded word)."""
+        bar = self.bar(retries)
+        if margin is None or not self.applies(subtask):
+            return greedy_advance
+        return margin > bar
+
+
+def write_verdict_margin(model_dir: str | Path, rule: VerdictMargin) -> Path:
+    """Write a verifier folder's own rule (VERDICT_MARGIN_FILE), for whoever loads it."""
+    import json
+
+    path = Path(model_dir) / VERDICT_MARGIN_FILE
+    data = {"start": rule.start, "step": rule.step, "verbs": list(rule.verbs)}
+    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    return path
+
+
+def read_verdict_margin(model_dir: str | Path) -> VerdictMargin:
+    """The verifier folder's VERDICT_MARGIN_FILE, or the greedy verdict when it has none."""
+    import json
+
+    path = Path(model_dir) / VERDICT_MARGIN_FILE
+    if not path.is_file():
+        return VerdictMargin()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from None
+    return VerdictMargin(**_checked_keys(VerdictMargin, data, str(path)))
+
+
 @dataclass(frozen=True)
 class OpenAIConfig:
     """An OpenAI-compatible server (vLLM) serving the base model and the LoRA adapter by name."""
@@ -102,6 +180,9 @@ class PolicyConfig:
     limits: ActionLimits = field(default_factory=ActionLimits)
     prompts: PromptTemplates = DEFAULT_PROMPTS
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    verdict_margin: VerdictMargin | None = None
+    """When a verdict advances (VerdictMargin); None: the model folder's own, when it has one
+    (load_policy reads it), else the greedy verdict."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -136,9 +217,9 @@ class PolicyConfig:
                 default = getattr(cls, stage)
                 section = _checked_keys(StageSampling, values[stage], f"policy config section {stage!r}")
                 values[stage] = dataclasses.replace(default, **section)
-        sections: dict[str, type[Any]] = {"limits": ActionLimits, "openai": OpenAIConfig}
+        sections: dict[str, type[Any]] = {"limits": ActionLimits, "openai": OpenAIConfig, "verdict_margin": VerdictMargin}
         for name, section_cls in sections.items():
-            if name in values:
+            if name in values and not (name == "verdict_margin" and values[name] is None):
                 values[name] = section_cls(**_checked_keys(section_cls, values[name], f"policy config section {name!r}"))
         if "prompts" in values:
             if not isinstance(values["prompts"], Mapping):

@@ -30,7 +30,7 @@ from vlm2vla_ros.action_language import (
 from . import prompts
 from .adapter_base import check_adapter_base
 from .adapter_language import language_differences, read_adapter_language
-from .config import PolicyConfig, StageSampling
+from .config import PolicyConfig, StageSampling, VerdictMargin, read_verdict_margin
 from .types import (
     CycleResult,
     Generation,
@@ -137,14 +137,22 @@ class PolicyEngine:
             parse_failures=plan_failures + chunk_failures,
         )
 
-    def verify(self, before: np.ndarray, after: np.ndarray, subtask: str, next_subtask: str) -> VerifyResult:
-        """Advance or retry, judged by the base model (the LoRA adapter switched off)."""
+    def verify(self, before: np.ndarray, after: np.ndarray, subtask: str, next_subtask: str, retries: int = 0
+               ) -> VerifyResult:
+        """Advance or retry, judged by the base model (the LoRA adapter switched off); retries:
+        how many times this subtask was retried so far, for config.verdict_margin's bar."""
+        rule = self.config.verdict_margin or VerdictMargin()
+        rule.bar(retries)  # a bad count fails before the model runs
         images = as_images([before, after], 2)
         messages = prompts.verify_messages(subtask, next_subtask, self.config.prompts)
         request = self._request(messages, images, self.config.verify, self._verify_budget, prompts.VERDICT_REGEX)
         request.use_adapter = False
-        generation, advance, _, seconds, tokens = self._attempts("verify", request, prompts.parse_verdict)
-        return VerifyResult(advance, generation.text, {"verify": seconds}, {"verify": tokens})
+        request.first_token_choices = (prompts.ADVANCE, prompts.RETRY)
+        generation, greedy_advance, _, seconds, tokens = self._attempts("verify", request, prompts.parse_verdict)
+        logits = generation.first_token_logits
+        margin = logits[prompts.ADVANCE] - logits[prompts.RETRY] if logits else None
+        advance = rule.advance(subtask, margin, greedy_advance, retries)
+        return VerifyResult(advance, generation.text, {"verify": seconds}, {"verify": tokens}, margin)
 
     @property
     def needs_warm_up(self) -> bool:
@@ -295,6 +303,8 @@ def load_policy(config: PolicyConfig) -> PolicyEngine:
         return PolicyEngine(OpenAIBackend(config.openai), config)
     from .transformers_backend import TransformersBackend
 
+    if config.verdict_margin is None:
+        config = config.replace(verdict_margin=read_verdict_margin(config.model_path))
     _check_adapter_language(config)
     if config.adapter_path:
         check_adapter_base(config.model_path, config.adapter_path)

@@ -269,6 +269,8 @@ class TransformersBackend:
             options.update(temperature=None, top_p=None)
         if request.regex is not None:
             options["logits_processor"] = [LogitsProcessor(self.compiled(request.regex))]
+        if request.first_token_choices:
+            options["output_logits"] = True  # raw, before the grammar's mask and any sampling warper
         adapter = self.model.disable_adapter() if self.has_adapter and not request.use_adapter else contextlib.nullcontext()
         with SAMPLING_LOCK, torch.inference_mode(), adapter:
             if request.seed is not None:
@@ -292,7 +294,20 @@ class TransformersBackend:
             seconds=time.perf_counter() - start,
             prefix=prefix,
             cut_off=cut_off,
+            first_token_logits=self._first_token_logits(request.first_token_choices, output),
         )
+
+    def _first_token_logits(self, choices: tuple[str, ...], output: Any) -> dict[str, float] | None:
+        """Each choice's first token's raw logit at the answer's first position; None when two
+        choices begin with the same token (their first logits would tell them apart by nothing)."""
+        if not choices or not getattr(output, "logits", None):
+            return None
+        firsts = {choice: self.processor.tokenizer.encode(choice, add_special_tokens=False)[:1] for choice in choices}
+        ids = [first[0] for first in firsts.values() if first]
+        if len(ids) != len(choices) or len(set(ids)) != len(ids):
+            return None
+        logits = output.logits[0][0]
+        return {choice: float(logits[first[0]]) for choice, first in firsts.items()}
 
     def _reusable_length(self, state: _PrefixState | None, ids: list[int], use_adapter: bool) -> int:
         """How many leading prompt tokens the cached state already holds (0: prefill everything)."""

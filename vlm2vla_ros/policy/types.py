@@ -44,6 +44,9 @@ class GenerationRequest:
     """A backend's cached state from an earlier call whose conversation this one extends."""
     keep_prefix: bool = False
     """Return reusable state in Generation.prefix."""
+    first_token_choices: tuple[str, ...] = ()
+    """Answers whose first tokens' logits at the answer's first position come back in
+    Generation.first_token_logits (the verifier's margin between "advance" and "retry")."""
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Generation:
     prefix: Any = None
     cut_off: bool = False
     """It stopped at max_new_tokens, not at an end token: the text may be incomplete."""
+    first_token_logits: dict[str, float] | None = None
+    """The raw logit of each of the request's first_token_choices' first token; None when the
+    backend cannot tell (a server) or two choices begin with the same token."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ class VerifyResult:
     raw_text: str
     timings: dict[str, float]
     tokens: dict[str, int] = field(default_factory=dict)
+    margin: float | None = None
+    """The first-token logit of "advance" minus that of "retry" (greedy decoding advances when it
+    is above 0); None when the backend cannot tell."""
 
 
 def as_images(images: Sequence[Any], expected: int) -> tuple[np.ndarray, ...]:

@@ -181,7 +181,7 @@ def closed_loop_episode(
             after = backend.render(image_size, image_size)
             following = run.next_subtask
             if judge is None:
-                advance = engine.verify(before, after, subtask, following).advance
+                advance = engine.verify(before, after, subtask, following, run.retries[index]).advance
             else:
                 advance = judge(backend.world, task, subtask)
             if on_verdict is not None:
@@ -251,7 +251,7 @@ class ExpertReplay:
             raise PolicyError(f"the expert has no chunk for {subtask!r}")
         return CycleResult("expert", self.chunks[subtask], "expert", "", {}, {})
 
-    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str, retries: int = 0) -> Any:
         from vlm2vla_ros.policy.types import VerifyResult
 
         return VerifyResult(True, "expert: advance", {})
@@ -271,8 +271,8 @@ class StageMix:
     def cycle(self, image: Any, task: str, subtask: str) -> Any:
         return self.cycles_from.cycle(image, task, subtask)
 
-    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str) -> Any:
-        return self.verifier.verify(before, after, subtask, next_subtask)
+    def verify(self, before: Any, after: Any, subtask: str, next_subtask: str, retries: int = 0) -> Any:
+        return self.verifier.verify(before, after, subtask, next_subtask, retries)
 
     def restart_sampling(self, key: str) -> None:
         from vlm2vla_ros.policy.engine import restart_sampling
