@@ -63,5 +63,7 @@ def test_record_relabel_train_deploy_evaluate(tmp_path, capsys):
     assert metrics["offline"]["metrics"]["examples"] == 2
     (episode,) = metrics["closed_loop"]["episodes"]
     assert episode["cycles"] <= 1 and episode["ended"] and episode["success"] in (True, False)
+    # the rule that judged: the model folder holds none, so the greedy verdict
+    assert metrics["closed_loop"]["verdict_margin"] == {"start": 0.0, "step": 0.0, "verbs": []}
     assert metrics["vqa"]["result"]["questions"] == 1
     assert "## Offline action metrics" in (report / "report.md").read_text()

@@ -104,3 +104,20 @@ def test_the_engine_asks_for_the_margin_and_advances_by_the_bar() -> None:
     plain = PolicyEngine(Judging("retry", {"advance": 5.0, "retry": 0.0}), PolicyConfig(model_path="unused"))
     result = plain.verify(frame(0), frame(1), MOVE, "", 0)
     assert result.advance is False and result.margin == 5.0
+
+
+def test_held_out_cases_are_judged_greedily_on_the_same_weights(caplog) -> None:
+    from vlm2vla_ros.miniature.experiment import greedy
+
+    backend = Judging("retry", {"advance": 1.0, "retry": 0.0})
+    engine = PolicyEngine(backend, PolicyConfig(model_path="unused", verdict_margin=VerdictMargin(-1.0, 0.0)))
+    assert engine.verify(frame(0), frame(1), MOVE, "", 0).advance is True  # the bar of -1 passes a margin of 1
+    plain = greedy(engine)
+    assert plain.backend is backend and plain.config.verdict_margin == VerdictMargin()
+    assert plain.verify(frame(0), frame(1), MOVE, "", 0).advance is False  # the word
+    # a rule with no margin to read is said once, and the word stands
+    blind = PolicyEngine(Judging("advance", None), engine.config)
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert blind.verify(frame(0), frame(1), MOVE, "", 0).advance is True
+    assert len([r for r in caplog.records if "gives no margin" in r.message]) == 1

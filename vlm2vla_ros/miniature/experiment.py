@@ -329,7 +329,8 @@ class ExperimentConfig:
     """The verifier of its own's bar (policy.VerdictMargin's start and step, for MARGIN_VERBS),
     written beside its weights for every evaluation that loads it: a "move above" verdict
     advances when "advance" outscores "retry" by more than start - step * the subtask's retries.
-    (0, 0): the greedy verdict, and no file. Finding 50 chose (2.0, 0.75) on validation scenes."""
+    (0, 0): the greedy verdict, and no file. Finding 50 chose (2.0, 0.75) on validation scenes.
+    Its held-out cases (completion_verdicts) are still scored greedily."""
 
     @classmethod
     def full(cls, seed: int = 0) -> ExperimentConfig:
@@ -403,7 +404,7 @@ class ExperimentConfig:
         check_completion_subtasks(self.verify_mix_subtasks, "verify_mix_subtasks")
         check_completion_subtasks(self.verifier_subtasks, "verifier_subtasks")
         self.verifier_cases()  # refuses a rule whose cases cannot be drawn
-        self.verdict_margin()  # refuses a bar that is no bar
+        self.verifier_verdict_margin()  # refuses a bar that is no bar
         if self.verifier_steps < 0 or self.verifier_batch < 1 or self.verifier_eval_cases < 1:
             raise ValueError(f"verifier_steps must be 0 or more, verifier_batch and verifier_eval_cases 1 or more, got "
                              f"{self.verifier_steps}, {self.verifier_batch} and {self.verifier_eval_cases}")
@@ -466,7 +467,7 @@ class ExperimentConfig:
         return MoveAboveCases(done_m=self.verifier_done_cm / 100, miss_m=self.verifier_miss_cm / 100,
                               before_m=(low / 100, high / 100))
 
-    def verdict_margin(self) -> VerdictMargin:
+    def verifier_verdict_margin(self) -> VerdictMargin:
         """The verifier of its own's bar (verifier_margin), on MARGIN_VERBS."""
         if len(self.verifier_margin) != 2:
             raise ValueError(f"verifier_margin is a (start, step) pair, got {self.verifier_margin!r}")
@@ -830,9 +831,19 @@ def train_verifier(base_dir: Path, out_dir: Path, config: ExperimentConfig, log:
                        warmup_steps=max(1, config.verifier_steps // 20), log=log,
                        log_every=max(1, config.verifier_steps // 5))
     write_model_view(save_model(model, processor, out_dir), config.view)
-    if not config.verdict_margin().greedy:
-        write_verdict_margin(out_dir, config.verdict_margin())
+    rule = config.verifier_verdict_margin()
+    if not rule.greedy:
+        write_verdict_margin(out_dir, rule)
     return fit
+
+
+def greedy(engine: Any) -> Any:
+    """The engine on the same loaded weights, judging by the greedy word whatever its verdict
+    margin: held-out cases are single first tries, scored greedily so that runs with a margin
+    and without compare, and blind_subtasks reads the verifier, not the bar."""
+    from vlm2vla_ros.policy import PolicyEngine
+
+    return PolicyEngine(engine.backend, engine.config.replace(verdict_margin=VerdictMargin()))
 
 
 def completion_verdicts(engine: Any, config: ExperimentConfig) -> dict[str, dict[str, int]]:
@@ -1388,10 +1399,10 @@ def run_experiment(out: Path, config: ExperimentConfig, log: Callable[[str], Non
                                                      "before": list(c.verifier_before_cm)},
                                    "margin": list(c.verifier_margin)}
         for _ in run.stage("evaluation: closed loop, a verifier of its own"):
-            verifier = load_policy(policy_config(verifier_dir, None, c))
+            verifier = load_policy(policy_config(verifier_dir, None, c))  # with its verdict_margin.json
             metrics["verifier"].update({
                 "kinds": list(c.judged_kinds),
-                "verdicts": {"base": completion_verdicts(base_engine, c), "verifier": completion_verdicts(verifier, c)},
+                "verdicts": {"base": completion_verdicts(base_engine, c), "verifier": completion_verdicts(greedy(verifier), c)},
                 "vlm2vla": closed_loop(every_scene(StageMix(vlm2vla, vlm2vla, verifier)), c, log,
                                        "VLM2VLA, a verifier of its own", kinds=c.judged_kinds),
                 "baseline": closed_loop(every_scene(StageMix(baseline, baseline, verifier)), c, log,
@@ -1875,8 +1886,9 @@ def blind_subtasks(verdicts: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _margin_words(margin: Sequence[float] | None) -> str:
-    """The report's words on the verifier's bar (verifier_margin); "" for the greedy verdict."""
-    if not margin or not any(margin):
+    """The report's words on the verifier's bar (verifier_margin, on MARGIN_VERBS: the "move
+    above" subtasks); "" for the greedy verdict, and for a run from before the setting."""
+    if not margin or VerdictMargin(*margin).greedy:
         return ""
     start, step = margin
     return (f' Its "move above" verdicts advance when "advance" outscores "retry" by more than {start:g} logits, '

@@ -7,6 +7,7 @@ at start-up instead of silently running with a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -56,7 +57,9 @@ class VerdictMargin:
     "advance" minus that of "retry") above start - step * k, k the retries the subtask has had so
     far. A strict start keeps the first, far-off ends of a move from passing; the bar falls with
     each retry, so the subtask still passes where the verifier is less sure (docs/miniature.md,
-    finding 50). It applies to the subtasks whose first word is in `verbs` (all when empty); the
+    finding 50). It has no floor: without a retry limit a subtask passes after enough retries
+    whatever the verifier says (the policy node's max_retries_per_subtask, 3, stops at -0.25
+    for the shipped rule). It applies to the subtasks whose first word is in `verbs` (all when empty); the
     others, and start = step = 0, keep the greedy verdict. The numbers belong to one verifier's
     weights: a verifier folder carries its own (VERDICT_MARGIN_FILE)."""
 
@@ -102,8 +105,6 @@ class VerdictMargin:
 
 def write_verdict_margin(model_dir: str | Path, rule: VerdictMargin) -> Path:
     """Write a verifier folder's own rule (VERDICT_MARGIN_FILE), for whoever loads it."""
-    import json
-
     path = Path(model_dir) / VERDICT_MARGIN_FILE
     data = {"start": rule.start, "step": rule.step, "verbs": list(rule.verbs)}
     path.write_text(json.dumps(data) + "\n", encoding="utf-8")
@@ -112,8 +113,6 @@ def write_verdict_margin(model_dir: str | Path, rule: VerdictMargin) -> Path:
 
 def read_verdict_margin(model_dir: str | Path) -> VerdictMargin:
     """The verifier folder's VERDICT_MARGIN_FILE, or the greedy verdict when it has none."""
-    import json
-
     path = Path(model_dir) / VERDICT_MARGIN_FILE
     if not path.is_file():
         return VerdictMargin()

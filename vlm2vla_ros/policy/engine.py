@@ -86,6 +86,7 @@ class PolicyEngine:
         self._subtasks_regex = prompts.subtasks_regex()
         self._subtasks_budget = prompts.subtasks_max_chars() + 1
         self._verify_budget = max(len(prompts.ADVANCE), len(prompts.RETRY)) + 1
+        self._margin_missing_said = False
 
     def subtasks(self, image: np.ndarray, task: str) -> SubtaskResult:
         """The task's subtask list, from the first image (once per task)."""
@@ -151,6 +152,11 @@ class PolicyEngine:
         generation, greedy_advance, _, seconds, tokens = self._attempts("verify", request, prompts.parse_verdict)
         logits = generation.first_token_logits
         margin = logits[prompts.ADVANCE] - logits[prompts.RETRY] if logits else None
+        if margin is None and rule.applies(subtask) and not self._margin_missing_said:
+            self._margin_missing_said = True
+            logging.getLogger(__name__).warning(
+                "verdict_margin %s is set, but the %s backend gives no margin (a server, or answers whose first tokens "
+                "are one): its verdicts are the greedy word", rule, self.config.backend)
         advance = rule.advance(subtask, margin, greedy_advance, retries)
         return VerifyResult(advance, generation.text, {"verify": seconds}, {"verify": tokens}, margin)
 

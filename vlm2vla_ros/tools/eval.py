@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 judged_by, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
                 max_retries_per_subtask=args.max_retries_per_subtask,
             )
+            rule = (verifier or engine).config.verdict_margin
             results["closed_loop"] = {"success_rate": rates, "episodes": records, "verifier": verifier_model,
+                                      "verdict_margin": asdict(rule) if rule is not None else None,
                                       "max_retries_per_subtask": args.max_retries_per_subtask}
         if vqa_items:
             part = "VQA"
