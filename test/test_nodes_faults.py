@@ -3,6 +3,7 @@ e-stop mid-chunk, the camera going silent (watchdog), malformed chunk payloads."
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -76,6 +77,17 @@ class Rig:
             assert "not started: watchdog: no camera frame" in refused["reason"], refused
             time.sleep(0.3)
         raise AssertionError(f"{task_id} did not start in {tries} tries; events: {self.events}")
+
+    @contextlib.contextmanager
+    def slow_motion(self, time_scale):
+        """The simulator's moves take time_scale times their duration at its joint speeds, for a
+        test whose chunk must still be moving when a later message arrives."""
+        backend = self.graph.backend
+        before, backend.time_scale = backend.time_scale, time_scale
+        try:
+            yield
+        finally:
+            backend.time_scale = before
 
     def first_event(self, task_id, kinds, timeout):
         deadline = time.monotonic() + timeout
@@ -290,6 +302,17 @@ def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
     instead of being refused as "still executing" and failing the new task. A chunk of a task
     that has ended pre-empts nothing."""
     rig.policy_says("ended-1", topics.FAILED)
+    with rig.slow_motion(6.0):  # the old chunk takes ~10 s: on a loaded machine it cannot finish first
+        stopped, final, new = _pre_empt_a_running_chunk(rig)
+    assert stopped["event"] == "aborted" and f"pre-empted by a chunk of task {new}" in stopped["reason"], stopped
+    assert final["event"] == "done", final
+    started = [e for e in rig.events if e["task_id"] == new and e["event"] == "started"][0]
+    assert rig.events.index(started) > rig.events.index(stopped)  # one chunk at a time
+
+
+def _pre_empt_a_running_chunk(rig):
+    """Start a long chunk, show a chunk of an ended task is refused, then pre-empt it with a new
+    task's chunk; returns the old chunk's last event, the new chunk's, and the new task id."""
     for attempt in range(3):  # a late camera frame on a loaded machine can refuse either chunk (start_chunk)
         old = rig.start_chunk(f"pre-empted-{attempt}")  # (ids no other test of the module uses)
         time.sleep(0.2)  # moving
@@ -303,10 +326,7 @@ def test_a_new_tasks_first_chunk_waits_for_the_pre_empted_chunk_to_stop(rig):
         final = rig.wait_event(new, ("done", "rejected", "aborted", "failed"))
         if "watchdog: no camera frame" not in final.get("reason", "") + stopped.get("reason", ""):
             break
-    assert stopped["event"] == "aborted" and f"pre-empted by a chunk of task {new}" in stopped["reason"], stopped
-    assert final["event"] == "done", final
-    started = [e for e in rig.events if e["task_id"] == new and e["event"] == "started"][0]
-    assert rig.events.index(started) > rig.events.index(stopped)  # one chunk at a time
+    return stopped, final, new
 
 
 def test_a_chunk_for_a_task_the_policy_has_ended_does_not_move(rig):
