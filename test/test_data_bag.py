@@ -12,9 +12,14 @@ from vlm2vla_ros.recording import BagWriter, humble_typestore
 rosbags = pytest.importorskip("rosbags")
 
 
-def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), encoding="rgb8"):
-    """Two cycles on subtask 0 then one on subtask 1; frames every 100 ms (but the k-th of
-    drop_frames), 8x8, rgb8 or bgra8 (a pixel of value v is (v, v+1, v+2))."""
+ROLLOUT_CYCLES = ((1, 0, "reach", [[3.0, 0.0, -2.0, 1], [1.0, 0.0, -1.0, 0]]), (2, 0, "reach", [[0.0, 0.5, 0.0, 0]]),
+                  (3, 1, "lift", [[0.0, 0.0, 4.0, 0], [0.0, 0.0, 2.0, 0]]))
+
+
+def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), encoding="rgb8", cycles=ROLLOUT_CYCLES):
+    """Two cycles on subtask 0 then one on subtask 1 (or `cycles`: (cycle, subtask index,
+    subtask, steps)); a chunk every 300 ms from 1.1 s, frames every 100 ms from 1 s (but the k-th
+    of drop_frames), 8x8, rgb8 or bgra8 (a pixel of value v is (v, v+1, v+2))."""
     ts = humble_typestore()
     Image = ts.types["sensor_msgs/msg/Image"]
     Header = ts.types["std_msgs/msg/Header"]
@@ -33,21 +38,20 @@ def write_rollout(path, state="succeeded", aborted_steps=None, drop_frames=(), e
         return ts.serialize_cdr(String(data=topics.encode(**fields)), "std_msgs/msg/String")
 
     with BagWriter(path, topics.ROLLOUT_TOPICS) as bag:
-        for k in (k for k in range(12) if k not in drop_frames):
+        for k in (k for k in range(3 * len(cycles) + 3) if k not in drop_frames):
             bag.write(topics.IMAGE.name, image(10**9 + k * 10**8, 10 * k), 10**9 + k * 10**8)
         bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state="running",
-                                                 subtasks=["reach", "lift"]), 10**9)
-        cycles = [(1, 0, "reach", [[3.0, 0.0, -2.0, 1], [1.0, 0.0, -1.0, 0]]), (2, 0, "reach", [[0.0, 0.5, 0.0, 0]]),
-                  (3, 1, "lift", [[0.0, 0.0, 4.0, 0], [0.0, 0.0, 2.0, 0]])]
+                                                 subtasks=sorted({c[2] for c in cycles}, key=[c[2] for c in cycles].index)), 10**9)
         for n, (cycle, index, subtask, steps) in enumerate(cycles):
             stamp = 10**9 + (1 + 3 * n) * 10**8
             bag.write(topics.POLICY_CHUNK.name, text(task_id="t1", cycle=cycle, subtask_index=index, subtask=subtask,
                                                     steps=steps, plan=f"plan {cycle}", image_stamp_ns=stamp), stamp + 1)
-            executed = len(steps) if aborted_steps is None or cycle != 3 else aborted_steps
+            executed = len(steps) if aborted_steps is None or cycle != len(cycles) else aborted_steps
             bag.write(topics.EXECUTOR_EVENT.name, text(task_id="t1", cycle=cycle, event="done" if executed == len(steps) else "aborted",
                                                       steps_executed=executed, chunk_image_stamp_ns=stamp,
                                                       after_stamp_ns=stamp + 2 * 10**8), stamp + 2)
-        bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state=state), 3 * 10**9)
+        bag.write(topics.POLICY_STATUS.name, text(task_id="t1", task="pick up the red block", state=state),
+                  (3 + len(cycles)) * 10**9)
     return path
 
 
@@ -67,6 +71,33 @@ def test_rollout_bag_becomes_an_annotated_episode(tmp_path):
     assert np.asarray(Image.open(episode.image_path(episode.final_image)))[0, 0, 0] == 90
     again = export_bag_episodes([tmp_path / "bag"], tmp_path / "eps")
     assert again.existing == ["bag-bag-19700101-000001-t1"] and again.written == []
+
+
+def test_a_task_that_went_back_to_its_move_keeps_its_last_attempt_from_there(tmp_path):
+    """A missed grasp sends the task back to its move (TaskRun.move_again_after): the move and
+    grasp it left are dropped and counted, so each subtask is one sub-trajectory again."""
+    cycles = ((1, 0, "move", [[3.0, 0.0, -2.0, 1]]), (2, 1, "grasp", [[0.0, 0.0, -5.0, 0]]),
+              (3, 0, "move", [[0.0, 1.0, 0.0, 1], [0.0, 0.5, 0.0, 1]]), (4, 1, "grasp", [[0.0, 0.0, -1.0, 0]]),
+              (5, 2, "lift", [[0.0, 0.0, 4.0, 0]]))
+    report = export_bag_episodes([write_rollout(tmp_path / "bag", cycles=cycles)], tmp_path / "eps")
+    assert report.skipped == [] and len(report.written) == 1
+    (episode,) = load_episodes([tmp_path / "eps"]).episodes
+    assert [s.delta_cm for s in episode.steps] == [(0, 1, 0), (0, 0.5, 0), (0, 0, -1), (0, 0, 4)]
+    assert episode.subtask_spans() == [(0, 2, "move"), (2, 3, "grasp"), (3, 4, "lift")]
+    assert episode.meta["abandoned_steps"] == 2
+    # the kept move starts at its own chunk's frame (cycle 3: stamp 1.7 s -> value 70)
+    from PIL import Image
+
+    assert np.asarray(Image.open(episode.image_path(episode.steps[0].image)))[0, 0, 0] == 70
+    assert episode.success is True
+    # back to a later move (a missed place after "move above the bowl"): no frame shows the lift's
+    # end apart from the attempt it left, so the task is skipped with the reason
+    cycles = ((1, 0, "grasp", [[0.0, 0.0, -5.0, 0]]), (2, 1, "move", [[3.0, 0.0, 0.0, 0]]),
+              (3, 2, "place", [[0.0, 0.0, -2.0, 1]]), (4, 1, "move", [[1.0, 0.0, 0.0, 0]]),
+              (5, 2, "place", [[0.0, 0.0, -2.0, 1]]))
+    report = export_bag_episodes([write_rollout(tmp_path / "bag2", cycles=cycles)], tmp_path / "eps2")
+    assert report.written == [] and len(report.skipped) == 1
+    assert "cycle 4 went back to subtask 2 after subtask 1 was done" in report.skipped[0][1]
 
 
 def test_a_camera_driver_in_bgra8_reads_as_the_nodes_read_it(tmp_path):

@@ -257,6 +257,46 @@ def test_the_closed_loop_keeps_the_policy_nodes_rules():
         closed_loop_episode(expert, "pick_up", 50000, max_cycles=0, image_size=32)
 
 
+class _Verdicts:
+    """A verifier that answers from a list of verdicts, in turn, and records the subtasks judged."""
+
+    def __init__(self, *advances):
+        self.advances, self.judged = list(advances), []
+
+    def verify(self, before, after, subtask, following, retries=0):
+        from vlm2vla_ros.policy.types import VerifyResult
+
+        self.judged.append((subtask, retries))
+        return VerifyResult(self.advances.pop(0), "", {})
+
+
+def test_a_missed_grasp_sends_the_closed_loop_back_to_its_move():
+    """The node's move_again_after: a grasp judged not done goes back to "move above", which
+    keeps its retries (the verdict margin's bar reads them), and so does the grasp; 0 retries the
+    grasp where it is."""
+    from vlm2vla_ros.training.evaluate import ExpertReplay, StageMix, closed_loop_episode, closed_loop_eval
+
+    expert = ExpertReplay("pick_up", 50000, alone=True)
+    verdicts = _Verdicts(False, True, False, True, True, True)
+    record = closed_loop_episode(StageMix(expert, expert, verdicts), "pick_up", 50000, max_cycles=10, image_size=32,
+                                 alone=True)
+    move, grasp, lift = expert.subtask_list
+    assert verdicts.judged == [(move, 0), (move, 1), (grasp, 0), (move, 1), (grasp, 1), (lift, 0)]
+    assert record["moves_again"] == 1 and record["cycles"] == 6 and record["ended"] == "all subtasks done"
+    verdicts = _Verdicts(False, True, False, True, True)
+    record = closed_loop_episode(StageMix(expert, expert, verdicts), "pick_up", 50000, max_cycles=10, image_size=32,
+                                 alone=True, move_again_after=0)
+    assert verdicts.judged == [(move, 0), (move, 1), (grasp, 0), (grasp, 1), (lift, 0)]
+    assert record["moves_again"] == 0 and record["cycles"] == 5
+    # closed_loop_eval passes the rule on (the eval CLI's --move-again-after)
+    for again, judged in ((1, [(move, 0), (grasp, 0), (move, 0), (grasp, 1)]), (0, [(move, 0), (grasp, 0), (grasp, 1)])):
+        expert = ExpertReplay("pick_up", 50000)
+        verdicts = _Verdicts(True, False, *[True] * 4)
+        _, (record,) = closed_loop_eval(StageMix(expert, expert, verdicts), ["pick_up"], [50000], 4, 32,
+                                         move_again_after=again)
+        assert verdicts.judged[:len(judged)] == judged and record["moves_again"] == again, again
+
+
 class _Restarting(_Stage):
     def restart_sampling(self, key):
         self.calls.append(f"restart {key}")
@@ -454,16 +494,17 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
     assert policy.closed and verifier.closed
     report = (out / "report.md").read_text()
     # no retry limit but the cycles' unless given
-    assert seen["rules"] == {"max_retries_per_subtask": None}
-    assert "the cycle limit alone ends an episode" in report
+    assert seen["rules"] == {"max_retries_per_subtask": None, "move_again_after": 1}
+    assert "the cycle limit alone ends an episode; a subtask after a move judged not done once goes back" in report
     assert f"Verdicts from `{judge}`" in report and "| pick_up | 0.50 | 0.15-0.85 | 4 |" in report
     assert "pick_up 0.50 (0.15-0.85, 4 episodes)" in capsys.readouterr().out
     # the policy node's retry limit
     argv[argv.index(str(out))] = str(tmp_path / "report2")
-    assert main([*argv, "--max-retries-per-subtask", "3"]) == 0
-    assert seen["rules"] == {"max_retries_per_subtask": 3}
+    assert main([*argv, "--max-retries-per-subtask", "3", "--move-again-after", "0"]) == 0
+    assert seen["rules"] == {"max_retries_per_subtask": 3, "move_again_after": 0}
     report = (tmp_path / "report2" / "report.md").read_text()
-    assert "an episode ends at the cycle limit or when a subtask is retried more than 3 times" in report
+    assert "an episode ends at the cycle limit or when a subtask is retried more than 3 times;" in report
+    assert "goes back" not in report
 
 
 def test_eval_mini_is_the_shipped_checkpoint_and_its_verifier(tmp_path, monkeypatch, stub_engine):

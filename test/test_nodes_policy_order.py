@@ -126,6 +126,29 @@ def test_each_chunk_carries_its_subtasks_retries_for_the_verifiers_bar():
         assert [(c["subtask_index"], c["subtask_retries"]) for c in chunks] == [(0, 0), (0, 1), (0, 2), (1, 0)]
 
 
+def test_a_retried_subtask_after_a_move_goes_back_to_the_move_unless_move_again_after_is_0():
+    """The node's move_again_after reaches its TaskRun: "open the gripper" follows "move forward"."""
+    from rclpy.parameter import Parameter
+
+    for again, expected in ((None, [(0, 0), (1, 0), (0, 0), (1, 1)]), (0, [(0, 0), (1, 0), (1, 1)])):
+        parameters = () if again is None else (Parameter("move_again_after", value=again),)
+        task = f"again-{again}"
+        with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT, parameters=parameters) as (
+                probe, pubs, chunks, statuses, frame, seen):
+            pubs[topics.TASK.name].publish(String(data=topics.encode_task("move forward, then open", task)))
+            for cycle, verdict in enumerate(("advance", "retry", "advance", "advance")[:len(expected)], start=1):
+                wait_until(lambda n=cycle: len(chunks) >= n, f"chunk of cycle {cycle}", seen, frame)
+                pubs[topics.EXECUTOR_EVENT.name].publish(String(data=topics.encode(
+                    event="done", task_id=task, cycle=cycle, steps_executed=1,
+                    after_stamp_ns=probe.get_clock().now().nanoseconds)))
+                time.sleep(0.2)
+                pubs[topics.VERDICT.name].publish(String(data=topics.encode(
+                    task_id=task, cycle=cycle, verdict=verdict, reason="scripted")))
+            wait_until(lambda t=task: any(s["task_id"] == t and s["state"] == topics.SUCCEEDED for s in statuses),
+                       "success", seen, frame)
+            assert [(c["subtask_index"], c["subtask_retries"]) for c in chunks] == expected, again
+
+
 def test_a_verifier_that_failed_ends_the_task_with_its_reason():
     """More chunks with nothing judging them would only move the robot: the task fails at once."""
     with policy_probed(topics.VERDICT, topics.EXECUTOR_EVENT) as (probe, pubs, chunks, statuses, frame, seen):

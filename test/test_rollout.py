@@ -63,6 +63,74 @@ def test_retry_limit_per_subtask_fails_the_task():
     assert run.state == topics.RUNNING and run.retries == [1, 1]
 
 
+def test_a_missed_grasp_goes_back_to_the_move_before_it():
+    """A retry verdict on a subtask that follows a move sends the task back to the move; each
+    subtask keeps its retries, so the retry limit bounds a grasp that always misses."""
+    steps = ("move above the red block", "grasp the red block", "lift the red block")
+    run = running(steps, retries=3)
+    assert run.move_again_after == 1  # the node's default (rollout.MOVE_AGAIN_AFTER)
+    one_cycle(run, False)
+    one_cycle(run, True)
+    assert run.subtask == "grasp the red block" and run.furthest == 1
+    one_cycle(run, False)  # the grasp missed
+    assert run.state == topics.RUNNING and run.subtask == "move above the red block" and run.index == 0
+    assert run.retries == [1, 1, 0] and "back to subtask 1/3: move above the red block" in run.message
+    assert run.snapshot()["subtask_index"] == 0 and run.snapshot()["furthest_subtask_index"] == 1
+    one_cycle(run, True)
+    one_cycle(run, True)  # the second grasp holds
+    one_cycle(run, False)  # a lift follows a grasp, not a move: retried where it is
+    assert run.subtask == "lift the red block" and run.retries == [1, 1, 1] and "retry 1/3" in run.message
+    one_cycle(run, True)
+    assert run.state == topics.SUCCEEDED and run.furthest == 2
+    # a grasp that always misses: back to the move each time until its own retry limit ends the task
+    run = running(steps, retries=3, cycles=20)
+    for _ in range(4):
+        one_cycle(run, True)
+        one_cycle(run, False)
+    assert run.state == topics.FAILED and run.cycle == 8 and run.retries == [0, 4, 0]
+    assert "subtask 2 ('grasp the red block') not done after 3 retries" in run.message
+    assert run.furthest == 1 and run.index == 1
+    # the cycle limit on a missed grasp ends the task there, without going back first
+    run = running(steps, retries=3, cycles=2)
+    one_cycle(run, True)
+    one_cycle(run, False)
+    assert run.state == topics.FAILED and "cycle limit" in run.message and run.index == 1
+    # the first subtask has no move before it; "Muévete ..." (either Unicode form) is the Spanish move
+    run = running(("grasp the block", "lift the block"), retries=3)
+    one_cycle(run, False)
+    assert run.index == 0 and run.retries == [1, 0]
+    for move in ("Muévete sobre el bloque", "Mue\u0301vete sobre el bloque", "Move, then stop"):
+        run = running((move, "agarra el bloque"), retries=3)
+        one_cycle(run, True)
+        one_cycle(run, False)
+        assert run.index == 0, move
+    # move_again_after = 2: back at every second miss; 0: never
+    run = TaskRun("t2", "x", max_retries_per_subtask=3, max_cycles=10, move_again_after=2)
+    run.set_subtasks(list(steps))
+    one_cycle(run, True)
+    one_cycle(run, False)
+    assert run.index == 1 and run.retries == [0, 1, 0]
+    one_cycle(run, False)
+    assert run.index == 0 and run.retries == [0, 2, 0]
+    run = TaskRun("t3", "x", max_retries_per_subtask=3, max_cycles=10, move_again_after=0)
+    run.set_subtasks(list(steps))
+    one_cycle(run, True)
+    for _ in range(4):
+        one_cycle(run, False)
+    assert run.state == topics.FAILED and run.index == 1 and "not done after 3 retries" in run.message
+    # a limit of no retries fails the grasp before it could go back
+    run = running(steps, retries=0)
+    one_cycle(run, True)
+    one_cycle(run, False)
+    assert run.state == topics.FAILED
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, True, "1"])
+def test_move_again_after_is_a_whole_number_at_least_zero(bad):
+    with pytest.raises(ValueError, match="move_again_after must be an integer >= 0"):
+        TaskRun("t", "x", move_again_after=bad)
+
+
 def test_cycle_limit_fails_the_task():
     run = running(("a",), retries=10, cycles=2)
     one_cycle(run, False)

@@ -6,6 +6,7 @@ executor's report, the verifier's verdict) and publishes what it says. One TaskR
     planning --subtasks--> running: [generating -> executing -> verifying] per cycle
     verdict advance on the last subtask           -> succeeded
     verdict retry beyond max_retries on a subtask -> failed
+    verdict retry on the subtask after a move, each move_again_after-th -> back to that move
     cycle limit, executor abort/failure/rejection, model error -> failed
     a newer task                                  -> preempted
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,14 @@ TASK_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" would let a 
 GENERATING, EXECUTING, VERIFYING = "generating", "executing", "verifying"
 # Executor report statuses after which the verifier judges the result.
 EXECUTED_OK = ("done", "dry_run")
+MOVE_VERBS = ("move", "muévete")
+"""First words of the subtasks that bring the gripper to where the next one acts ("move above
+the red block", the simulator's English and Spanish phrasing)."""
+MOVE_AGAIN_AFTER = 1
+"""The policy node's and the evaluation's move_again_after (docs/miniature.md, finding 51): a
+grasp that missed means the move before it ended out of reach, and a grasp retried from there
+misses again."""
+_FIRST_WORD = re.compile(r"\s*([^\W\d_]+)")
 
 
 class TaskRejected(ValueError):
@@ -102,10 +112,12 @@ class TaskRun:
     instruction: str
     max_retries_per_subtask: int = 3
     max_cycles: int = 20
+    move_again_after: int = MOVE_AGAIN_AFTER  # a subtask after a move judged not done this often goes back to it (0: never)
     state: str = PLANNING
     phase: str = ""
     subtasks: list[str] = field(default_factory=list)
     index: int = 0
+    furthest: int = 0  # the furthest subtask index reached: index goes back when the task moves again
     cycle: int = 0  # number of the current (or last) cycle, from 1
     retries: list[int] = field(default_factory=list)
     parse_failures: int = 0
@@ -118,6 +130,9 @@ class TaskRun:
             raise ValueError(f"max_retries_per_subtask must be >= 0, got {self.max_retries_per_subtask}")
         if self.max_cycles < 1:
             raise ValueError(f"max_cycles must be >= 1, got {self.max_cycles}")
+        if isinstance(self.move_again_after, bool) or not isinstance(self.move_again_after, int) or (
+                self.move_again_after < 0):
+            raise ValueError(f"move_again_after must be an integer >= 0, got {self.move_again_after!r}")
 
     # ---- queries ---------------------------------------------------------------------
 
@@ -148,6 +163,7 @@ class TaskRun:
             "phase": self.phase,
             "subtasks": list(self.subtasks),
             "subtask_index": self.index,
+            "furthest_subtask_index": self.furthest,
             "subtask": self.subtask,
             "cycle": self.cycle,
             "retries": list(self.retries),
@@ -207,6 +223,7 @@ class TaskRun:
         self.history[-1]["verdict"] = "advance" if advance else "retry"
         if advance:
             self.index += 1
+            self.furthest = max(self.furthest, min(self.index, len(self.subtasks) - 1))
             if self.index >= len(self.subtasks):
                 self.state, self.phase = SUCCEEDED, ""
                 self.index = len(self.subtasks) - 1
@@ -220,14 +237,32 @@ class TaskRun:
                     f"subtask {self.index + 1} ({self.subtasks[self.index]!r}) not done after "
                     f"{self.max_retries_per_subtask} retries" + (f"; last verdict: {reason}" if reason else "")
                 )
-            self.message = (
-                f"retry {self.retries[self.index]}/{self.max_retries_per_subtask} of subtask "
-                f"{self.index + 1}/{len(self.subtasks)}: {self.subtasks[self.index]}"
-            )
+            if self._moves_again() and self.cycle < self.max_cycles:
+                missed, self.index = self.index, self.index - 1
+                self.message = (
+                    f"back to subtask {self.index + 1}/{len(self.subtasks)}: {self.subtasks[self.index]} "
+                    f"({self.subtasks[missed]!r} judged not done, retry {self.retries[missed]}/"
+                    f"{self.max_retries_per_subtask})"
+                )
+            else:
+                self.message = (
+                    f"retry {self.retries[self.index]}/{self.max_retries_per_subtask} of subtask "
+                    f"{self.index + 1}/{len(self.subtasks)}: {self.subtasks[self.index]}"
+                )
         if self.cycle >= self.max_cycles:
             return self.fail(f"cycle limit of {self.max_cycles} reached before the task was done")
         self.phase = GENERATING
         return True
+
+    def _moves_again(self) -> bool:
+        """Whether the retried subtask sends the task back to the move before it: when a grasp
+        misses, the gripper is not where the grasp needs it, which retrying the grasp cannot
+        change. Each subtask keeps its retries, so the retry limit bounds both (and a verdict
+        margin that falls with the move's retries stays lower)."""
+        if not self.move_again_after or self.index == 0 or self.retries[self.index] % self.move_again_after:
+            return False
+        first = _FIRST_WORD.match(unicodedata.normalize("NFC", self.subtasks[self.index - 1]))
+        return first is not None and first.group(1).lower() in MOVE_VERBS
 
     def verifier_failed(self, cycle: int, reason: str) -> bool:
         """The verifier could not judge the running cycle (its model or server raised): the task

@@ -217,6 +217,7 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
     indices: list[int] = []
     plans: list[str | None] = []
     after_stamp = 0
+    abandoned = 0
     for cycle in sorted(task.chunks):
         chunk, event = task.chunks[cycle], task.events.get(cycle)
         if event is None:
@@ -229,13 +230,28 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
         if frame is None:
             raise EpisodeError(f"cycle {cycle}'s frame (stamp {chunk.get('image_stamp_ns')}) is not in the bag, nor one "
                                "taken after the previous chunk ended")
+        index = int(chunk.get("subtask_index", 0))
+        if indices and index < indices[-1]:
+            # the task went back to an earlier subtask (a missed grasp sends it back to its move:
+            # TaskRun.move_again_after). Back to the first: the attempt it left is dropped, so each
+            # subtask is one sub-trajectory that ends where the next one starts, as the builder's
+            # labels need. Back to a later one, the frame after the subtasks done before it would
+            # be one taken after the attempt it left, which a verify example would take for their end.
+            keep = next(k for k, i in enumerate(indices) if i >= index)
+            if keep:
+                raise EpisodeError(
+                    f"cycle {cycle} went back to subtask {index + 1} after subtask {index} was done: no frame in the "
+                    f"bag shows subtask {index}'s end apart from the attempt it left, so the task is not exported")
+            abandoned += len(indices) - keep
+            for kept in (images, deltas, grippers, subtasks, indices, plans):
+                del kept[keep:]
         complete = executed >= len(steps)
         for j, step in enumerate(steps[:executed]):
             images.append(image_to_array(frame) if j == 0 else None)
             deltas.append([float(v) for v in step[:3]])
             grippers.append(int(step[3]))
             subtasks.append(str(chunk.get("subtask") or task.instruction))
-            indices.append(int(chunk.get("subtask_index", 0)))
+            indices.append(index)
             plans.append(str(chunk.get("plan")) if complete and chunk.get("plan") else None)
         after_stamp = int(event.get("after_stamp_ns") or 0)
     if not deltas:
@@ -255,5 +271,6 @@ def _write_task(task: _Task, frames: list[tuple[int, Any]], out_root: Path, epis
         plans=plans,
         final_frame=image_to_array(final) if final is not None else None,
         success=success,
-        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state, "split_group": group},
+        meta={"bag": str(bag), "task_id": task.task_id, "final_state": task.state, "split_group": group,
+              "abandoned_steps": abandoned},
     )

@@ -49,6 +49,7 @@ from vlm2vla_ros.machine import cpu_model
 from vlm2vla_ros.policy.adapter_base import BASE_FILE
 from vlm2vla_ros.policy.adapter_language import ADAPTER_LANGUAGE_FILE
 from vlm2vla_ros.policy.config import VerdictMargin, write_verdict_margin
+from vlm2vla_ros.rollout import MOVE_AGAIN_AFTER
 from vlm2vla_ros.sim.expert import ExpertConfig
 from vlm2vla_ros.sim.scene import BLOCK_COLOURS
 from vlm2vla_ros.sim.tasks import TASK_KINDS
@@ -294,6 +295,9 @@ class ExperimentConfig:
     eval_langs: tuple[str, ...] = ("en", "es")
     spanish_kinds: tuple[str, ...] = ("pick_up",)
     cycles_per_subtask: int = 2
+    move_again_after: int = MOVE_AGAIN_AFTER
+    """The closed loop's return to a move after a missed grasp, as the policy node's parameter (0:
+    never; the closed-loop figures of the runs before finding 51 had none)."""
     chunk_temperature: float = 0.5
     alone_kinds: tuple[str, ...] = ("pick_up",)
     """Task kinds run again in the closed loop (English, last) with only the objects the task names,
@@ -413,6 +417,9 @@ class ExperimentConfig:
         if self.verifier_first_seed + self.verifier_steps * self.verifier_batch > VERIFIER_EVAL_FIRST_SEED:
             raise ValueError(f"verifier_steps x verifier_batch new completion cases from verifier_first_seed "
                              f"({self.verifier_first_seed}) would reach the held-out ones at {VERIFIER_EVAL_FIRST_SEED}")
+        if isinstance(self.move_again_after, bool) or not isinstance(self.move_again_after, int) or (
+                self.move_again_after < 0):
+            raise ValueError(f"move_again_after must be an integer >= 0, got {self.move_again_after!r}")
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if self.bind_phases and not (self.bind_fresh > 0 and self.bind_verify_mix >= 0
@@ -788,7 +795,8 @@ def closed_loop(
             t0 = time.perf_counter()
             episodes = [
                 closed_loop_episode(engine_for(kind, seed), kind, seed, max_cycles(config, kind, seed), config.image_size,
-                                    lang, alone, on_verdict, config.view, simulator_verdict if judged else None)
+                                    lang, alone, on_verdict, config.view, simulator_verdict if judged else None,
+                                    move_again_after=config.move_again_after)
                 | {"lang": lang}
                 for seed in eval_seeds(config, kind)
             ]

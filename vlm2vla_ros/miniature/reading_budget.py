@@ -178,8 +178,8 @@ class BudgetPoint:
 
 def budget_point(error: ReadingError, kind: str, config: Any, alone: bool = False) -> BudgetPoint:
     """Success of MisreadingExpert with `error` over the held-out scenes of `kind` as the
-    experiment `config` (an ExperimentConfig) evaluates them: its seeds, camera, cycle limit and
-    action data's merge rule and chunk size."""
+    experiment `config` (an ExperimentConfig) evaluates them: its seeds, camera, cycle limit,
+    return to a move after a missed grasp, and action data's merge rule and chunk size."""
     from .experiment import eval_seeds, max_cycles
 
     build, seeds = config.action_build(), eval_seeds(config, kind)
@@ -188,7 +188,7 @@ def budget_point(error: ReadingError, kind: str, config: Any, alone: bool = Fals
         world, task = evaluation_scene(kind, seed, alone)
         engine = MisreadingExpert(world, task, seed, error, build.merge, build.limits)
         record = closed_loop_episode(engine, kind, seed, max_cycles(config, kind, seed), image_size=32, alone=alone,
-                                     view=config.view, judge=engine.judge)
+                                     view=config.view, judge=engine.judge, move_again_after=config.move_again_after)
         successes += int(record["success"])
         errors += engine.errors_cm
     return BudgetPoint(error, len(seeds), successes, statistics.median(errors) if errors else 0.0)

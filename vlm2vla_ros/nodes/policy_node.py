@@ -26,7 +26,7 @@ from std_msgs.msg import Header, String
 
 from .. import topics
 from ..checks import positive, real
-from ..rollout import TaskRejected, TaskRun, parse_task_message
+from ..rollout import MOVE_AGAIN_AFTER, TaskRejected, TaskRun, parse_task_message
 from ..shipped import resolve_shipped
 from ..topics import PayloadError, decode
 from .common import load_config, monotonic, publish_json, qos_for, run_node_main, stamp_ns
@@ -44,6 +44,7 @@ class PolicyNodeConfig:
     max_task_chars: int = 500
     max_retries_per_subtask: int = 3
     max_cycles: int = 20
+    move_again_after: int = MOVE_AGAIN_AFTER  # a missed grasp sends the task back to its move (0: never)
     image_timeout_s: float = 10.0  # wait this long for a (fresh) frame before failing the task
     heartbeat_hz: float = 2.0
     report_timeout_s: float = 120.0  # a chunk with no executor report for this long fails the task (0: off)
@@ -53,8 +54,8 @@ class PolicyNodeConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_task_chars <= 100_000:
             raise ValueError(f"policy max_task_chars must be in [1, 100000], got {self.max_task_chars}")
-        if self.max_retries_per_subtask < 0 or self.max_cycles < 1:
-            raise ValueError("policy max_retries_per_subtask must be >= 0 and max_cycles >= 1")
+        if self.max_retries_per_subtask < 0 or self.max_cycles < 1 or self.move_again_after < 0:
+            raise ValueError("policy max_retries_per_subtask and move_again_after must be >= 0 and max_cycles >= 1")
         for name in ("image_timeout_s", "heartbeat_hz"):
             positive(getattr(self, name), f"policy {name}")
         for name in ("report_timeout_s", "verdict_timeout_s", "generate_timeout_s"):
@@ -151,7 +152,7 @@ class PolicyNode(Node):
             old = self._run
             if old is not None and old.preempt(task_id):
                 self._publish_status(old)
-            run = TaskRun(task_id, request.instruction, c.max_retries_per_subtask, c.max_cycles)
+            run = TaskRun(task_id, request.instruction, c.max_retries_per_subtask, c.max_cycles, c.move_again_after)
             run.message = "generating subtasks"
             self._run = run
             # plan from a frame taken after the task came, not one from before it (a pre-empted

@@ -295,7 +295,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "policy_state": status.get("state", "no status"),
         "policy_message": status.get("message", "" if sent.is_set() else "the task was never delivered"),
         "subtasks": status.get("subtasks", []),
-        "subtasks_reached": int(status.get("subtask_index", 0)) + (1 if status.get("subtasks") else 0),
+        "subtasks_reached": int(status.get("furthest_subtask_index", status.get("subtask_index", 0)))
+        + (1 if status.get("subtasks") else 0),
         "cycles": len(w.chunks),
         "parse_failures": int(status.get("parse_failures", 0)),
         "timings": _timings(w),

@@ -27,6 +27,7 @@ PARTS = ("offline", "closed_loop", "vqa")  # the keys of the results, in the ord
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from vlm2vla_ros.rollout import MOVE_AGAIN_AFTER
     from vlm2vla_ros.sim import TASK_KINDS
     from vlm2vla_ros.sim.views import MAX_SIDE, MIN_SIDE
     from vlm2vla_ros.tools.arguments import image_side, non_negative_int, positive_int
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-retries-per-subtask", type=non_negative_int, default=None,
                     help="fail an episode when one subtask is retried more often, as the policy node does (its "
                     "max_retries_per_subtask, 3); default: the cycle limit alone, the protocol of docs/miniature.md")
+    ap.add_argument("--move-again-after", type=non_negative_int, default=MOVE_AGAIN_AFTER,
+                    help="a subtask after a move judged not done this many times sends the episode back to that "
+                    f"move, as the policy node's move_again_after does (default {MOVE_AGAIN_AFTER}; 0: never)")
     ap.add_argument("--verifier-model", default=None,
                     help="model folder that judges the closed loop's subtasks ('mini': the shipped verifier of its "
                     "own); default: the base with the adapter off")
@@ -149,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             judged_by = engine if verifier is None else evaluate.StageMix(engine, engine, verifier)
             rates, records = evaluate.closed_loop_eval(
                 judged_by, args.sim_kinds, seeds, args.max_cycles, args.image_size, progress=True, view=view,
-                max_retries_per_subtask=args.max_retries_per_subtask,
+                max_retries_per_subtask=args.max_retries_per_subtask, move_again_after=args.move_again_after,
             )
             rule = (verifier or engine).config.verdict_margin
             results["closed_loop"] = {"success_rate": rates, "episodes": records, "verifier": verifier_model,
                                       "verdict_margin": asdict(rule) if rule is not None else None,
-                                      "max_retries_per_subtask": args.max_retries_per_subtask}
+                                      "max_retries_per_subtask": args.max_retries_per_subtask,
+                                      "move_again_after": args.move_again_after}
         if vqa_items:
             part = "VQA"
             vqa, rows = evaluate.vqa_retention(engine, vqa_items, progress=True)

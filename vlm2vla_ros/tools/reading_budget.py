@@ -21,7 +21,9 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from vlm2vla_ros.rollout import MOVE_AGAIN_AFTER
     from vlm2vla_ros.sim import TASK_KINDS
+    from vlm2vla_ros.tools.arguments import non_negative_int
 
     ap = argparse.ArgumentParser(prog="vlm2vla-reading-budget", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kind", default="pick_up", choices=TASK_KINDS)
@@ -35,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cycles-per-subtask", type=int, default=3, help="the experiment's cycles_per_subtask")
     ap.add_argument("--chunk-moves", type=int, default=1, help="the experiment's chunk_moves (0: whole subtasks)")
     ap.add_argument("--alone", action="store_true", help="only the objects the task names stay in the scene")
+    ap.add_argument("--move-again-after", type=non_negative_int, default=MOVE_AGAIN_AFTER,
+                    help="the experiment's move_again_after: back to a move after a missed grasp (0: never, the "
+                    "loop of finding 33's table)")
     ap.add_argument("--out", default=None, help="write the table here (markdown)")
     args = ap.parse_args(argv)
     if args.scenes < 1 or args.cycles_per_subtask < 1 or args.chunk_moves < 0:
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:  # before the runs, so a bad path fails first
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(ExperimentConfig.full(), chunk_moves=args.chunk_moves, pick_up_seeds=args.scenes,
-                                 eval_seeds=args.scenes, cycles_per_subtask=args.cycles_per_subtask)
+                                 eval_seeds=args.scenes, cycles_per_subtask=args.cycles_per_subtask,
+                                 move_again_after=args.move_again_after)
     seeds = eval_seeds(config, args.kind)
     points = []
     for error in errors:
@@ -67,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{args.kind}, {where}, {len(seeds)} held-out scenes from seed {seeds[0]}, "
              f"{args.cycles_per_subtask} cycles a subtask, chunks of "
              + (f"{args.chunk_moves} merged move(s)" if args.chunk_moves else "whole subtasks")
-             + (f", a dead band of {args.dead_band:g} cm" if args.dead_band else "") + ":", "",
+             + (f", a dead band of {args.dead_band:g} cm" if args.dead_band else "")
+             + (f", back to the move after {args.move_again_after} missed grasp(s)" if args.move_again_after else "")
+             + ":", "",
              *budget_table(points, args.sigmas, args.persistent)]
     print("\n".join(lines))
     if args.out:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlm2vla_ros.action_language import DEFAULT_LIMITS, ActionChunk, ActionLimits, ActionStep, MergeConfig
+from vlm2vla_ros.rollout import MOVE_AGAIN_AFTER
 from vlm2vla_ros.sim.views import TABLE_VIEW
 
 AXES = ("dx", "dy", "dz")
@@ -139,11 +140,13 @@ def closed_loop_episode(
     engine: Any, task_kind: str, seed: int, max_cycles: int = 20, image_size: int = 224, lang: str = "en",
     alone: bool = False, on_verdict: Callable[[Any, Any, int, bool], None] | None = None, view: str = TABLE_VIEW,
     judge: Callable[[Any, Any, str], bool] | None = None, max_retries_per_subtask: int | None = None,
+    move_again_after: int = MOVE_AGAIN_AFTER,
 ) -> dict[str, Any]:
     """One seeded scene run by the policy (subtasks once, then plan + chunk + verify per cycle),
     its cycles, retries and end kept by rollout.TaskRun, the policy node's own state machine.
     max_retries_per_subtask: the node's limit of that name (3 in its config); None leaves only
     the cycle limit, the protocol of the documented figures (docs/miniature.md).
+    move_again_after: the node's parameter of that name (rollout.MOVE_AGAIN_AFTER by default).
     alone: only the objects the task names stay (`named_only`), so success needs no choosing
     of the named block among others. on_verdict(world, task, subtask index, advance) sees each
     verdict with the world it judged, to score the verifier against the simulator. view: the
@@ -159,10 +162,10 @@ def closed_loop_episode(
     retries = max_cycles if max_retries_per_subtask is None else max_retries_per_subtask
     world, task = evaluation_scene(task_kind, seed, alone)
     instruction = task.instruction(lang)
-    run = TaskRun(episode_key(task_kind, seed), instruction, retries, max_cycles)  # before the robot: it checks the limits
+    run = TaskRun(episode_key(task_kind, seed), instruction, retries, max_cycles, move_again_after)  # checks the limits
     backend, executor = _sim_robot(world, view)
     record: dict[str, Any] = {"task_kind": task_kind, "seed": seed, "instruction": instruction, "alone": alone,
-                              "cycles": 0, "ended": ""}
+                              "cycles": 0, "ended": "", "moves_again": 0}
     try:
         restart_sampling(run.task_id, engine)  # as the policy node does at every task, by its id
         run.set_subtasks(engine.subtasks(backend.render(image_size, image_size), instruction).subtasks)
@@ -187,7 +190,8 @@ def closed_loop_episode(
             if on_verdict is not None:
                 on_verdict(backend.world, task, index, advance)
             run.verdict(cycle, advance)
-        record["subtasks_done"] = len(run.subtasks) if run.state == SUCCEEDED else run.index
+            record["moves_again"] += run.index < index
+        record["subtasks_done"] = len(run.subtasks) if run.state == SUCCEEDED else run.furthest
         record["ended"] = record["ended"] or ("all subtasks done" if run.state == SUCCEEDED else
                                               "cycle limit" if run.message.startswith("cycle limit") else run.message)
     except PolicyError as exc:
@@ -351,25 +355,29 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
 
 def retry_rules(closed: dict[str, Any]) -> str:
-    """What ended a closed-loop report's episodes besides success, in words (a report from before
-    max_retries_per_subtask was written had the cycle limit alone)."""
-    limit = closed.get("max_retries_per_subtask")
-    return "the cycle limit alone ends an episode" if limit is None else (
+    """What ended a closed-loop report's episodes besides success, and when one went back to a
+    move, in words (a report from before max_retries_per_subtask or move_again_after was written
+    had the cycle limit alone and never went back)."""
+    limit, again = closed.get("max_retries_per_subtask"), closed.get("move_again_after") or 0
+    ends = "the cycle limit alone ends an episode" if limit is None else (
         f"an episode ends at the cycle limit or when a subtask is retried more than {limit} times")
+    return ends if not again else (
+        f"{ends}; a subtask after a move judged not done {'once' if again == 1 else f'{again} times'} goes back to "
+        "the move")
 
 
 def closed_loop_eval(
     engine: Any, task_kinds: Sequence[str], seeds: Sequence[int], max_cycles: int, image_size: int, progress: bool = False,
-    view: str = TABLE_VIEW, max_retries_per_subtask: int | None = None,
+    view: str = TABLE_VIEW, max_retries_per_subtask: int | None = None, move_again_after: int = MOVE_AGAIN_AFTER,
 ) -> tuple:
     """({kind: success rate}, episode records); the camera in `view`, the policy's own;
-    max_retries_per_subtask as closed_loop_episode's."""
+    max_retries_per_subtask and move_again_after as closed_loop_episode's."""
     from tqdm import tqdm
 
     jobs = [(kind, seed) for kind in task_kinds for seed in seeds]
     records = [
         closed_loop_episode(engine, kind, seed, max_cycles, image_size, view=view,
-                            max_retries_per_subtask=max_retries_per_subtask)
+                            max_retries_per_subtask=max_retries_per_subtask, move_again_after=move_again_after)
         for kind, seed in tqdm(jobs, desc="closed loop", disable=not progress)
     ]
     rates = {kind: float(np.mean([r["success"] for r in records if r["task_kind"] == kind])) for kind in task_kinds}
