@@ -44,7 +44,7 @@ class PolicyNodeConfig:
     max_task_chars: int = 500
     max_retries_per_subtask: int = 3
     max_cycles: int = 20
-    move_again_after: int = MOVE_AGAIN_AFTER  # a missed grasp sends the task back to its move (0: never)
+    move_again_after: int = MOVE_AGAIN_AFTER  # a retried subtask after a move goes back to it (0: never)
     image_timeout_s: float = 10.0  # wait this long for a (fresh) frame before failing the task
     heartbeat_hz: float = 2.0
     report_timeout_s: float = 120.0  # a chunk with no executor report for this long fails the task (0: off)
