@@ -495,7 +495,7 @@ def test_eval_closed_loop_takes_its_verdicts_from_the_verifier_model(tmp_path, c
     report = (out / "report.md").read_text()
     # no retry limit but the cycles' unless given
     assert seen["rules"] == {"max_retries_per_subtask": None, "move_again_after": 1}
-    assert "the cycle limit alone ends an episode; a subtask after a move judged not done once goes back" in report
+    assert "the cycle limit alone ends an episode; a subtask after a move goes back to the move after each retry" in report
     assert f"Verdicts from `{judge}`" in report and "| pick_up | 0.50 | 0.15-0.85 | 4 |" in report
     assert "pick_up 0.50 (0.15-0.85, 4 episodes)" in capsys.readouterr().out
     # the policy node's retry limit

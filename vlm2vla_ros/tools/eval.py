@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="fail an episode when one subtask is retried more often, as the policy node does (its "
                     "max_retries_per_subtask, 3); default: the cycle limit alone, the protocol of docs/miniature.md")
     ap.add_argument("--move-again-after", type=non_negative_int, default=MOVE_AGAIN_AFTER,
-                    help="a subtask after a move judged not done this many times sends the episode back to that "
-                    f"move, as the policy node's move_again_after does (default {MOVE_AGAIN_AFTER}; 0: never)")
+                    help="every N-th retry of a subtask that follows a move sends the episode back to that move, "
+                    f"as the policy node's move_again_after does (default {MOVE_AGAIN_AFTER}; 0: never)")
     ap.add_argument("--verifier-model", default=None,
                     help="model folder that judges the closed loop's subtasks ('mini': the shipped verifier of its "
                     "own); default: the base with the adapter off")

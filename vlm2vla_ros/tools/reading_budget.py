@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.cycles_per_subtask} cycles a subtask, chunks of "
              + (f"{args.chunk_moves} merged move(s)" if args.chunk_moves else "whole subtasks")
              + (f", a dead band of {args.dead_band:g} cm" if args.dead_band else "")
-             + (f", back to the move after {args.move_again_after} missed grasp(s)" if args.move_again_after else "")
+             + (f", back to the move after every {args.move_again_after} missed grasps" if args.move_again_after > 1
+                else ", back to the move after each missed grasp" if args.move_again_after else "")
              + ":", "",
              *budget_table(points, args.sigmas, args.persistent)]
     print("\n".join(lines))

@@ -362,8 +362,8 @@ def retry_rules(closed: dict[str, Any]) -> str:
     ends = "the cycle limit alone ends an episode" if limit is None else (
         f"an episode ends at the cycle limit or when a subtask is retried more than {limit} times")
     return ends if not again else (
-        f"{ends}; a subtask after a move judged not done {'once' if again == 1 else f'{again} times'} goes back to "
-        "the move")
+        f"{ends}; a subtask after a move goes back to the move after "
+        + ("each retry" if again == 1 else f"every {again} retries"))
 
 
 def closed_loop_eval(
