@@ -52,10 +52,11 @@ def positive(value: Any, where: str, hi: float = math.inf) -> float:
     return out
 
 
-def integer(value: Any, where: str, lo: int, hi: int) -> int:
-    """An int in [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{where} must be an integer in [{lo}, {hi}], got {value!r}")
+def integer(value: Any, where: str, lo: int, hi: int | None = None) -> int:
+    """An int in [lo, hi] (hi None: at least lo)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or hi is not None and value > hi:
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{where} must be an integer {bounds}, got {value!r}")
     return value
 
 

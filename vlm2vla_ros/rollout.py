@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .action_language.subtasks import control_characters
+from .checks import integer
 from .topics import EXECUTOR_EVENT, FAILED, PLANNING, PREEMPTED, RUNNING, SUCCEEDED, TERMINAL_STATES, VERDICT
 
 TASK_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" would let a final newline through
@@ -130,9 +131,7 @@ class TaskRun:
             raise ValueError(f"max_retries_per_subtask must be >= 0, got {self.max_retries_per_subtask}")
         if self.max_cycles < 1:
             raise ValueError(f"max_cycles must be >= 1, got {self.max_cycles}")
-        if isinstance(self.move_again_after, bool) or not isinstance(self.move_again_after, int) or (
-                self.move_again_after < 0):
-            raise ValueError(f"move_again_after must be an integer >= 0, got {self.move_again_after!r}")
+        integer(self.move_again_after, "move_again_after", 0)
 
     # ---- queries ---------------------------------------------------------------------
 

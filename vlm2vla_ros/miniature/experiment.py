@@ -43,6 +43,7 @@ from statistics import mean, median
 from typing import Any
 
 from vlm2vla_ros.action_language import ActionLimits, MergeConfig, read_plan_total
+from vlm2vla_ros.checks import integer
 from vlm2vla_ros.data.builder import REHEARSAL_STAGE, BuildConfig, read_examples, repeat_stages
 from vlm2vla_ros.files import replaced_whole
 from vlm2vla_ros.machine import cpu_model
@@ -417,9 +418,7 @@ class ExperimentConfig:
         if self.verifier_first_seed + self.verifier_steps * self.verifier_batch > VERIFIER_EVAL_FIRST_SEED:
             raise ValueError(f"verifier_steps x verifier_batch new completion cases from verifier_first_seed "
                              f"({self.verifier_first_seed}) would reach the held-out ones at {VERIFIER_EVAL_FIRST_SEED}")
-        if isinstance(self.move_again_after, bool) or not isinstance(self.move_again_after, int) or (
-                self.move_again_after < 0):
-            raise ValueError(f"move_again_after must be an integer >= 0, got {self.move_again_after!r}")
+        integer(self.move_again_after, "move_again_after", 0)
         if self.reading_blocks < 1:
             raise ValueError(f"reading_blocks is the most blocks a reading scene has: at least 1, got {self.reading_blocks}")
         if self.bind_phases and not (self.bind_fresh > 0 and self.bind_verify_mix >= 0
